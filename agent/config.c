@@ -1,0 +1,222 @@
+/* SPDX-License-Identifier: MIT */
+#include <dirent.h>
+#include <limits.h>
+#include <stddef.h>
+
+#include "config.h"
+#include "fileio.h"
+
+static const char *const source_names[] = {
+        [SOURCE_VIRTIO] = "virtio",
+        [SOURCE_HWRNG] = "hwrng",
+        [SOURCE_CPU] = "cpu",
+        [SOURCE_KERNEL] = "kernel",
+        NULL,
+};
+
+static const char *const on_timeout_names[] = {
+        [ON_TIMEOUT_FAIL] = "fail",
+        [ON_TIMEOUT_CONTINUE] = "continue",
+        NULL,
+};
+
+const char *source_kind_to_string(SourceKind k) {
+        if (k < 0 || k >= _SOURCE_KIND_MAX)
+                return NULL;
+        return source_names[k];
+}
+
+/* Sections stay together and in this order: conf_dump() prints them as
+ * nested YAML in table order. */
+const ConfItem agent_config_items[] = {
+        { "entropy.sources", CONF_ENUM_LIST, offsetof(AgentConfig, sources), .names = source_names },
+        { "entropy.timeout", CONF_DURATION, offsetof(AgentConfig, timeout), .min = 0, .max = 3600 * USEC_PER_SEC },
+        { "entropy.on-timeout", CONF_ENUM, offsetof(AgentConfig, on_timeout), .names = on_timeout_names },
+        { "entropy.initial-seed", CONF_UINT, offsetof(AgentConfig, initial_seed), .min = 0, .max = 4096 },
+        { "entropy.chunk", CONF_UINT, offsetof(AgentConfig, chunk), .min = 16, .max = 4096 },
+        { "entropy.virtio.quality", CONF_UINT, offsetof(AgentConfig, src[SOURCE_VIRTIO].quality), .min = 0, .max = 1024 },
+        { "entropy.virtio.min-entropy", CONF_DOUBLE, offsetof(AgentConfig, src[SOURCE_VIRTIO].min_entropy), .dmin = 0.01, .dmax = 8 },
+        { "entropy.virtio.select", CONF_BOOL, offsetof(AgentConfig, virtio_select) },
+        { "entropy.virtio.load-module", CONF_BOOL, offsetof(AgentConfig, virtio_load_module) },
+        { "entropy.virtio.module-timeout", CONF_DURATION, offsetof(AgentConfig, virtio_module_timeout), .min = 0, .max = 600 * USEC_PER_SEC },
+        { "entropy.hwrng.quality", CONF_UINT, offsetof(AgentConfig, src[SOURCE_HWRNG].quality), .min = 0, .max = 1024 },
+        { "entropy.hwrng.min-entropy", CONF_DOUBLE, offsetof(AgentConfig, src[SOURCE_HWRNG].min_entropy), .dmin = 0.01, .dmax = 8 },
+        { "entropy.cpu.quality", CONF_UINT, offsetof(AgentConfig, src[SOURCE_CPU].quality), .min = 0, .max = 1024 },
+        { "entropy.cpu.min-entropy", CONF_DOUBLE, offsetof(AgentConfig, src[SOURCE_CPU].min_entropy), .dmin = 0.01, .dmax = 8 },
+};
+const size_t agent_config_n_items = ELEMENTSOF(agent_config_items);
+
+void agent_config_init(AgentConfig *c) {
+        *c = (AgentConfig) {
+                .sources = { .n = 2, .items = { SOURCE_VIRTIO, SOURCE_KERNEL } },
+                .timeout = 30 * USEC_PER_SEC,
+                .on_timeout = ON_TIMEOUT_FAIL,
+                .initial_seed = 64,
+                .chunk = 64,
+                /* The host's virtio-rng backend serves conditioned output
+                 * (getrandom or a tested hwrng): full credit.  An unknown
+                 * hwrng (a TPM, a chipset RNG) earns none unless the image
+                 * builder vouches for it. */
+                .src[SOURCE_VIRTIO] = { .quality = 1024, .min_entropy = 8 },
+                .src[SOURCE_HWRNG] = { .quality = 0, .min_entropy = 1 },
+                /* RDSEED is off unless listed; listing it is the vouching. */
+                .src[SOURCE_CPU] = { .quality = 1024, .min_entropy = 8 },
+                .src[SOURCE_KERNEL] = { .quality = 0, .min_entropy = 8 },
+                .virtio_select = true,
+                .virtio_load_module = true,
+                .virtio_module_timeout = 5 * USEC_PER_SEC,
+        };
+}
+
+/* Splits a kernel command line into words as the kernel does (blanks
+ * separate, double quotes group) and applies each seedbed.KEY=VALUE. */
+int agent_config_apply_cmdline(ConfParser *p, const char *cmdline, const char *where_file, bool in_initrd) {
+        /* Two passes so that in an initramfs rd.seedbed.* wins over
+         * seedbed.* wherever they stand, as systemd treats rd. options. */
+        for (int pass = 0; pass < (in_initrd ? 2 : 1); pass++) {
+                const char *want = pass == 0 ? "seedbed." : "rd.seedbed.";
+                const char *s = cmdline;
+
+                for (;;) {
+                        char word[4096], where[PATH_MAX + 32];
+                        size_t n = 0, column;
+                        bool quoted = false;
+                        const char *key;
+                        char *eq;
+                        int r;
+
+                        while (*s == ' ' || *s == '\t' || *s == '\n')
+                                s++;
+                        if (*s == 0)
+                                break;
+                        column = (size_t) (s - cmdline) + 1;
+
+                        for (; *s && (quoted || (*s != ' ' && *s != '\t' && *s != '\n')); s++) {
+                                if (*s == '"') {
+                                        quoted = !quoted;
+                                        continue;
+                                }
+                                if (n + 1 < sizeof word)
+                                        word[n++] = *s;
+                        }
+                        word[n] = 0;
+
+                        /* What follows "--" is for init, not for us. */
+                        if (streq(word, "--"))
+                                break;
+                        key = startswith(word, want);
+                        if (!key)
+                                continue;
+
+                        (void) snprintf(where, sizeof where, "%s:1:%zu", where_file, column);
+                        eq = strchr(word, '=');
+                        if (!eq) {
+                                (void) snprintf(p->error, sizeof p->error,
+                                                "%s: '%s' needs a value: %sKEY=VALUE", where, word, want);
+                                return -EBADMSG;
+                        }
+                        *eq = 0;
+                        r = conf_set(p, key, eq + 1, where);
+                        if (r < 0)
+                                return r;
+                }
+        }
+        return 0;
+}
+
+static int load_dropins(ConfParser *p, const char *dir) {
+        struct dirent **names = NULL;
+        int n, r = 0;
+
+        n = scandir(dir, &names, NULL, alphasort);
+        if (n < 0)
+                return errno == ENOENT ? 0 : -errno;
+
+        for (int i = 0; i < n; i++) {
+                const char *name = names[i]->d_name;
+                size_t l = strlen(name);
+                _cleanup_free_ char *path = NULL;
+
+                if (r < 0 || name[0] == '.' || l < 6 || !streq(name + l - 5, ".yaml"))
+                        continue;
+                if (names[i]->d_type != DT_REG && names[i]->d_type != DT_LNK && names[i]->d_type != DT_UNKNOWN)
+                        continue; /* a directory named *.yaml is not a drop-in */
+                if (asprintf(&path, "%s/%s", dir, name) < 0) {
+                        path = NULL;
+                        r = -ENOMEM;
+                        continue;
+                }
+                r = conf_load_yaml_file(p, path);
+                if (r == -ENOENT) /* removed since scandir() */
+                        r = 0;
+        }
+
+        for (int i = 0; i < n; i++)
+                free(names[i]);
+        free(names);
+        return r;
+}
+
+int agent_config_load(AgentConfig *c, const AgentConfigLoad *how, FILE *dump, char *error, size_t error_size) {
+        _cleanup_free_ char *main_file = NULL, *dropin_dir = NULL, *cmdline_path = NULL, *cmdline = NULL;
+        ConfParser p;
+        int r;
+
+        error[0] = 0;
+        r = conf_parser_init(&p, agent_config_items, agent_config_n_items, c);
+        if (r < 0)
+                return r;
+
+        if (how->config_file) {
+                r = conf_load_yaml_file(&p, how->config_file);
+                if (r < 0 && !p.error[0])
+                        (void) snprintf(p.error, sizeof p.error, "%s: cannot read: %s", how->config_file,
+                                        strerror(-r));
+        } else {
+                main_file = path_join_root(how->root, SYSCONFDIR "/seedbed/seedbed.yaml");
+                dropin_dir = path_join_root(how->root, SYSCONFDIR "/seedbed/seedbed.yaml.d");
+                if (!main_file || !dropin_dir) {
+                        r = -ENOMEM;
+                        goto finish;
+                }
+                r = conf_load_yaml_file(&p, main_file);
+                if (r == -ENOENT)
+                        r = 0;
+                else if (r < 0 && !p.error[0])
+                        (void) snprintf(p.error, sizeof p.error, "%s: cannot read: %s", main_file, strerror(-r));
+                if (r >= 0) {
+                        r = load_dropins(&p, dropin_dir);
+                        if (r < 0 && !p.error[0])
+                                (void) snprintf(p.error, sizeof p.error, "%s: cannot read: %s", dropin_dir,
+                                                strerror(-r));
+                }
+        }
+        if (r < 0)
+                goto finish;
+
+        if (how->use_cmdline) {
+                cmdline_path = path_join_root(how->root, "/proc/cmdline");
+                if (!cmdline_path) {
+                        r = -ENOMEM;
+                        goto finish;
+                }
+                r = read_full_file(cmdline_path, 64 * 1024, &cmdline, NULL);
+                if (r == -ENOENT)
+                        r = 0; /* a --root tree without /proc */
+                else if (r < 0)
+                        (void) snprintf(p.error, sizeof p.error, "%s: cannot read: %s", cmdline_path, strerror(-r));
+                else
+                        r = agent_config_apply_cmdline(&p, cmdline, cmdline_path, how->in_initrd);
+                if (r < 0)
+                        goto finish;
+        }
+
+        if (dump)
+                conf_dump(&p, dump);
+
+finish:
+        if (r < 0)
+                (void) snprintf(error, error_size, "%s", p.error[0] ? p.error : strerror(-r));
+        conf_parser_done(&p);
+        return r;
+}

@@ -1,0 +1,278 @@
+/* SPDX-License-Identifier: MIT */
+#include <libgen.h>
+#include <limits.h>
+#include <sys/stat.h>
+#include <sys/utsname.h>
+#include <time.h>
+#include <yaml.h>
+
+#include "fileio.h"
+#include "json.h"
+#include "record.h"
+
+static void json_ms(Json *j, const char *key, usec_t u) {
+        if (u == USEC_INFINITY)
+                json_null(j, key);
+        else
+                json_uint(j, key, u / USEC_PER_MSEC);
+}
+
+static void json_nonempty(Json *j, const char *key, const char *s) {
+        json_string(j, key, s && s[0] ? s : NULL);
+}
+
+int record_format(const RecordInput *in, char **ret, size_t *ret_len) {
+        const SeedOutcome *o = in->outcome;
+        const VirtioRng *v = in->virtio;
+        char when[64] = "", boot_id[64] = "";
+        _cleanup_free_ char *boot_id_path = NULL, *b = NULL;
+        struct utsname u;
+        struct tm tm;
+        time_t t = time(NULL);
+        Json j = {};
+
+        /* The kernel is always the running one, even under --root. */
+        (void) uname(&u);
+        if (gmtime_r(&t, &tm))
+                (void) strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
+        if (read_one_line_file("/proc/sys/kernel/random/boot_id", &b) >= 0)
+                (void) snprintf(boot_id, sizeof boot_id, "%s", b);
+
+        json_object_begin(&j, NULL);
+        json_uint(&j, "version", RECORD_VERSION);
+        json_string(&j, "agent", PACKAGE_VERSION);
+        json_string(&j, "kernel", u.release);
+        json_nonempty(&j, "boot_id", boot_id);
+        json_string(&j, "time", when);
+        json_bool(&j, "in_initrd", in->in_initrd);
+        json_string(&j, "result", seed_result_to_string(in->result));
+        json_bool(&j, "ready_before", o->ready_before);
+        json_bool(&j, "ready_after", o->ready_after);
+        json_bool(&j, "initial_seed", o->initial_seed);
+        json_uint(&j, "credited_bits", o->credited_bits);
+        json_ms(&j, "elapsed_ms", o->elapsed_usec);
+        json_ms(&j, "ready_ms", o->ready_usec);
+        json_ms(&j, "ready_uptime_ms", o->ready_boottime_usec);
+        json_ms(&j, "timeout_ms", in->config->timeout);
+        json_string(&j, "on_timeout", in->config->on_timeout == ON_TIMEOUT_FAIL ? "fail" : "continue");
+
+        json_object_begin(&j, "device");
+        json_bool(&j, "found", v->found);
+        json_nonempty(&j, "name", v->device);
+        json_nonempty(&j, "transport", v->found ? v->transport : NULL);
+        json_nonempty(&j, "driver", v->driver);
+        json_nonempty(&j, "hwrng", v->hwrng);
+        json_nonempty(&j, "current_before", v->current_before);
+        json_nonempty(&j, "current", v->current);
+        json_bool(&j, "selected", v->selected);
+        json_bool(&j, "module_loaded", v->module_loaded);
+        json_bool(&j, "bound_by_agent", v->bound_by_us);
+        if (v->kernel_quality >= 0)
+                json_uint(&j, "kernel_quality", (uint64_t) v->kernel_quality);
+        else
+                json_null(&j, "kernel_quality");
+        json_ms(&j, "driver_wait_ms", v->wait_usec);
+        json_object_end(&j);
+
+        json_array_begin(&j, "sources");
+        for (unsigned i = 0; i < o->n_sources; i++) {
+                const SourceReport *s = &o->sources[i];
+
+                json_object_begin(&j, NULL);
+                json_string(&j, "name", source_kind_to_string(s->kind));
+                json_string(&j, "status", source_status_to_string(s->status));
+                json_nonempty(&j, "detail", s->detail);
+                json_uint(&j, "bytes", s->bytes);
+                json_uint(&j, "mixed_bytes", s->mixed_bytes);
+                json_uint(&j, "credited_bits", s->credited_bits);
+                json_uint(&j, "quality", s->quality);
+                if (s->kind != SOURCE_KERNEL) {
+                        json_double(&j, "min_entropy", s->min_entropy);
+                        json_string(&j, "health", health_result_to_string(s->health));
+                        json_uint(&j, "rct_cutoff", s->rct_cutoff);
+                        json_uint(&j, "apt_cutoff", s->apt_cutoff);
+                } else
+                        json_ms(&j, "wait_ms", s->wait_usec);
+                json_object_end(&j);
+        }
+        json_array_end(&j);
+        json_object_end(&j);
+
+        return json_finish(&j, ret, ret_len);
+}
+
+int record_write(const RecordInput *in) {
+        _cleanup_free_ char *dir = strdup(in->path), *text = NULL;
+        size_t len;
+        int r;
+
+        if (!dir)
+                return -ENOMEM;
+        r = record_format(in, &text, &len);
+        if (r < 0)
+                return r;
+        r = mkdir_p(dirname(dir), 0755);
+        if (r < 0)
+                return r;
+        return write_file_atomic(in->path, text, len, 0644);
+}
+
+/* Reading: JSON is YAML's flow style, so libyaml reads our records too. */
+
+typedef struct Record {
+        yaml_document_t doc;
+        yaml_node_t *root;
+        bool loaded;
+} Record;
+
+static void record_done(Record *r) {
+        if (r->loaded)
+                yaml_document_delete(&r->doc);
+}
+
+static int record_load(const char *path, Record *ret) {
+        _cleanup_free_ char *buf = NULL;
+        yaml_parser_t parser;
+        size_t size;
+        int r;
+
+        r = read_full_file(path, 1024 * 1024, &buf, &size);
+        if (r < 0)
+                return r;
+        if (!yaml_parser_initialize(&parser))
+                return -ENOMEM;
+        yaml_parser_set_input_string(&parser, (const unsigned char *) buf, size);
+        r = yaml_parser_load(&parser, &ret->doc) ? 0 : -EBADMSG;
+        yaml_parser_delete(&parser);
+        if (r < 0)
+                return r;
+        ret->loaded = true;
+        ret->root = yaml_document_get_root_node(&ret->doc);
+        if (!ret->root || ret->root->type != YAML_MAPPING_NODE)
+                return -EBADMSG;
+        return 0;
+}
+
+static yaml_node_t *node_get(yaml_document_t *doc, yaml_node_t *map, const char *key) {
+        if (!map || map->type != YAML_MAPPING_NODE)
+                return NULL;
+        for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top; p++) {
+                yaml_node_t *k = yaml_document_get_node(doc, p->key);
+                if (k && k->type == YAML_SCALAR_NODE && streq((const char *) k->data.scalar.value, key))
+                        return yaml_document_get_node(doc, p->value);
+        }
+        return NULL;
+}
+
+/* A scalar's text; JSON null reads as NULL. */
+static const char *str_get(yaml_document_t *doc, yaml_node_t *map, const char *key) {
+        yaml_node_t *n = node_get(doc, map, key);
+
+        if (!n || n->type != YAML_SCALAR_NODE)
+                return NULL;
+        if (n->data.scalar.style == YAML_PLAIN_SCALAR_STYLE && streq((const char *) n->data.scalar.value, "null"))
+                return NULL;
+        return (const char *) n->data.scalar.value;
+}
+
+static bool bool_get(yaml_document_t *doc, yaml_node_t *map, const char *key) {
+        return streq_ptr(str_get(doc, map, key), "true");
+}
+
+static int record_check(Record *rec, bool *ret_ready) {
+        const char *version = str_get(&rec->doc, rec->root, "version");
+
+        if (!version || !str_get(&rec->doc, rec->root, "result"))
+                return -EBADMSG;
+        if (ret_ready)
+                *ret_ready = bool_get(&rec->doc, rec->root, "ready_after");
+        return 0;
+}
+
+int record_print_json(const char *path, FILE *f, bool *ret_ready) {
+        _cleanup_free_ char *buf = NULL;
+        Record rec = {};
+        int r;
+
+        r = record_load(path, &rec);
+        if (r >= 0)
+                r = record_check(&rec, ret_ready);
+        record_done(&rec);
+        if (r < 0)
+                return r;
+        r = read_full_file(path, 1024 * 1024, &buf, NULL);
+        if (r < 0)
+                return r;
+        fputs(buf, f);
+        return 0;
+}
+
+int record_print(const char *path, FILE *f, bool *ret_ready) {
+        Record rec = {};
+        yaml_document_t *d = &rec.doc;
+        yaml_node_t *dev, *sources;
+        const char *ready_ms;
+        bool ready;
+        int r;
+
+        r = record_load(path, &rec);
+        if (r >= 0)
+                r = record_check(&rec, &ready);
+        if (r < 0) {
+                record_done(&rec);
+                return r;
+        }
+
+        ready_ms = str_get(d, rec.root, "ready_ms");
+        fprintf(f, "        CRNG: %s", ready ? "ready" : "NOT ready");
+        if (bool_get(d, rec.root, "ready_before"))
+                fprintf(f, " (already at start; %s)",
+                        bool_get(d, rec.root, "initial_seed") ? "a host sample was mixed in without credit"
+                                                              : "no host sample was available");
+        else if (ready)
+                fprintf(f, " (seeded: %s bits credited, ready after %s ms)", strna(str_get(d, rec.root, "credited_bits")),
+                        strna(ready_ms));
+        fputc('\n', f);
+        fprintf(f, "      Result: %s\n", strna(str_get(d, rec.root, "result")));
+        fprintf(f, "      Kernel: %s%s\n", strna(str_get(d, rec.root, "kernel")),
+                bool_get(d, rec.root, "in_initrd") ? " (in the initramfs)" : "");
+        fprintf(f, "        Time: %s (took %s ms, timeout %s ms, on-timeout %s)\n", strna(str_get(d, rec.root, "time")),
+                strna(str_get(d, rec.root, "elapsed_ms")), strna(str_get(d, rec.root, "timeout_ms")),
+                strna(str_get(d, rec.root, "on_timeout")));
+
+        dev = node_get(d, rec.root, "device");
+        if (bool_get(d, dev, "found"))
+                fprintf(f, "      Device: %s on %s, driver %s, hwrng %s%s\n", strna(str_get(d, dev, "name")),
+                        strna(str_get(d, dev, "transport")), str_get(d, dev, "driver") ?: "none",
+                        strna(str_get(d, dev, "hwrng")),
+                        bool_get(d, dev, "selected") ? " (selected by seedbed)" : "");
+        else
+                fprintf(f, "      Device: no virtio-rng device\n");
+        if (str_get(d, dev, "current"))
+                fprintf(f, "       hwrng: %s is current, kernel credits quality %s/1024\n",
+                        str_get(d, dev, "current"), strna(str_get(d, dev, "kernel_quality")));
+
+        sources = node_get(d, rec.root, "sources");
+        if (sources && sources->type == YAML_SEQUENCE_NODE) {
+                const char *label = "     Sources:";
+                for (yaml_node_item_t *i = sources->data.sequence.items.start; i < sources->data.sequence.items.top; i++) {
+                        yaml_node_t *s = yaml_document_get_node(d, *i);
+                        const char *detail = str_get(d, s, "detail"), *health = str_get(d, s, "health");
+
+                        fprintf(f, "%s %-7s %-11s %s bytes read, %s bits credited", label, strna(str_get(d, s, "name")),
+                                strna(str_get(d, s, "status")), strna(str_get(d, s, "bytes")),
+                                strna(str_get(d, s, "credited_bits")));
+                        if (health)
+                                fprintf(f, ", health %s", health);
+                        if (detail)
+                                fprintf(f, " (%s)", detail);
+                        fputc('\n', f);
+                        label = "             ";
+                }
+        }
+
+        record_done(&rec);
+        if (ret_ready)
+                *ret_ready = ready;
+        return 0;
+}

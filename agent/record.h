@@ -1,0 +1,39 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+/* The record of a run, /run/seedbed/seed.json: what the gate found and
+ * did, for people (seedbed-agent status) and for installers that parse
+ * it (status --json).  Its fields are documented in seedbed-agent(8) and
+ * kept stable; new ones may be added. */
+
+#include <stdio.h>
+
+#include "config.h"
+#include "detect.h"
+#include "seed.h"
+
+#define RECORD_VERSION 1
+#define RECORD_DIR RUNSTATEDIR "/seedbed"
+#define RECORD_SEED RECORD_DIR "/seed.json"
+
+typedef struct RecordInput {
+        char *path; /* where it goes */
+        bool in_initrd;
+        const AgentConfig *config;
+        const VirtioRng *virtio;
+        const SeedOutcome *outcome;
+        SeedResult result;
+} RecordInput;
+
+/* Builds the JSON text. */
+int record_format(const RecordInput *in, char **ret, size_t *ret_len);
+
+/* Writes it atomically to in->path, creating the directory. */
+int record_write(const RecordInput *in);
+
+/* Prints a record for people.  -ENOENT when there is none, -EBADMSG when
+ * it cannot be parsed.  ret_ready says whether it records a ready CRNG. */
+int record_print(const char *path, FILE *f, bool *ret_ready);
+
+/* Checks that the file is a record and copies it to f (status --json). */
+int record_print_json(const char *path, FILE *f, bool *ret_ready);

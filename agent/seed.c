@@ -1,0 +1,548 @@
+/* SPDX-License-Identifier: MIT */
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <time.h>
+
+#include "cpu.h"
+#include "fileio.h"
+#include "log.h"
+#include "seed.h"
+
+#define SEED_TICK_USEC (10 * USEC_PER_MSEC)
+/* When already ready, the initial seed may not hold the boot for long. */
+#define INITIAL_SEED_BUDGET_USEC (1 * USEC_PER_SEC)
+/* RNDADDENTROPY takes one buffer a call; keep each small. */
+#define ADD_PIECE 512
+
+static const char *const source_status_table[_SOURCE_STATUS_MAX] = {
+        [SOURCE_NOT_TRIED] = "not-needed",
+        [SOURCE_UNAVAILABLE] = "unavailable",
+        [SOURCE_USED] = "used",
+        [SOURCE_FAILED] = "failed",
+        [SOURCE_ENDED] = "ended",
+        [SOURCE_NO_DATA] = "no-data",
+};
+
+const char *source_status_to_string(SourceStatus s) {
+        if (s < 0 || s >= _SOURCE_STATUS_MAX)
+                return NULL;
+        return source_status_table[s];
+}
+
+static const char *const seed_result_table[_SEED_RESULT_MAX] = {
+        [SEED_RESULT_READY] = "ready",
+        [SEED_RESULT_TIMEOUT] = "timeout",
+        [SEED_RESULT_CONTINUED] = "continued",
+        [SEED_RESULT_DENIED] = "permission-denied",
+        [SEED_RESULT_ERROR] = "error",
+};
+
+const char *seed_result_to_string(SeedResult r) {
+        if (r < 0 || r >= _SEED_RESULT_MAX)
+                return NULL;
+        return seed_result_table[r];
+}
+
+SeedResult seed_result_for(int r, const AgentConfig *c) {
+        if (r >= 0)
+                return SEED_RESULT_READY;
+        if (r == -ETIMEDOUT)
+                return c->on_timeout == ON_TIMEOUT_CONTINUE ? SEED_RESULT_CONTINUED : SEED_RESULT_TIMEOUT;
+        if (r == -EPERM || r == -EACCES)
+                return SEED_RESULT_DENIED;
+        return SEED_RESULT_ERROR;
+}
+
+/* The kernel source's thread owns this; if the thread is still blocked
+ * when the gate gives up, it is left to the process's exit. */
+typedef struct KernelWaiter {
+        Pool *pool;
+        atomic_bool done;
+        atomic_int result;
+        usec_t started, finished;
+} KernelWaiter;
+
+typedef struct Source {
+        SourceReport *report;
+        bool active;
+        int fd;
+        HealthTest health;
+        /* Bytes held back until the health tests have seen enough samples
+         * to fail: nothing is credited before a test could object. */
+        uint64_t startup;
+        uint8_t *pending;
+        size_t n_pending;
+        KernelWaiter *waiter;
+        bool thread_running;
+        pthread_t thread;
+} Source;
+
+static void *kernel_waiter_thread(void *userdata) {
+        KernelWaiter *w = userdata;
+        int r = w->pool->ops->wait_ready(w->pool);
+
+        w->finished = now_usec(CLOCK_MONOTONIC);
+        atomic_store(&w->result, r);
+        atomic_store(&w->done, true);
+        return NULL;
+}
+
+static int source_fail(Source *s, SourceStatus status, const char *format, ...) _printf_(3, 4);
+static int source_fail(Source *s, SourceStatus status, const char *format, ...) {
+        va_list ap;
+
+        va_start(ap, format);
+        (void) vsnprintf(s->report->detail, sizeof s->report->detail, format, ap);
+        va_end(ap);
+        s->report->status = status;
+        s->active = false;
+        s->fd = safe_close(s->fd);
+        /* Held-back bytes are dealt with in source_close(): dropped if
+         * the health tests failed, mixed without credit otherwise. */
+        return 0;
+}
+
+static void source_unavailable(Source *s, const char *why, const char *name) {
+        s->report->status = SOURCE_UNAVAILABLE;
+        if (name)
+                (void) snprintf(s->report->detail, sizeof s->report->detail, "%s '%s'", why, name);
+        else
+                (void) snprintf(s->report->detail, sizeof s->report->detail, "%s", why);
+        s->active = false;
+}
+
+static int open_hwrng(const SeedContext *ctx, Source *s) {
+        _cleanup_free_ char *p = path_join_root(ctx->root, "/dev/hwrng");
+
+        if (!p)
+                return -ENOMEM;
+        /* Non-blocking: a host that stops serving must not hang the boot
+         * past the deadline; the hwrng core answers EAGAIN instead. */
+        s->fd = open(p, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+        if (s->fd < 0)
+                return -errno;
+        return 0;
+}
+
+/* Decides whether a source can run at all, and opens it. */
+static int source_open(const SeedContext *ctx, Source *s) {
+        const VirtioRng *v = ctx->virtio;
+        const SourceConfig *sc = &ctx->config->src[s->report->kind];
+        int r;
+
+        s->fd = -EBADF;
+        s->active = true;
+        if (s->report->kind != SOURCE_KERNEL)
+                s->report->quality = sc->quality;
+        s->report->min_entropy = sc->min_entropy;
+
+        r = health_init(&s->health, sc->min_entropy, HEALTH_ALPHA_LOG2_DEFAULT);
+        if (r < 0)
+                return r;
+        s->report->rct_cutoff = s->health.rct_cutoff;
+        s->report->apt_cutoff = s->health.apt_cutoff;
+        s->startup = MAX(s->health.rct_cutoff, s->health.apt_cutoff);
+
+        switch (s->report->kind) {
+        case SOURCE_VIRTIO:
+                if (!v->found)
+                        return source_unavailable(s, "no virtio-rng device", NULL), 0;
+                if (!v->bound || !v->hwrng[0])
+                        return source_unavailable(s, "not bound to virtio_rng: device", v->device), 0;
+                if (!streq(v->current, v->hwrng))
+                        return source_unavailable(s, "not the current hwrng, which is", v->current), 0;
+                if (!v->hwrng_node)
+                        return source_unavailable(s, "no /dev/hwrng", NULL), 0;
+                (void) snprintf(s->report->detail, sizeof s->report->detail, "%s (%s) as %s", v->device,
+                                v->transport, v->hwrng);
+                break;
+        case SOURCE_HWRNG:
+                if (!v->current[0])
+                        return source_unavailable(s, "no hwrng is registered", NULL), 0;
+                if (v->hwrng[0] && streq(v->current, v->hwrng))
+                        return source_unavailable(s, "the current hwrng is the virtio one:", v->current), 0;
+                if (!v->hwrng_node)
+                        return source_unavailable(s, "no /dev/hwrng", NULL), 0;
+                (void) snprintf(s->report->detail, sizeof s->report->detail, "%s", v->current);
+                break;
+        case SOURCE_CPU:
+                if (!ctx->cpu_read && !cpu_has_rdseed())
+                        return source_unavailable(s, "the CPU has no RDSEED", NULL), 0;
+                (void) snprintf(s->report->detail, sizeof s->report->detail, "RDSEED");
+                return 0;
+        case SOURCE_KERNEL:
+                if (!ctx->pool->ops->wait_ready)
+                        return source_unavailable(s, "the pool cannot be waited for", NULL), 0;
+                (void) snprintf(s->report->detail, sizeof s->report->detail, "getrandom() jitter seeding");
+                return 0;
+        default:
+                return -EINVAL;
+        }
+
+        r = open_hwrng(ctx, s);
+        if (r < 0) {
+                errno = -r;
+                return source_fail(s, SOURCE_FAILED, "cannot open /dev/hwrng: %m");
+        }
+        return 0;
+}
+
+static int pool_add_credited(const SeedContext *ctx, Source *s, const uint8_t *buf, size_t n) {
+        SourceReport *rep = s->report;
+
+        for (size_t o = 0; o < n; o += ADD_PIECE) {
+                size_t l = MIN((size_t) ADD_PIECE, n - o);
+                /* bytes * 8 * quality / 1024, as the hwrng core credits. */
+                unsigned bits = (unsigned) ((uint64_t) l * 8 * rep->quality / 1024);
+                int r = ctx->pool->ops->add(ctx->pool, buf + o, l, bits);
+                if (r < 0)
+                        return r;
+                rep->mixed_bytes += l;
+                rep->credited_bits += bits;
+        }
+        return 0;
+}
+
+static ssize_t source_read(const SeedContext *ctx, Source *s, uint8_t *buf, size_t n) {
+        ssize_t k;
+
+        if (s->report->kind == SOURCE_CPU)
+                return (ctx->cpu_read ?: cpu_read_rdseed)(buf, n);
+
+        k = read(s->fd, buf, n);
+        if (k < 0)
+                return errno == EINTR ? -EAGAIN : -errno;
+        return k;
+}
+
+/* Tests the bytes, holds them during startup, then gives them to the
+ * pool.  Returns the bytes taken (0 if the source had none now), or
+ * -errno from the pool, which stops the gate. */
+static ssize_t source_take(const SeedContext *ctx, Source *s, const uint8_t *buf, size_t n, bool credit) {
+        HealthResult h;
+        int r;
+
+        s->report->bytes += n;
+        h = health_feed(&s->health, buf, n);
+        if (h != HEALTH_OK) {
+                s->report->health = h;
+                log_warning("Source '%s' failed the %s health test after %llu bytes, dropping it; none of its bytes since "
+                            "its last good chunk are used.",
+                            source_kind_to_string(s->report->kind), health_result_to_string(h),
+                            (unsigned long long) s->report->bytes);
+                source_fail(s, SOURCE_FAILED, "failed the %s health test after %llu bytes",
+                            health_result_to_string(h), (unsigned long long) s->report->bytes);
+                return (ssize_t) n;
+        }
+        s->report->status = SOURCE_USED;
+
+        if (!credit) {
+                r = ctx->pool->ops->add(ctx->pool, buf, n, 0);
+                if (r < 0)
+                        return r;
+                s->report->mixed_bytes += n;
+                return (ssize_t) n;
+        }
+
+        if (s->health.samples < s->startup || s->n_pending > 0) {
+                uint8_t *p = realloc(s->pending, s->n_pending + n);
+                if (!p)
+                        return -ENOMEM;
+                s->pending = p;
+                memcpy(s->pending + s->n_pending, buf, n);
+                s->n_pending += n;
+                if (s->health.samples < s->startup)
+                        return (ssize_t) n;
+
+                r = pool_add_credited(ctx, s, s->pending, s->n_pending);
+                explicit_bzero(s->pending, s->n_pending);
+                s->n_pending = 0;
+                return r < 0 ? r : (ssize_t) n;
+        }
+
+        r = pool_add_credited(ctx, s, buf, n);
+        return r < 0 ? r : (ssize_t) n;
+}
+
+static ssize_t source_step(const SeedContext *ctx, Source *s) {
+        uint8_t buf[4096];
+        size_t want = MIN((size_t) ctx->config->chunk, sizeof buf);
+        ssize_t k, r;
+
+        if (s->report->kind == SOURCE_KERNEL) {
+                if (!s->waiter) {
+                        s->waiter = calloc(1, sizeof *s->waiter);
+                        if (!s->waiter)
+                                return -ENOMEM;
+                        s->waiter->pool = ctx->pool;
+                        s->waiter->started = now_usec(CLOCK_MONOTONIC);
+                        r = pthread_create(&s->thread, NULL, kernel_waiter_thread, s->waiter);
+                        if (r != 0) {
+                                s->waiter = mfree(s->waiter);
+                                errno = (int) r;
+                                return source_fail(s, SOURCE_FAILED, "cannot start a thread: %m");
+                        }
+                        s->thread_running = true;
+                        s->report->status = SOURCE_USED;
+                        log_debug("Blocking in getrandom() in a thread to start the kernel's own seeding.");
+                }
+                return 0;
+        }
+
+        k = source_read(ctx, s, buf, want);
+        if (k == -EAGAIN || k == -EWOULDBLOCK) {
+                if (s->report->status == SOURCE_NOT_TRIED)
+                        s->report->status = SOURCE_NO_DATA;
+                return 0;
+        }
+        if (k < 0) {
+                errno = (int) -k;
+                return source_fail(s, SOURCE_FAILED, "read failed: %m");
+        }
+        if (k == 0) {
+                if (s->report->kind == SOURCE_CPU) {
+                        if (s->report->status == SOURCE_NOT_TRIED)
+                                s->report->status = SOURCE_NO_DATA;
+                        return 0; /* RDSEED ran dry for now */
+                }
+                return source_fail(s, SOURCE_ENDED, "the device stopped delivering after %llu bytes",
+                                   (unsigned long long) s->report->bytes);
+        }
+
+        r = source_take(ctx, s, buf, (size_t) k, true);
+        explicit_bzero(buf, (size_t) k);
+        return r;
+}
+
+static void source_close(const SeedContext *ctx, Source *s) {
+        s->fd = safe_close(s->fd);
+
+        /* Bytes still held back passed every test so far, just not enough
+         * of them to earn credit: they may still be mixed in, for free. */
+        if (s->n_pending > 0 && s->report->health == HEALTH_OK &&
+            ctx->pool->ops->add(ctx->pool, s->pending, s->n_pending, 0) >= 0)
+                s->report->mixed_bytes += s->n_pending;
+        if (s->pending)
+                explicit_bzero(s->pending, s->n_pending);
+        s->pending = mfree(s->pending);
+        s->n_pending = 0;
+
+        if (s->thread_running) {
+                if (atomic_load(&s->waiter->done)) {
+                        int r = atomic_load(&s->waiter->result);
+
+                        (void) pthread_join(s->thread, NULL);
+                        s->report->wait_usec = s->waiter->finished - s->waiter->started;
+                        free(s->waiter);
+                        if (r < 0) {
+                                errno = -r;
+                                (void) snprintf(s->report->detail, sizeof s->report->detail, "getrandom() failed: %m");
+                                s->report->status = SOURCE_FAILED;
+                        }
+                } else {
+                        /* Still blocked in getrandom(): it cannot be
+                         * cancelled; it returns when the pool is ready or
+                         * goes with the process. */
+                        s->report->wait_usec = now_usec(CLOCK_MONOTONIC) - s->waiter->started;
+                        (void) pthread_detach(s->thread);
+                }
+                s->thread_running = false;
+                s->waiter = NULL;
+        }
+}
+
+static void log_progress(const SeedContext *ctx, Source *src, unsigned n, usec_t now, usec_t deadline) {
+        char line[512];
+        size_t o = 0;
+
+        for (unsigned i = 0; i < n && o < sizeof line; i++) {
+                const SourceReport *r = src[i].report;
+                int k;
+
+                if (!src[i].active)
+                        continue;
+                if (r->kind == SOURCE_KERNEL)
+                        k = snprintf(line + o, sizeof line - o, "%skernel seeding itself", o ? ", " : "");
+                else
+                        k = snprintf(line + o, sizeof line - o, "%s%s %llu bits credited", o ? ", " : "",
+                                     source_kind_to_string(r->kind), (unsigned long long) r->credited_bits);
+                if (k > 0)
+                        o += (size_t) k;
+        }
+        if (o == 0)
+                (void) snprintf(line, sizeof line, "no source left");
+
+        log_console_status("Waiting for the kernel's random number generator: %s, %llu s left.", line,
+                    (unsigned long long) ((deadline - now + USEC_PER_SEC - 1) / USEC_PER_SEC));
+}
+
+/* Already ready: mix a sample from the first device source into the pool
+ * without credit, so even a ready kernel gets something from the host. */
+static int initial_seed(const SeedContext *ctx, Source *src, unsigned n, SeedOutcome *ret) {
+        usec_t deadline = now_usec(CLOCK_MONOTONIC) + MIN(ctx->config->timeout, INITIAL_SEED_BUDGET_USEC);
+
+        for (unsigned i = 0; i < n; i++) {
+                Source *s = &src[i];
+                uint8_t buf[4096];
+                size_t want = MIN((size_t) ctx->config->initial_seed, sizeof buf), got = 0;
+                int r;
+
+                if (s->report->kind == SOURCE_KERNEL || want == 0)
+                        continue;
+                r = source_open(ctx, s);
+                if (r < 0)
+                        return r;
+                if (!s->active)
+                        continue;
+
+                while (got < want && s->active) {
+                        ssize_t k = source_read(ctx, s, buf + got, want - got);
+                        if (k == -EAGAIN || k == -EWOULDBLOCK || k == 0) {
+                                if (now_usec(CLOCK_MONOTONIC) >= deadline || (k == 0 && s->report->kind != SOURCE_CPU))
+                                        break;
+                                (void) nanosleep(&(struct timespec) { .tv_nsec = SEED_TICK_USEC * 1000 }, NULL);
+                                continue;
+                        }
+                        if (k < 0) {
+                                errno = (int) -k;
+                                source_fail(s, SOURCE_FAILED, "read failed: %m");
+                                break;
+                        }
+                        got += (size_t) k;
+                }
+                if (got > 0 && s->active) {
+                        ssize_t k = source_take(ctx, s, buf, got, false);
+                        explicit_bzero(buf, got);
+                        if (k < 0)
+                                return (int) k;
+                }
+                if (s->report->mixed_bytes > 0) {
+                        ret->initial_seed = true;
+                        return 0;
+                }
+        }
+        return 0;
+}
+
+int seed_run(const SeedContext *ctx, SeedOutcome *ret) {
+        const AgentConfig *c = ctx->config;
+        usec_t start = ctx->start_usec ?: now_usec(CLOCK_MONOTONIC), now, deadline, next_progress;
+        Source src[_SOURCE_KIND_MAX] = {};
+        unsigned n = c->sources.n;
+        int r, ready;
+
+        *ret = (SeedOutcome) { .ready_usec = USEC_INFINITY, .ready_boottime_usec = USEC_INFINITY, .n_sources = n };
+        for (unsigned i = 0; i < n; i++) {
+                SourceKind k = (SourceKind) c->sources.items[i];
+                HealthTest h;
+
+                ret->sources[i].kind = k;
+                ret->sources[i].quality = k == SOURCE_KERNEL ? 0 : c->src[k].quality;
+                ret->sources[i].min_entropy = c->src[k].min_entropy;
+                if (health_init(&h, c->src[k].min_entropy, HEALTH_ALPHA_LOG2_DEFAULT) >= 0) {
+                        ret->sources[i].rct_cutoff = h.rct_cutoff;
+                        ret->sources[i].apt_cutoff = h.apt_cutoff;
+                }
+                src[i].report = &ret->sources[i];
+                src[i].fd = -EBADF;
+        }
+
+        ready = ctx->pool->ops->is_ready(ctx->pool);
+        if (ready < 0)
+                return log_error_errno(ready, "Failed to ask the kernel whether its CRNG is ready: %m");
+        ret->ready_before = ready > 0;
+
+        if (ret->ready_before) {
+                r = initial_seed(ctx, src, n, ret);
+                for (unsigned i = 0; i < n; i++)
+                        source_close(ctx, &src[i]);
+                now = now_usec(CLOCK_MONOTONIC);
+                ret->ready_after = true;
+                ret->ready_usec = 0;
+                ret->elapsed_usec = now - start;
+                ret->ready_boottime_usec = now_usec(CLOCK_BOOTTIME);
+                if (r < 0)
+                        return r == -EPERM ? r : log_error_errno(r, "Failed to mix the initial seed: %m");
+                return 0;
+        }
+
+        log_info("The kernel's random number generator is not ready yet; seeding it.");
+
+        for (unsigned i = 0; i < n; i++) {
+                r = source_open(ctx, &src[i]);
+                if (r < 0)
+                        goto finish;
+                if (src[i].report->status == SOURCE_UNAVAILABLE)
+                        log_info("Source '%s' is unavailable: %s.", source_kind_to_string(src[i].report->kind),
+                                 src[i].report->detail);
+        }
+
+        /* The timeout is the boot's whole budget, counted from the
+         * agent's start: waiting for the driver came out of it. */
+        now = now_usec(CLOCK_MONOTONIC);
+        deadline = start + c->timeout;
+        next_progress = now + USEC_PER_SEC;
+
+        for (;;) {
+                bool progressed = false;
+
+                for (unsigned i = 0; i < n && ready == 0; i++) {
+                        ssize_t k;
+
+                        if (!src[i].active)
+                                continue;
+                        k = source_step(ctx, &src[i]);
+                        if (k < 0) {
+                                r = (int) k;
+                                goto finish;
+                        }
+                        progressed = progressed || k > 0;
+
+                        ready = ctx->pool->ops->is_ready(ctx->pool);
+                        if (ready < 0) {
+                                r = ready;
+                                goto finish;
+                        }
+                }
+                if (ready == 0) {
+                        ready = ctx->pool->ops->is_ready(ctx->pool);
+                        if (ready < 0) {
+                                r = ready;
+                                goto finish;
+                        }
+                }
+                now = now_usec(CLOCK_MONOTONIC);
+                if (ready > 0) {
+                        ret->ready_after = true;
+                        ret->ready_usec = now - start;
+                        ret->ready_boottime_usec = now_usec(CLOCK_BOOTTIME);
+                        r = 0;
+                        break;
+                }
+                if (now >= deadline) {
+                        ret->timed_out = true;
+                        r = -ETIMEDOUT;
+                        break;
+                }
+                if (ctx->progress && now >= next_progress) {
+                        log_progress(ctx, src, n, now, deadline);
+                        next_progress += USEC_PER_SEC;
+                }
+                if (!progressed) {
+                        usec_t nap = MIN((usec_t) SEED_TICK_USEC, deadline - now);
+                        (void) nanosleep(&(struct timespec) { .tv_sec = 0, .tv_nsec = (long) (nap * 1000) }, NULL);
+                }
+        }
+
+finish:
+        for (unsigned i = 0; i < n; i++) {
+                source_close(ctx, &src[i]);
+                ret->credited_bits += ret->sources[i].credited_bits;
+        }
+        ret->elapsed_usec = now_usec(CLOCK_MONOTONIC) - start;
+        if (r < 0 && r != -ETIMEDOUT && r != -EPERM && r != -EACCES)
+                log_error_errno(r, "Seeding failed: %m");
+        return r;
+}

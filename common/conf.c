@@ -1,0 +1,621 @@
+/* SPDX-License-Identifier: MIT */
+#include <ctype.h>
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <yaml.h>
+
+#include "conf.h"
+#include "fileio.h"
+
+/* A configuration file is a few kilobytes; anything far larger is a
+ * mistake (the wrong path), not a configuration. */
+#define CONF_FILE_MAX (1024 * 1024)
+
+static int conf_error(ConfParser *p, const char *where, const char *format, ...) _printf_(3, 4);
+static int conf_error(ConfParser *p, const char *where, const char *format, ...) {
+        va_list ap;
+        int l;
+
+        l = snprintf(p->error, sizeof p->error, "%s: ", where);
+        if (l < 0 || (size_t) l >= sizeof p->error)
+                l = 0;
+        va_start(ap, format);
+        (void) vsnprintf(p->error + l, sizeof p->error - (size_t) l, format, ap);
+        va_end(ap);
+        return -EBADMSG;
+}
+
+int conf_parser_init(ConfParser *p, const ConfItem *items, size_t n_items, void *target) {
+        *p = (ConfParser) {
+                .items = items,
+                .n_items = n_items,
+                .target = target,
+        };
+        p->origins = calloc(n_items, sizeof(char *));
+        if (!p->origins)
+                return -ENOMEM;
+        return 0;
+}
+
+void conf_parser_done(ConfParser *p) {
+        if (p->origins)
+                for (size_t i = 0; i < p->n_items; i++)
+                        free(p->origins[i]);
+        free(p->origins);
+        p->origins = NULL;
+}
+
+static const ConfItem *conf_find(const ConfParser *p, const char *key) {
+        for (size_t i = 0; i < p->n_items; i++)
+                if (streq(p->items[i].key, key))
+                        return &p->items[i];
+        return NULL;
+}
+
+/* Is key a section, i.e. the prefix of some item's key? */
+static bool conf_is_section(const ConfParser *p, const char *key) {
+        size_t l = strlen(key);
+
+        for (size_t i = 0; i < p->n_items; i++)
+                if (strncmp(p->items[i].key, key, l) == 0 && p->items[i].key[l] == '.')
+                        return true;
+        return false;
+}
+
+int conf_parse_bool(const char *s, bool *ret) {
+        static const char *const yes[] = { "true", "yes", "on", "1" };
+        static const char *const no[] = { "false", "no", "off", "0" };
+
+        for (size_t i = 0; i < ELEMENTSOF(yes); i++) {
+                if (strcasecmp(s, yes[i]) == 0) {
+                        *ret = true;
+                        return 0;
+                }
+                if (strcasecmp(s, no[i]) == 0) {
+                        *ret = false;
+                        return 0;
+                }
+        }
+        return -EINVAL;
+}
+
+static int parse_u64(const char *s, uint64_t *ret) {
+        unsigned long long v;
+        char *end;
+
+        /* strtoull() accepts "-1" and leading blanks; a count must not. */
+        if (!isdigit((unsigned char) s[0]))
+                return -EINVAL;
+        errno = 0;
+        v = strtoull(s, &end, 10);
+        if (errno == ERANGE)
+                return -ERANGE;
+        if (*end != 0)
+                return -EINVAL;
+        *ret = v;
+        return 0;
+}
+
+static const struct {
+        const char *suffix;
+        usec_t usec;
+} duration_units[] = {
+        { "h", 3600 * USEC_PER_SEC },
+        { "min", 60 * USEC_PER_SEC },
+        { "m", 60 * USEC_PER_SEC },
+        { "s", USEC_PER_SEC },
+        { "sec", USEC_PER_SEC },
+        { "ms", USEC_PER_MSEC },
+        { "us", 1 },
+};
+
+int conf_parse_duration(const char *s, usec_t *ret) {
+        unsigned long long v;
+        const char *unit;
+        char *end;
+
+        if (!isdigit((unsigned char) s[0]))
+                return -EINVAL;
+        errno = 0;
+        v = strtoull(s, &end, 10);
+        if (errno == ERANGE)
+                return -ERANGE;
+        unit = end;
+        while (*unit == ' ')
+                unit++;
+
+        /* A bare number is seconds, as in systemd's time spans. */
+        if (*unit == 0) {
+                if (v > UINT64_MAX / USEC_PER_SEC)
+                        return -ERANGE;
+                *ret = v * USEC_PER_SEC;
+                return 0;
+        }
+        for (size_t i = 0; i < ELEMENTSOF(duration_units); i++)
+                if (streq(unit, duration_units[i].suffix)) {
+                        if (v > UINT64_MAX / duration_units[i].usec)
+                                return -ERANGE;
+                        *ret = v * duration_units[i].usec;
+                        return 0;
+                }
+        return -EINVAL;
+}
+
+void conf_format_duration(usec_t d, char *buf, size_t size) {
+        static const size_t order[] = { 0, 1, 3, 5, 6 }; /* h min s ms us */
+
+        for (size_t i = 0; i < ELEMENTSOF(order); i++) {
+                usec_t u = duration_units[order[i]].usec;
+                if (d % u == 0 && (d > 0 || u == USEC_PER_SEC)) {
+                        (void) snprintf(buf, size, "%llu%s", (unsigned long long) (d / u),
+                                        duration_units[order[i]].suffix);
+                        return;
+                }
+        }
+        (void) snprintf(buf, size, "%lluus", (unsigned long long) d);
+}
+
+static int enum_from_string(const ConfItem *item, const char *s) {
+        for (int i = 0; item->names[i]; i++)
+                if (streq(item->names[i], s))
+                        return i;
+        return -EINVAL;
+}
+
+static void enum_names_joined(const ConfItem *item, char *buf, size_t size) {
+        size_t l = 0;
+
+        buf[0] = 0;
+        for (int i = 0; item->names[i] && l < size; i++) {
+                int k = snprintf(buf + l, size - l, "%s%s", i > 0 ? ", " : "", item->names[i]);
+                if (k < 0)
+                        break;
+                l += (size_t) k;
+        }
+}
+
+static void *conf_field(const ConfParser *p, const ConfItem *item) {
+        return (uint8_t *) p->target + item->offset;
+}
+
+static int conf_record_origin(ConfParser *p, const ConfItem *item, const char *where) {
+        size_t i = (size_t) (item - p->items);
+        char *o;
+
+        if (p->dry_run)
+                return 0;
+        o = strdup(where);
+
+        if (!o)
+                return -ENOMEM;
+        free(p->origins[i]);
+        p->origins[i] = o;
+        return 0;
+}
+
+/* One scalar value for a scalar item: parsed, range-checked, stored. */
+static int conf_set_scalar(ConfParser *p, const ConfItem *item, const char *value, const char *where) {
+        union {
+                bool b;
+                unsigned u;
+                usec_t d;
+                double x;
+                int e;
+        } scratch;
+        /* A dry run parses and checks into scratch space. */
+        void *field = p->dry_run ? (void *) &scratch : conf_field(p, item);
+        char range[64], names[256];
+
+        if (value[0] == 0)
+                return conf_error(p, where, "'%s' needs a value", item->key);
+
+        switch (item->type) {
+        case CONF_BOOL: {
+                bool b;
+                if (conf_parse_bool(value, &b) < 0)
+                        return conf_error(p, where, "'%s' must be true or false, not '%s'", item->key, value);
+                *(bool *) field = b;
+                break;
+        }
+        case CONF_UINT: {
+                uint64_t v;
+                int r = parse_u64(value, &v);
+                if (r == -EINVAL)
+                        return conf_error(p, where, "'%s' must be a whole number, not '%s'", item->key, value);
+                if (r < 0 || v < item->min || v > item->max)
+                        return conf_error(p, where, "'%s' is out of range: %s (allowed %llu..%llu)", item->key,
+                                          value, (unsigned long long) item->min, (unsigned long long) item->max);
+                *(unsigned *) field = (unsigned) v;
+                break;
+        }
+        case CONF_DURATION: {
+                usec_t v;
+                int r = conf_parse_duration(value, &v);
+                char lo[32], hi[32];
+                if (r == -EINVAL)
+                        return conf_error(p, where, "'%s' must be a duration such as 30s, 500ms or 2min, not '%s'",
+                                          item->key, value);
+                conf_format_duration(item->min, lo, sizeof lo);
+                conf_format_duration(item->max, hi, sizeof hi);
+                if (r < 0 || v < item->min || v > item->max)
+                        return conf_error(p, where, "'%s' is out of range: %s (allowed %s..%s)", item->key, value,
+                                          lo, hi);
+                *(usec_t *) field = v;
+                break;
+        }
+        case CONF_DOUBLE: {
+                char *end;
+                double v;
+                errno = 0;
+                v = strtod(value, &end);
+                /* Decimal only: strtod() would also take "0x1p3" and "inf". */
+                if (*end != 0 || end == value || strspn(value, "0123456789.eE+-") != strlen(value))
+                        return conf_error(p, where, "'%s' must be a number, not '%s'", item->key, value);
+                if (errno == ERANGE || !isfinite(v) || v < item->dmin || v > item->dmax) {
+                        (void) snprintf(range, sizeof range, "%g..%g", item->dmin, item->dmax);
+                        return conf_error(p, where, "'%s' is out of range: %s (allowed %s)", item->key, value,
+                                          range);
+                }
+                *(double *) field = v;
+                break;
+        }
+        case CONF_ENUM: {
+                int v = enum_from_string(item, value);
+                if (v < 0) {
+                        enum_names_joined(item, names, sizeof names);
+                        return conf_error(p, where, "'%s' must be one of %s, not '%s'", item->key, names, value);
+                }
+                *(int *) field = v;
+                break;
+        }
+        case CONF_STRING: {
+                char *s, **fp = field;
+                if (p->dry_run)
+                        break;
+                s = strdup(value);
+                if (!s)
+                        return -ENOMEM;
+                free(*fp);
+                *fp = s;
+                break;
+        }
+        case CONF_ENUM_LIST:
+        default:
+                return -EINVAL;
+        }
+
+        return conf_record_origin(p, item, where);
+}
+
+/* Adds one name to a list being built; duplicates are a mistake (each
+ * source is tried once), so they are reported rather than folded. */
+static int conf_list_add(ConfParser *p, const ConfItem *item, ConfEnumList *l, const char *value, const char *where) {
+        char names[256];
+        int v;
+
+        if (value[0] == 0)
+                return conf_error(p, where, "'%s' has an empty item", item->key);
+        v = enum_from_string(item, value);
+        if (v < 0) {
+                enum_names_joined(item, names, sizeof names);
+                return conf_error(p, where, "'%s' items must be among %s, not '%s'", item->key, names, value);
+        }
+        for (unsigned i = 0; i < l->n; i++)
+                if (l->items[i] == v)
+                        return conf_error(p, where, "'%s' lists '%s' twice", item->key, value);
+        if (l->n >= CONF_LIST_MAX)
+                return conf_error(p, where, "'%s' has too many items (at most %d)", item->key, CONF_LIST_MAX);
+        l->items[l->n++] = v;
+        return 0;
+}
+
+int conf_set(ConfParser *p, const char *key, const char *value, const char *where) {
+        const ConfItem *item;
+
+        p->error[0] = 0;
+        item = conf_find(p, key);
+        if (!item) {
+                if (conf_is_section(p, key))
+                        return conf_error(p, where, "'%s' is a section, not a value", key);
+                return conf_error(p, where, "unknown key '%s'", key);
+        }
+
+        if (item->type == CONF_ENUM_LIST) {
+                ConfEnumList l = {};
+                const char *s = value;
+
+                /* "sources=" with nothing is an empty list: not allowed,
+                 * since nothing could ever seed the pool. */
+                for (;;) {
+                        size_t n = strcspn(s, ",");
+                        char buf[64];
+                        int r;
+
+                        if (n >= sizeof buf)
+                                return conf_error(p, where, "'%s' has an item that is too long", key);
+                        memcpy(buf, s, n);
+                        buf[n] = 0;
+                        r = conf_list_add(p, item, &l, buf, where);
+                        if (r < 0)
+                                return r;
+                        if (s[n] == 0)
+                                break;
+                        s += n + 1;
+                }
+                *(ConfEnumList *) conf_field(p, item) = l;
+                return conf_record_origin(p, item, where);
+        }
+
+        return conf_set_scalar(p, item, value, where);
+}
+
+static void mark_where(char *buf, size_t size, const char *path, yaml_mark_t m) {
+        /* libyaml counts from 0; editors and compilers count from 1. */
+        (void) snprintf(buf, size, "%s:%zu:%zu", path, m.line + 1, m.column + 1);
+}
+
+static const char *node_kind(const yaml_node_t *n) {
+        switch (n->type) {
+        case YAML_SCALAR_NODE:
+                return "a single value";
+        case YAML_SEQUENCE_NODE:
+                return "a list";
+        case YAML_MAPPING_NODE:
+                return "a section of keys";
+        default:
+                return "nothing";
+        }
+}
+
+static bool scalar_is_null(const yaml_node_t *n) {
+        const char *s = (const char *) n->data.scalar.value;
+
+        if (n->data.scalar.style != YAML_PLAIN_SCALAR_STYLE)
+                return false;
+        return s[0] == 0 || streq(s, "~") || streq(s, "null") || streq(s, "Null") || streq(s, "NULL");
+}
+
+static int conf_apply_node(ConfParser *p, yaml_document_t *doc, const char *path, const char *key,
+                           yaml_mark_t key_mark, yaml_node_t *node);
+
+static int conf_apply_mapping(ConfParser *p, yaml_document_t *doc, const char *path, const char *prefix,
+                              yaml_node_t *map) {
+        char where[PATH_MAX + 64];
+
+        for (yaml_node_pair_t *pair = map->data.mapping.pairs.start; pair < map->data.mapping.pairs.top; pair++) {
+                yaml_node_t *k = yaml_document_get_node(doc, pair->key);
+                yaml_node_t *v = yaml_document_get_node(doc, pair->value);
+                _cleanup_free_ char *full = NULL;
+                int r;
+
+                mark_where(where, sizeof where, path, k->start_mark);
+                if (k->type != YAML_SCALAR_NODE)
+                        return conf_error(p, where, "keys must be plain names, not %s", node_kind(k));
+                /* "entropy.timeout: 5s" would dodge the duplicate check
+                 * against a nested "entropy: {timeout: ...}". */
+                if (strchr((const char *) k->data.scalar.value, '.'))
+                        return conf_error(p, where, "key '%s' contains '.': nest it under its section instead",
+                                          (const char *) k->data.scalar.value);
+
+                /* libyaml keeps duplicate keys; a second 'timeout:' in one
+                 * file is almost always an editing mistake. */
+                for (yaml_node_pair_t *q = map->data.mapping.pairs.start; q < pair; q++) {
+                        yaml_node_t *qk = yaml_document_get_node(doc, q->key);
+                        if (qk->type == YAML_SCALAR_NODE &&
+                            streq((const char *) qk->data.scalar.value, (const char *) k->data.scalar.value))
+                                return conf_error(p, where, "duplicate key '%s'", (const char *) k->data.scalar.value);
+                }
+
+                if (asprintf(&full, "%s%s%s", prefix, prefix[0] ? "." : "", (const char *) k->data.scalar.value) < 0) {
+                        full = NULL;
+                        return -ENOMEM;
+                }
+                r = conf_apply_node(p, doc, path, full, k->start_mark, v);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+static int conf_apply_node(ConfParser *p, yaml_document_t *doc, const char *path, const char *key,
+                           yaml_mark_t key_mark, yaml_node_t *node) {
+        char where[PATH_MAX + 64];
+        const ConfItem *item;
+
+        item = conf_find(p, key);
+        if (!item && !conf_is_section(p, key)) {
+                /* Point at the key, not its value: the key is what is wrong. */
+                mark_where(where, sizeof where, path, key_mark);
+                return conf_error(p, where, "unknown key '%s'", key);
+        }
+
+        mark_where(where, sizeof where, path, node->start_mark);
+        if (!item) {
+                if (node->type == YAML_SCALAR_NODE && scalar_is_null(node))
+                        return 0; /* "entropy:" with nothing under it */
+                if (node->type != YAML_MAPPING_NODE)
+                        return conf_error(p, where, "'%s' must be a section of keys, not %s", key, node_kind(node));
+                return conf_apply_mapping(p, doc, path, key, node);
+        }
+
+        if (item->type == CONF_ENUM_LIST) {
+                ConfEnumList l = {};
+
+                if (node->type != YAML_SEQUENCE_NODE)
+                        return conf_error(p, where, "'%s' must be a list such as [a, b], not %s", key,
+                                          node_kind(node));
+                for (yaml_node_item_t *i = node->data.sequence.items.start; i < node->data.sequence.items.top; i++) {
+                        yaml_node_t *e = yaml_document_get_node(doc, *i);
+                        char ewhere[PATH_MAX + 64];
+                        int r;
+
+                        mark_where(ewhere, sizeof ewhere, path, e->start_mark);
+                        if (e->type != YAML_SCALAR_NODE)
+                                return conf_error(p, ewhere, "'%s' items must be names, not %s", key, node_kind(e));
+                        r = conf_list_add(p, item, &l, (const char *) e->data.scalar.value, ewhere);
+                        if (r < 0)
+                                return r;
+                }
+                if (l.n == 0)
+                        return conf_error(p, where, "'%s' must not be empty", key);
+                if (!p->dry_run)
+                        *(ConfEnumList *) conf_field(p, item) = l;
+                return conf_record_origin(p, item, where);
+        }
+
+        if (node->type != YAML_SCALAR_NODE)
+                return conf_error(p, where, "'%s' must be a single value, not %s", key, node_kind(node));
+        if (scalar_is_null(node))
+                return conf_error(p, where, "'%s' needs a value", key);
+        return conf_set_scalar(p, item, (const char *) node->data.scalar.value, where);
+}
+
+int conf_load_yaml_buffer(ConfParser *p, const char *path, const char *buf, size_t size) {
+        yaml_parser_t parser;
+        yaml_document_t doc, extra;
+        yaml_node_t *root;
+        char where[PATH_MAX + 64];
+        int r = 0;
+
+        p->error[0] = 0;
+
+        /* libyaml stops at a NUL; a binary file must not parse as empty. */
+        if (memchr(buf, 0, size))
+                return conf_error(p, path, "not a text file (contains a NUL byte)");
+
+        if (!yaml_parser_initialize(&parser))
+                return -ENOMEM;
+        yaml_parser_set_input_string(&parser, (const unsigned char *) buf, size);
+
+        if (!yaml_parser_load(&parser, &doc)) {
+                yaml_mark_t m = parser.problem_mark;
+                mark_where(where, sizeof where, path, m);
+                r = conf_error(p, where, "invalid YAML: %s%s%s", strempty(parser.problem),
+                               parser.context ? " " : "", strempty(parser.context));
+                yaml_parser_delete(&parser);
+                return r;
+        }
+
+        root = yaml_document_get_root_node(&doc);
+        if (root) {
+                /* A second document would be silently ignored: refuse it. */
+                if (!yaml_parser_load(&parser, &extra)) {
+                        mark_where(where, sizeof where, path, parser.problem_mark);
+                        r = conf_error(p, where, "invalid YAML: %s", strempty(parser.problem));
+                } else {
+                        yaml_node_t *eroot = yaml_document_get_root_node(&extra);
+                        if (eroot) {
+                                mark_where(where, sizeof where, path, eroot->start_mark);
+                                r = conf_error(p, where, "only one YAML document is allowed in a file");
+                        }
+                        yaml_document_delete(&extra);
+                }
+
+                if (r >= 0) {
+                        if (root->type == YAML_SCALAR_NODE && scalar_is_null(root))
+                                ; /* a file with just "---" or "~" sets nothing */
+                        else if (root->type != YAML_MAPPING_NODE) {
+                                mark_where(where, sizeof where, path, root->start_mark);
+                                r = conf_error(p, where, "the file must be a section of keys, not %s",
+                                               node_kind(root));
+                        } else {
+                                /* Check the whole file before applying any
+                                 * of it: a bad file changes nothing. */
+                                p->dry_run = true;
+                                r = conf_apply_mapping(p, &doc, path, "", root);
+                                p->dry_run = false;
+                                if (r >= 0)
+                                        r = conf_apply_mapping(p, &doc, path, "", root);
+                        }
+                }
+        }
+
+        yaml_document_delete(&doc);
+        yaml_parser_delete(&parser);
+        return r;
+}
+
+int conf_load_yaml_file(ConfParser *p, const char *path) {
+        _cleanup_free_ char *buf = NULL;
+        size_t size;
+        int r;
+
+        p->error[0] = 0;
+        r = read_full_file(path, CONF_FILE_MAX, &buf, &size);
+        if (r == -EFBIG)
+                return conf_error(p, path, "file is larger than %d bytes", CONF_FILE_MAX);
+        if (r == -EISDIR)
+                return conf_error(p, path, "is a directory, not a file");
+        if (r < 0)
+                return r;
+        return conf_load_yaml_buffer(p, path, buf, size);
+}
+
+static void conf_format_value(const ConfParser *p, const ConfItem *item, char *buf, size_t size) {
+        const void *field = (const uint8_t *) p->target + item->offset;
+
+        switch (item->type) {
+        case CONF_BOOL:
+                (void) snprintf(buf, size, "%s", *(const bool *) field ? "true" : "false");
+                break;
+        case CONF_UINT:
+                (void) snprintf(buf, size, "%u", *(const unsigned *) field);
+                break;
+        case CONF_DURATION:
+                conf_format_duration(*(const usec_t *) field, buf, size);
+                break;
+        case CONF_DOUBLE:
+                (void) snprintf(buf, size, "%g", *(const double *) field);
+                break;
+        case CONF_ENUM:
+                (void) snprintf(buf, size, "%s", item->names[*(const int *) field]);
+                break;
+        case CONF_ENUM_LIST: {
+                const ConfEnumList *l = field;
+                size_t o = 0;
+                o += (size_t) snprintf(buf, size, "[");
+                for (unsigned i = 0; i < l->n && o < size; i++)
+                        o += (size_t) snprintf(buf + o, size - o, "%s%s", i ? ", " : "", item->names[l->items[i]]);
+                if (o < size)
+                        (void) snprintf(buf + o, size - o, "]");
+                break;
+        }
+        case CONF_STRING: {
+                const char *s = *(char *const *) field;
+                (void) snprintf(buf, size, "%s", s ? s : "~");
+                break;
+        }
+        }
+}
+
+void conf_dump(const ConfParser *p, FILE *f) {
+        const char *prev = "";
+
+        for (size_t i = 0; i < p->n_items; i++) {
+                const char *key = p->items[i].key, *leaf, *dot;
+                size_t common = 0, depth = 0;
+                char value[512];
+
+                /* Length of the section path shared with the previous key. */
+                for (size_t j = 0; key[j] && key[j] == prev[j]; j++)
+                        if (key[j] == '.')
+                                common = j + 1;
+
+                /* Open the sections this key enters, indenting two spaces a level. */
+                for (const char *s = key; (dot = strchr(s, '.')); s = dot + 1) {
+                        if ((size_t) (dot - key) >= common)
+                                fprintf(f, "%*s%.*s:\n", (int) (2 * depth), "", (int) (dot - s), s);
+                        depth++;
+                }
+                leaf = strrchr(key, '.');
+                leaf = leaf ? leaf + 1 : key;
+
+                conf_format_value(p, &p->items[i], value, sizeof value);
+                fprintf(f, "%*s%s: %s", (int) (2 * depth), "", leaf, value);
+                if (p->origins[i])
+                        fprintf(f, "  # %s", p->origins[i]);
+                fputc('\n', f);
+                prev = key;
+        }
+}

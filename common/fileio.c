@@ -1,0 +1,275 @@
+/* SPDX-License-Identifier: MIT */
+#include <ctype.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <limits.h>
+#include <sys/stat.h>
+
+#include "fileio.h"
+
+int read_full_file(const char *path, size_t max, char **ret, size_t *ret_size) {
+        _cleanup_close_ int fd = -EBADF;
+        _cleanup_free_ char *buf = NULL;
+        size_t size = 0, alloc = 0;
+
+        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+        if (fd < 0)
+                return -errno;
+
+        for (;;) {
+                ssize_t k;
+
+                if (alloc - size < 4096 + 1) {
+                        size_t n = alloc ? alloc * 2 : 8192;
+                        char *p;
+
+                        if (alloc > max + 1)
+                                return -EFBIG;
+                        p = realloc(buf, n);
+                        if (!p)
+                                return -ENOMEM;
+                        buf = p;
+                        alloc = n;
+                }
+
+                k = read(fd, buf + size, alloc - size - 1);
+                if (k < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return -errno;
+                }
+                if (k == 0)
+                        break;
+                size += (size_t) k;
+                if (size > max)
+                        return -EFBIG;
+        }
+
+        buf[size] = 0;
+        *ret = TAKE_PTR(buf);
+        if (ret_size)
+                *ret_size = size;
+        return 0;
+}
+
+int read_one_line_file(const char *path, char **ret) {
+        char *s;
+        int r;
+
+        r = read_full_file(path, 64 * 1024, &s, NULL);
+        if (r < 0)
+                return r;
+        s[strcspn(s, "\n")] = 0;
+        *ret = s;
+        return 0;
+}
+
+int write_string_file(const char *path, const char *s) {
+        _cleanup_close_ int fd = -EBADF;
+        size_t l = strlen(s);
+        ssize_t k;
+
+        fd = open(path, O_WRONLY | O_CLOEXEC | O_NOCTTY);
+        if (fd < 0)
+                return -errno;
+        /* sysfs takes one write() as the whole value. */
+        k = write(fd, s, l);
+        if (k < 0)
+                return -errno;
+        if ((size_t) k != l)
+                return -EIO;
+        return 0;
+}
+
+static int fsync_directory_of(const char *path) {
+        _cleanup_free_ char *copy = strdup(path);
+        _cleanup_close_ int fd = -EBADF;
+
+        if (!copy)
+                return -ENOMEM;
+        fd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fd < 0)
+                return -errno;
+        if (fsync(fd) < 0)
+                return -errno;
+        return 0;
+}
+
+int write_file_atomic(const char *path, const void *data, size_t n, mode_t mode) {
+        _cleanup_free_ char *tmp = NULL;
+        _cleanup_close_ int fd = -EBADF;
+        int r;
+
+        /* A random suffix, not the pid alone: two writers must not share
+         * a temporary file, and O_EXCL makes a stale one an error, not a
+         * file we write into. */
+        for (unsigned attempt = 0;; attempt++) {
+                unsigned long long x;
+
+                if (getentropy(&x, sizeof x) < 0)
+                        x = (unsigned long long) now_usec(CLOCK_MONOTONIC) ^ (unsigned long long) getpid();
+                free(tmp);
+                if (asprintf(&tmp, "%s.%016llx.tmp", path, x) < 0) {
+                        tmp = NULL;
+                        return -ENOMEM;
+                }
+                fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode);
+                if (fd >= 0)
+                        break;
+                if (errno != EEXIST || attempt >= 16)
+                        return -errno;
+        }
+
+        /* The umask must not loosen or tighten what the caller asked for. */
+        if (fchmod(fd, mode) < 0)
+                goto fail_errno;
+        r = loop_write(fd, data, n);
+        if (r < 0)
+                goto fail;
+        if (fsync(fd) < 0)
+                goto fail_errno;
+        fd = safe_close(fd);
+        if (rename(tmp, path) < 0)
+                goto fail_errno;
+
+        return fsync_directory_of(path);
+
+fail_errno:
+        r = -errno;
+fail:
+        (void) unlink(tmp);
+        return r;
+}
+
+ssize_t loop_read(int fd, void *buf, size_t n) {
+        uint8_t *p = buf;
+        size_t done = 0;
+
+        while (done < n) {
+                ssize_t k = read(fd, p + done, n - done);
+                if (k < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return done > 0 ? (ssize_t) done : -errno;
+                }
+                if (k == 0)
+                        break;
+                done += (size_t) k;
+        }
+        return (ssize_t) done;
+}
+
+int loop_write(int fd, const void *buf, size_t n) {
+        const uint8_t *p = buf;
+
+        while (n > 0) {
+                ssize_t k = write(fd, p, n);
+                if (k < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return -errno;
+                }
+                if (k == 0)
+                        return -EIO;
+                p += k;
+                n -= (size_t) k;
+        }
+        return 0;
+}
+
+int mkdir_p(const char *path, mode_t mode) {
+        _cleanup_free_ char *p = strdup(path);
+
+        if (!p)
+                return -ENOMEM;
+        for (char *s = p + 1;; s++) {
+                bool end = *s == 0;
+
+                if (*s != '/' && !end)
+                        continue;
+                *s = 0;
+                if (mkdir(p, mode) < 0 && errno != EEXIST)
+                        return -errno;
+                if (end)
+                        break;
+                *s = '/';
+        }
+        return 0;
+}
+
+char *path_join_root(const char *root, const char *path) {
+        char *r;
+
+        if (!root || streq(root, "/") || root[0] == 0)
+                return strdup(path);
+        while (path[0] == '/')
+                path++;
+        if (asprintf(&r, "%s%s%s", root, root[strlen(root) - 1] == '/' ? "" : "/", path) < 0)
+                return NULL;
+        return r;
+}
+
+usec_t now_usec(clockid_t clock) {
+        struct timespec ts;
+
+        (void) clock_gettime(clock, &ts);
+        return (usec_t) ts.tv_sec * USEC_PER_SEC + (usec_t) ts.tv_nsec / NSEC_PER_USEC;
+}
+
+char *strstrip_trailing(char *s) {
+        size_t l = strlen(s);
+
+        while (l > 0 && isspace((unsigned char) s[l - 1]))
+                s[--l] = 0;
+        return s;
+}
+
+size_t strv_length(char *const *l) {
+        size_t n = 0;
+
+        if (l)
+                while (l[n])
+                        n++;
+        return n;
+}
+
+bool strv_contains(char *const *l, const char *s) {
+        if (l)
+                for (; *l; l++)
+                        if (streq(*l, s))
+                                return true;
+        return false;
+}
+
+int strv_split_whitespace(const char *s, char ***ret) {
+        _cleanup_strv_free_ char **l = NULL;
+        size_t n = 0;
+
+        for (;;) {
+                size_t skip = strspn(s, " \t\n"), len;
+                char **t;
+
+                s += skip;
+                if (*s == 0)
+                        break;
+                len = strcspn(s, " \t\n");
+
+                t = realloc(l, (n + 2) * sizeof(char *));
+                if (!t)
+                        return -ENOMEM;
+                l = t;
+                l[n] = strndup(s, len);
+                if (!l[n])
+                        return -ENOMEM;
+                l[++n] = NULL;
+                s += len;
+        }
+
+        if (!l) {
+                l = calloc(1, sizeof(char *));
+                if (!l)
+                        return -ENOMEM;
+        }
+        *ret = TAKE_PTR(l);
+        return 0;
+}

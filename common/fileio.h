@@ -1,0 +1,48 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+/* File and fd helpers.  All return 0 (or a count) or -errno. */
+
+#include <sys/types.h>
+#include <time.h>
+
+#include "macro.h"
+
+/* Reads a whole file, at most max bytes (-EFBIG beyond), NUL-terminated. */
+int read_full_file(const char *path, size_t max, char **ret, size_t *ret_size);
+
+/* Reads the first line of a small file (sysfs attributes), without the
+ * newline. */
+int read_one_line_file(const char *path, char **ret);
+
+/* Writes s to an existing file such as a sysfs attribute, in one write(). */
+int write_string_file(const char *path, const char *s);
+
+/* Replaces path with data so that a crash at any point leaves either the
+ * old file or the complete new one: a new O_EXCL temporary file in the
+ * same directory, written, fsync()ed, given its mode, renamed over path,
+ * and the directory fsync()ed. */
+int write_file_atomic(const char *path, const void *data, size_t n, mode_t mode);
+
+/* read()/write() until n bytes moved; loop_read returns the count read,
+ * which is less than n only at end of file. */
+ssize_t loop_read(int fd, void *buf, size_t n);
+int loop_write(int fd, const void *buf, size_t n);
+
+/* mkdir -p: creates missing parents with mode; existing ones are fine. */
+int mkdir_p(const char *path, mode_t mode);
+
+/* Joins a root prefix and an absolute path; root NULL or "/" gives the
+ * path itself.  Returns NULL on allocation failure. */
+char *path_join_root(const char *root, const char *path);
+
+/* Microseconds on the given clock. */
+usec_t now_usec(clockid_t clock);
+
+/* Trims trailing whitespace in place and returns s. */
+char *strstrip_trailing(char *s);
+
+/* A string split at whitespace into a NULL-terminated array; -ENOMEM. */
+int strv_split_whitespace(const char *s, char ***ret);
+size_t strv_length(char *const *l);
+bool strv_contains(char *const *l, const char *s);

@@ -1,0 +1,188 @@
+/* SPDX-License-Identifier: MIT */
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "json.h"
+
+static void json_append(Json *j, const char *s, size_t n) {
+        if (j->failed)
+                return;
+        if (j->len + n + 1 > j->alloc) {
+                size_t a = j->alloc ? j->alloc : 1024;
+                char *p;
+
+                while (a < j->len + n + 1)
+                        a *= 2;
+                p = realloc(j->buf, a);
+                if (!p) {
+                        j->failed = true;
+                        return;
+                }
+                j->buf = p;
+                j->alloc = a;
+        }
+        memcpy(j->buf + j->len, s, n);
+        j->len += n;
+        j->buf[j->len] = 0;
+}
+
+static void json_appendf(Json *j, const char *format, ...) __attribute__((format(printf, 2, 3)));
+static void json_appendf(Json *j, const char *format, ...) {
+        char buf[128];
+        va_list ap;
+        int l;
+
+        va_start(ap, format);
+        l = vsnprintf(buf, sizeof buf, format, ap);
+        va_end(ap);
+        if (l < 0 || (size_t) l >= sizeof buf) {
+                j->failed = true;
+                return;
+        }
+        json_append(j, buf, (size_t) l);
+}
+
+static void json_quoted(Json *j, const char *s) {
+        json_append(j, "\"", 1);
+        for (const unsigned char *p = (const unsigned char *) s; *p; p++) {
+                switch (*p) {
+                case '"':
+                        json_append(j, "\\\"", 2);
+                        break;
+                case '\\':
+                        json_append(j, "\\\\", 2);
+                        break;
+                case '\n':
+                        json_append(j, "\\n", 2);
+                        break;
+                case '\t':
+                        json_append(j, "\\t", 2);
+                        break;
+                default:
+                        /* Control bytes (and DEL) are escaped so a record
+                         * read from a hostile sysfs name stays one line. */
+                        if (*p < 0x20 || *p == 0x7f)
+                                json_appendf(j, "\\u%04x", *p);
+                        else
+                                json_append(j, (const char *) p, 1);
+                }
+        }
+        json_append(j, "\"", 1);
+}
+
+/* The comma, newline and indentation before a member, and its name. */
+static void json_member(Json *j, const char *key) {
+        if (j->depth > 0) {
+                if (!j->first[j->depth])
+                        json_append(j, ",", 1);
+                j->first[j->depth] = false;
+                json_append(j, "\n", 1);
+                for (unsigned i = 0; i < j->depth; i++)
+                        json_append(j, "  ", 2);
+        }
+        if (key) {
+                json_quoted(j, key);
+                json_append(j, ": ", 2);
+        }
+}
+
+static void json_open(Json *j, const char *key, char c) {
+        json_member(j, key);
+        json_append(j, &c, 1);
+        if (j->depth + 1 >= JSON_DEPTH_MAX) {
+                j->failed = true;
+                return;
+        }
+        j->first[++j->depth] = true;
+}
+
+static void json_close(Json *j, char c) {
+        bool empty;
+
+        if (j->depth == 0) {
+                j->failed = true;
+                return;
+        }
+        empty = j->first[j->depth];
+        j->depth--;
+        if (!empty) {
+                json_append(j, "\n", 1);
+                for (unsigned i = 0; i < j->depth; i++)
+                        json_append(j, "  ", 2);
+        }
+        json_append(j, &c, 1);
+}
+
+void json_object_begin(Json *j, const char *key) {
+        json_open(j, key, '{');
+}
+void json_object_end(Json *j) {
+        json_close(j, '}');
+}
+void json_array_begin(Json *j, const char *key) {
+        json_open(j, key, '[');
+}
+void json_array_end(Json *j) {
+        json_close(j, ']');
+}
+
+void json_string(Json *j, const char *key, const char *value) {
+        json_member(j, key);
+        if (value)
+                json_quoted(j, value);
+        else
+                json_append(j, "null", 4);
+}
+
+void json_uint(Json *j, const char *key, uint64_t value) {
+        json_member(j, key);
+        json_appendf(j, "%" PRIu64, value);
+}
+
+void json_int(Json *j, const char *key, int64_t value) {
+        json_member(j, key);
+        json_appendf(j, "%" PRId64, value);
+}
+
+void json_double(Json *j, const char *key, double value) {
+        json_member(j, key);
+        if (isfinite(value))
+                json_appendf(j, "%.6g", value);
+        else
+                json_append(j, "null", 4); /* JSON has no NaN or infinity */
+}
+
+void json_bool(Json *j, const char *key, bool value) {
+        json_member(j, key);
+        json_append(j, value ? "true" : "false", value ? 4 : 5);
+}
+
+void json_null(Json *j, const char *key) {
+        json_member(j, key);
+        json_append(j, "null", 4);
+}
+
+int json_finish(Json *j, char **ret, size_t *ret_len) {
+        if (j->depth != 0)
+                j->failed = true;
+        json_append(j, "\n", 1);
+        if (j->failed) {
+                json_free(j);
+                return -ENOMEM;
+        }
+        *ret = j->buf;
+        if (ret_len)
+                *ret_len = j->len;
+        *j = (Json) {};
+        return 0;
+}
+
+void json_free(Json *j) {
+        free(j->buf);
+        *j = (Json) {};
+}

@@ -1,0 +1,38 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+/* A small JSON writer for records and status output: builds an indented
+ * document in memory.  Allocation failures are remembered and reported
+ * once by json_finish(), so callers need not check every call. */
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define JSON_DEPTH_MAX 16
+
+typedef struct Json {
+        char *buf;
+        size_t len, alloc;
+        unsigned depth;
+        bool first[JSON_DEPTH_MAX]; /* nothing written yet at this level */
+        bool failed;
+} Json;
+
+/* key is the member name inside an object, NULL inside an array or at
+ * the top. */
+void json_object_begin(Json *j, const char *key);
+void json_object_end(Json *j);
+void json_array_begin(Json *j, const char *key);
+void json_array_end(Json *j);
+void json_string(Json *j, const char *key, const char *value); /* NULL gives null */
+void json_uint(Json *j, const char *key, uint64_t value);
+void json_int(Json *j, const char *key, int64_t value);
+void json_double(Json *j, const char *key, double value);
+void json_bool(Json *j, const char *key, bool value);
+void json_null(Json *j, const char *key);
+
+/* Hands over the NUL-terminated text (ending in a newline); -ENOMEM if
+ * anything failed.  The writer is empty afterwards either way. */
+int json_finish(Json *j, char **ret, size_t *ret_len);
+void json_free(Json *j);

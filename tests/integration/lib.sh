@@ -1,0 +1,68 @@
+#!/bin/bash
+# Sourced by the integration tests: the agent under test, a private
+# temporary directory per test, and small assertions.  Exit 77 = skip.
+# shellcheck disable=SC2034 # AGENT is for the tests that source this
+set -euo pipefail
+
+AGENT=${SEEDBED_AGENT:-$top_builddir/seedbed-agent}
+T=$(mktemp -d "${TMPDIR:-/tmp}/seedbed-it.XXXXXX")
+trap 'rm -rf "$T"' EXIT
+
+fail() {
+	echo "FAIL: $*" >&2
+	exit 1
+}
+
+skip() {
+	echo "SKIP: $*" >&2
+	exit 77
+}
+
+# run EXPECTED_STATUS CMD...: runs CMD, stdout to $T/out, stderr to $T/err.
+run() {
+	local want=$1 got=0
+	shift
+	"$@" >"$T/out" 2>"$T/err" || got=$?
+	if [ "$got" -ne "$want" ]; then
+		echo "--- stdout"; cat "$T/out"; echo "--- stderr"; cat "$T/err"
+		fail "'$*' exited $got, expected $want"
+	fi
+}
+
+# expect_in FILE TEXT: FILE contains TEXT literally.
+expect_in() {
+	grep -qF -- "$2" "$1" || {
+		echo "--- $1"; cat "$1"
+		fail "'$1' does not contain '$2'"
+	}
+}
+
+# json FILE FILTER: one value from a JSON file ("null" when absent).
+# Called in $(...), so a failure must also make the comparison fail.
+json() {
+	jq -r "$2" "$1" || {
+		echo "FAIL: jq '$2' on '$1' failed" >&2
+		echo "<jq failed>"
+	}
+}
+
+# A fake tree with one virtio-rng device bound on TRANSPORT and a
+# /dev/hwrng regular file holding DATA_FILE.
+make_fake_virtio() {
+	local root=$1 transport=$2 data=$3 parent bus
+	case $transport in
+	pci) parent=sys/devices/pci0000:00/0000:00:04.0 bus=../../../bus/pci ;;
+	mmio) parent=sys/devices/platform/LNRO0005:00 bus=../../../bus/platform ;;
+	ccw) parent=sys/devices/css0/0.0.0000/0.0.0001 bus=../../../../bus/ccw ;;
+	esac
+	mkdir -p "$root/$parent/virtio7" "$root/sys/bus/virtio/devices" "$root/sys/bus/virtio/drivers/virtio_rng" \
+		"$root/sys/class/misc/hw_random" "$root/dev"
+	ln -s "$bus" "$root/$parent/subsystem"
+	echo 0x0004 >"$root/$parent/virtio7/device"
+	ln -s "../../../${parent#sys/}/virtio7" "$root/sys/bus/virtio/devices/virtio7"
+	ln -s ../../../../bus/virtio/drivers/virtio_rng "$root/$parent/virtio7/driver"
+	echo "virtio_rng.0" >"$root/sys/class/misc/hw_random/rng_available"
+	echo "virtio_rng.0" >"$root/sys/class/misc/hw_random/rng_current"
+	echo 1024 >"$root/sys/class/misc/hw_random/rng_quality"
+	cp "$data" "$root/dev/hwrng"
+}

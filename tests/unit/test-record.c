@@ -1,0 +1,176 @@
+/* SPDX-License-Identifier: MIT */
+/* The record: written atomically, readable back by 'status' for people
+ * and as JSON for installers, with strings from sysfs safely escaped. */
+#include "fakeroot.h"
+#include "record.h"
+#include "testmain.h"
+
+static char *root;
+static AgentConfig c;
+static VirtioRng v;
+static SeedOutcome o;
+
+static void setup(void) {
+        root = fakeroot_new();
+        agent_config_init(&c);
+        v = (VirtioRng) { .found = true, .bound = true, .hwrng_node = true, .kernel_quality = 1024, .selected = true };
+        strcpy(v.device, "virtio4");
+        strcpy(v.transport, "mmio");
+        strcpy(v.driver, "virtio_rng");
+        strcpy(v.hwrng, "virtio_rng.0");
+        strcpy(v.current_before, "tpm-rng-0");
+        strcpy(v.current, "virtio_rng.0");
+        o = (SeedOutcome) {
+                .ready_before = false, .ready_after = true, .elapsed_usec = 15 * USEC_PER_MSEC,
+                .ready_usec = 12 * USEC_PER_MSEC, .ready_boottime_usec = 1234 * USEC_PER_MSEC,
+                .credited_bits = 512, .n_sources = 2,
+        };
+        o.sources[0] = (SourceReport) { .kind = SOURCE_VIRTIO, .status = SOURCE_USED, .bytes = 64, .mixed_bytes = 64,
+                                        .credited_bits = 512, .quality = 1024, .min_entropy = 8, .rct_cutoff = 5,
+                                        .apt_cutoff = 14 };
+        strcpy(o.sources[0].detail, "virtio4 (mmio) as virtio_rng.0");
+        o.sources[1] = (SourceReport) { .kind = SOURCE_KERNEL, .status = SOURCE_NOT_TRIED };
+}
+
+static void teardown(void) {
+        fakeroot_free(root);
+        root = NULL;
+}
+
+static char *record_file(void) {
+        static char path[4096];
+        snprintf(path, sizeof path, "%s" RECORD_SEED, root);
+        return path;
+}
+
+static char *print(bool json, int *ret, bool *ready) {
+        char *path, *out = NULL;
+        size_t size = 0;
+        FILE *f;
+
+        ck_assert_int_ge(asprintf(&path, "%s" RECORD_SEED, root), 0);
+        f = open_memstream(&out, &size);
+        *ret = json ? record_print_json(path, f, ready) : record_print(path, f, ready);
+        fclose(f);
+        free(path);
+        return out;
+}
+
+START_TEST(test_write_and_status) {
+        RecordInput in = { .path = record_file(), .config = &c, .virtio = &v, .outcome = &o, .result = SEED_RESULT_READY };
+        char *text, *out;
+        bool ready = false;
+        int r;
+
+        ck_assert_int_eq(record_write(&in), 0);
+        text = fakeroot_read(root, RECORD_SEED);
+        ck_assert_ptr_nonnull(text);
+        ck_assert_ptr_nonnull(strstr(text, "\"result\": \"ready\""));
+        ck_assert_ptr_nonnull(strstr(text, "\"ready_ms\": 12,"));
+        ck_assert_ptr_nonnull(strstr(text, "\"ready_uptime_ms\": 1234,"));
+        ck_assert_ptr_nonnull(strstr(text, "\"transport\": \"mmio\""));
+        ck_assert_ptr_nonnull(strstr(text, "\"current_before\": \"tpm-rng-0\""));
+        ck_assert_ptr_nonnull(strstr(text, "\"credited_bits\": 512"));
+        ck_assert_ptr_nonnull(strstr(text, "\"status\": \"not-needed\""));
+
+        out = print(false, &r, &ready);
+        ck_assert_int_eq(r, 0);
+        ck_assert(ready);
+        ck_assert_ptr_nonnull(strstr(out, "CRNG: ready (seeded: 512 bits credited, ready after 12 ms)\n"));
+        ck_assert_ptr_nonnull(strstr(out, "Device: virtio4 on mmio, driver virtio_rng, hwrng virtio_rng.0 (selected by seedbed)\n"));
+        ck_assert_ptr_nonnull(strstr(out, "Sources: virtio  used        64 bytes read, 512 bits credited, health ok"));
+        ck_assert_ptr_nonnull(strstr(out, "kernel  not-needed  0 bytes read, 0 bits credited\n"));
+        free(out);
+
+        out = print(true, &r, &ready);
+        ck_assert_int_eq(r, 0);
+        ck_assert_str_eq(out, text);
+        free(out);
+        free(text);
+}
+END_TEST
+
+START_TEST(test_not_ready) {
+        RecordInput in = { .path = record_file(), .config = &c, .virtio = &v, .outcome = &o, .result = SEED_RESULT_TIMEOUT };
+        char *out;
+        bool ready = true;
+        int r;
+
+        o.ready_after = false;
+        o.ready_usec = USEC_INFINITY;
+        o.ready_boottime_usec = USEC_INFINITY;
+        o.timed_out = true;
+        v = (VirtioRng) { .kernel_quality = -1 };
+        ck_assert_int_eq(record_write(&in), 0);
+        out = print(false, &r, &ready);
+        ck_assert_int_eq(r, 0);
+        ck_assert(!ready);
+        ck_assert_ptr_nonnull(strstr(out, "CRNG: NOT ready\n"));
+        ck_assert_ptr_nonnull(strstr(out, "Result: timeout\n"));
+        ck_assert_ptr_nonnull(strstr(out, "Device: no virtio-rng device\n"));
+        free(out);
+        out = fakeroot_read(root, RECORD_SEED);
+        ck_assert_ptr_nonnull(strstr(out, "\"ready_ms\": null,"));
+        ck_assert_ptr_nonnull(strstr(out, "\"kernel_quality\": null,"));
+        free(out);
+}
+END_TEST
+
+START_TEST(test_escaping) {
+        RecordInput in = { .path = record_file(), .config = &c, .virtio = &v, .outcome = &o, .result = SEED_RESULT_READY };
+        char *text, *out;
+        bool ready;
+        int r;
+
+        /* A name read from sysfs with quotes and control bytes in it. */
+        strcpy(v.current, "evil\"\n\x01\\");
+        ck_assert_int_eq(record_write(&in), 0);
+        text = fakeroot_read(root, RECORD_SEED);
+        ck_assert_ptr_nonnull(strstr(text, "\"current\": \"evil\\\"\\n\\u0001\\\\\""));
+        free(text);
+        out = print(false, &r, &ready);
+        ck_assert_int_eq(r, 0);
+        ck_assert_ptr_nonnull(strstr(out, "hwrng: evil\"\n\x01\\ is current"));
+        free(out);
+}
+END_TEST
+
+START_TEST(test_missing_and_garbage) {
+        char *out;
+        bool ready;
+        int r;
+
+        out = print(false, &r, &ready);
+        ck_assert_int_eq(r, -ENOENT);
+        free(out);
+
+        fakeroot_write(root, RECORD_SEED, "{\"hello\": [1, 2}\n");
+        out = print(false, &r, &ready);
+        ck_assert_int_eq(r, -EBADMSG);
+        free(out);
+        out = print(true, &r, &ready);
+        ck_assert_int_eq(r, -EBADMSG);
+        free(out);
+
+        /* Valid JSON that is not a record. */
+        fakeroot_write(root, RECORD_SEED, "{\"hello\": 1}\n");
+        out = print(true, &r, &ready);
+        ck_assert_int_eq(r, -EBADMSG);
+        free(out);
+}
+END_TEST
+
+static Suite *record_suite(void) {
+        Suite *s = suite_create("record");
+        TCase *tc = tcase_create("record");
+
+        tcase_add_checked_fixture(tc, setup, teardown);
+        tcase_add_test(tc, test_write_and_status);
+        tcase_add_test(tc, test_not_ready);
+        tcase_add_test(tc, test_escaping);
+        tcase_add_test(tc, test_missing_and_garbage);
+        suite_add_tcase(s, tc);
+        return s;
+}
+
+TEST_MAIN(record_suite)

@@ -1,0 +1,53 @@
+#!/bin/bash
+# Shared by tools/demo and tools/check: installs the Debian packages the
+# build and the tests need (only those missing), and builds out of tree.
+set -euo pipefail
+
+# shellcheck disable=SC2034 # top is for the scripts that source this
+top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+
+# Everything the build and the test suite use, by Debian package name.
+PACKAGES=(
+	build-essential autoconf automake pkg-config
+	libyaml-dev libblkid-dev libssh-dev libcryptsetup-dev libkmod-dev libsystemd-dev
+	check
+	jq xz-utils groff-base shellcheck
+)
+
+install_packages() {
+	local missing=() p
+	for p in "${PACKAGES[@]}"; do
+		dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed$' || missing+=("$p")
+	done
+	[ ${#missing[@]} -eq 0 ] && return 0
+	if [ "$(id -u)" -ne 0 ]; then
+		echo "These Debian packages are missing; run this as root to install them: ${missing[*]}" >&2
+		exit 1
+	fi
+	echo "==> Installing ${missing[*]}"
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq
+	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# build DIR [configure options...]: configure once, then make.
+build() {
+	local dir=$1
+	shift
+	if [ ! -x "$top/configure" ]; then
+		echo "==> autoreconf"
+		(cd "$top" && autoreconf -fi)
+	fi
+	mkdir -p "$dir"
+	if [ ! -f "$dir/Makefile" ]; then
+		echo "==> configure $*"
+		(cd "$dir" && "$top/configure" --enable-werror "$@" >configure.out) || {
+			cat "$dir/configure.out"
+			exit 1
+		}
+		# The summary: what was found.
+		sed -n '/^        seedbed /,$p' "$dir/configure.out"
+	fi
+	echo "==> make ($dir)"
+	make -C "$dir" -j"$(nproc)" >/dev/null
+}
