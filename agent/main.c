@@ -223,7 +223,7 @@ static int do_seed(void) {
         SeedOutcome outcome;
         SeedResult result;
         usec_t start = now_usec(CLOCK_MONOTONIC);
-        int r, w;
+        int r, w, ready;
 
         if (load_config(&c, NULL) < 0)
                 return EXIT_CONFIG;
@@ -233,6 +233,10 @@ static int do_seed(void) {
                           "entropy pool (CAP_SYS_ADMIN). Nothing was done.");
                 return EXIT_PERMISSION;
         }
+
+        /* Before device setup: loading virtio_rng alone makes a kernel
+         * that credits it ready, and the record should say which it was. */
+        ready = pool_kernel()->ops->is_ready(pool_kernel());
 
         DetectContext dctx = {
                 .root = arg_root,
@@ -255,6 +259,7 @@ static int do_seed(void) {
                 .virtio = &virtio,
                 .progress = true,
                 .start_usec = start,
+                .ready_at_start = ready,
         };
         r = seed_run(&sctx, &outcome);
         result = seed_result_for(r, &c);

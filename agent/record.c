@@ -46,7 +46,8 @@ int record_format(const RecordInput *in, char **ret, size_t *ret_len) {
         json_string(&j, "time", when);
         json_bool(&j, "in_initrd", in->in_initrd);
         json_string(&j, "result", seed_result_to_string(in->result));
-        json_bool(&j, "ready_before", o->ready_before);
+        json_bool(&j, "ready_before", o->ready_at_start);
+        json_bool(&j, "ready_after_setup", o->ready_before);
         json_bool(&j, "ready_after", o->ready_after);
         json_bool(&j, "initial_seed", o->initial_seed);
         json_uint(&j, "credited_bits", o->credited_bits);
@@ -225,8 +226,10 @@ int record_print(const char *path, FILE *f, bool *ret_ready) {
 
         ready_ms = str_get(d, rec.root, "ready_ms");
         fprintf(f, "        CRNG: %s", ready ? "ready" : "NOT ready");
-        if (bool_get(d, rec.root, "ready_before"))
-                fprintf(f, " (already at start; %s)",
+        if (bool_get(d, rec.root, "ready_after_setup"))
+                fprintf(f, " (%s; %s)",
+                        bool_get(d, rec.root, "ready_before") ? "already at start"
+                                                              : "once the driver was loaded: the kernel credits it",
                         bool_get(d, rec.root, "initial_seed") ? "a host sample was mixed in without credit"
                                                               : "no host sample was available");
         else if (ready)
@@ -262,7 +265,7 @@ int record_print(const char *path, FILE *f, bool *ret_ready) {
                         fprintf(f, "%s %-7s %-11s %s bytes read, %s bits credited", label, strna(str_get(d, s, "name")),
                                 strna(str_get(d, s, "status")), strna(str_get(d, s, "bytes")),
                                 strna(str_get(d, s, "credited_bits")));
-                        if (health)
+                        if (health && !streq_ptr(str_get(d, s, "bytes"), "0"))
                                 fprintf(f, ", health %s", health);
                         if (detail)
                                 fprintf(f, " (%s)", detail);

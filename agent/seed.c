@@ -453,6 +453,7 @@ int seed_run(const SeedContext *ctx, SeedOutcome *ret) {
         if (ready < 0)
                 return log_error_errno(ready, "Failed to ask the kernel whether its CRNG is ready: %m");
         ret->ready_before = ready > 0;
+        ret->ready_at_start = ctx->ready_at_start >= 0 ? ctx->ready_at_start > 0 : ret->ready_before;
 
         if (ret->ready_before) {
                 r = initial_seed(ctx, src, n, ret);

@@ -37,7 +37,8 @@ typedef struct SourceReport {
 } SourceReport;
 
 typedef struct SeedOutcome {
-        bool ready_before;
+        bool ready_at_start;    /* before the agent did anything */
+        bool ready_before;      /* when seeding began, after device setup */
         bool ready_after;
         bool timed_out;
         bool initial_seed;      /* ready already: a sample was mixed in */
@@ -60,6 +61,10 @@ typedef struct SeedContext {
         bool progress;
         /* CLOCK_MONOTONIC at the agent's start; 0 means now. */
         usec_t start_usec;
+        /* Readiness the caller saw at its start, before device setup
+         * (loading virtio_rng alone makes kernels that credit it ready);
+         * <0: not known, take it from when seeding begins. */
+        int ready_at_start;
 } SeedContext;
 
 typedef enum SeedResult {

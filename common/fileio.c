@@ -3,9 +3,15 @@
 #include <fcntl.h>
 #include <libgen.h>
 #include <limits.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 
 #include "fileio.h"
+
+/* Linux 5.6; glibc 2.36 knows it, older headers may not. */
+#ifndef GRND_INSECURE
+#define GRND_INSECURE 0x0004
+#endif
 
 int read_full_file(const char *path, size_t max, char **ret, size_t *ret_size) {
         _cleanup_close_ int fd = -EBADF;
@@ -106,8 +112,13 @@ int write_file_atomic(const char *path, const void *data, size_t n, mode_t mode)
         for (unsigned attempt = 0;; attempt++) {
                 unsigned long long x;
 
-                if (getentropy(&x, sizeof x) < 0)
-                        x = (unsigned long long) now_usec(CLOCK_MONOTONIC) ^ (unsigned long long) getpid();
+                /* Never a blocking read: the agent writes its record
+                 * exactly when the CRNG is not ready, and getentropy()
+                 * would wait for it (and start the kernel's own seeding).
+                 * A name needs no secrecy; O_EXCL makes clashes safe. */
+                if (getrandom(&x, sizeof x, GRND_INSECURE) != sizeof x &&
+                    getrandom(&x, sizeof x, GRND_NONBLOCK) != sizeof x)
+                        x = (unsigned long long) now_usec(CLOCK_MONOTONIC) ^ ((unsigned long long) getpid() << 32);
                 free(tmp);
                 if (asprintf(&tmp, "%s.%016llx.tmp", path, x) < 0) {
                         tmp = NULL;

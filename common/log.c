@@ -153,6 +153,23 @@ int log_internal(int level, int error, const char *format, ...) {
         return -error;
 }
 
+/* Whether the kernel prints kmsg lines of this level on the console
+ * (the first field of /proc/sys/kernel/printk; "quiet" makes it 4). */
+static bool console_shows(int level) {
+        char buf[64] = "";
+        int fd, console_level;
+        ssize_t n;
+
+        fd = open("/proc/sys/kernel/printk", O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+                return false;
+        n = read(fd, buf, sizeof buf - 1);
+        (void) close(fd);
+        if (n <= 0 || sscanf(buf, "%d", &console_level) != 1)
+                return false;
+        return level < console_level;
+}
+
 void log_console_status(const char *format, ...) {
         char buf[1024];
         va_list ap;
@@ -163,7 +180,7 @@ void log_console_status(const char *format, ...) {
         va_end(ap);
 
         (void) log_internal(LOG_NOTICE, 0, "%s", buf);
-        if (log_target != LOG_TARGET_KMSG)
+        if (log_target != LOG_TARGET_KMSG || console_shows(LOG_NOTICE))
                 return;
 
         /* Non-blocking: a console that cannot take the line must not

@@ -12,6 +12,7 @@ PACKAGES=(
 	libyaml-dev libblkid-dev libssh-dev libcryptsetup-dev libkmod-dev libsystemd-dev
 	check
 	jq xz-utils groff-base shellcheck
+	qemu-system-x86 busybox-static cpio kmod
 )
 
 install_packages() {

@@ -6,14 +6,19 @@ set -euo pipefail
 
 AGENT=${SEEDBED_AGENT:-$top_builddir/seedbed-agent}
 T=$(mktemp -d "${TMPDIR:-/tmp}/seedbed-it.XXXXXX")
-trap 'rm -rf "$T"' EXIT
+# SEEDBED_KEEP_TMP=1 keeps it for a look after a failure.
+trap '[ -n "${SEEDBED_KEEP_TMP:-}" ] || rm -rf "$T"' EXIT
 
 fail() {
 	echo "FAIL: $*" >&2
 	exit 1
 }
 
+# CI sets SEEDBED_TESTS_STRICT: there, a test that cannot run has failed.
 skip() {
+	if [ -n "${SEEDBED_TESTS_STRICT:-}" ]; then
+		fail "cannot run, and SEEDBED_TESTS_STRICT is set: $*"
+	fi
 	echo "SKIP: $*" >&2
 	exit 77
 }

@@ -21,7 +21,7 @@ static void setup(void) {
         strcpy(v.current_before, "tpm-rng-0");
         strcpy(v.current, "virtio_rng.0");
         o = (SeedOutcome) {
-                .ready_before = false, .ready_after = true, .elapsed_usec = 15 * USEC_PER_MSEC,
+                .ready_at_start = false, .ready_before = false, .ready_after = true, .elapsed_usec = 15 * USEC_PER_MSEC,
                 .ready_usec = 12 * USEC_PER_MSEC, .ready_boottime_usec = 1234 * USEC_PER_MSEC,
                 .credited_bits = 512, .n_sources = 2,
         };
@@ -66,6 +66,7 @@ START_TEST(test_write_and_status) {
         text = fakeroot_read(root, RECORD_SEED);
         ck_assert_ptr_nonnull(text);
         ck_assert_ptr_nonnull(strstr(text, "\"result\": \"ready\""));
+        ck_assert_ptr_nonnull(strstr(text, "\"ready_before\": false,\n  \"ready_after_setup\": false,\n  \"ready_after\": true,"));
         ck_assert_ptr_nonnull(strstr(text, "\"ready_ms\": 12,"));
         ck_assert_ptr_nonnull(strstr(text, "\"ready_uptime_ms\": 1234,"));
         ck_assert_ptr_nonnull(strstr(text, "\"transport\": \"mmio\""));

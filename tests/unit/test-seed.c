@@ -55,7 +55,8 @@ static ssize_t cpu_good(void *buf, size_t n) {
 }
 
 static int run(SeedOutcome *o) {
-        SeedContext ctx = { .config = &c, .root = root, .pool = &pool.pool, .virtio = &v, .cpu_read = cpu_good };
+        SeedContext ctx = { .config = &c, .root = root, .pool = &pool.pool, .virtio = &v, .cpu_read = cpu_good,
+                            .ready_at_start = -1 };
         return seed_run(&ctx, o);
 }
 
@@ -227,7 +228,7 @@ START_TEST(test_already_ready) {
         fake_pool_init(&pool, 256);
         pool.ready_at_start = true;
         ck_assert_int_eq(run(&o), 0);
-        ck_assert(o.ready_before && o.ready_after);
+        ck_assert(o.ready_at_start && o.ready_before && o.ready_after);
         ck_assert(o.initial_seed);
         ck_assert_uint_eq(o.sources[0].mixed_bytes, 64);
         ck_assert_uint_eq(o.credited_bits, 0);
