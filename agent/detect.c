@@ -249,15 +249,30 @@ int detect_virtio_rng(const DetectContext *ctx, VirtioRng *ret) {
                 read_driver(ctx->root, ret);
                 if (!ret->bound || !find_virtio_hwrng(ctx->root, ret->hwrng, sizeof ret->hwrng)) {
                         r = bring_up_driver(ctx, ret);
-                        if (r < 0)
+                        if (r < 0) {
+                                /* Still say what there is for the other sources. */
+                                ret->kernel_quality = read_kernel_quality(ctx->root);
+                                node = path_join_root(ctx->root, "/dev/hwrng");
+                                ret->hwrng_node = node && access(node, F_OK) >= 0;
                                 return r;
+                        }
                         /* The core makes a new hwrng current by itself
                          * when it is the first or the best one. */
                         (void) hwrng_read_current(ctx->root, ret->current, sizeof ret->current);
                 }
         }
 
-        if (ret->hwrng[0] && !streq(ret->current, ret->hwrng)) {
+        if (ret->hwrng[0] && streq(ret->current, ret->hwrng) && ctx->select) {
+                /* Current already, but maybe only by the core's choice: a
+                 * better-rated hwrng registering later (a TPM) would take
+                 * over.  Writing the name pins it as the user's choice. */
+                _cleanup_free_ char *p = path_join_root(ctx->root, HWRNG_SYSFS "/rng_current");
+                if (!p)
+                        return -ENOMEM;
+                r = write_string_file(p, ret->hwrng);
+                if (r < 0)
+                        log_debug_errno(r, "Failed to pin hwrng '%s', ignoring: %m", ret->hwrng);
+        } else if (ret->hwrng[0] && !streq(ret->current, ret->hwrng)) {
                 if (ctx->select) {
                         _cleanup_free_ char *p = path_join_root(ctx->root, HWRNG_SYSFS "/rng_current");
                         if (!p)

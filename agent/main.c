@@ -258,6 +258,8 @@ static int do_seed(void) {
                 .pool = pool_kernel(),
                 .virtio = &virtio,
                 .progress = true,
+                /* Under --root the device is fake and the pool is real. */
+                .no_credit = arg_root != NULL,
                 .start_usec = start,
                 .ready_at_start = ready,
         };

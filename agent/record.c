@@ -92,6 +92,7 @@ int record_format(const RecordInput *in, char **ret, size_t *ret_len) {
                         json_string(&j, "health", health_result_to_string(s->health));
                         json_uint(&j, "rct_cutoff", s->rct_cutoff);
                         json_uint(&j, "apt_cutoff", s->apt_cutoff);
+                        json_bool(&j, "kernel_credit_off", s->kernel_credit_off);
                 } else
                         json_ms(&j, "wait_ms", s->wait_usec);
                 json_object_end(&j);

@@ -1,8 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 #include <fcntl.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <time.h>
 
 #include "cpu.h"
@@ -11,6 +14,11 @@
 #include "seed.h"
 
 #define SEED_TICK_USEC (10 * USEC_PER_MSEC)
+/* A source that has given nothing for this long is stalled, and the next
+ * source in the order gets its turn.  Until then later sources wait: the
+ * kernel's jitter seeding costs a second of CPU that a working virtio
+ * device makes unnecessary. */
+#define SOURCE_STALL_USEC (200 * USEC_PER_MSEC)
 /* When already ready, the initial seed may not hold the boot for long. */
 #define INITIAL_SEED_BUDGET_USEC (1 * USEC_PER_SEC)
 /* RNDADDENTROPY takes one buffer a call; keep each small. */
@@ -64,10 +72,63 @@ typedef struct KernelWaiter {
         usec_t started, finished;
 } KernelWaiter;
 
+/* /dev/hwrng is read by a thread of its own.  O_NONBLOCK does not make
+ * the hwrng core non-blocking: rng_dev_read() first takes reading_mutex,
+ * which the kernel's own fill thread holds while it waits for a host that
+ * may never answer.  The thread hands chunks over a small pipe, so the
+ * gate keeps its deadline whatever the device does; a thread stuck in
+ * read() goes with the process.  The two sides share this struct, and the
+ * last one to let go frees it. */
+typedef struct HwrngReader {
+        atomic_int refs;
+        atomic_int error; /* errno of a failed read, 0 for end of file */
+        int dev_fd;
+        int pipe_w;
+        size_t chunk;
+} HwrngReader;
+
+static void hwrng_reader_unref(HwrngReader *r) {
+        if (atomic_fetch_sub(&r->refs, 1) == 1)
+                free(r);
+}
+
+static void *hwrng_reader_thread(void *userdata) {
+        HwrngReader *r = userdata;
+        uint8_t buf[4096];
+        sigset_t mask;
+
+        /* When the gate is done it closes the pipe: our next write gets
+         * EPIPE, and SIGPIPE must not kill the process for that. */
+        sigemptyset(&mask);
+        sigaddset(&mask, SIGPIPE);
+        (void) pthread_sigmask(SIG_BLOCK, &mask, NULL);
+
+        for (;;) {
+                ssize_t k = read(r->dev_fd, buf, MIN(r->chunk, sizeof buf));
+                if (k < 0 && errno == EINTR)
+                        continue;
+                if (k <= 0) {
+                        atomic_store(&r->error, k < 0 ? errno : 0);
+                        break;
+                }
+                if (loop_write(r->pipe_w, buf, (size_t) k) < 0)
+                        break;
+                explicit_bzero(buf, (size_t) k);
+        }
+        explicit_bzero(buf, sizeof buf);
+        safe_close(r->dev_fd);
+        safe_close(r->pipe_w);
+        hwrng_reader_unref(r);
+        return NULL;
+}
+
 typedef struct Source {
         SourceReport *report;
         bool active;
-        int fd;
+        int fd;             /* the reader's pipe for device sources */
+        HwrngReader *reader;
+        bool credit_ok;     /* the device may earn credit at all */
+        usec_t last_progress; /* opened, or last gave bytes */
         HealthTest health;
         /* Bytes held back until the health tests have seen enough samples
          * to fail: nothing is credited before a test could object. */
@@ -115,14 +176,56 @@ static void source_unavailable(Source *s, const char *why, const char *name) {
 
 static int open_hwrng(const SeedContext *ctx, Source *s) {
         _cleanup_free_ char *p = path_join_root(ctx->root, "/dev/hwrng");
+        _cleanup_close_ int dev = -EBADF;
+        int pipefd[2];
+        pthread_t t;
+        struct stat st;
+        HwrngReader *r;
+        int e;
 
         if (!p)
                 return -ENOMEM;
-        /* Non-blocking: a host that stops serving must not hang the boot
-         * past the deadline; the hwrng core answers EAGAIN instead. */
-        s->fd = open(p, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
-        if (s->fd < 0)
+        dev = open(p, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+        if (dev < 0)
                 return -errno;
+        if (fstat(dev, &st) < 0)
+                return -errno;
+        /* Only the kernel's hwrng character device (misc 10:183) earns
+         * credit; anything else (a file under --root, say) is mixed in
+         * at most.  Tests with a fake pool may allow files. */
+        s->credit_ok = ctx->credit_files ||
+                       (S_ISCHR(st.st_mode) && major(st.st_rdev) == 10 && minor(st.st_rdev) == 183);
+
+        if (pipe2(pipefd, O_CLOEXEC | O_NONBLOCK) < 0)
+                return -errno;
+        /* A small pipe: the thread reads at most a few chunks ahead of
+         * what the gate takes, so little of the host's entropy is wasted. */
+        (void) fcntl(pipefd[1], F_SETPIPE_SZ, 4096);
+        /* The thread's end blocks: it waits for room, not spins. */
+        (void) fcntl(pipefd[1], F_SETFL, 0);
+
+        r = calloc(1, sizeof *r);
+        if (!r) {
+                safe_close(pipefd[0]);
+                safe_close(pipefd[1]);
+                return -ENOMEM;
+        }
+        atomic_init(&r->refs, 2);
+        r->dev_fd = TAKE_FD(dev);
+        r->pipe_w = pipefd[1];
+        r->chunk = ctx->config->chunk;
+
+        e = pthread_create(&t, NULL, hwrng_reader_thread, r);
+        if (e != 0) {
+                safe_close(r->dev_fd);
+                safe_close(pipefd[0]);
+                safe_close(pipefd[1]);
+                free(r);
+                return -e;
+        }
+        (void) pthread_detach(t);
+        s->fd = pipefd[0];
+        s->reader = r;
         return 0;
 }
 
@@ -134,6 +237,7 @@ static int source_open(const SeedContext *ctx, Source *s) {
 
         s->fd = -EBADF;
         s->active = true;
+        s->credit_ok = true;
         if (s->report->kind != SOURCE_KERNEL)
                 s->report->quality = sc->quality;
         s->report->min_entropy = sc->min_entropy;
@@ -186,16 +290,22 @@ static int source_open(const SeedContext *ctx, Source *s) {
                 errno = -r;
                 return source_fail(s, SOURCE_FAILED, "cannot open /dev/hwrng: %m");
         }
+        if (!s->credit_ok && !ctx->no_credit && s->report->quality > 0) {
+                log_warning("'/dev/hwrng' is not the kernel's hwrng device; its bytes are mixed in without credit.");
+                (void) strncat(s->report->detail, "; not a character device: no credit",
+                               sizeof s->report->detail - strlen(s->report->detail) - 1);
+        }
         return 0;
 }
 
 static int pool_add_credited(const SeedContext *ctx, Source *s, const uint8_t *buf, size_t n) {
         SourceReport *rep = s->report;
+        bool credit = s->credit_ok && !ctx->no_credit;
 
         for (size_t o = 0; o < n; o += ADD_PIECE) {
                 size_t l = MIN((size_t) ADD_PIECE, n - o);
                 /* bytes * 8 * quality / 1024, as the hwrng core credits. */
-                unsigned bits = (unsigned) ((uint64_t) l * 8 * rep->quality / 1024);
+                unsigned bits = credit ? (unsigned) ((uint64_t) l * 8 * rep->quality / 1024) : 0;
                 int r = ctx->pool->ops->add(ctx->pool, buf + o, l, bits);
                 if (r < 0)
                         return r;
@@ -214,6 +324,10 @@ static ssize_t source_read(const SeedContext *ctx, Source *s, uint8_t *buf, size
         k = read(s->fd, buf, n);
         if (k < 0)
                 return errno == EINTR ? -EAGAIN : -errno;
+        /* End of the pipe: the reader stopped, at end of file or on an
+         * error it left for us. */
+        if (k == 0 && s->reader && atomic_load(&s->reader->error) != 0)
+                return -atomic_load(&s->reader->error);
         return k;
 }
 
@@ -228,6 +342,17 @@ static ssize_t source_take(const SeedContext *ctx, Source *s, const uint8_t *buf
         h = health_feed(&s->health, buf, n);
         if (h != HEALTH_OK) {
                 s->report->health = h;
+                /* The kernel's own fill thread credits the current hwrng
+                 * too: a device we found failing must not make the kernel
+                 * ready behind our back. */
+                if (s->report->kind == SOURCE_VIRTIO || s->report->kind == SOURCE_HWRNG) {
+                        _cleanup_free_ char *q = path_join_root(ctx->root, "/sys/class/misc/hw_random/rng_quality");
+                        int w = q ? write_string_file(q, "0") : -ENOMEM;
+                        if (w < 0)
+                                log_warning_errno(w, "Failed to stop the kernel crediting the failed hwrng: %m");
+                        else
+                                s->report->kernel_credit_off = true;
+                }
                 log_warning("Source '%s' failed the %s health test after %llu bytes, dropping it; none of its bytes since "
                             "its last good chunk are used.",
                             source_kind_to_string(s->report->kind), health_result_to_string(h),
@@ -318,6 +443,10 @@ static ssize_t source_step(const SeedContext *ctx, Source *s) {
 
 static void source_close(const SeedContext *ctx, Source *s) {
         s->fd = safe_close(s->fd);
+        if (s->reader) {
+                hwrng_reader_unref(s->reader);
+                s->reader = NULL;
+        }
 
         /* Bytes still held back passed every test so far, just not enough
          * of them to earn credit: they may still be mixed in, for free. */
@@ -486,19 +615,32 @@ int seed_run(const SeedContext *ctx, SeedOutcome *ret) {
         deadline = start + c->timeout;
         next_progress = now + USEC_PER_SEC;
 
+        for (unsigned i = 0; i < n; i++)
+                src[i].last_progress = now;
+
         for (;;) {
-                bool progressed = false;
+                bool progressed = false, earlier_busy = false;
 
                 for (unsigned i = 0; i < n && ready == 0; i++) {
                         ssize_t k;
 
                         if (!src[i].active)
                                 continue;
+                        /* Later sources wait while an earlier one works;
+                         * a started kernel source keeps running anyway. */
+                        if (earlier_busy && !src[i].thread_running)
+                                continue;
                         k = source_step(ctx, &src[i]);
                         if (k < 0) {
                                 r = (int) k;
                                 goto finish;
                         }
+                        now = now_usec(CLOCK_MONOTONIC);
+                        if (k > 0)
+                                src[i].last_progress = now;
+                        if (src[i].active && src[i].report->kind != SOURCE_KERNEL &&
+                            now - src[i].last_progress < SOURCE_STALL_USEC)
+                                earlier_busy = true;
                         progressed = progressed || k > 0;
 
                         ready = ctx->pool->ops->is_ready(ctx->pool);
@@ -529,7 +671,7 @@ int seed_run(const SeedContext *ctx, SeedOutcome *ret) {
                 }
                 if (ctx->progress && now >= next_progress) {
                         log_progress(ctx, src, n, now, deadline);
-                        next_progress += USEC_PER_SEC;
+                        next_progress = now + USEC_PER_SEC;
                 }
                 if (!progressed) {
                         usec_t nap = MIN((usec_t) SEED_TICK_USEC, deadline - now);

@@ -34,6 +34,7 @@ typedef struct SourceReport {
         HealthResult health;
         unsigned rct_cutoff, apt_cutoff;
         usec_t wait_usec;       /* kernel: time blocked in getrandom() */
+        bool kernel_credit_off; /* failed: we set the kernel's rng_quality to 0 */
 } SourceReport;
 
 typedef struct SeedOutcome {
@@ -59,6 +60,12 @@ typedef struct SeedContext {
         ssize_t (*cpu_read)(void *buf, size_t n);
         /* Progress lines once a second while waiting (tests turn it off). */
         bool progress;
+        /* Never credit: the pool is the running kernel's but the tree is
+         * not (--root), so nothing read from it may count. */
+        bool no_credit;
+        /* Let a /dev/hwrng that is not the kernel's character device earn
+         * credit: only for tests with a fake pool. */
+        bool credit_files;
         /* CLOCK_MONOTONIC at the agent's start; 0 means now. */
         usec_t start_usec;
         /* Readiness the caller saw at its start, before device setup

@@ -56,7 +56,7 @@ static ssize_t cpu_good(void *buf, size_t n) {
 
 static int run(SeedOutcome *o) {
         SeedContext ctx = { .config = &c, .root = root, .pool = &pool.pool, .virtio = &v, .cpu_read = cpu_good,
-                            .ready_at_start = -1 };
+                            .ready_at_start = -1, .credit_files = true };
         return seed_run(&ctx, o);
 }
 
@@ -76,10 +76,10 @@ static void check_accounting(const SeedOutcome *o) {
                 credited += s->credited_bits;
                 mixed += s->mixed_bytes;
                 ck_assert_uint_le(s->mixed_bytes, s->bytes);
+                /* Only what reached the pool earns credit, at its quality;
+                 * a failing chunk never reaches it. */
                 if (s->kind != SOURCE_KERNEL && s->credited_bits > 0)
                         ck_assert_uint_eq(s->credited_bits, s->mixed_bytes * 8 * s->quality / 1024);
-                if (s->health != HEALTH_OK)
-                        ck_assert_uint_eq(s->credited_bits, 0);
         }
         ck_assert_uint_eq(credited, o->credited_bits);
         ck_assert_uint_eq(credited, pool.credited_bits);
@@ -166,7 +166,10 @@ START_TEST(test_stuck_source_never_credited) {
         static const SourceKind k[] = { SOURCE_VIRTIO, SOURCE_CPU };
         SeedOutcome o;
 
+        char *q;
+
         hwrng_stuck(4096);
+        fakeroot_write(root, "/sys/class/misc/hw_random/rng_quality", "1000\n");
         sources(2, k);
         fake_pool_init(&pool, 256);
         ck_assert_int_eq(run(&o), 0);
@@ -175,9 +178,35 @@ START_TEST(test_stuck_source_never_credited) {
         ck_assert_uint_eq(o.sources[0].mixed_bytes, 0);
         ck_assert_uint_eq(o.sources[0].credited_bits, 0);
         ck_assert_ptr_nonnull(strstr(o.sources[0].detail, "repetition-count"));
+        /* The kernel no longer credits the failed device either. */
+        ck_assert(o.sources[0].kernel_credit_off);
+        q = fakeroot_read(root, "/sys/class/misc/hw_random/rng_quality");
+        ck_assert_str_eq(q, "0");
+        free(q);
         /* RDSEED made it ready instead. */
         ck_assert_int_eq(o.sources[1].status, SOURCE_USED);
         ck_assert_uint_ge(o.sources[1].credited_bits, 256);
+        check_accounting(&o);
+}
+END_TEST
+
+START_TEST(test_source_goes_bad) {
+        uint8_t b[4096];
+        SeedOutcome o;
+
+        /* 1 KiB of good bytes, then the device sticks: what came before
+         * keeps its credit, the failing chunk and all after it none. */
+        ck_assert_int_eq(getrandom(b, 1024, 0), 1024);
+        memset(b + 1024, 0x42, sizeof b - 1024);
+        fakeroot_write_bytes(root, "/dev/hwrng", b, sizeof b);
+        c.timeout = 300 * USEC_PER_MSEC;
+        fake_pool_init(&pool, FAKE_POOL_NEVER);
+        ck_assert_int_eq(run(&o), -ETIMEDOUT);
+        ck_assert_int_eq(o.sources[0].status, SOURCE_FAILED);
+        ck_assert_int_eq(o.sources[0].health, HEALTH_FAIL_RCT);
+        ck_assert_uint_eq(o.sources[0].mixed_bytes, 1024);
+        ck_assert_uint_eq(o.sources[0].credited_bits, 1024 * 8);
+        ck_assert_uint_eq(o.sources[0].bytes, 1024 + 64);
         check_accounting(&o);
 }
 END_TEST
@@ -370,6 +399,7 @@ static Suite *seed_suite(void) {
         tcase_add_checked_fixture(tc, setup, teardown);
         tcase_add_test(tc, test_stuck_source_never_credited);
         tcase_add_test(tc, test_biased_source_never_credited);
+        tcase_add_test(tc, test_source_goes_bad);
         tcase_add_test(tc, test_startup_hold_back);
         suite_add_tcase(s, tc);
         return s;
