@@ -269,6 +269,17 @@ static int conf_set_scalar(ConfParser *p, const ConfItem *item, const char *valu
                 *(int *) field = v;
                 break;
         }
+        case CONF_MODE: {
+                char *end;
+                unsigned long v;
+                errno = 0;
+                v = strtoul(value, &end, 8);
+                if (!isdigit((unsigned char) value[0]) || *end != 0 || errno != 0 || v > 07777)
+                        return conf_error(p, where, "'%s' must be an octal file mode such as 0660, not '%s'",
+                                          item->key, value);
+                *(unsigned *) field = (unsigned) v;
+                break;
+        }
         case CONF_STRING: {
                 char *s, **fp = field;
                 if (p->dry_run)
@@ -281,6 +292,7 @@ static int conf_set_scalar(ConfParser *p, const ConfItem *item, const char *valu
                 break;
         }
         case CONF_ENUM_LIST:
+        case CONF_STRING_LIST:
         default:
                 return -EINVAL;
         }
@@ -310,6 +322,24 @@ static int conf_list_add(ConfParser *p, const ConfItem *item, ConfEnumList *l, c
         return 0;
 }
 
+void conf_string_list_clear(ConfStringList *l) {
+        for (unsigned i = 0; i < l->n; i++)
+                free(l->items[i]);
+        *l = (ConfStringList) {};
+}
+
+int conf_string_list_add(ConfStringList *l, const char *s) {
+        char *c;
+
+        if (l->n >= CONF_LIST_MAX)
+                return -E2BIG;
+        c = strdup(s);
+        if (!c)
+                return -ENOMEM;
+        l->items[l->n++] = c;
+        return 0;
+}
+
 int conf_set(ConfParser *p, const char *key, const char *value, const char *where) {
         const ConfItem *item;
 
@@ -319,6 +349,34 @@ int conf_set(ConfParser *p, const char *key, const char *value, const char *wher
                 if (conf_is_section(p, key))
                         return conf_error(p, where, "'%s' is a section, not a value", key);
                 return conf_error(p, where, "unknown key '%s'", key);
+        }
+
+        if (item->type == CONF_STRING_LIST) {
+                ConfStringList l = {}, *field = conf_field(p, item);
+                const char *s = value;
+                int r = 0;
+
+                for (;;) {
+                        size_t n = strcspn(s, ",");
+                        _cleanup_free_ char *one = strndup(s, n);
+
+                        if (!one)
+                                r = -ENOMEM;
+                        else if (n == 0)
+                                r = conf_error(p, where, "'%s' has an empty item", key);
+                        else if (conf_string_list_add(&l, one) < 0)
+                                r = conf_error(p, where, "'%s' has too many items (at most %d)", key, CONF_LIST_MAX);
+                        if (r < 0 || s[n] == 0)
+                                break;
+                        s += n + 1;
+                }
+                if (r < 0 || p->dry_run) {
+                        conf_string_list_clear(&l);
+                        return r;
+                }
+                conf_string_list_clear(field);
+                *field = l;
+                return conf_record_origin(p, item, where);
         }
 
         if (item->type == CONF_ENUM_LIST) {
@@ -437,6 +495,33 @@ static int conf_apply_node(ConfParser *p, yaml_document_t *doc, const char *path
                 if (node->type != YAML_MAPPING_NODE)
                         return conf_error(p, where, "'%s' must be a section of keys, not %s", key, node_kind(node));
                 return conf_apply_mapping(p, doc, path, key, node);
+        }
+
+        if (item->type == CONF_STRING_LIST) {
+                ConfStringList l = {}, *field = conf_field(p, item);
+                int r = 0;
+
+                /* An empty list is allowed here: "egd: []" turns it off. */
+                if (node->type != YAML_SEQUENCE_NODE)
+                        return conf_error(p, where, "'%s' must be a list such as [a, b], not %s", key,
+                                          node_kind(node));
+                for (yaml_node_item_t *i = node->data.sequence.items.start; i < node->data.sequence.items.top && r >= 0; i++) {
+                        yaml_node_t *e = yaml_document_get_node(doc, *i);
+                        char ewhere[PATH_MAX + 64];
+
+                        mark_where(ewhere, sizeof ewhere, path, e->start_mark);
+                        if (e->type != YAML_SCALAR_NODE || scalar_is_null(e) || e->data.scalar.length == 0)
+                                r = conf_error(p, ewhere, "'%s' items must be non-empty strings", key);
+                        else if (conf_string_list_add(&l, (const char *) e->data.scalar.value) < 0)
+                                r = conf_error(p, ewhere, "'%s' has too many items (at most %d)", key, CONF_LIST_MAX);
+                }
+                if (r < 0 || p->dry_run) {
+                        conf_string_list_clear(&l);
+                        return r;
+                }
+                conf_string_list_clear(field);
+                *field = l;
+                return conf_record_origin(p, item, where);
         }
 
         if (item->type == CONF_ENUM_LIST) {
@@ -584,6 +669,19 @@ static void conf_format_value(const ConfParser *p, const ConfItem *item, char *b
         case CONF_STRING: {
                 const char *s = *(char *const *) field;
                 (void) snprintf(buf, size, "%s", s ? s : "~");
+                break;
+        }
+        case CONF_MODE:
+                (void) snprintf(buf, size, "\"%04o\"", *(const unsigned *) field);
+                break;
+        case CONF_STRING_LIST: {
+                const ConfStringList *l = field;
+                size_t o = 0;
+                o += (size_t) snprintf(buf, size, "[");
+                for (unsigned i = 0; i < l->n && o < size; i++)
+                        o += (size_t) snprintf(buf + o, size - o, "%s%s", i ? ", " : "", l->items[i]);
+                if (o < size)
+                        (void) snprintf(buf + o, size - o, "]");
                 break;
         }
         }

@@ -25,6 +25,8 @@ typedef enum ConfType {
         CONF_ENUM,      /* int, an index into names */
         CONF_ENUM_LIST, /* ConfEnumList: distinct names, in order */
         CONF_STRING,    /* char *, owned by the caller's struct */
+        CONF_STRING_LIST, /* ConfStringList */
+        CONF_MODE,      /* mode_t (as unsigned), octal such as "0660", at most 07777 */
 } ConfType;
 
 /* A list of enum values: the order is meaningful (sources are tried in it). */
@@ -32,6 +34,16 @@ typedef struct ConfEnumList {
         unsigned n;
         int items[CONF_LIST_MAX];
 } ConfEnumList;
+
+/* A list of strings (addresses, paths), owned by the caller's struct. */
+typedef struct ConfStringList {
+        unsigned n;
+        char *items[CONF_LIST_MAX];
+} ConfStringList;
+
+void conf_string_list_clear(ConfStringList *l);
+/* Adds a copy; -E2BIG past CONF_LIST_MAX. */
+int conf_string_list_add(ConfStringList *l, const char *s);
 
 typedef struct ConfItem {
         const char *key;

@@ -75,7 +75,9 @@ int write_string_file(const char *path, const char *s) {
         size_t l = strlen(s);
         ssize_t k;
 
-        fd = open(path, O_WRONLY | O_CLOEXEC | O_NOCTTY);
+        /* O_TRUNC as the shell's ">" does: sysfs ignores it, and a fake
+         * tree's file then holds just the value. */
+        fd = open(path, O_WRONLY | O_TRUNC | O_CLOEXEC | O_NOCTTY);
         if (fd < 0)
                 return -errno;
         /* sysfs takes one write() as the whole value. */
@@ -282,5 +284,17 @@ int strv_split_whitespace(const char *s, char ***ret) {
                         return -ENOMEM;
         }
         *ret = TAKE_PTR(l);
+        return 0;
+}
+
+int fd_set_nonblock(int fd) {
+        int flags = fcntl(fd, F_GETFL);
+
+        if (flags < 0)
+                return -errno;
+        if (flags & O_NONBLOCK)
+                return 0;
+        if (fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0)
+                return -errno;
         return 0;
 }

@@ -46,3 +46,6 @@ char *strstrip_trailing(char *s);
 int strv_split_whitespace(const char *s, char ***ret);
 size_t strv_length(char *const *l);
 bool strv_contains(char *const *l, const char *s);
+
+/* Sets O_NONBLOCK on an fd handed to us (inherited sockets). */
+int fd_set_nonblock(int fd);

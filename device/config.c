@@ -1,0 +1,54 @@
+/* SPDX-License-Identifier: MIT */
+#include <stddef.h>
+
+#include "config.h"
+
+const char *const device_source_names[] = {
+        [DEVICE_SOURCE_GETRANDOM] = "getrandom",
+        [DEVICE_SOURCE_HWRNG] = "hwrng",
+        [DEVICE_SOURCE_RDSEED] = "rdseed",
+        NULL,
+};
+
+/* Rates are whole bytes; 1 GiB a period is far past any sane limit and
+ * keeps the bucket arithmetic well inside 64 bits. */
+#define RATE_MAX (1ULL << 30)
+
+const ConfItem device_config_items[] = {
+        { "listen.egd", CONF_STRING_LIST, offsetof(DeviceConfig, egd) },
+        { "listen.vhost-user", CONF_STRING_LIST, offsetof(DeviceConfig, vhost_user) },
+        { "listen.metrics", CONF_STRING, offsetof(DeviceConfig, metrics) },
+        { "listen.socket-mode", CONF_MODE, offsetof(DeviceConfig, socket_mode) },
+        { "listen.socket-group", CONF_STRING, offsetof(DeviceConfig, socket_group) },
+        { "sources.use", CONF_ENUM_LIST, offsetof(DeviceConfig, sources), .names = device_source_names },
+        { "sources.hwrng-path", CONF_STRING, offsetof(DeviceConfig, hwrng_path) },
+        { "sources.min-entropy", CONF_DOUBLE, offsetof(DeviceConfig, min_entropy), .dmin = 0.01, .dmax = 8 },
+        { "rate.vm-bytes", CONF_UINT, offsetof(DeviceConfig, vm_bytes), .min = 0, .max = RATE_MAX },
+        { "rate.vm-period", CONF_DURATION, offsetof(DeviceConfig, vm_period), .min = USEC_PER_MSEC, .max = 3600 * USEC_PER_SEC },
+        { "rate.vm-burst", CONF_UINT, offsetof(DeviceConfig, vm_burst), .min = 0, .max = RATE_MAX },
+        { "rate.host-bytes", CONF_UINT, offsetof(DeviceConfig, host_bytes), .min = 0, .max = RATE_MAX },
+        { "rate.host-period", CONF_DURATION, offsetof(DeviceConfig, host_period), .min = USEC_PER_MSEC, .max = 3600 * USEC_PER_SEC },
+        { "rate.host-burst", CONF_UINT, offsetof(DeviceConfig, host_burst), .min = 0, .max = RATE_MAX },
+};
+const size_t device_config_n_items = ELEMENTSOF(device_config_items);
+
+int device_config_init(DeviceConfig *c) {
+        *c = (DeviceConfig) {
+                /* Only libvirt's QEMU (same user or group) may connect. */
+                .socket_mode = 0660,
+                .sources = { .n = 1, .items = { DEVICE_SOURCE_GETRANDOM } },
+                .min_entropy = 8,
+                .vm_period = USEC_PER_SEC,
+                .host_period = USEC_PER_SEC,
+        };
+        c->hwrng_path = strdup("/dev/hwrng");
+        return c->hwrng_path ? 0 : -ENOMEM;
+}
+
+void device_config_done(DeviceConfig *c) {
+        conf_string_list_clear(&c->egd);
+        conf_string_list_clear(&c->vhost_user);
+        free(c->metrics);
+        free(c->socket_group);
+        free(c->hwrng_path);
+}

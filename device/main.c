@@ -1,0 +1,664 @@
+/* SPDX-License-Identifier: MIT */
+#include <fcntl.h>
+#include <getopt.h>
+#include <grp.h>
+#include <signal.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#ifdef HAVE_SYSTEMD
+#include <systemd/sd-daemon.h>
+#endif
+
+#include "address.h"
+#include "config.h"
+#include "fileio.h"
+#include "log.h"
+#include "loop.h"
+#include "metrics.h"
+#include "server.h"
+#include "source.h"
+
+/* Exit statuses: documented in seedbed-device(8). */
+enum {
+        EXIT_OK = 0,
+        EXIT_ERROR = 1,
+        EXIT_USAGE = 2,
+        EXIT_CONFIG = 3,
+};
+
+typedef struct Listener {
+        ListenAddress address;
+        bool have_address; /* not for inherited fds */
+        Transport transport;
+        bool metrics;
+        int fd;
+        LoopIo *io;
+} Listener;
+
+static const char *arg_config = NULL;
+static DeviceConfig arg_cfg;
+static bool arg_print_capabilities = false;
+static int arg_vhost_fd = -EBADF;
+/* Command-line values replace the file's. */
+static ConfStringList arg_egd, arg_vhost_user;
+static char *arg_metrics = NULL;
+static ConfStringList arg_sources;
+static char *arg_rate = NULL, *arg_host_rate = NULL;
+static long long arg_burst = -1, arg_host_burst = -1;
+
+static Server server;
+static Listener *listeners;
+static size_t n_listeners;
+
+/* Sockets passed by systemd, matched to configured addresses by path. */
+typedef struct Inherited {
+        int fd;
+        char *name;
+        struct sockaddr_storage sa;
+        socklen_t sa_len;
+        bool used;
+} Inherited;
+static Inherited *inherited;
+static size_t n_inherited;
+
+static int take_inherited(const ListenAddress *a) {
+        for (size_t i = 0; i < n_inherited; i++) {
+                Inherited *in = &inherited[i];
+                if (!in->used && in->sa_len == a->sa_len && memcmp(&in->sa, &a->sa, a->sa_len) == 0) {
+                        in->used = true;
+                        return in->fd;
+                }
+        }
+        return -EBADF;
+}
+
+static void help(void) {
+        printf("Usage: seedbed-device [OPTIONS]\n"
+               "\n"
+               "Serves health-tested entropy to the virtio-rng devices of every VM on this\n"
+               "host, over EGD (QEMU rng-egd) and vhost-user (vhost-user-rng-pci).\n"
+               "\n"
+               "  -c --config=FILE        Read FILE instead of %s/seedbed/device.yaml\n"
+               "     --egd=ADDR           Serve EGD on unix:PATH or tcp:HOST:PORT (repeatable)\n"
+               "     --vhost-user=PATH    Serve vhost-user-rng on a unix socket (repeatable)\n"
+               "     --socket-path=PATH   The same, as QEMU's vhost-user back-ends spell it\n"
+               "     --fd=FD              Serve vhost-user on an inherited socket (listening\n"
+               "                          or connected)\n"
+               "     --print-capabilities Print the vhost-user back-end capabilities and exit\n"
+               "     --source=SOURCE      getrandom, hwrng, rdseed or device:PATH (repeatable;\n"
+               "                          tried in order)\n"
+               "     --rate=BYTES[/TIME]  Per-VM limit, e.g. 4096/1s (0: none)\n"
+               "     --burst=BYTES        Per-VM burst (default: one period's worth)\n"
+               "     --host-rate=BYTES[/TIME]  Host-wide budget shared fairly by asking VMs\n"
+               "     --host-burst=BYTES   Host-wide burst\n"
+               "     --metrics=ADDR       Serve Prometheus metrics on tcp:HOST:PORT or unix:PATH\n"
+               "     --log-level=LEVEL    debug, info, notice, warning, err\n"
+               "     --log-target=TARGET  auto, console, journal, kmsg\n"
+               "  -h --help               Show this help\n"
+               "     --version            Show the version\n"
+               "\n"
+               "See seedbed-device(8).\n",
+               SYSCONFDIR);
+}
+
+static int parse_rate(const char *s, unsigned *ret_bytes, usec_t *ret_period) {
+        const char *slash = strchr(s, '/');
+        _cleanup_free_ char *num = strndup(s, slash ? (size_t) (slash - s) : strlen(s));
+        unsigned long long v;
+        usec_t period = USEC_PER_SEC;
+        char *end;
+
+        if (!num)
+                return -ENOMEM;
+        errno = 0;
+        v = strtoull(num, &end, 10);
+        if (!num[0] || *end || errno || num[0] == '-' || v > (1ULL << 30))
+                return -EINVAL;
+        if (slash && (conf_parse_duration(slash + 1, &period) < 0 || period < USEC_PER_MSEC || period > 3600 * USEC_PER_SEC))
+                return -EINVAL;
+        *ret_bytes = (unsigned) v;
+        *ret_period = period;
+        return 0;
+}
+
+static int parse_argv(int argc, char *argv[]) {
+        enum {
+                ARG_EGD = 0x100,
+                ARG_VHOST_USER,
+                ARG_SOCKET_PATH,
+                ARG_FD,
+                ARG_PRINT_CAPABILITIES,
+                ARG_SOURCE,
+                ARG_RATE,
+                ARG_BURST,
+                ARG_HOST_RATE,
+                ARG_HOST_BURST,
+                ARG_METRICS,
+                ARG_LOG_LEVEL,
+                ARG_LOG_TARGET,
+                ARG_VERSION,
+        };
+        static const struct option options[] = {
+                { "config", required_argument, NULL, 'c' },
+                { "egd", required_argument, NULL, ARG_EGD },
+                { "vhost-user", required_argument, NULL, ARG_VHOST_USER },
+                { "socket-path", required_argument, NULL, ARG_SOCKET_PATH },
+                { "fd", required_argument, NULL, ARG_FD },
+                { "print-capabilities", no_argument, NULL, ARG_PRINT_CAPABILITIES },
+                { "source", required_argument, NULL, ARG_SOURCE },
+                { "rate", required_argument, NULL, ARG_RATE },
+                { "burst", required_argument, NULL, ARG_BURST },
+                { "host-rate", required_argument, NULL, ARG_HOST_RATE },
+                { "host-burst", required_argument, NULL, ARG_HOST_BURST },
+                { "metrics", required_argument, NULL, ARG_METRICS },
+                { "log-level", required_argument, NULL, ARG_LOG_LEVEL },
+                { "log-target", required_argument, NULL, ARG_LOG_TARGET },
+                { "help", no_argument, NULL, 'h' },
+                { "version", no_argument, NULL, ARG_VERSION },
+                {},
+        };
+        int c, r;
+
+        while ((c = getopt_long(argc, argv, "c:h", options, NULL)) >= 0) {
+                switch (c) {
+                case 'c':
+                        arg_config = optarg;
+                        break;
+                case ARG_EGD:
+                case ARG_VHOST_USER:
+                case ARG_SOCKET_PATH: {
+                        ListenAddress a;
+                        const char *error;
+                        if (listen_address_parse(optarg, &a, &error) < 0)
+                                return log_error_errno(EINVAL, "Invalid address '%s': %s.", optarg, error);
+                        if (c != ARG_EGD && a.family != AF_UNIX)
+                                return log_error_errno(EINVAL, "vhost-user needs a unix socket, not '%s'.", optarg);
+                        r = conf_string_list_add(c == ARG_EGD ? &arg_egd : &arg_vhost_user, optarg);
+                        if (r < 0)
+                                return log_error_errno(r, "Too many listening addresses.");
+                        break;
+                }
+                case ARG_FD: {
+                        char *end;
+                        long fd;
+                        errno = 0;
+                        fd = strtol(optarg, &end, 10);
+                        if (!optarg[0] || *end || errno || fd < 0 || fd > INT32_MAX || fcntl(fd, F_GETFD) < 0)
+                                return log_error_errno(EINVAL, "--fd needs an open file descriptor, not '%s'.", optarg);
+                        arg_vhost_fd = (int) fd;
+                        break;
+                }
+                case ARG_PRINT_CAPABILITIES:
+                        arg_print_capabilities = true;
+                        break;
+                case ARG_SOURCE:
+                        if (!startswith(optarg, "device:") && !streq(optarg, "getrandom") && !streq(optarg, "hwrng") &&
+                            !streq(optarg, "rdseed"))
+                                return log_error_errno(EINVAL, "Unknown source '%s': getrandom, hwrng, rdseed or device:PATH.",
+                                                       optarg);
+                        r = conf_string_list_add(&arg_sources, optarg);
+                        if (r < 0)
+                                return log_error_errno(r, "Too many sources.");
+                        break;
+                case ARG_RATE:
+                case ARG_HOST_RATE: {
+                        unsigned b;
+                        usec_t p;
+                        if (parse_rate(optarg, &b, &p) < 0)
+                                return log_error_errno(EINVAL, "Invalid rate '%s': BYTES or BYTES/TIME such as 4096/1s.",
+                                                       optarg);
+                        free(c == ARG_RATE ? arg_rate : arg_host_rate);
+                        if (c == ARG_RATE)
+                                arg_rate = strdup(optarg);
+                        else
+                                arg_host_rate = strdup(optarg);
+                        break;
+                }
+                case ARG_BURST:
+                case ARG_HOST_BURST: {
+                        char *end;
+                        long long v;
+                        errno = 0;
+                        v = strtoll(optarg, &end, 10);
+                        if (!optarg[0] || *end || errno || v < 0 || v > (1LL << 30))
+                                return log_error_errno(EINVAL, "Invalid burst '%s': a number of bytes.", optarg);
+                        *(c == ARG_BURST ? &arg_burst : &arg_host_burst) = v;
+                        break;
+                }
+                case ARG_METRICS: {
+                        ListenAddress a;
+                        const char *error;
+                        if (listen_address_parse(optarg, &a, &error) < 0)
+                                return log_error_errno(EINVAL, "Invalid metrics address '%s': %s.", optarg, error);
+                        free(arg_metrics);
+                        arg_metrics = strdup(optarg);
+                        break;
+                }
+                case ARG_LOG_LEVEL: {
+                        int l = log_level_from_string(optarg);
+                        if (l < 0)
+                                return log_error_errno(EINVAL, "Unknown log level '%s'.", optarg);
+                        log_set_max_level(l);
+                        break;
+                }
+                case ARG_LOG_TARGET: {
+                        LogTarget t = log_target_from_string(optarg);
+                        if (t < 0)
+                                return log_error_errno(EINVAL, "Unknown log target '%s'.", optarg);
+                        log_set_target(t);
+                        break;
+                }
+                case 'h':
+                        help();
+                        return 0;
+                case ARG_VERSION:
+                        printf("seedbed-device %s\n", PACKAGE_VERSION);
+                        return 0;
+                default:
+                        return -EINVAL;
+                }
+        }
+        if (optind < argc)
+                return log_error_errno(EINVAL, "Unexpected argument '%s'; see 'seedbed-device --help'.", argv[optind]);
+        return 1;
+}
+
+/* Config file, then the command line on top. */
+static int load_config(void) {
+        _cleanup_free_ char *path = NULL;
+        ConfParser p;
+        int r;
+
+        r = device_config_init(&arg_cfg);
+        if (r < 0)
+                return log_oom();
+        r = conf_parser_init(&p, device_config_items, device_config_n_items, &arg_cfg);
+        if (r < 0)
+                return log_oom();
+
+        path = strdup(arg_config ?: SYSCONFDIR "/seedbed/device.yaml");
+        if (!path) {
+                conf_parser_done(&p);
+                return log_oom();
+        }
+        r = conf_load_yaml_file(&p, path);
+        if (r == -ENOENT && !arg_config)
+                r = 0;
+        if (r < 0) {
+                if (p.error[0])
+                        log_error("%s", p.error);
+                else
+                        log_error_errno(r, "%s: cannot read: %m", path);
+        }
+        conf_parser_done(&p);
+        if (r < 0)
+                return r;
+
+        if (arg_egd.n > 0) {
+                conf_string_list_clear(&arg_cfg.egd);
+                arg_cfg.egd = arg_egd;
+                arg_egd = (ConfStringList) {};
+        }
+        if (arg_vhost_user.n > 0) {
+                conf_string_list_clear(&arg_cfg.vhost_user);
+                arg_cfg.vhost_user = arg_vhost_user;
+                arg_vhost_user = (ConfStringList) {};
+        }
+        if (arg_metrics) {
+                free(arg_cfg.metrics);
+                arg_cfg.metrics = TAKE_PTR(arg_metrics);
+        }
+        if (arg_rate)
+                (void) parse_rate(arg_rate, &arg_cfg.vm_bytes, &arg_cfg.vm_period);
+        if (arg_host_rate)
+                (void) parse_rate(arg_host_rate, &arg_cfg.host_bytes, &arg_cfg.host_period);
+        if (arg_burst >= 0)
+                arg_cfg.vm_burst = (unsigned) arg_burst;
+        if (arg_host_burst >= 0)
+                arg_cfg.host_burst = (unsigned) arg_host_burst;
+
+        /* Addresses from the file are checked here, still before anything
+         * is opened. */
+        for (unsigned i = 0; i < arg_cfg.egd.n + arg_cfg.vhost_user.n; i++) {
+                bool egd = i < arg_cfg.egd.n;
+                const char *s = egd ? arg_cfg.egd.items[i] : arg_cfg.vhost_user.items[i - arg_cfg.egd.n];
+                ListenAddress a;
+                const char *error;
+
+                if (listen_address_parse(s, &a, &error) < 0)
+                        return log_error_errno(EINVAL, "%s: invalid %s address '%s': %s.", path, egd ? "EGD" : "vhost-user",
+                                               s, error);
+                if (!egd && a.family != AF_UNIX)
+                        return log_error_errno(EINVAL, "%s: vhost-user needs a unix socket, not '%s'.", path, s);
+        }
+        if (arg_cfg.metrics) {
+                ListenAddress a;
+                const char *error;
+                if (listen_address_parse(arg_cfg.metrics, &a, &error) < 0)
+                        return log_error_errno(EINVAL, "%s: invalid metrics address '%s': %s.", path, arg_cfg.metrics,
+                                               error);
+        }
+        return 0;
+}
+
+static int open_sources(SourceSet *set) {
+        int r;
+
+        if (arg_sources.n > 0) {
+                for (unsigned i = 0; i < arg_sources.n; i++) {
+                        const char *s = arg_sources.items[i], *dev = startswith(s, "device:");
+                        if (dev)
+                                r = source_set_add(set, SOURCE_DEVICE, dev, arg_cfg.min_entropy);
+                        else if (streq(s, "hwrng"))
+                                r = source_set_add(set, SOURCE_DEVICE, arg_cfg.hwrng_path, arg_cfg.min_entropy);
+                        else
+                                r = source_set_add(set, source_type_from_string(s), NULL, arg_cfg.min_entropy);
+                        if (r < 0)
+                                return log_error_errno(r, "Cannot use entropy source '%s': %m", s);
+                }
+                return 0;
+        }
+
+        for (unsigned i = 0; i < arg_cfg.sources.n; i++) {
+                switch (arg_cfg.sources.items[i]) {
+                case DEVICE_SOURCE_GETRANDOM:
+                        r = source_set_add(set, SOURCE_GETRANDOM, NULL, arg_cfg.min_entropy);
+                        break;
+                case DEVICE_SOURCE_HWRNG:
+                        r = source_set_add(set, SOURCE_DEVICE, arg_cfg.hwrng_path, arg_cfg.min_entropy);
+                        break;
+                default:
+                        r = source_set_add(set, SOURCE_RDSEED, NULL, arg_cfg.min_entropy);
+                        break;
+                }
+                if (r < 0)
+                        return log_error_errno(r, "Cannot use entropy source '%s': %m",
+                                               device_source_names[arg_cfg.sources.items[i]]);
+        }
+        return 0;
+}
+
+static void update_status(void) {
+#ifdef HAVE_SYSTEMD
+        (void) sd_notifyf(false, "STATUS=Serving %u EGD and %u vhost-user connections.",
+                          server.n_clients[TRANSPORT_EGD], server.n_clients[TRANSPORT_VHOST_USER]);
+#endif
+}
+
+static void on_accept(LoopIo *io, int fd, uint32_t events, void *userdata) {
+        Listener *l = userdata;
+
+        for (;;) {
+                int cfd = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+                int r;
+
+                if (cfd < 0) {
+                        if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
+                                log_warning_errno(errno, "Failed to accept a connection, ignoring: %m");
+                        return;
+                }
+                r = server_add_client(&server, l->transport, cfd);
+                if (r < 0)
+                        log_warning_errno(r, "Failed to set up a %s connection, dropped it: %m",
+                                          transport_to_string(l->transport));
+                update_status();
+        }
+}
+
+static int add_listener(const char *text, Transport t, bool metrics, int inherited_fd) {
+        Listener *v = realloc(listeners, (n_listeners + 1) * sizeof *v), *l;
+        gid_t gid = (gid_t) -1;
+        const char *error;
+        int r;
+
+        if (!v)
+                return log_oom();
+        listeners = v;
+        l = &listeners[n_listeners];
+        *l = (Listener) { .transport = t, .metrics = metrics, .fd = inherited_fd };
+
+        if (inherited_fd < 0) {
+                r = listen_address_parse(text, &l->address, &error);
+                if (r < 0)
+                        return log_error_errno(r, "Invalid address '%s': %s.", text, error);
+                /* systemd already listens there (seedbed-device.socket). */
+                l->fd = take_inherited(&l->address);
+                if (l->fd >= 0) {
+                        n_listeners++;
+                        return 0;
+                }
+                if (arg_cfg.socket_group && arg_cfg.socket_group[0]) {
+                        struct group *g = getgrnam(arg_cfg.socket_group);
+                        if (!g)
+                                return log_error_errno(ENOENT, "Unknown group '%s' for the sockets.", arg_cfg.socket_group);
+                        gid = g->gr_gid;
+                }
+                r = listen_address_open(&l->address, (mode_t) arg_cfg.socket_mode, gid, &l->fd);
+                if (r < 0)
+                        return log_error_errno(r, "Cannot listen on '%s': %m", text);
+                l->have_address = true;
+        }
+        n_listeners++;
+        return 0;
+}
+
+static int setup_listeners(Loop *loop, MetricsServer **ret_metrics) {
+        int r;
+
+#ifdef HAVE_SYSTEMD
+        char **names = NULL;
+        int n = sd_listen_fds_with_names(true, &names);
+        if (n < 0)
+                return log_error_errno(n, "Failed to take the sockets systemd passed: %m");
+        inherited = calloc((size_t) MAX(n, 1), sizeof *inherited);
+        if (!inherited)
+                return log_oom();
+        for (int i = 0; i < n; i++) {
+                Inherited *in = &inherited[n_inherited++];
+                in->fd = SD_LISTEN_FDS_START + i;
+                in->name = names ? names[i] : NULL;
+                in->sa_len = sizeof in->sa;
+                if (getsockname(in->fd, (struct sockaddr *) &in->sa, &in->sa_len) < 0)
+                        in->sa_len = 0;
+                (void) fd_set_nonblock(in->fd);
+        }
+        free(names);
+#endif
+
+        for (unsigned i = 0; i < arg_cfg.egd.n; i++) {
+                r = add_listener(arg_cfg.egd.items[i], TRANSPORT_EGD, false, -EBADF);
+                if (r < 0)
+                        return r;
+        }
+        for (unsigned i = 0; i < arg_cfg.vhost_user.n; i++) {
+                r = add_listener(arg_cfg.vhost_user.items[i], TRANSPORT_VHOST_USER, false, -EBADF);
+                if (r < 0)
+                        return r;
+        }
+        if (arg_cfg.metrics) {
+                r = add_listener(arg_cfg.metrics, TRANSPORT_EGD, true, -EBADF);
+                if (r < 0)
+                        return r;
+        }
+
+        if (arg_vhost_fd >= 0) {
+                int listening = 0;
+                socklen_t sl = sizeof listening;
+
+                (void) fd_set_nonblock(arg_vhost_fd);
+                /* libvirt hands a listening socket, QEMU's own helpers a
+                 * connected one: take either. */
+                if (getsockopt(arg_vhost_fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &sl) >= 0 && listening) {
+                        r = add_listener("--fd", TRANSPORT_VHOST_USER, false, arg_vhost_fd);
+                        if (r < 0)
+                                return r;
+                } else {
+                        r = server_add_client(&server, TRANSPORT_VHOST_USER, arg_vhost_fd);
+                        if (r < 0)
+                                return log_error_errno(r, "Cannot serve vhost-user on --fd=%d: %m", arg_vhost_fd);
+                }
+        }
+
+        /* Passed sockets no address claimed: FileDescriptorName= says
+         * what they are for. */
+        for (size_t i = 0; i < n_inherited; i++) {
+                Inherited *in = &inherited[i];
+                const char *name = strempty(in->name);
+
+                if (in->used)
+                        continue;
+                in->used = true;
+                if (streq(name, "egd"))
+                        r = add_listener(name, TRANSPORT_EGD, false, in->fd);
+                else if (streq(name, "vhost-user"))
+                        r = add_listener(name, TRANSPORT_VHOST_USER, false, in->fd);
+                else if (streq(name, "metrics"))
+                        r = add_listener(name, TRANSPORT_EGD, true, in->fd);
+                else
+                        r = log_error_errno(EINVAL, "A socket passed by systemd ('%s') matches no configured address "
+                                            "and has no FileDescriptorName= of egd, vhost-user or metrics.", name);
+                if (r < 0)
+                        return r;
+        }
+
+        if (n_listeners == 0 && arg_vhost_fd < 0)
+                return log_error_errno(EINVAL, "Nothing to serve: give --egd or --vhost-user, set listen.egd or "
+                                       "listen.vhost-user in %s, or start through seedbed-device.socket.",
+                                       arg_config ?: SYSCONFDIR "/seedbed/device.yaml");
+
+        for (size_t i = 0; i < n_listeners; i++) {
+                Listener *l = &listeners[i];
+                if (l->metrics) {
+                        r = metrics_server_new(loop, &server, l->fd, ret_metrics);
+                        l->fd = -EBADF; /* the metrics server owns it */
+                } else
+                        r = loop_add_io(loop, l->fd, EPOLLIN, on_accept, l, &l->io);
+                if (r < 0)
+                        return log_error_errno(r, "Failed to watch a listening socket: %m");
+                log_info("Serving %s on %s.", l->metrics ? "metrics" : transport_to_string(l->transport),
+                         l->have_address ? l->address.text : "an inherited socket");
+        }
+        return 0;
+}
+
+static void on_signal(LoopIo *io, int fd, uint32_t events, void *userdata) {
+        struct signalfd_siginfo si;
+        int sig;
+
+        if (read(fd, &si, sizeof si) != sizeof si)
+                return;
+        sig = (int) si.ssi_signo;
+        log_info("Received signal %d, exiting.", sig);
+        loop_exit(userdata, EXIT_OK);
+}
+
+static usec_t prepare(void *userdata) {
+        usec_t t = server_next_wake(&server);
+        return t;
+}
+
+static void tick(usec_t now, void *userdata) {
+        unsigned before = server.n_clients[0] + server.n_clients[1];
+
+        server_tick(&server, now);
+        if (server.n_clients[0] + server.n_clients[1] != before)
+                update_status();
+}
+
+static int run(int argc, char *argv[]) {
+        _cleanup_close_ int sfd = -EBADF;
+        SourceSet sources = {};
+        MetricsServer *metrics = NULL;
+        Loop *loop = NULL;
+        sigset_t mask;
+        int r;
+
+        log_setup("seedbed-device");
+        r = parse_argv(argc, argv);
+        if (r <= 0)
+                return r < 0 ? EXIT_USAGE : EXIT_OK;
+
+        if (arg_print_capabilities) {
+                /* docs/interop/vhost-user.json: the back-end's type and
+                 * features, for QEMU and libvirt to match devices to it. */
+                printf("{\n  \"type\": \"rng\",\n  \"features\": []\n}\n");
+                return EXIT_OK;
+        }
+
+        if (load_config() < 0)
+                return EXIT_CONFIG;
+
+        r = open_sources(&sources);
+        if (r < 0) {
+                r = EXIT_ERROR;
+                goto finish;
+        }
+        if (source_set_start(&sources, now_usec(CLOCK_MONOTONIC)) == 0)
+                log_warning("No entropy source passed its startup tests yet; requests wait until one does.");
+
+        if (loop_new(&loop) < 0) {
+                (void) log_oom();
+                r = EXIT_ERROR;
+                goto finish;
+        }
+
+        RateConfig vm = { arg_cfg.vm_bytes, arg_cfg.vm_period, arg_cfg.vm_burst };
+        RateConfig host = { arg_cfg.host_bytes, arg_cfg.host_period, arg_cfg.host_burst };
+        server_init(&server, loop, &sources, &vm, &host);
+
+        sigemptyset(&mask);
+        sigaddset(&mask, SIGTERM);
+        sigaddset(&mask, SIGINT);
+        (void) sigprocmask(SIG_BLOCK, &mask, NULL);
+        (void) signal(SIGPIPE, SIG_IGN);
+        sfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
+        if (sfd < 0 || loop_add_io(loop, sfd, EPOLLIN, on_signal, loop, NULL) < 0) {
+                log_error_errno(errno, "Failed to set up signal handling: %m");
+                r = EXIT_ERROR;
+                goto finish;
+        }
+
+        if (setup_listeners(loop, &metrics) < 0) {
+                r = EXIT_ERROR;
+                goto finish;
+        }
+
+        loop_set_hooks(loop, prepare, tick, NULL);
+#ifdef HAVE_SYSTEMD
+        (void) sd_notify(false, "READY=1");
+#endif
+        update_status();
+        r = loop_run(loop) < 0 ? EXIT_ERROR : EXIT_OK;
+
+#ifdef HAVE_SYSTEMD
+        (void) sd_notify(false, "STOPPING=1");
+#endif
+finish:
+        server_done(&server);
+        metrics_server_free(metrics);
+        for (size_t i = 0; i < n_listeners; i++) {
+                loop_io_free(listeners[i].io);
+                safe_close(listeners[i].fd);
+                /* Only sockets we created are ours to remove. */
+                if (listeners[i].have_address)
+                        listen_address_cleanup(&listeners[i].address);
+        }
+        free(listeners);
+        for (size_t i = 0; i < n_inherited; i++)
+                free(inherited[i].name);
+        free(inherited);
+        loop_free(loop);
+        source_set_free(&sources);
+        device_config_done(&arg_cfg);
+        conf_string_list_clear(&arg_egd);
+        conf_string_list_clear(&arg_vhost_user);
+        conf_string_list_clear(&arg_sources);
+        free(arg_metrics);
+        free(arg_rate);
+        free(arg_host_rate);
+        return r;
+}
+
+int main(int argc, char *argv[]) {
+        return run(argc, argv);
+}

@@ -1,0 +1,599 @@
+/* SPDX-License-Identifier: MIT */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+
+#include "egd.h"
+#include "fileio.h"
+#include "log.h"
+#include "server.h"
+#include "vhost-user.h"
+
+/* EGD requests a connection may have queued; QEMU keeps a handful at
+ * most.  Past this we stop reading the socket (backpressure), we do not
+ * drop the connection. */
+#define EGD_QUEUE_MAX 64
+/* Unsent reply bytes past which we stop serving a client that does not
+ * read: its own buffer, not the process's memory, absorbs its slowness. */
+#define EGD_OUT_MAX (64 * 1024)
+/* Enough for a few pipelined requests (the longest is 260 bytes). */
+#define EGD_IN_SIZE 1024
+/* When sources had nothing (an hwrng still busy), try again this soon. */
+#define STARVED_RETRY_USEC (10 * USEC_PER_MSEC)
+
+typedef struct EgdPending {
+        uint8_t command;
+        uint8_t left; /* bytes still owed (blocking read) */
+} EgdPending;
+
+struct Client {
+        Server *server;
+        Transport transport;
+        int fd;
+        LoopIo *io;
+        VmStats *stats;
+        char peer[160];
+        TokenBucket bucket;
+
+        bool waiting;          /* throttled or starved: wake_at says when to retry */
+        usec_t wake_at;
+        usec_t throttled_since;
+
+        Client *prev, *next;
+
+        /* EGD */
+        uint8_t in[EGD_IN_SIZE];
+        size_t in_len;
+        EgdPending queue[EGD_QUEUE_MAX];
+        unsigned q_head, q_len;
+        uint8_t *out;
+        size_t out_len, out_alloc;
+
+        /* vhost-user */
+        VhostUserDev *dev;
+        LoopIo *kick_io;
+        uint64_t vhost_requests; /* the engine's count already added to stats */
+};
+
+static const char *const transport_table[_TRANSPORT_MAX] = {
+        [TRANSPORT_EGD] = "egd",
+        [TRANSPORT_VHOST_USER] = "vhost-user",
+};
+
+const char *transport_to_string(Transport t) {
+        if (t < 0 || t >= _TRANSPORT_MAX)
+                return NULL;
+        return transport_table[t];
+}
+
+int server_init(Server *s, Loop *loop, SourceSet *sources, const RateConfig *vm, const RateConfig *host) {
+        usec_t now = now_usec(CLOCK_MONOTONIC);
+
+        *s = (Server) { .loop = loop, .sources = sources, .vm_rate = *vm };
+        bucket_init(&s->rl.host, host->bytes, host->period, host->burst, now);
+        return 0;
+}
+
+static void client_free(Client *c);
+
+void server_done(Server *s) {
+        while (s->clients)
+                client_free(s->clients);
+        while (s->stats) {
+                VmStats *v = s->stats;
+                s->stats = v->next;
+                free(v->name);
+                free(v);
+        }
+}
+
+/* QEMU's -name: "guest=NAME,debug-threads=on" (libvirt) or "NAME,...". */
+static bool qemu_name_from_pid(pid_t pid, char *buf, size_t size) {
+        char path[64];
+        _cleanup_free_ char *cmdline = NULL;
+        size_t len;
+
+        (void) snprintf(path, sizeof path, "/proc/%d/cmdline", (int) pid);
+        if (read_full_file(path, 256 * 1024, &cmdline, &len) < 0)
+                return false;
+        for (size_t i = 0; i < len;) {
+                const char *arg = cmdline + i;
+                size_t l = strlen(arg);
+
+                if ((streq(arg, "-name") || streq(arg, "--name")) && i + l + 1 < len) {
+                        const char *v = arg + l + 1, *g = startswith(v, "guest=");
+                        size_t n;
+
+                        if (g)
+                                v = g;
+                        n = strcspn(v, ",");
+                        if (n == 0)
+                                return false;
+                        (void) snprintf(buf, size, "%.*s", (int) MIN(n, (size_t) 128), v);
+                        /* A label value must stay printable: it goes into
+                         * logs and the metrics text. */
+                        for (char *p = buf; *p; p++)
+                                if ((unsigned char) *p < 0x20 || *p == '"' || *p == '\\' || (unsigned char) *p >= 0x7f)
+                                        *p = '_';
+                        return true;
+                }
+                i += l + 1;
+        }
+        return false;
+}
+
+/* Names the VM behind a connection: QEMU's -name through SO_PEERCRED for
+ * unix sockets, else the peer's pid or address. */
+static void identify_peer(int fd, char *name, size_t name_size, char *peer, size_t peer_size) {
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof ss;
+        struct ucred cred;
+        socklen_t cl = sizeof cred;
+
+        if (getpeername(fd, (struct sockaddr *) &ss, &sl) >= 0 && (ss.ss_family == AF_INET || ss.ss_family == AF_INET6)) {
+                char addr[INET6_ADDRSTRLEN] = "?";
+                unsigned port;
+
+                if (ss.ss_family == AF_INET) {
+                        struct sockaddr_in *in = (struct sockaddr_in *) &ss;
+                        (void) inet_ntop(AF_INET, &in->sin_addr, addr, sizeof addr);
+                        port = ntohs(in->sin_port);
+                } else {
+                        struct sockaddr_in6 *in6 = (struct sockaddr_in6 *) &ss;
+                        (void) inet_ntop(AF_INET6, &in6->sin6_addr, addr, sizeof addr);
+                        port = ntohs(in6->sin6_port);
+                }
+                /* A TCP peer's port changes with every connection; the
+                 * address is what identifies the host it comes from. */
+                (void) snprintf(name, name_size, "tcp:%s", addr);
+                (void) snprintf(peer, peer_size, "tcp:%s:%u", addr, port);
+                return;
+        }
+
+        if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &cl) >= 0 && cred.pid > 0) {
+                if (!qemu_name_from_pid(cred.pid, name, name_size))
+                        (void) snprintf(name, name_size, "pid:%d", (int) cred.pid);
+                (void) snprintf(peer, peer_size, "'%s' (pid %d)", name, (int) cred.pid);
+                return;
+        }
+
+        (void) snprintf(name, name_size, "unknown");
+        (void) snprintf(peer, peer_size, "an unidentified peer");
+}
+
+static VmStats *stats_for(Server *s, const char *name, Transport t) {
+        VmStats *v;
+
+        for (v = s->stats; v; v = v->next)
+                if (v->transport == t && streq(v->name, name))
+                        return v;
+        v = calloc(1, sizeof *v);
+        if (!v)
+                return NULL;
+        v->name = strdup(name);
+        if (!v->name) {
+                free(v);
+                return NULL;
+        }
+        v->transport = t;
+        v->next = s->stats;
+        s->stats = v;
+        return v;
+}
+
+static void client_set_waiting(Client *c, bool waiting, usec_t wake_at) {
+        Server *s = c->server;
+
+        if (waiting && !c->waiting)
+                s->n_waiting++;
+        else if (!waiting && c->waiting)
+                s->n_waiting--;
+        c->waiting = waiting;
+        c->wake_at = wake_at;
+}
+
+static void client_free(Client *c) {
+        Server *s;
+
+        if (!c)
+                return;
+        s = c->server;
+        client_set_waiting(c, false, 0);
+        if (c->prev)
+                c->prev->next = c->next;
+        else
+                s->clients = c->next;
+        if (c->next)
+                c->next->prev = c->prev;
+        s->n_clients[c->transport]--;
+        if (c->stats)
+                c->stats->connections--;
+
+        loop_io_free(c->io);
+        loop_io_free(c->kick_io);
+        if (c->dev)
+                vhost_user_dev_free(c->dev); /* closes the socket */
+        else
+                safe_close(c->fd);
+        free(c->out);
+        free(c);
+}
+
+static void client_close(Client *c, bool protocol_error, const char *why) {
+        if (protocol_error) {
+                c->server->protocol_errors[c->transport]++;
+                log_warning("Closing %s connection from %s: %s.", transport_to_string(c->transport), c->peer, why);
+        } else
+                log_info("%s connection from %s closed: %s.", transport_to_string(c->transport), c->peer, why);
+        client_free(c);
+}
+
+static void refund(TokenBucket *b, uint64_t n) {
+        if (b->unlimited)
+                return;
+        b->tokens = MIN(b->burst, b->tokens + n);
+}
+
+/* Entropy for one client, now, under its limits.  0 means "not now": with
+ * wait set, the client is marked to be tried again when tokens return or
+ * a source may have bytes. */
+static size_t server_fill(Client *c, uint8_t *buf, size_t n, bool wait) {
+        Server *s = c->server;
+        usec_t now = now_usec(CLOCK_MONOTONIC);
+        unsigned asking = s->n_waiting + (c->waiting ? 0 : 1);
+        uint64_t allowed;
+        size_t got = 0;
+
+        allowed = ratelimit_take(&s->rl, &c->bucket, n, asking, now);
+        if (allowed == 0) {
+                if (wait) {
+                        if (c->throttled_since == 0)
+                                c->throttled_since = now;
+                        client_set_waiting(c, true, ratelimit_wait(&s->rl, &c->bucket, MIN(n, (size_t) 64), now));
+                }
+                return 0;
+        }
+
+        /* An hwrng may give less than asked: take what it has. */
+        while (got < allowed) {
+                size_t k = source_set_read(s->sources, buf + got, (size_t) allowed - got, now);
+                if (k == 0)
+                        break;
+                got += k;
+        }
+        if (got < allowed) {
+                refund(&c->bucket, allowed - got);
+                refund(&s->rl.host, allowed - got);
+        }
+
+        if (c->throttled_since != 0) {
+                c->stats->throttled_usec += now - c->throttled_since;
+                c->throttled_since = 0;
+        }
+        if (got == 0) {
+                if (wait)
+                        client_set_waiting(c, true,
+                                           MIN(now + STARVED_RETRY_USEC, source_set_next_retry(s->sources)));
+                return 0;
+        }
+        c->stats->bytes += got;
+        return got;
+}
+
+/* EGD */
+
+static int egd_out_append(Client *c, const void *data, size_t n) {
+        if (c->out_len + n > c->out_alloc) {
+                size_t a = MAX(c->out_alloc * 2, c->out_len + n);
+                uint8_t *p = realloc(c->out, a);
+                if (!p)
+                        return -ENOMEM;
+                c->out = p;
+                c->out_alloc = a;
+        }
+        memcpy(c->out + c->out_len, data, n);
+        c->out_len += n;
+        return 0;
+}
+
+static void egd_update_events(Client *c) {
+        uint32_t ev = 0;
+
+        /* Read requests only while there is room to queue them and the
+         * client is taking its answers. */
+        if (c->q_len < EGD_QUEUE_MAX && c->in_len < sizeof c->in && c->out_len < EGD_OUT_MAX)
+                ev |= EPOLLIN;
+        if (c->out_len > 0)
+                ev |= EPOLLOUT;
+        (void) loop_io_set_events(c->io, ev);
+}
+
+/* Sends what is buffered.  <0: the connection is gone. */
+static int egd_flush(Client *c) {
+        while (c->out_len > 0) {
+                ssize_t k = send(c->fd, c->out, c->out_len, MSG_NOSIGNAL | MSG_DONTWAIT);
+                if (k < 0) {
+                        if (errno == EAGAIN || errno == EINTR)
+                                break;
+                        return -errno;
+                }
+                memmove(c->out, c->out + k, c->out_len - (size_t) k);
+                c->out_len -= (size_t) k;
+        }
+        /* An idle connection holds no reply buffer. */
+        if (c->out_len == 0 && c->out_alloc > 4096) {
+                c->out = mfree(c->out);
+                c->out_alloc = 0;
+        }
+        return 0;
+}
+
+/* Answers queued requests in order, as far as entropy and the client's
+ * own reading allow. */
+static int egd_serve(Client *c) {
+        int r;
+
+        while (c->q_len > 0 && c->out_len < EGD_OUT_MAX) {
+                EgdPending *p = &c->queue[c->q_head];
+                uint8_t buf[256 + 4];
+                size_t k;
+
+                switch (p->command) {
+                case EGD_READ_BLOCKING:
+                        k = server_fill(c, buf, p->left, true);
+                        if (k == 0)
+                                goto done;
+                        r = egd_out_append(c, buf, k);
+                        explicit_bzero(buf, k);
+                        if (r < 0)
+                                return r;
+                        p->left -= (uint8_t) k;
+                        if (p->left > 0)
+                                continue;
+                        break;
+                case EGD_READ_NONBLOCK:
+                        k = p->left > 0 ? server_fill(c, buf + 1, p->left, false) : 0;
+                        buf[0] = (uint8_t) k;
+                        r = egd_out_append(c, buf, k + 1);
+                        explicit_bzero(buf, k + 1);
+                        if (r < 0)
+                                return r;
+                        break;
+                case EGD_GET_LEVEL: {
+                        uint64_t avail = bucket_available(&c->bucket, now_usec(CLOCK_MONOTONIC));
+                        uint32_t bits;
+                        if (!source_set_any_healthy(c->server->sources))
+                                avail = 0;
+                        bits = (uint32_t) MIN(avail, (uint64_t) UINT32_MAX / 8) * 8;
+                        r = egd_out_append(c, buf, egd_encode_level(bits, buf));
+                        if (r < 0)
+                                return r;
+                        break;
+                }
+                case EGD_GET_PID:
+                        r = egd_out_append(c, buf, egd_encode_pid((long) getpid(), buf, sizeof buf));
+                        if (r < 0)
+                                return r;
+                        break;
+                default:
+                        break;
+                }
+
+                c->stats->requests++;
+                c->q_head = (c->q_head + 1) % EGD_QUEUE_MAX;
+                c->q_len--;
+        }
+        if (c->q_len == 0)
+                client_set_waiting(c, false, 0);
+done:
+        r = egd_flush(c);
+        if (r < 0)
+                return r;
+        egd_update_events(c);
+        return 0;
+}
+
+/* Parses what arrived into the queue.  <0 for garbage. */
+static int egd_parse_input(Client *c, const char **ret_error) {
+        size_t off = 0;
+
+        while (off < c->in_len && c->q_len < EGD_QUEUE_MAX) {
+                EgdRequest req;
+                ssize_t k = egd_parse(c->in + off, c->in_len - off, &req, ret_error);
+
+                if (k < 0)
+                        return (int) k;
+                if (k == 0)
+                        break;
+                off += (size_t) k;
+
+                if (req.command == EGD_WRITE) {
+                        /* Accepted and counted; a guest-facing device never
+                         * hands out what a client wrote. */
+                        c->server->egd_bytes_received += req.length;
+                        continue;
+                }
+                c->queue[(c->q_head + c->q_len) % EGD_QUEUE_MAX] = (EgdPending) {
+                        .command = (uint8_t) req.command,
+                        .left = req.length,
+                };
+                c->q_len++;
+        }
+        memmove(c->in, c->in + off, c->in_len - off);
+        c->in_len -= off;
+        return 0;
+}
+
+static void egd_io(LoopIo *io, int fd, uint32_t events, void *userdata) {
+        Client *c = userdata;
+        const char *error = NULL;
+        int r;
+
+        if (events & EPOLLIN) {
+                ssize_t k = recv(fd, c->in + c->in_len, sizeof c->in - c->in_len, MSG_DONTWAIT);
+                if (k == 0)
+                        return client_close(c, false, "the peer hung up");
+                if (k < 0 && errno != EAGAIN && errno != EINTR)
+                        return client_close(c, false, strerror(errno));
+                if (k > 0) {
+                        c->in_len += (size_t) k;
+                        r = egd_parse_input(c, &error);
+                        if (r < 0)
+                                return client_close(c, true, error);
+                }
+        } else if (events & (EPOLLHUP | EPOLLERR))
+                return client_close(c, false, "the peer hung up");
+
+        r = egd_serve(c);
+        if (r < 0)
+                client_close(c, false, strerror(-r));
+}
+
+/* vhost-user */
+
+static size_t vhost_fill(void *userdata, uint8_t *buf, size_t n) {
+        return server_fill(userdata, buf, n, true);
+}
+
+/* Serves the ring; the engine counts completed buffers, we add them to
+ * the VM's requests.  <0: the device is broken and the client gone. */
+static int vhost_process(Client *c) {
+        int r = vhost_user_dev_process(c->dev);
+        uint64_t done = vhost_user_dev_stats(c->dev)->requests;
+
+        c->stats->requests += done - c->vhost_requests;
+        c->vhost_requests = done;
+        if (r < 0) {
+                client_close(c, true, vhost_user_dev_broken_reason(c->dev) ?: strerror(-r));
+                return r;
+        }
+        return 0;
+}
+
+static void vhost_kick_io(LoopIo *io, int fd, uint32_t events, void *userdata) {
+        (void) vhost_process(userdata);
+}
+
+static void vhost_kick_changed(void *userdata, int old_fd, int new_fd) {
+        Client *c = userdata;
+
+        loop_io_free(c->kick_io);
+        c->kick_io = NULL;
+        if (new_fd >= 0 && loop_add_io(c->server->loop, new_fd, EPOLLIN, vhost_kick_io, c, &c->kick_io) < 0)
+                log_warning("Cannot watch the kick eventfd of %s; its ring will only be served on other events.",
+                            c->peer);
+}
+
+static const VhostUserOps vhost_ops = {
+        .fill = vhost_fill,
+        .kick_changed = vhost_kick_changed,
+};
+
+static void vhost_io(LoopIo *io, int fd, uint32_t events, void *userdata) {
+        Client *c = userdata;
+        int r;
+
+        r = vhost_user_dev_handle_socket(c->dev);
+        if (r == -ECONNRESET)
+                return client_close(c, false, "the front-end hung up");
+        if (r < 0)
+                return client_close(c, true, vhost_user_dev_broken_reason(c->dev) ?: strerror(-r));
+        /* A message may have enabled a ring with buffers already posted. */
+        (void) vhost_process(c);
+}
+
+int server_add_client(Server *s, Transport t, int fd) {
+        char name[160];
+        Client *c;
+        int r;
+
+        c = calloc(1, sizeof *c);
+        if (!c) {
+                safe_close(fd);
+                return -ENOMEM;
+        }
+        *c = (Client) { .server = s, .transport = t, .fd = fd };
+        identify_peer(fd, name, sizeof name, c->peer, sizeof c->peer);
+        c->stats = stats_for(s, name, t);
+        if (!c->stats) {
+                safe_close(fd);
+                free(c);
+                return -ENOMEM;
+        }
+        bucket_init(&c->bucket, s->vm_rate.bytes, s->vm_rate.period, s->vm_rate.burst, now_usec(CLOCK_MONOTONIC));
+
+        if (t == TRANSPORT_VHOST_USER) {
+                r = vhost_user_dev_new(fd, &vhost_ops, c, &c->dev);
+                if (r < 0) {
+                        safe_close(fd);
+                        free(c);
+                        return r;
+                }
+                r = loop_add_io(s->loop, fd, EPOLLIN, vhost_io, c, &c->io);
+        } else
+                r = loop_add_io(s->loop, fd, EPOLLIN, egd_io, c, &c->io);
+        if (r < 0) {
+                if (c->dev)
+                        vhost_user_dev_free(c->dev);
+                else
+                        safe_close(fd);
+                free(c);
+                return r;
+        }
+
+        c->next = s->clients;
+        if (s->clients)
+                s->clients->prev = c;
+        s->clients = c;
+        s->n_clients[t]++;
+        s->connections_total[t]++;
+        c->stats->connections++;
+        log_info("New %s connection from %s.", transport_to_string(t), c->peer);
+        return 0;
+}
+
+usec_t server_next_wake(Server *s) {
+        usec_t t = USEC_INFINITY;
+
+        for (Client *c = s->clients; c; c = c->next)
+                if (c->waiting)
+                        t = MIN(t, c->wake_at);
+        return t;
+}
+
+void server_tick(Server *s, usec_t now) {
+        Client *c, *next;
+
+        if (s->n_waiting == 0)
+                return;
+
+        /* Whoever is served first in a round can take the most of a
+         * scarce host budget (ratelimit_take() shares what is left at
+         * the time), so the round starts with a different VM each tick:
+         * the first one moves to the end of the list. */
+        if (s->clients && s->clients->next) {
+                Client *first = s->clients, *last = s->clients;
+
+                while (last->next)
+                        last = last->next;
+                s->clients = first->next;
+                s->clients->prev = NULL;
+                first->prev = last;
+                first->next = NULL;
+                last->next = first;
+        }
+
+        for (c = s->clients; c; c = next) {
+                next = c->next;
+                if (!c->waiting || c->wake_at > now)
+                        continue;
+                client_set_waiting(c, false, 0);
+                if (c->transport == TRANSPORT_EGD) {
+                        int r = egd_serve(c);
+                        if (r < 0)
+                                client_close(c, false, strerror(-r));
+                } else
+                        (void) vhost_process(c);
+        }
+}

@@ -1,0 +1,70 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+/* The device's clients: every VM connection, EGD or vhost-user, with its
+ * token bucket, its queue of requests and its statistics.  The server
+ * hands out entropy from the health-tested sources under the rate limits
+ * and wakes throttled VMs from the loop's prepare/tick hooks, so a VM
+ * that waits never holds up the loop or another VM. */
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "loop.h"
+#include "ratelimit.h"
+#include "source.h"
+
+typedef enum Transport {
+        TRANSPORT_EGD,
+        TRANSPORT_VHOST_USER,
+        _TRANSPORT_MAX,
+} Transport;
+
+const char *transport_to_string(Transport t);
+
+/* Per VM and transport; kept after the VM disconnects, so counters only
+ * grow, as Prometheus expects. */
+typedef struct VmStats {
+        char *name;
+        Transport transport;
+        uint64_t bytes;
+        uint64_t requests;
+        usec_t throttled_usec;
+        unsigned connections;
+        struct VmStats *next;
+} VmStats;
+
+typedef struct RateConfig {
+        uint64_t bytes;  /* per period; 0 = unlimited */
+        usec_t period;
+        uint64_t burst;  /* 0 = one period's worth */
+} RateConfig;
+
+typedef struct Client Client;
+
+typedef struct Server {
+        Loop *loop;
+        SourceSet *sources;
+        RateLimit rl;
+        RateConfig vm_rate;
+
+        Client *clients;
+        unsigned n_clients[_TRANSPORT_MAX];
+        unsigned n_waiting;
+        VmStats *stats;
+
+        uint64_t connections_total[_TRANSPORT_MAX];
+        uint64_t protocol_errors[_TRANSPORT_MAX];
+        uint64_t egd_bytes_received; /* 0x03 writes: counted, never served */
+} Server;
+
+int server_init(Server *s, Loop *loop, SourceSet *sources, const RateConfig *vm, const RateConfig *host);
+void server_done(Server *s);
+
+/* Takes a connected socket (accepted, or handed over with --fd). */
+int server_add_client(Server *s, Transport t, int fd);
+
+/* Loop hooks: when throttled VMs must be tried again, and trying them. */
+usec_t server_next_wake(Server *s);
+void server_tick(Server *s, usec_t now);

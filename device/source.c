@@ -1,0 +1,258 @@
+/* SPDX-License-Identifier: MIT */
+#include <fcntl.h>
+#include <sys/random.h>
+
+#include "fileio.h"
+#include "log.h"
+#include "source.h"
+
+#if defined(__x86_64__) && defined(HAVE_CPUID_H)
+#include <cpuid.h>
+#endif
+
+static const char *const source_type_table[_SOURCE_TYPE_MAX] = {
+        [SOURCE_GETRANDOM] = "getrandom",
+        [SOURCE_DEVICE] = "device",
+        [SOURCE_RDSEED] = "rdseed",
+};
+
+SourceType source_type_from_string(const char *s) {
+        for (size_t i = 0; i < ELEMENTSOF(source_type_table); i++)
+                if (streq(s, source_type_table[i]))
+                        return (SourceType) i;
+        return _SOURCE_TYPE_INVALID;
+}
+
+const char *source_type_to_string(SourceType t) {
+        if (t < 0 || t >= _SOURCE_TYPE_MAX)
+                return NULL;
+        return source_type_table[t];
+}
+
+#if defined(__x86_64__) && defined(HAVE_CPUID_H)
+static bool have_rdseed(void) {
+        unsigned a, b, c, d;
+
+        if (__get_cpuid_max(0, NULL) < 7)
+                return false;
+        __cpuid_count(7, 0, a, b, c, d);
+        return b & (1U << 18);
+}
+
+static size_t read_rdseed(uint8_t *buf, size_t n) {
+        size_t done = 0;
+
+        while (done < n) {
+                unsigned long long v;
+                unsigned char ok = 0;
+
+                /* RDSEED runs dry under load; give up for now rather than
+                 * spin in the event loop. */
+                for (int i = 0; i < 16 && !ok; i++)
+                        __asm__ volatile("rdseed %0; setc %1" : "=r"(v), "=qm"(ok) : : "cc");
+                if (!ok)
+                        break;
+                memcpy(buf + done, &v, MIN(sizeof v, n - done));
+                done += MIN(sizeof v, n - done);
+        }
+        return done;
+}
+#else
+static bool have_rdseed(void) {
+        return false;
+}
+static size_t read_rdseed(uint8_t *buf, size_t n) {
+        return 0;
+}
+#endif
+
+static void source_start(EntropySource *e) {
+        (void) health_init(&e->health, e->min_entropy, HEALTH_ALPHA_LOG2_DEFAULT);
+        e->healthy = false;
+        e->startup_left = SOURCE_STARTUP_SAMPLES;
+}
+
+int source_set_add(SourceSet *s, SourceType type, const char *path, double min_entropy) {
+        EntropySource e = { .type = type, .fd = -EBADF, .min_entropy = min_entropy }, *v;
+        HealthTest probe;
+
+        if (health_init(&probe, min_entropy, HEALTH_ALPHA_LOG2_DEFAULT) < 0)
+                return -EINVAL;
+
+        switch (type) {
+        case SOURCE_GETRANDOM:
+                (void) snprintf(e.name, sizeof e.name, "getrandom");
+                break;
+        case SOURCE_RDSEED:
+                if (!have_rdseed())
+                        return -EOPNOTSUPP;
+                (void) snprintf(e.name, sizeof e.name, "rdseed");
+                break;
+        case SOURCE_DEVICE:
+                if (!path)
+                        return -EINVAL;
+                e.path = strdup(path);
+                if (!e.path)
+                        return -ENOMEM;
+                /* Non-blocking: a slow hwrng must never stall the loop. */
+                e.fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+                if (e.fd < 0) {
+                        int r = -errno;
+                        free(e.path);
+                        return r;
+                }
+                (void) snprintf(e.name, sizeof e.name, "%s", path);
+                break;
+        default:
+                return -EINVAL;
+        }
+
+        v = realloc(s->sources, (s->n + 1) * sizeof *v);
+        if (!v) {
+                safe_close(e.fd);
+                free(e.path);
+                return -ENOMEM;
+        }
+        s->sources = v;
+        source_start(&e);
+        s->sources[s->n++] = e;
+        return 0;
+}
+
+void source_set_free(SourceSet *s) {
+        for (size_t i = 0; i < s->n; i++) {
+                safe_close(s->sources[i].fd);
+                free(s->sources[i].path);
+        }
+        free(s->sources);
+        *s = (SourceSet) {};
+}
+
+/* Raw bytes from a source, untested.  0 means none now. */
+static size_t source_raw(EntropySource *e, uint8_t *buf, size_t n) {
+        ssize_t k;
+
+        switch (e->type) {
+        case SOURCE_GETRANDOM:
+                /* GRND_NONBLOCK: on a host whose own CRNG is not ready we
+                 * serve nothing rather than block every VM. */
+                k = getrandom(buf, n, GRND_NONBLOCK);
+                break;
+        case SOURCE_RDSEED:
+                return read_rdseed(buf, n);
+        case SOURCE_DEVICE:
+                k = read(e->fd, buf, n);
+                if (k == 0) {
+                        errno = EIO; /* a character device never ends */
+                        k = -1;
+                }
+                break;
+        default:
+                return 0;
+        }
+
+        if (k < 0) {
+                if (errno != EAGAIN && errno != EINTR) {
+                        if (e->read_errors++ == 0)
+                                log_warning_errno(errno, "Entropy source '%s' failed to read: %m", e->name);
+                        /* Take it out like a failed test: it gets retried. */
+                        e->healthy = false;
+                        e->startup_left = 0;
+                        e->retry_at = now_usec(CLOCK_MONOTONIC) + SOURCE_RETRY_USEC;
+                }
+                return 0;
+        }
+        return (size_t) k;
+}
+
+static void source_fail(EntropySource *e, HealthResult h, usec_t now) {
+        e->failures++;
+        e->healthy = false;
+        e->startup_left = 0;
+        e->retry_at = now + SOURCE_RETRY_USEC;
+        log_warning("Entropy source '%s' failed the %s health test; out of service, retrying in %llu s.", e->name,
+                    health_result_to_string(h), (unsigned long long) (SOURCE_RETRY_USEC / USEC_PER_SEC));
+}
+
+/* Brings a source that is out back to testing once its time has come,
+ * and runs its startup samples (discarded) through the tests. */
+static bool source_ready(EntropySource *e, usec_t now) {
+        uint8_t scratch[SOURCE_STARTUP_SAMPLES];
+
+        if (e->healthy)
+                return true;
+        if (e->startup_left == 0) {
+                if (now < e->retry_at)
+                        return false;
+                source_start(e);
+        }
+
+        while (e->startup_left > 0) {
+                size_t k = source_raw(e, scratch, MIN((size_t) e->startup_left, sizeof scratch));
+                HealthResult h;
+
+                if (k == 0)
+                        return false; /* try again on the next request */
+                h = health_feed(&e->health, scratch, k);
+                explicit_bzero(scratch, k);
+                if (h != HEALTH_OK) {
+                        source_fail(e, h, now);
+                        return false;
+                }
+                e->startup_left -= k;
+        }
+
+        e->healthy = true;
+        log_info("Entropy source '%s' passed its startup tests and is in service.", e->name);
+        return true;
+}
+
+size_t source_set_read(SourceSet *s, uint8_t *buf, size_t n, usec_t now) {
+        for (size_t i = 0; i < s->n; i++) {
+                EntropySource *e = &s->sources[i];
+                HealthResult h;
+                size_t k;
+
+                if (!source_ready(e, now))
+                        continue;
+                k = source_raw(e, buf, n);
+                if (k == 0)
+                        continue;
+                h = health_feed(&e->health, buf, k);
+                if (h != HEALTH_OK) {
+                        /* Nothing of a failing chunk leaves the process. */
+                        explicit_bzero(buf, k);
+                        source_fail(e, h, now);
+                        continue;
+                }
+                e->bytes += k;
+                return k;
+        }
+        return 0;
+}
+
+size_t source_set_start(SourceSet *s, usec_t now) {
+        size_t n = 0;
+
+        for (size_t i = 0; i < s->n; i++)
+                n += source_ready(&s->sources[i], now);
+        return n;
+}
+
+usec_t source_set_next_retry(const SourceSet *s) {
+        usec_t t = USEC_INFINITY;
+
+        /* Only sources taken out wait for a time; one still in its
+         * startup tests is tried on the next read. */
+        for (size_t i = 0; i < s->n; i++)
+                if (!s->sources[i].healthy && s->sources[i].startup_left == 0)
+                        t = MIN(t, s->sources[i].retry_at);
+        return t;
+}
+
+bool source_set_any_healthy(const SourceSet *s) {
+        for (size_t i = 0; i < s->n; i++)
+                if (s->sources[i].healthy)
+                        return true;
+        return false;
+}

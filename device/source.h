@@ -1,0 +1,76 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+/* The device's entropy sources: getrandom(), a character device such as
+ * /dev/hwrng, RDSEED.  Every byte served passes the SP 800-90B health
+ * tests of its source first.  A source that fails is taken out; when no
+ * healthy source is left, reads return nothing (callers keep their
+ * requests waiting) until one is re-admitted after passing a fresh
+ * startup test.  Reads never block. */
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "health.h"
+#include "macro.h"
+
+typedef enum SourceType {
+        SOURCE_GETRANDOM,
+        SOURCE_DEVICE,
+        SOURCE_RDSEED,
+        _SOURCE_TYPE_MAX,
+        _SOURCE_TYPE_INVALID = -EINVAL,
+} SourceType;
+
+/* Before a source (re-)enters service it must pass this many samples
+ * (SP 800-90B 4.3: startup tests over at least 1024 samples); they are
+ * not served. */
+#define SOURCE_STARTUP_SAMPLES 1024
+/* How long a failed source stays out before it is tested again.  A
+ * perfect source still fails once per ~4 GiB at alpha 2^-30 (health.h):
+ * losing it for good would be wrong, serving it at once would be too. */
+#define SOURCE_RETRY_USEC (10 * USEC_PER_SEC)
+
+typedef struct EntropySource {
+        SourceType type;
+        char name[64];       /* "getrandom", "hwrng", "rdseed", or the device path */
+        char *path;          /* SOURCE_DEVICE */
+        int fd;
+        double min_entropy;
+        HealthTest health;
+        bool healthy;        /* in service */
+        uint64_t startup_left; /* samples still to pass before service */
+        usec_t retry_at;     /* out of service until then */
+        uint64_t bytes;      /* served */
+        uint64_t failures;   /* health-test failures */
+        uint64_t read_errors;
+} EntropySource;
+
+typedef struct SourceSet {
+        EntropySource *sources;
+        size_t n;
+} SourceSet;
+
+SourceType source_type_from_string(const char *s);
+const char *source_type_to_string(SourceType t);
+
+/* Adds a source; for SOURCE_DEVICE path names the device.  Opening
+ * happens here, so a missing device is reported at startup. */
+int source_set_add(SourceSet *s, SourceType type, const char *path, double min_entropy);
+void source_set_free(SourceSet *s);
+
+/* Fills up to n bytes from the first healthy source that has bytes now,
+ * in configured order.  Returns the count; 0 when nothing may be served
+ * now.  Bytes of a chunk that fails its health test are wiped, never
+ * returned. */
+size_t source_set_read(SourceSet *s, uint8_t *buf, size_t n, usec_t now);
+
+/* Runs every source's startup tests now, so the first VM is served at
+ * once and "get level" tells the truth from the start.  Returns how many
+ * sources are in service. */
+size_t source_set_start(SourceSet *s, usec_t now);
+
+/* The earliest time a source comes back for testing, or USEC_INFINITY. */
+usec_t source_set_next_retry(const SourceSet *s);
+bool source_set_any_healthy(const SourceSet *s);

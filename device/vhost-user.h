@@ -1,0 +1,78 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+/* The vhost-user back-end of one virtio-rng device (one VM), as QEMU's
+ * docs/interop/vhost-user.rst specifies it for a device with one queue.
+ * The engine owns no event loop: the caller watches the socket and the
+ * kick eventfd and calls in, so a test drives it over a socketpair().
+ * A peer that sends nonsense marks the device broken: it stops serving
+ * that VM and nothing else; the process never crashes or trusts a guest
+ * address it has not translated and bounds-checked. */
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct VhostUserDev VhostUserDev;
+
+typedef struct VhostUserOps {
+        /* Gives up to n bytes of entropy for this VM now and returns how
+         * many; 0 when none may be given (throttled, or no healthy
+         * source): the buffer then stays in the ring until the caller
+         * calls vhost_user_dev_process() again.  buf is guest memory:
+         * write it, never read it back (the guest may change it).  Called
+         * once per piece of a chained buffer, at most 64 KiB a buffer. */
+        size_t (*fill)(void *userdata, uint8_t *buf, size_t n);
+        /* The kick eventfd the caller should watch changed (SET_VRING_KICK,
+         * ring stopped, reset): old_fd < 0 or new_fd < 0 for none.  The
+         * engine owns both fds; old_fd is still open during the call and
+         * closed right after, so take it out of any epoll set here (QEMU
+         * holds another reference to the same eventfd, so closing ours
+         * does not take it out of epoll).  Not called from
+         * vhost_user_dev_free(): drop the watch before freeing. */
+        void (*kick_changed)(void *userdata, int old_fd, int new_fd);
+} VhostUserOps;
+
+typedef struct VhostUserStats {
+        uint64_t bytes;    /* entropy written into guest buffers */
+        uint64_t requests; /* buffers completed (used ring entries) */
+        uint64_t messages; /* front-end messages handled */
+} VhostUserStats;
+
+/* Takes ownership of the connected socket (closed on failure too).  The
+ * engine reads and writes it with MSG_DONTWAIT; its flags stay as they
+ * are. */
+int vhost_user_dev_new(int sock_fd, const VhostUserOps *ops, void *userdata, VhostUserDev **ret);
+/* Closes the socket, unmaps guest memory, closes every fd. NULL is fine. */
+VhostUserDev *vhost_user_dev_free(VhostUserDev *d);
+
+/* Names the device in log messages (the VM, or the socket path);
+ * "fd N" until then. */
+int vhost_user_dev_set_name(VhostUserDev *d, const char *name);
+
+int vhost_user_dev_socket(const VhostUserDev *d);
+
+/* The socket is readable: reads and handles one message (with its fds).
+ * Never blocks: a message that has only partly arrived is kept and
+ * completed on a later call (watch the socket level-triggered).
+ * Returns 0, or <0 when the connection is over: -ECONNRESET when the
+ * front-end hung up, -EPROTO (or another -errno) when it broke the
+ * protocol; the reason is in vhost_user_dev_broken_reason(). */
+int vhost_user_dev_handle_socket(VhostUserDev *d);
+
+/* The kick eventfd fired, or entropy may be available again: drains the
+ * kick, serves the available buffers it can fill, updates the used ring
+ * and signals the call eventfd (honouring EVENT_IDX).  Returns 0, or <0
+ * when the rings are broken (the device is then broken; close it). */
+int vhost_user_dev_process(VhostUserDev *d);
+
+/* Buffers are waiting that fill() could not serve (or the front-end
+ * set no kick fd and wants the ring polled): call process() again after
+ * a while.  When a call stops at its fairness budget with buffers left,
+ * the engine writes the kick eventfd itself, so the loop comes back
+ * without a timer. */
+bool vhost_user_dev_pending(const VhostUserDev *d);
+
+bool vhost_user_dev_broken(const VhostUserDev *d);
+const char *vhost_user_dev_broken_reason(const VhostUserDev *d);
+const VhostUserStats *vhost_user_dev_stats(const VhostUserDev *d);
