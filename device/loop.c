@@ -94,7 +94,8 @@ int loop_io_set_events(LoopIo *io, uint32_t events) {
 void loop_io_free(LoopIo *io) {
         if (!io || io->dead)
                 return;
-        /* The fd may be closed already (then epoll dropped it). */
+        /* Before the fd is closed: epoll keys on the open file, and an
+         * eventfd QEMU still holds would stay registered otherwise. */
         (void) epoll_ctl(io->loop->epoll_fd, EPOLL_CTL_DEL, io->fd, NULL);
         io->dead = true;
         io->next_dead = io->loop->dead;

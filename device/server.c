@@ -524,12 +524,13 @@ int server_add_client(Server *s, Transport t, int fd) {
         bucket_init(&c->bucket, s->vm_rate.bytes, s->vm_rate.period, s->vm_rate.burst, now_usec(CLOCK_MONOTONIC));
 
         if (t == TRANSPORT_VHOST_USER) {
+                /* On failure the engine has closed fd already. */
                 r = vhost_user_dev_new(fd, &vhost_ops, c, &c->dev);
                 if (r < 0) {
-                        safe_close(fd);
                         free(c);
                         return r;
                 }
+                (void) vhost_user_dev_set_name(c->dev, c->peer);
                 r = loop_add_io(s->loop, fd, EPOLLIN, vhost_io, c, &c->io);
         } else
                 r = loop_add_io(s->loop, fd, EPOLLIN, egd_io, c, &c->io);
