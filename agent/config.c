@@ -98,6 +98,15 @@ int agent_config_apply_cmdline(ConfParser *p, const char *cmdline, const char *w
                                 }
                                 if (n + 1 < sizeof word)
                                         word[n++] = *s;
+                                else
+                                        n = sizeof word; /* too long: flagged below */
+                        }
+                        if (n >= sizeof word) {
+                                if (strncmp(cmdline + column - 1, want, strlen(want)) != 0)
+                                        continue; /* not ours: ignore */
+                                (void) snprintf(p->error, sizeof p->error, "%s:1:%zu: a %s word longer than %zu bytes",
+                                                where_file, column, want, sizeof word - 1);
+                                return -EBADMSG;
                         }
                         word[n] = 0;
 

@@ -38,16 +38,18 @@ static int kernel_add(Pool *p, const void *buf, size_t n, unsigned credit_bits) 
                 return loop_write(fd, buf, n);
         }
 
-        struct {
+        /* struct rand_pool_info ends in a flexible array: the request is
+         * the header followed by the bytes, in one aligned buffer. */
+        union {
                 struct rand_pool_info info;
-                uint8_t data[4096];
+                uint8_t bytes[sizeof(struct rand_pool_info) + 4096];
         } req = {};
 
         if (credit_bits > n * 8)
                 return -EINVAL;
         req.info.entropy_count = (int) credit_bits;
         req.info.buf_size = (int) n;
-        memcpy(req.data, buf, n);
+        memcpy(req.bytes + sizeof(struct rand_pool_info), buf, n);
 
         fd = open("/dev/random", O_WRONLY | O_CLOEXEC | O_NOCTTY);
         r = fd < 0 || ioctl(fd, RNDADDENTROPY, &req) < 0 ? -errno : 0;

@@ -25,7 +25,7 @@ int record_format(const RecordInput *in, char **ret, size_t *ret_len) {
         const SeedOutcome *o = in->outcome;
         const VirtioRng *v = in->virtio;
         char when[64] = "", boot_id[64] = "";
-        _cleanup_free_ char *boot_id_path = NULL, *b = NULL;
+        _cleanup_free_ char *b = NULL;
         struct utsname u;
         struct tm tm;
         time_t t = time(NULL);

@@ -11,7 +11,8 @@ command -v depmod >/dev/null || skip "kmod is not installed"
 
 CACHE=${SEEDBED_TEST_CACHE:-${top_builddir:?}/test-cache}
 KDIR=$CACHE/kernel
-"$top_srcdir/tests/vm/fetch-kernel.sh" "$KDIR" || fail "cannot fetch the guest kernel"
+# Offline, or not on Debian: skipped (and failed where CI says strict).
+"$top_srcdir/tests/vm/fetch-kernel.sh" "$KDIR" || skip "cannot fetch the guest kernel"
 
 # The kernel must not get ready on its own: no trusted CPU or bootloader
 # seed, so only the agent's sources can make it ready.
