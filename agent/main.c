@@ -306,12 +306,12 @@ static int do_seed(void) {
 
 static int do_status(void) {
         _cleanup_free_ char *path = record_path();
-        bool ready = false;
+        bool ready = false, stale = false;
         int r;
 
         if (!path)
                 return log_oom(), EXIT_ERROR;
-        r = arg_json ? record_print_json(path, stdout, &ready) : record_print(path, stdout, &ready);
+        r = arg_json ? record_print_json(path, stdout, &ready, &stale) : record_print(path, stdout, &ready, &stale);
         if (r == -ENOENT) {
                 log_error("No record at '%s': 'seedbed-agent seed' has not completed in this boot.", path);
                 return EXIT_NO_RECORD;
@@ -323,6 +323,10 @@ static int do_status(void) {
         if (r < 0) {
                 log_error_errno(r, "Failed to read '%s': %m", path);
                 return EXIT_ERROR;
+        }
+        if (stale) {
+                log_error("'%s' was written in an earlier boot: there is no record of this one.", path);
+                return EXIT_NO_RECORD;
         }
         return ready ? EXIT_READY : EXIT_TIMEOUT;
 }

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #include <libgen.h>
 #include <limits.h>
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/utsname.h>
 #include <time.h>
@@ -121,29 +122,88 @@ int record_write(const RecordInput *in) {
 
 /* Reading: JSON is YAML's flow style, so libyaml reads our records too. */
 
+/* A record is a few kilobytes; status must not be made to chew on
+ * megabytes, nor on the deep nesting libyaml parses in quadratic time. */
+#define RECORD_SIZE_MAX (64 * 1024)
+#define RECORD_DEPTH_MAX 8
+
 typedef struct Record {
         yaml_document_t doc;
         yaml_node_t *root;
         bool loaded;
+        char *text; /* exactly what was parsed, for status --json */
+        size_t size;
 } Record;
+
+/* Reads the record without following links or waiting on a FIFO someone
+ * left in its place: only a regular file will do. */
+static int record_read(const char *path, char **ret, size_t *ret_size) {
+        _cleanup_close_ int fd = -EBADF;
+        _cleanup_free_ char *buf = NULL;
+        struct stat st;
+        ssize_t k;
+
+        fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+        if (fd < 0)
+                return errno == ELOOP ? -EBADMSG : -errno;
+        if (fstat(fd, &st) < 0)
+                return -errno;
+        if (!S_ISREG(st.st_mode) || st.st_size > RECORD_SIZE_MAX)
+                return -EBADMSG;
+        buf = malloc((size_t) st.st_size + 1);
+        if (!buf)
+                return -ENOMEM;
+        k = loop_read(fd, buf, (size_t) st.st_size);
+        if (k < 0)
+                return (int) k;
+        buf[k] = 0;
+        *ret = TAKE_PTR(buf);
+        *ret_size = (size_t) k;
+        return 0;
+}
+
+/* Flow nesting outside strings; our records nest three deep. */
+static bool nesting_ok(const char *s, size_t n) {
+        unsigned depth = 0;
+        bool in_string = false;
+
+        for (size_t i = 0; i < n; i++) {
+                if (in_string) {
+                        if (s[i] == '\\')
+                                i++;
+                        else if (s[i] == '"')
+                                in_string = false;
+                } else if (s[i] == '"')
+                        in_string = true;
+                else if (s[i] == '[' || s[i] == '{') {
+                        if (++depth > RECORD_DEPTH_MAX)
+                                return false;
+                } else if ((s[i] == ']' || s[i] == '}') && depth > 0)
+                        depth--;
+        }
+        return true;
+}
 
 static void record_done(Record *r) {
         if (r->loaded)
                 yaml_document_delete(&r->doc);
+        free(r->text);
 }
 
 static int record_load(const char *path, Record *ret) {
-        _cleanup_free_ char *buf = NULL;
         yaml_parser_t parser;
-        size_t size;
         int r;
 
-        r = read_full_file(path, 1024 * 1024, &buf, &size);
+        r = record_read(path, &ret->text, &ret->size);
         if (r < 0)
                 return r;
+        /* Our records are JSON objects: anything else is not one. */
+        if (ret->size == 0 || ret->text[0] != '{' || memchr(ret->text, 0, ret->size) ||
+            !nesting_ok(ret->text, ret->size))
+                return -EBADMSG;
         if (!yaml_parser_initialize(&parser))
                 return -ENOMEM;
-        yaml_parser_set_input_string(&parser, (const unsigned char *) buf, size);
+        yaml_parser_set_input_string(&parser, (const unsigned char *) ret->text, ret->size);
         r = yaml_parser_load(&parser, &ret->doc) ? 0 : -EBADMSG;
         yaml_parser_delete(&parser);
         if (r < 0)
@@ -177,55 +237,78 @@ static const char *str_get(yaml_document_t *doc, yaml_node_t *map, const char *k
         return (const char *) n->data.scalar.value;
 }
 
+/* The same for printing to a terminal: a planted record must not send
+ * escape sequences, so control bytes show as '?'.  The copies rotate
+ * through a ring, enough for every value one status line prints. */
+static const char *sstr(yaml_document_t *doc, yaml_node_t *map, const char *key) {
+        static char ring[16][256];
+        static unsigned next;
+        const char *v = str_get(doc, map, key);
+        char *out;
+        size_t i;
+
+        if (!v)
+                return NULL;
+        out = ring[next++ % ELEMENTSOF(ring)];
+        for (i = 0; v[i] && i < sizeof ring[0] - 1; i++)
+                out[i] = ((unsigned char) v[i] < 0x20 || v[i] == 0x7f) ? '?' : v[i];
+        out[i] = 0;
+        return out;
+}
+
 static bool bool_get(yaml_document_t *doc, yaml_node_t *map, const char *key) {
         return streq_ptr(str_get(doc, map, key), "true");
 }
 
-static int record_check(Record *rec, bool *ret_ready) {
-        const char *version = str_get(&rec->doc, rec->root, "version");
+/* ready: the record says the CRNG was ready; stale: it was written in
+ * another boot (a --record file kept across reboots), so says nothing
+ * about this one. */
+static int record_check(Record *rec, bool *ret_ready, bool *ret_stale) {
+        const char *version = str_get(&rec->doc, rec->root, "version"), *boot = str_get(&rec->doc, rec->root, "boot_id");
+        _cleanup_free_ char *now = NULL;
+        bool stale;
 
-        if (!version || !str_get(&rec->doc, rec->root, "result"))
+        if (!streq_ptr(version, "1") || !str_get(&rec->doc, rec->root, "result"))
                 return -EBADMSG;
+        stale = boot && read_one_line_file("/proc/sys/kernel/random/boot_id", &now) >= 0 && !streq(now, boot);
         if (ret_ready)
-                *ret_ready = bool_get(&rec->doc, rec->root, "ready_after");
+                *ret_ready = !stale && bool_get(&rec->doc, rec->root, "ready_after");
+        if (ret_stale)
+                *ret_stale = stale;
         return 0;
 }
 
-int record_print_json(const char *path, FILE *f, bool *ret_ready) {
-        _cleanup_free_ char *buf = NULL;
+int record_print_json(const char *path, FILE *f, bool *ret_ready, bool *ret_stale) {
         Record rec = {};
         int r;
 
         r = record_load(path, &rec);
         if (r >= 0)
-                r = record_check(&rec, ret_ready);
+                r = record_check(&rec, ret_ready, ret_stale);
+        /* The bytes that were checked, not a second read of the file. */
+        if (r >= 0)
+                (void) fwrite(rec.text, 1, rec.size, f);
         record_done(&rec);
-        if (r < 0)
-                return r;
-        r = read_full_file(path, 1024 * 1024, &buf, NULL);
-        if (r < 0)
-                return r;
-        fputs(buf, f);
-        return 0;
+        return r;
 }
 
-int record_print(const char *path, FILE *f, bool *ret_ready) {
+int record_print(const char *path, FILE *f, bool *ret_ready, bool *ret_stale) {
         Record rec = {};
         yaml_document_t *d = &rec.doc;
         yaml_node_t *dev, *sources;
         const char *ready_ms;
-        bool ready;
+        bool ready, stale;
         int r;
 
         r = record_load(path, &rec);
         if (r >= 0)
-                r = record_check(&rec, &ready);
+                r = record_check(&rec, &ready, &stale);
         if (r < 0) {
                 record_done(&rec);
                 return r;
         }
 
-        ready_ms = str_get(d, rec.root, "ready_ms");
+        ready_ms = sstr(d, rec.root, "ready_ms");
         fprintf(f, "        CRNG: %s", ready ? "ready" : "NOT ready");
         if (bool_get(d, rec.root, "ready_after_setup"))
                 fprintf(f, " (%s; %s)",
@@ -234,39 +317,42 @@ int record_print(const char *path, FILE *f, bool *ret_ready) {
                         bool_get(d, rec.root, "initial_seed") ? "a host sample was mixed in without credit"
                                                               : "no host sample was available");
         else if (ready)
-                fprintf(f, " (seeded: %s bits credited, ready after %s ms)", strna(str_get(d, rec.root, "credited_bits")),
+                fprintf(f, " (seeded: %s bits credited, ready after %s ms)", strna(sstr(d, rec.root, "credited_bits")),
                         strna(ready_ms));
         fputc('\n', f);
-        fprintf(f, "      Result: %s\n", strna(str_get(d, rec.root, "result")));
-        fprintf(f, "      Kernel: %s%s\n", strna(str_get(d, rec.root, "kernel")),
+        fprintf(f, "      Result: %s\n", strna(sstr(d, rec.root, "result")));
+        if (stale)
+                fprintf(f, "        Boot: an earlier one (boot ID %s): this record says nothing about now\n",
+                        strna(sstr(d, rec.root, "boot_id")));
+        fprintf(f, "      Kernel: %s%s\n", strna(sstr(d, rec.root, "kernel")),
                 bool_get(d, rec.root, "in_initrd") ? " (in the initramfs)" : "");
-        fprintf(f, "        Time: %s (took %s ms, timeout %s ms, on-timeout %s)\n", strna(str_get(d, rec.root, "time")),
-                strna(str_get(d, rec.root, "elapsed_ms")), strna(str_get(d, rec.root, "timeout_ms")),
-                strna(str_get(d, rec.root, "on_timeout")));
+        fprintf(f, "        Time: %s (took %s ms, timeout %s ms, on-timeout %s)\n", strna(sstr(d, rec.root, "time")),
+                strna(sstr(d, rec.root, "elapsed_ms")), strna(sstr(d, rec.root, "timeout_ms")),
+                strna(sstr(d, rec.root, "on_timeout")));
 
         dev = node_get(d, rec.root, "device");
         if (bool_get(d, dev, "found"))
-                fprintf(f, "      Device: %s on %s, driver %s, hwrng %s%s\n", strna(str_get(d, dev, "name")),
-                        strna(str_get(d, dev, "transport")), str_get(d, dev, "driver") ?: "none",
-                        strna(str_get(d, dev, "hwrng")),
+                fprintf(f, "      Device: %s on %s, driver %s, hwrng %s%s\n", strna(sstr(d, dev, "name")),
+                        strna(sstr(d, dev, "transport")), sstr(d, dev, "driver") ?: "none",
+                        strna(sstr(d, dev, "hwrng")),
                         bool_get(d, dev, "selected") ? " (selected by seedbed)" : "");
         else
                 fprintf(f, "      Device: no virtio-rng device\n");
-        if (str_get(d, dev, "current"))
+        if (sstr(d, dev, "current"))
                 fprintf(f, "       hwrng: %s is current, kernel credits quality %s/1024\n",
-                        str_get(d, dev, "current"), strna(str_get(d, dev, "kernel_quality")));
+                        sstr(d, dev, "current"), strna(sstr(d, dev, "kernel_quality")));
 
         sources = node_get(d, rec.root, "sources");
         if (sources && sources->type == YAML_SEQUENCE_NODE) {
                 const char *label = "     Sources:";
                 for (yaml_node_item_t *i = sources->data.sequence.items.start; i < sources->data.sequence.items.top; i++) {
                         yaml_node_t *s = yaml_document_get_node(d, *i);
-                        const char *detail = str_get(d, s, "detail"), *health = str_get(d, s, "health");
+                        const char *detail = sstr(d, s, "detail"), *health = sstr(d, s, "health");
 
-                        fprintf(f, "%s %-7s %-11s %s bytes read, %s bits credited", label, strna(str_get(d, s, "name")),
-                                strna(str_get(d, s, "status")), strna(str_get(d, s, "bytes")),
-                                strna(str_get(d, s, "credited_bits")));
-                        if (health && !streq_ptr(str_get(d, s, "bytes"), "0"))
+                        fprintf(f, "%s %-7s %-11s %s bytes read, %s bits credited", label, strna(sstr(d, s, "name")),
+                                strna(sstr(d, s, "status")), strna(sstr(d, s, "bytes")),
+                                strna(sstr(d, s, "credited_bits")));
+                        if (health && !streq_ptr(sstr(d, s, "bytes"), "0"))
                                 fprintf(f, ", health %s", health);
                         if (detail)
                                 fprintf(f, " (%s)", detail);
@@ -278,5 +364,7 @@ int record_print(const char *path, FILE *f, bool *ret_ready) {
         record_done(&rec);
         if (ret_ready)
                 *ret_ready = ready;
+        if (ret_stale)
+                *ret_stale = stale;
         return 0;
 }

@@ -32,8 +32,11 @@ int record_format(const RecordInput *in, char **ret, size_t *ret_len);
 int record_write(const RecordInput *in);
 
 /* Prints a record for people.  -ENOENT when there is none, -EBADMSG when
- * it cannot be parsed.  ret_ready says whether it records a ready CRNG. */
-int record_print(const char *path, FILE *f, bool *ret_ready);
+ * it is not a record (not a regular file, too large, not our JSON).
+ * ret_ready says whether it records a ready CRNG in this boot; ret_stale
+ * that it comes from another boot. */
+int record_print(const char *path, FILE *f, bool *ret_ready, bool *ret_stale);
 
-/* Checks that the file is a record and copies it to f (status --json). */
-int record_print_json(const char *path, FILE *f, bool *ret_ready);
+/* Checks that the file is a record and copies what was checked to f
+ * (status --json). */
+int record_print_json(const char *path, FILE *f, bool *ret_ready, bool *ret_stale);

@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* The record: written atomically, readable back by 'status' for people
  * and as JSON for installers, with strings from sysfs safely escaped. */
+#include <sys/stat.h>
+
 #include "fakeroot.h"
 #include "record.h"
 #include "testmain.h"
@@ -50,7 +52,7 @@ static char *print(bool json, int *ret, bool *ready) {
 
         ck_assert_int_ge(asprintf(&path, "%s" RECORD_SEED, root), 0);
         f = open_memstream(&out, &size);
-        *ret = json ? record_print_json(path, f, ready) : record_print(path, f, ready);
+        *ret = json ? record_print_json(path, f, ready, NULL) : record_print(path, f, ready, NULL);
         fclose(f);
         free(path);
         return out;
@@ -131,7 +133,8 @@ START_TEST(test_escaping) {
         free(text);
         out = print(false, &r, &ready);
         ck_assert_int_eq(r, 0);
-        ck_assert_ptr_nonnull(strstr(out, "hwrng: evil\"\n\x01\\ is current"));
+        /* Control bytes never reach the terminal raw. */
+        ck_assert_ptr_nonnull(strstr(out, "hwrng: evil\"??\\ is current"));
         free(out);
 }
 END_TEST
@@ -153,10 +156,91 @@ START_TEST(test_missing_and_garbage) {
         ck_assert_int_eq(r, -EBADMSG);
         free(out);
 
-        /* Valid JSON that is not a record. */
+        /* Valid JSON that is not a record, or not this version of it. */
         fakeroot_write(root, RECORD_SEED, "{\"hello\": 1}\n");
         out = print(true, &r, &ready);
         ck_assert_int_eq(r, -EBADMSG);
+        free(out);
+        fakeroot_write(root, RECORD_SEED, "{\"version\": 2, \"result\": \"ready\", \"ready_after\": true}\n");
+        out = print(false, &r, &ready);
+        ck_assert_int_eq(r, -EBADMSG);
+        free(out);
+        /* YAML that libyaml reads but is no JSON object. */
+        fakeroot_write(root, RECORD_SEED, "version: 1\nresult: ready\nready_after: true\n");
+        out = print(true, &r, &ready);
+        ck_assert_int_eq(r, -EBADMSG);
+        free(out);
+}
+END_TEST
+
+START_TEST(test_hostile_files) {
+        char path[4096], *out;
+        bool ready;
+        int r;
+
+        snprintf(path, sizeof path, "%s" RECORD_SEED, root);
+        fakeroot_mkdir(root, RECORD_DIR);
+
+        /* Deep nesting: refused before libyaml sees it. */
+        {
+                char deep[4096] = "{\"version\": 1, \"result\": \"ready\", \"x\": ";
+                size_t l = strlen(deep);
+                for (int i = 0; i < 1000; i++)
+                        deep[l++] = '[';
+                deep[l] = 0;
+                fakeroot_write(root, RECORD_SEED, deep);
+                out = print(false, &r, &ready);
+                ck_assert_int_eq(r, -EBADMSG);
+                free(out);
+        }
+
+        /* A FIFO in its place must not block status. */
+        ck_assert_int_eq(unlink(path), 0);
+        ck_assert_int_eq(mkfifo(path, 0600), 0);
+        out = print(true, &r, &ready);
+        ck_assert_int_eq(r, -EBADMSG);
+        free(out);
+
+        /* Nor a link to something else. */
+        ck_assert_int_eq(unlink(path), 0);
+        ck_assert_int_eq(symlink("/etc/passwd", path), 0);
+        out = print(true, &r, &ready);
+        ck_assert_int_eq(r, -EBADMSG);
+        free(out);
+
+        /* Nor a huge file. */
+        ck_assert_int_eq(unlink(path), 0);
+        {
+                char *big = malloc(128 * 1024);
+                ck_assert_ptr_nonnull(big);
+                memset(big, ' ', 128 * 1024);
+                big[0] = '{';
+                fakeroot_write_bytes(root, RECORD_SEED, big, 128 * 1024);
+                free(big);
+        }
+        out = print(false, &r, &ready);
+        ck_assert_int_eq(r, -EBADMSG);
+        free(out);
+}
+END_TEST
+
+START_TEST(test_stale) {
+        char path[4096], *out = NULL;
+        size_t size = 0;
+        bool ready = true, stale = false;
+        FILE *f;
+
+        /* A record kept from another boot says nothing about this one. */
+        snprintf(path, sizeof path, "%s" RECORD_SEED, root);
+        fakeroot_write(root, RECORD_SEED,
+                       "{\"version\": 1, \"boot_id\": \"00000000-0000-0000-0000-000000000000\", "
+                       "\"result\": \"ready\", \"ready_after\": true}\n");
+        f = open_memstream(&out, &size);
+        ck_assert_int_eq(record_print(path, f, &ready, &stale), 0);
+        fclose(f);
+        ck_assert(stale);
+        ck_assert(!ready);
+        ck_assert_ptr_nonnull(strstr(out, "Boot: an earlier one"));
         free(out);
 }
 END_TEST
@@ -170,6 +254,8 @@ static Suite *record_suite(void) {
         tcase_add_test(tc, test_not_ready);
         tcase_add_test(tc, test_escaping);
         tcase_add_test(tc, test_missing_and_garbage);
+        tcase_add_test(tc, test_hostile_files);
+        tcase_add_test(tc, test_stale);
         suite_add_tcase(s, tc);
         return s;
 }
