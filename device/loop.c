@@ -16,6 +16,7 @@ struct LoopIo {
         void *userdata;
         bool dead;
         LoopIo *next_dead;
+        LoopIo *prev, *next; /* every live io, so loop_free() can free them */
 };
 
 struct Loop {
@@ -28,6 +29,7 @@ struct Loop {
         /* Freed after the current batch of events: a later event in the
          * same batch may still point at them. */
         LoopIo *dead;
+        LoopIo *live;
 };
 
 int loop_new(Loop **ret) {
@@ -56,6 +58,8 @@ static void loop_reap(Loop *l) {
 Loop *loop_free(Loop *l) {
         if (!l)
                 return NULL;
+        while (l->live)
+                loop_io_free(l->live);
         loop_reap(l);
         safe_close(l->epoll_fd);
         free(l);
@@ -75,6 +79,10 @@ int loop_add_io(Loop *l, int fd, uint32_t events, loop_io_fn fn, void *userdata,
                 free(io);
                 return r;
         }
+        io->next = l->live;
+        if (l->live)
+                l->live->prev = io;
+        l->live = io;
         if (ret)
                 *ret = io;
         return 0;
@@ -97,6 +105,12 @@ void loop_io_free(LoopIo *io) {
         /* Before the fd is closed: epoll keys on the open file, and an
          * eventfd QEMU still holds would stay registered otherwise. */
         (void) epoll_ctl(io->loop->epoll_fd, EPOLL_CTL_DEL, io->fd, NULL);
+        if (io->prev)
+                io->prev->next = io->next;
+        else
+                io->loop->live = io->next;
+        if (io->next)
+                io->next->prev = io->prev;
         io->dead = true;
         io->next_dead = io->loop->dead;
         io->loop->dead = io;

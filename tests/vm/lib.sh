@@ -14,6 +14,13 @@ KDIR=$CACHE/kernel
 # Offline, or not on Debian: skipped (and failed where CI says strict).
 "$top_srcdir/tests/vm/fetch-kernel.sh" "$KDIR" || skip "cannot fetch the guest kernel"
 
+# use_kernel SUITE: boot that Debian release's kernel from now on (the
+# default is this machine's release).
+use_kernel() {
+	KDIR=$CACHE/kernel-$1
+	"$top_srcdir/tests/vm/fetch-kernel.sh" "$KDIR" "$1" || skip "cannot fetch the $1 kernel"
+}
+
 # The kernel must not get ready on its own: no trusted CPU or bootloader
 # seed, so only the agent's sources can make it ready.
 GUEST_CMDLINE="console=ttyS0 panic=-1 random.trust_cpu=off random.trust_bootloader=off"

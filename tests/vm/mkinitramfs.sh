@@ -23,11 +23,12 @@ ldd "$agent" | awk '/=> \// { print $3 } /^\t\/lib/ { print $1 }' | while read -
 	cp -L "$lib" "$root$lib"
 done
 
-# The virtio transports and virtio_rng, nothing else: the guest's kernel
-# must load virtio_rng because the agent asked for it.
+# The virtio transports and the hwrng drivers (with rng-core, a module
+# on older kernels), nothing else: the guest's kernel must load
+# virtio_rng because the agent asked for it.
 mdir=lib/modules/$version
 mkdir -p "$root/$mdir/kernel"
-(cd "$kdir/modules" && find "$mdir/kernel/drivers/virtio" "$mdir/kernel/drivers/char/hw_random/virtio-rng.ko"* \
+(cd "$kdir/modules" && find "$mdir/kernel/drivers/virtio" "$mdir/kernel/drivers/char/hw_random" \
 	-name '*.ko*' -print0 | cpio -0 -pdm --quiet "$root")
 cp "$kdir/modules/$mdir"/modules.{order,builtin,builtin.modinfo} "$root/$mdir/" 2>/dev/null || true
 depmod -b "$root" "$version"

@@ -80,3 +80,32 @@ jq -e '.elapsed_ms >= 3000 and .elapsed_ms < 6000' "$R/fail.json" >/dev/null || 
 n=$(grep -c "Waiting for the kernel's random number generator: no source left, [0-9]* s left" "$R/serial.log" || true)
 [ "$n" -ge 4 ] || fail "timeout: $n progress lines on the console, expected one a second"
 expect_in "$R/serial.log" "still not ready after 3 s; failing (entropy.on-timeout: fail)"
+
+# 4. A device whose host never answers (rng-egd on a null chardev): the
+#    kernel's own fill thread blocks in the device holding the hwrng
+#    core's lock, and the gate must still keep its deadline.
+boot stall "$T/seed.sh" "rd.seedbed.entropy.sources=virtio rd.seedbed.entropy.timeout=3s" -cpu qemu64 \
+	-chardev null,id=nothing -object rng-egd,id=rng0,chardev=nothing -device virtio-rng-pci,rng=rng0
+R=$T/stall
+rec=$R/seed.json
+[ "$(cat "$R/exit")" = 4 ] || fail "stall: exit $(cat "$R/exit"), expected 4 at the deadline"
+[ "$(json "$rec" .result)" = timeout ] || fail "stall: result $(json "$rec" .result)"
+jq -e '.elapsed_ms >= 3000 and .elapsed_ms < 4500' "$rec" >/dev/null || fail "stall: elapsed $(json "$rec" .elapsed_ms) ms"
+[ "$(json "$rec" '.sources[0].status')" = no-data ] || fail "stall: virtio source $(json "$rec" '.sources[0].status')"
+[ "$(json "$rec" .device.found)" = true ] || fail "stall: device not found"
+n=$(grep -c "Waiting for the kernel's random number generator: virtio 0 bits credited" "$R/serial.log" || true)
+[ "$n" -ge 2 ] || fail "stall: $n progress lines"
+
+# 5. Debian 11's kernel (5.10): rng-core is a module there too, loaded as
+#    virtio_rng's dependency.
+use_kernel bullseye
+boot bullseye "$T/seed.sh" "" \
+	-cpu qemu64 -object rng-random,id=rng0,filename=/dev/urandom -device virtio-rng-pci,rng=rng0
+R=$T/bullseye
+rec=$R/seed.json
+[ "$(cat "$R/exit")" = 0 ] || fail "bullseye: exit $(cat "$R/exit")"
+case $(json "$rec" .kernel) in 5.10.*) ;; *) fail "bullseye: booted $(json "$rec" .kernel)" ;; esac
+[ "$(json "$rec" .ready_before)" = false ] || fail "bullseye: ready before"
+[ "$(json "$rec" .ready_after)" = true ] || fail "bullseye: not ready"
+[ "$(json "$rec" .device.module_loaded)" = true ] || fail "bullseye: virtio_rng not loaded"
+[ "$(json "$rec" .device.current)" = virtio_rng.0 ] || fail "bullseye: current hwrng"
