@@ -13,6 +13,7 @@ PACKAGES=(
 	check
 	jq xz-utils groff-base shellcheck
 	qemu-system-x86 busybox-static cpio kmod
+	python3 curl prometheus systemd
 )
 
 install_packages() {

@@ -30,7 +30,7 @@ stop_device() {
 	wait "$DEVICE_PID" || fail "seedbed-device exited $? on SIGTERM"
 	DEVICE_PID=
 }
-trap '[ -z "${DEVICE_PID:-}" ] || kill "$DEVICE_PID" 2>/dev/null; [ -n "${SEEDBED_KEEP_TMP:-}" ] || rm -rf "$T"' EXIT
+trap '[ -z "${DEVICE_PID:-}" ] || kill "$DEVICE_PID" 2>/dev/null || true; [ -n "${SEEDBED_KEEP_TMP:-}" ] || rm -rf "$T"' EXIT
 
 metric() { # metric NAME FILTER: the value of one sample, 0 if absent
 	curl -s --unix-socket "$T/$1.metrics" http://localhost/metrics >"$T/$1.scrape" || fail "$1: metrics not served"

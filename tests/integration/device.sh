@@ -1,0 +1,114 @@
+#!/bin/bash
+# seedbed-device on this machine: its command line and configuration
+# errors, the whole EGD protocol over unix and TCP sockets, a client that
+# sends garbage losing only its own connection, metrics that promtool
+# accepts, socket activation, and a clean exit that removes its sockets.
+# shellcheck source=tests/integration/lib.sh
+. "${top_srcdir:?}/tests/integration/lib.sh"
+
+DEVICE=${SEEDBED_DEVICE:-$top_builddir/seedbed-device}
+CLIENT=(python3 "$top_srcdir/tests/integration/egd-client.py")
+command -v python3 >/dev/null || skip "python3 is not installed"
+command -v curl >/dev/null || skip "curl is not installed"
+
+run 0 "$DEVICE" --help
+expect_in "$T/out" "--egd=ADDR"
+run 0 "$DEVICE" --version
+run 0 "$DEVICE" --print-capabilities
+python3 -c 'import json, sys; d = json.load(open(sys.argv[1])); assert d["type"] == "rng"' "$T/out" ||
+	fail "--print-capabilities is not the JSON QEMU expects"
+run 2 "$DEVICE" --egd tcp:nowhere
+expect_in "$T/err" "Invalid address 'tcp:nowhere'"
+run 2 "$DEVICE" --vhost-user tcp:127.0.0.1:5000
+expect_in "$T/err" "vhost-user needs a unix socket"
+run 2 "$DEVICE" --rate lots
+run 2 "$DEVICE" --source rdrand
+run 2 "$DEVICE" --fd 999
+run 2 "$DEVICE" stray
+
+# Configuration errors: FILE:LINE:COL, status 3, nothing opened.
+printf 'listen:\n  egd: [unix:%s/x.sock]\nrate:\n  vm-bytes: lots\n' "$T" >"$T/bad.yaml"
+run 3 "$DEVICE" --config "$T/bad.yaml"
+expect_in "$T/err" "$T/bad.yaml:4:13: 'rate.vm-bytes' must be a whole number, not 'lots'"
+[ ! -e "$T/x.sock" ] || fail "a socket was created despite the bad configuration"
+printf 'listen:\n  egd: unix:/x\n' >"$T/bad.yaml"
+run 3 "$DEVICE" --config "$T/bad.yaml"
+expect_in "$T/err" "$T/bad.yaml:2:8: 'listen.egd' must be a list such as [a, b], not a single value"
+printf 'listen:\n  socket-mode: 0999\n' >"$T/bad.yaml"
+run 3 "$DEVICE" --config "$T/bad.yaml"
+expect_in "$T/err" "'listen.socket-mode' must be an octal file mode such as 0660, not '0999'"
+printf 'listen:\n  egd: [tcp:localhost]\n' >"$T/bad.yaml"
+run 3 "$DEVICE" --config "$T/bad.yaml"
+expect_in "$T/err" "invalid EGD address 'tcp:localhost'"
+run 1 "$DEVICE" --config /dev/null
+expect_in "$T/err" "Nothing to serve"
+
+# A running device: EGD on unix and TCP, metrics on TCP.
+port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+egd_port=$(port)
+metrics_port=$(port)
+printf 'listen:\n  egd: [unix:%s/egd.sock, tcp:127.0.0.1:%s]\n  metrics: tcp:127.0.0.1:%s\n  socket-mode: "0600"\n' \
+	"$T" "$egd_port" "$metrics_port" >"$T/device.yaml"
+"$DEVICE" --config "$T/device.yaml" >"$T/device.log" 2>&1 &
+pid=$!
+trap 'kill $pid 2>/dev/null || true; [ -n "${SEEDBED_KEEP_TMP:-}" ] || rm -rf "$T"' EXIT
+for _ in $(seq 100); do [ -S "$T/egd.sock" ] && break; sleep 0.05; done
+[ -S "$T/egd.sock" ] || { cat "$T/device.log"; fail "the device did not start"; }
+[ "$(stat -c %a "$T/egd.sock")" = 600 ] || fail "socket mode $(stat -c %a "$T/egd.sock"), configured 0600"
+
+run 0 "${CLIENT[@]}" "$T/egd.sock" level pid read 64 nonblock 32 read 255 write 16 64 read 1
+expect_in "$T/out" "pid $pid"
+grep -qE '^level [1-9][0-9]*$' "$T/out" || fail "level: $(grep level "$T/out")"
+grep -qE '^read 64 [0-9a-f]{128}$' "$T/out" || fail "read 64 did not return 64 bytes"
+grep -qE '^read 255 [0-9a-f]{510}$' "$T/out" || fail "read 255 did not return 255 bytes"
+expect_in "$T/out" "nonblock 32"
+a=$(awk '$2 == 64 { print $3 }' "$T/out")
+run 0 "${CLIENT[@]}" "127.0.0.1:$egd_port" read 64
+b=$(awk '{ print $3 }' "$T/out")
+[ "$a" != "$b" ] || fail "two reads returned the same bytes"
+
+# Garbage closes that connection only; another one, opened before, still works.
+python3 - "$T/egd.sock" <<'PY' || fail "a garbage-sending client disturbed another"
+import socket, sys
+good = socket.socket(socket.AF_UNIX); good.connect(sys.argv[1]); good.settimeout(10)
+bad = socket.socket(socket.AF_UNIX); bad.connect(sys.argv[1]); bad.settimeout(10)
+bad.sendall(b"\x09garbage")
+assert bad.recv(1) == b"", "the garbage connection stayed open"
+good.sendall(b"\x02\x10")
+data = b""
+while len(data) < 16:
+    data += good.recv(16 - len(data))
+PY
+expect_in "$T/device.log" "unknown command byte"
+
+curl -sf "http://127.0.0.1:$metrics_port/metrics" >"$T/metrics" || fail "metrics not served"
+if command -v promtool >/dev/null; then
+	promtool check metrics <"$T/metrics" >"$T/promtool" 2>&1 || { cat "$T/promtool"; fail "promtool rejects the metrics"; }
+elif [ -n "${SEEDBED_TESTS_STRICT:-}" ]; then
+	fail "promtool is not installed"
+fi
+grep -qE '^seedbed_vm_bytes_total\{vm="pid:[0-9]+",transport="egd"\} [0-9]+$' "$T/metrics" || fail "no per-VM bytes"
+grep -qE '^seedbed_vm_bytes_total\{vm="tcp:127.0.0.1",transport="egd"\} 64$' "$T/metrics" || fail "TCP client not counted"
+grep -qE '^seedbed_protocol_errors_total\{transport="egd"\} 1$' "$T/metrics" || fail "protocol error not counted"
+grep -qE '^seedbed_egd_received_bytes_total 16$' "$T/metrics" || fail "written bytes not counted"
+grep -qE '^seedbed_source_healthy\{source="getrandom"\} 1$' "$T/metrics" || fail "source not healthy"
+curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$metrics_port/other" | grep -q 404 || fail "unknown path not 404"
+
+kill -TERM "$pid"
+wait "$pid" || fail "the device exited $? on SIGTERM"
+[ ! -e "$T/egd.sock" ] || fail "the EGD socket was left behind"
+expect_in "$T/device.log" "Received signal 15, exiting."
+
+# Socket activation: systemd's socket is used, matched by its path.
+if command -v systemd-socket-activate >/dev/null; then
+	systemd-socket-activate -l "$T/act.sock" "$DEVICE" --egd "unix:$T/act.sock" >"$T/act.log" 2>&1 &
+	pid=$!
+	for _ in $(seq 100); do [ -S "$T/act.sock" ] && break; sleep 0.05; done
+	run 0 "${CLIENT[@]}" "$T/act.sock" read 32
+	grep -qE '^read 32 [0-9a-f]{64}$' "$T/out" || fail "socket-activated read"
+	expect_in "$T/act.log" "Serving egd on an inherited socket."
+	kill -TERM "$pid"
+	wait "$pid" || true
+elif [ -n "${SEEDBED_TESTS_STRICT:-}" ]; then
+	fail "systemd-socket-activate is not installed"
+fi
