@@ -125,6 +125,9 @@ void source_set_free(SourceSet *s) {
                 free(s->sources[i].path);
         }
         free(s->sources);
+        if (s->cache)
+                explicit_bzero(s->cache, SOURCE_CACHE_SIZE);
+        free(s->cache);
         *s = (SourceSet) {};
 }
 
@@ -207,7 +210,8 @@ static bool source_ready(EntropySource *e, usec_t now) {
         return true;
 }
 
-size_t source_set_read(SourceSet *s, uint8_t *buf, size_t n, usec_t now) {
+/* Straight from the first healthy source into buf. */
+static size_t source_set_read_direct(SourceSet *s, uint8_t *buf, size_t n, size_t *ret_index, usec_t now) {
         for (size_t i = 0; i < s->n; i++) {
                 EntropySource *e = &s->sources[i];
                 HealthResult h;
@@ -225,10 +229,51 @@ size_t source_set_read(SourceSet *s, uint8_t *buf, size_t n, usec_t now) {
                         source_fail(e, h, now);
                         continue;
                 }
-                e->bytes += k;
+                *ret_index = i;
                 return k;
         }
         return 0;
+}
+
+size_t source_set_read(SourceSet *s, uint8_t *buf, size_t n, usec_t now) {
+        size_t k, index;
+
+        if (n == 0)
+                return 0;
+        if (n >= SOURCE_CACHE_SIZE / 2) {
+                k = source_set_read_direct(s, buf, n, &index, now);
+                if (k > 0)
+                        s->sources[index].bytes += k;
+                return k;
+        }
+
+        if (s->cache_off == s->cache_len) {
+                if (!s->cache) {
+                        s->cache = malloc(SOURCE_CACHE_SIZE);
+                        if (!s->cache) {
+                                /* Serve uncached rather than not at all. */
+                                k = source_set_read_direct(s, buf, n, &index, now);
+                                if (k > 0)
+                                        s->sources[index].bytes += k;
+                                return k;
+                        }
+                }
+                s->cache_off = s->cache_len = 0;
+                k = source_set_read_direct(s, s->cache, SOURCE_CACHE_SIZE, &index, now);
+                if (k == 0)
+                        return 0;
+                s->cache_len = k;
+                s->cache_source = index;
+        }
+
+        k = MIN(n, s->cache_len - s->cache_off);
+        memcpy(buf, s->cache + s->cache_off, k);
+        /* Served bytes leave no copy behind. */
+        explicit_bzero(s->cache + s->cache_off, k);
+        s->cache_off += k;
+        if (s->cache_source < s->n)
+                s->sources[s->cache_source].bytes += k;
+        return k;
 }
 
 size_t source_set_start(SourceSet *s, usec_t now) {

@@ -47,9 +47,18 @@ typedef struct EntropySource {
         uint64_t read_errors;
 } EntropySource;
 
+/* Small requests (a guest's 64-byte buffers, EGD's reads) are served
+ * from tested bytes read ahead in one block: one system call and one
+ * health-test pass per block instead of per request.  Larger ones are
+ * read straight into the caller's buffer. */
+#define SOURCE_CACHE_SIZE 4096
+
 typedef struct SourceSet {
         EntropySource *sources;
         size_t n;
+        uint8_t *cache;
+        size_t cache_off, cache_len;
+        size_t cache_source; /* which source filled it, for its byte count */
 } SourceSet;
 
 SourceType source_type_from_string(const char *s);

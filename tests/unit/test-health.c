@@ -449,6 +449,75 @@ START_TEST(test_result_strings) {
 }
 END_TEST
 
+/* health_feed() takes whole blocks through a vectorised path when it can
+ * prove no sample fails, and one sample at a time otherwise.  Fed one
+ * byte per call it always takes the second: both must agree exactly, on
+ * data that fails early, late, by RCT, by APT, or never. */
+START_TEST(test_fast_path_matches_exact) {
+        static uint8_t buf[16384];
+        uint64_t seed = 0x9e3779b97f4a7c15ULL;
+
+        for (unsigned round = 0; round < 400; round++) {
+                HealthTest whole, single;
+                HealthResult rw, rs = HEALTH_OK;
+                double h = round % 4 == 0 ? 8 : round % 4 == 1 ? 4 : round % 4 == 2 ? 2 : 6.5;
+                size_t n = 1 + (round * 977) % sizeof buf;
+
+                /* xorshift: random bytes, then a planted run or bias. */
+                for (size_t i = 0; i < n; i++) {
+                        seed ^= seed << 13;
+                        seed ^= seed >> 7;
+                        seed ^= seed << 17;
+                        buf[i] = (uint8_t) seed;
+                }
+                if (round % 3 == 1) {
+                        size_t at = (size_t) (seed % n), len = 2 + round % 7;
+                        for (size_t i = at; i < n && i < at + len; i++)
+                                buf[i] = 0x77;
+                } else if (round % 3 == 2) {
+                        size_t at = (size_t) (seed % n);
+                        for (size_t i = at; i < n && i < at + 700; i += 1 + round % 3)
+                                buf[i] = buf[at];
+                }
+
+                ck_assert_int_eq(health_init(&whole, h, 20 + round % 21), 0);
+                single = whole;
+                rw = health_feed(&whole, buf, n);
+                for (size_t i = 0; i < n && rs == HEALTH_OK; i++)
+                        rs = health_feed(&single, buf + i, 1);
+                ck_assert_int_eq(rw, rs);
+                ck_assert_uint_eq(whole.samples, single.samples);
+                ck_assert_uint_eq(whole.rct_run, single.rct_run);
+                ck_assert_uint_eq(whole.rct_last, single.rct_last);
+                ck_assert_uint_eq(whole.apt_count, single.apt_count);
+                ck_assert_uint_eq(whole.apt_seen, single.apt_seen);
+                ck_assert_uint_eq(whole.apt_first, single.apt_first);
+        }
+
+        /* Runs of exactly cutoff-1 and cutoff bytes across every split of
+         * a block boundary (the fast path works in 256-byte blocks). */
+        for (unsigned len = 3; len <= 5; len++)
+                for (unsigned before = 1; before < len; before++) {
+                        HealthTest whole, single;
+                        HealthResult rw, rs = HEALTH_OK;
+                        size_t n = 1024;
+
+                        for (size_t i = 0; i < n; i++)
+                                buf[i] = (uint8_t) (i * 7 + (i >> 3)); /* no runs, no bias */
+                        for (unsigned i = 0; i < len; i++)
+                                buf[256 - before + i] = 0xee;
+                        ck_assert_int_eq(health_init(&whole, 8, 20), 0); /* RCT cutoff 4 */
+                        single = whole;
+                        rw = health_feed(&whole, buf, n);
+                        for (size_t i = 0; i < n && rs == HEALTH_OK; i++)
+                                rs = health_feed(&single, buf + i, 1);
+                        ck_assert_int_eq(rs, len >= 4 ? HEALTH_FAIL_RCT : HEALTH_OK);
+                        ck_assert_int_eq(rw, rs);
+                        ck_assert_uint_eq(whole.samples, single.samples);
+                }
+}
+END_TEST
+
 static Suite *health_suite(void) {
         Suite *s = suite_create("health");
         TCase *tc;
@@ -477,6 +546,10 @@ static Suite *health_suite(void) {
 
         tc = tcase_create("real");
         tcase_add_loop_test(tc, test_getrandom, 0, ELEMENTSOF(real_params));
+        suite_add_tcase(s, tc);
+
+        tc = tcase_create("fast");
+        tcase_add_test(tc, test_fast_path_matches_exact);
         suite_add_tcase(s, tc);
 
         tc = tcase_create("names");

@@ -78,14 +78,15 @@ END_TEST
 
 START_TEST(test_failing_chunk_wiped_and_next_source) {
         SourceSet s = {};
-        uint8_t *data = malloc(8192), buf[512];
+        uint8_t *data = malloc(16384), buf[2048];
         char *path;
         size_t k;
 
-        /* Good bytes for the startup tests and one chunk, then a stuck run. */
-        ck_assert_int_eq(getrandom(data, 1024 + 512, 0), 1024 + 512);
-        memset(data + 1024 + 512, 0x42, 8192 - 1024 - 512);
-        fakeroot_write_bytes(root, "/dev/flaky", data, 8192);
+        /* Good bytes for the startup tests and one large read, then a
+         * stuck run.  Large reads go straight to the caller. */
+        ck_assert_int_eq(getrandom(data, 1024 + 2048, 0), 1024 + 2048);
+        memset(data + 1024 + 2048, 0x42, 16384 - 1024 - 2048);
+        fakeroot_write_bytes(root, "/dev/flaky", data, 16384);
         ck_assert_int_ge(asprintf(&path, "%s/dev/flaky", root), 0);
 
         ck_assert_int_eq(source_set_add(&s, SOURCE_DEVICE, path, 8), 0);
@@ -94,22 +95,55 @@ START_TEST(test_failing_chunk_wiped_and_next_source) {
         k = source_set_read(&s, buf, sizeof buf, 0);
         ck_assert_uint_eq(k, sizeof buf);
         ck_assert_mem_eq(buf, data + 1024, sizeof buf);
-        ck_assert_uint_eq(s.sources[0].bytes, 512);
+        ck_assert_uint_eq(s.sources[0].bytes, sizeof buf);
 
         /* The stuck chunk fails: none of it comes back, getrandom serves. */
         k = source_set_read(&s, buf, sizeof buf, 0);
         ck_assert_uint_eq(k, sizeof buf);
         ck_assert(!s.sources[0].healthy);
         ck_assert_uint_eq(s.sources[0].failures, 1);
-        ck_assert_uint_eq(s.sources[0].bytes, 512);
+        ck_assert_uint_eq(s.sources[0].bytes, sizeof buf);
         ck_assert_uint_eq(s.sources[1].bytes, sizeof buf);
-        /* What arrived is getrandom()'s, not the stuck run: a random
-         * 512 bytes hold about two 0x42 bytes, the stuck chunk 512. */
+        /* What arrived is getrandom()'s, not the stuck run: random bytes
+         * hold about eight 0x42 in 2048, the stuck chunk 2048. */
         {
                 unsigned n42 = 0;
                 for (size_t i = 0; i < sizeof buf; i++)
                         n42 += buf[i] == 0x42;
-                ck_assert_uint_lt(n42, 32);
+                ck_assert_uint_lt(n42, 64);
+        }
+        source_set_free(&s);
+        free(path);
+        free(data);
+}
+END_TEST
+
+START_TEST(test_cached_chunk_all_or_nothing) {
+        SourceSet s = {};
+        uint8_t *data = malloc(16384), buf[64];
+        char *path;
+
+        /* Small reads are served from a tested read-ahead block.  A block
+         * that fails is dropped whole: not even its good start is served. */
+        ck_assert_int_eq(getrandom(data, 1024 + 100, 0), 1024 + 100);
+        memset(data + 1024 + 100, 0x42, 16384 - 1024 - 100);
+        fakeroot_write_bytes(root, "/dev/flaky", data, 16384);
+        ck_assert_int_ge(asprintf(&path, "%s/dev/flaky", root), 0);
+        ck_assert_int_eq(source_set_add(&s, SOURCE_DEVICE, path, 8), 0);
+        ck_assert_int_eq(source_set_add(&s, SOURCE_GETRANDOM, NULL, 8), 0);
+
+        ck_assert_uint_eq(source_set_read(&s, buf, sizeof buf, 0), sizeof buf);
+        ck_assert(memcmp(buf, data + 1024, sizeof buf) != 0);
+        ck_assert_uint_eq(s.sources[0].failures, 1);
+        ck_assert_uint_eq(s.sources[0].bytes, 0);
+        ck_assert_uint_eq(s.sources[1].bytes, sizeof buf);
+
+        /* Later small reads come from the same block, each byte once. */
+        {
+                uint8_t again[64];
+                ck_assert_uint_eq(source_set_read(&s, again, sizeof again, 0), sizeof again);
+                ck_assert(memcmp(again, buf, sizeof buf) != 0);
+                ck_assert_uint_eq(s.sources[1].bytes, 2 * sizeof buf);
         }
         source_set_free(&s);
         free(path);
@@ -164,6 +198,7 @@ static Suite *source_suite(void) {
         tcase_add_test(tc, test_getrandom_serves);
         tcase_add_test(tc, test_stuck_device_fails_closed);
         tcase_add_test(tc, test_failing_chunk_wiped_and_next_source);
+        tcase_add_test(tc, test_cached_chunk_all_or_nothing);
         tcase_add_test(tc, test_retry_after_failure);
         tcase_add_test(tc, test_bad_sources);
         suite_add_tcase(s, tc);
