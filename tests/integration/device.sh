@@ -17,6 +17,10 @@ run 0 "$DEVICE" --version
 run 0 "$DEVICE" --print-capabilities
 python3 -c 'import json, sys; d = json.load(open(sys.argv[1])); assert d["type"] == "rng"' "$T/out" ||
 	fail "--print-capabilities is not the JSON QEMU expects"
+# The installed descriptor names the binary QEMU and libvirt should run.
+desc=$top_builddir/device/50-seedbed-device.json
+python3 -c 'import json, sys; d = json.load(open(sys.argv[1])); assert d["type"] == "rng" and d["binary"].endswith("/seedbed-device")' "$desc" ||
+	fail "the vhost-user descriptor '$desc' is not valid"
 run 2 "$DEVICE" --egd tcp:nowhere
 expect_in "$T/err" "Invalid address 'tcp:nowhere'"
 run 2 "$DEVICE" --vhost-user tcp:127.0.0.1:5000
@@ -111,4 +115,15 @@ if command -v systemd-socket-activate >/dev/null; then
 	wait "$pid" || true
 elif [ -n "${SEEDBED_TESTS_STRICT:-}" ]; then
 	fail "systemd-socket-activate is not installed"
+fi
+
+# The units as installed, checked by systemd itself (with ExecStart
+# pointing at this build's binary, since none is installed).
+if command -v systemd-analyze >/dev/null; then
+	mkdir -p "$T/units"
+	cp "$top_srcdir/units/seedbed-device.socket" "$T/units/"
+	sed "s|^ExecStart=[^ ]*|ExecStart=$DEVICE|" "$top_builddir/units/seedbed-device.service" >"$T/units/seedbed-device.service"
+	(cd "$T/units" && systemd-analyze verify --man=no seedbed-device.socket seedbed-device.service) >"$T/verify" 2>&1 ||
+		{ cat "$T/verify"; fail "systemd-analyze rejects the units"; }
+	[ ! -s "$T/verify" ] || { cat "$T/verify"; fail "systemd-analyze warns about the units"; }
 fi
