@@ -266,11 +266,13 @@ size_t source_set_read(SourceSet *s, uint8_t *buf, size_t n, usec_t now) {
                 s->cache_source = index;
         }
 
+        /* Advance first: if the copy faults (a guest buffer whose memory
+         * vanished), the bytes are skipped, never served again elsewhere. */
         k = MIN(n, s->cache_len - s->cache_off);
-        memcpy(buf, s->cache + s->cache_off, k);
-        /* Served bytes leave no copy behind. */
-        explicit_bzero(s->cache + s->cache_off, k);
         s->cache_off += k;
+        memcpy(buf, s->cache + s->cache_off - k, k);
+        /* Served bytes leave no copy behind. */
+        explicit_bzero(s->cache + s->cache_off - k, k);
         if (s->cache_source < s->n)
                 s->sources[s->cache_source].bytes += k;
         return k;

@@ -23,6 +23,8 @@
 #include <assert.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <sys/socket.h>
 
@@ -1079,12 +1081,38 @@ static int rx_step(VhostUserDev *d) {
         }
 }
 
+/* Guest memory belongs to the front-end: one that shrinks the file behind
+ * a region after we mapped it turns our next access there into SIGBUS.
+ * That must break this device, not kill the process serving every VM, so
+ * accesses to guest memory run under a jump buffer the handler returns
+ * to.  A SIGBUS anywhere else is a real fault and kills as it would. */
+static __thread sigjmp_buf *guest_access;
+
+static void sigbus_handler(int sig, siginfo_t *si, void *uc) {
+        if (guest_access)
+                siglongjmp(*guest_access, 1);
+        (void) signal(SIGBUS, SIG_DFL);
+        (void) raise(SIGBUS);
+}
+
+static void install_sigbus_handler(void) {
+        static bool installed;
+        struct sigaction sa = { .sa_sigaction = sigbus_handler, .sa_flags = SA_SIGINFO | SA_NODEFER };
+
+        if (installed)
+                return;
+        sigemptyset(&sa.sa_mask);
+        if (sigaction(SIGBUS, &sa, NULL) >= 0)
+                installed = true;
+}
+
 int vhost_user_dev_new(int sock_fd, const VhostUserOps *ops, void *userdata, VhostUserDev **ret) {
         _cleanup_close_ int fd = sock_fd;
         VhostUserDev *d;
 
         if (fd < 0 || !ret)
                 return -EINVAL;
+        install_sigbus_handler();
 
         d = calloc(1, sizeof *d);
         if (!d)
@@ -1189,8 +1217,19 @@ int vhost_user_dev_process(VhostUserDev *d) {
 
         /* At most a ring's worth per call, so that one busy VM cannot keep
          * the others waiting. */
-        r = virtqueue_process(&d->vq, &d->mem, d->vq.num, d->ops && d->ops->fill ? d->ops->fill : fill_nothing,
-                              d->userdata, &run);
+        {
+                sigjmp_buf jb;
+
+                if (sigsetjmp(jb, 1)) {
+                        guest_access = NULL;
+                        return dev_fail(d, "requestq", -EFAULT,
+                                        "guest memory vanished under us (SIGBUS): the front-end shrank a region");
+                }
+                guest_access = &jb;
+                r = virtqueue_process(&d->vq, &d->mem, d->vq.num,
+                                      d->ops && d->ops->fill ? d->ops->fill : fill_nothing, d->userdata, &run);
+                guest_access = NULL;
+        }
         if (r < 0)
                 return dev_fail(d, "requestq", r, "%s", d->vq.error);
 

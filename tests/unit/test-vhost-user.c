@@ -935,6 +935,27 @@ END_TEST
 
 /* ---- hostile front-ends ---- */
 
+START_TEST(test_memory_shrunk_under_us) {
+        uint64_t gpa;
+
+        /* A front-end that shrinks the file behind guest memory after we
+         * mapped it: our next access is a SIGBUS.  The device must break,
+         * the process must live on. */
+        connect_ok(4, FEATURES_ALL, PROTOCOL_ALL);
+        gpa = vhost_front_alloc(&f, 64, false);
+        (void) vhost_front_post(&f, &(VhostFrontSeg) { .gpa = gpa, .len = 64 }, 1, false);
+        ck_assert_int_eq(ftruncate(f.mem_fd, 0), 0);
+        ck_assert_int_eq(vhost_user_dev_process(dev), -EFAULT);
+        ck_assert(vhost_user_dev_broken(dev));
+        ck_assert_ptr_nonnull(strstr(vhost_user_dev_broken_reason(dev), "SIGBUS"));
+        /* Broken stays broken, without touching guest memory again. */
+        ck_assert_int_eq(vhost_user_dev_process(dev), -EFAULT);
+        /* Our mapping of it is gone too: the front-end's ring is not read. */
+        ck_assert_int_eq(ftruncate(f.mem_fd, (off_t) VHOST_FRONT_MEM_SIZE), 0);
+}
+END_TEST
+
+
 static const uint32_t bad_nums[] = { 0, 3, 100, 32769, 65536 };
 
 START_TEST(test_vring_num_invalid) {
@@ -1184,6 +1205,7 @@ static Suite *vhost_user_suite(void) {
         suite_add_tcase(s, tc);
 
         tc = tcase_create("hostile-front-end");
+        tcase_add_test(tc, test_memory_shrunk_under_us);
         tcase_add_checked_fixture(tc, setup, teardown);
         tcase_add_loop_test(tc, test_vring_num_invalid, 0, ELEMENTSOF(bad_nums));
         tcase_add_test(tc, test_vring_index_invalid);
