@@ -282,6 +282,9 @@ static int conf_set_scalar(ConfParser *p, const ConfItem *item, const char *valu
         }
         case CONF_STRING: {
                 char *s, **fp = field;
+                const char *why;
+                if (item->validate && item->validate(value, &why) < 0)
+                        return conf_error(p, where, "'%s' is invalid: '%s': %s", item->key, value, why);
                 if (p->dry_run)
                         break;
                 s = strdup(value);
@@ -360,10 +363,14 @@ int conf_set(ConfParser *p, const char *key, const char *value, const char *wher
                         size_t n = strcspn(s, ",");
                         _cleanup_free_ char *one = strndup(s, n);
 
+                        const char *why;
+
                         if (!one)
                                 r = -ENOMEM;
                         else if (n == 0)
                                 r = conf_error(p, where, "'%s' has an empty item", key);
+                        else if (item->validate && item->validate(one, &why) < 0)
+                                r = conf_error(p, where, "'%s' is invalid: '%s': %s", key, one, why);
                         else if (conf_string_list_add(&l, one) < 0)
                                 r = conf_error(p, where, "'%s' has too many items (at most %d)", key, CONF_LIST_MAX);
                         if (r < 0 || s[n] == 0)
@@ -509,9 +516,14 @@ static int conf_apply_node(ConfParser *p, yaml_document_t *doc, const char *path
                         yaml_node_t *e = yaml_document_get_node(doc, *i);
                         char ewhere[PATH_MAX + 64];
 
+                        const char *why;
+
                         mark_where(ewhere, sizeof ewhere, path, e->start_mark);
                         if (e->type != YAML_SCALAR_NODE || scalar_is_null(e) || e->data.scalar.length == 0)
                                 r = conf_error(p, ewhere, "'%s' items must be non-empty strings", key);
+                        else if (item->validate && item->validate((const char *) e->data.scalar.value, &why) < 0)
+                                r = conf_error(p, ewhere, "'%s' is invalid: '%s': %s", key,
+                                               (const char *) e->data.scalar.value, why);
                         else if (conf_string_list_add(&l, (const char *) e->data.scalar.value) < 0)
                                 r = conf_error(p, ewhere, "'%s' has too many items (at most %d)", key, CONF_LIST_MAX);
                 }

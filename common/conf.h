@@ -52,6 +52,9 @@ typedef struct ConfItem {
         uint64_t min, max;
         double dmin, dmax;
         const char *const *names; /* NULL-terminated, for CONF_ENUM(_LIST) */
+        /* For CONF_STRING(_LIST): checks one value; <0 with a static
+         * message in *ret_error rejects it, at its FILE:LINE:COL. */
+        int (*validate)(const char *value, const char **ret_error);
 } ConfItem;
 
 typedef struct ConfParser {

@@ -1,7 +1,32 @@
 /* SPDX-License-Identifier: MIT */
+#include <grp.h>
 #include <stddef.h>
+#include <sys/socket.h>
 
+#include "address.h"
 #include "config.h"
+
+static int validate_address(const char *s, const char **ret_error) {
+        ListenAddress a;
+        return listen_address_parse(s, &a, ret_error);
+}
+
+static int validate_unix_address(const char *s, const char **ret_error) {
+        ListenAddress a;
+        int r = listen_address_parse(s, &a, ret_error);
+
+        if (r < 0)
+                return r;
+        if (a.family != AF_UNIX)
+                return *ret_error = "vhost-user needs a unix socket", -EINVAL;
+        return 0;
+}
+
+static int validate_group(const char *s, const char **ret_error) {
+        if (s[0] && !getgrnam(s))
+                return *ret_error = "no such group on this host", -ENOENT;
+        return 0;
+}
 
 const char *const device_source_names[] = {
         [DEVICE_SOURCE_GETRANDOM] = "getrandom",
@@ -15,11 +40,11 @@ const char *const device_source_names[] = {
 #define RATE_MAX (1ULL << 30)
 
 const ConfItem device_config_items[] = {
-        { "listen.egd", CONF_STRING_LIST, offsetof(DeviceConfig, egd) },
-        { "listen.vhost-user", CONF_STRING_LIST, offsetof(DeviceConfig, vhost_user) },
-        { "listen.metrics", CONF_STRING, offsetof(DeviceConfig, metrics) },
+        { "listen.egd", CONF_STRING_LIST, offsetof(DeviceConfig, egd), .validate = validate_address },
+        { "listen.vhost-user", CONF_STRING_LIST, offsetof(DeviceConfig, vhost_user), .validate = validate_unix_address },
+        { "listen.metrics", CONF_STRING, offsetof(DeviceConfig, metrics), .validate = validate_address },
         { "listen.socket-mode", CONF_MODE, offsetof(DeviceConfig, socket_mode) },
-        { "listen.socket-group", CONF_STRING, offsetof(DeviceConfig, socket_group) },
+        { "listen.socket-group", CONF_STRING, offsetof(DeviceConfig, socket_group), .validate = validate_group },
         { "sources.use", CONF_ENUM_LIST, offsetof(DeviceConfig, sources), .names = device_source_names },
         { "sources.hwrng-path", CONF_STRING, offsetof(DeviceConfig, hwrng_path) },
         { "sources.min-entropy", CONF_DOUBLE, offsetof(DeviceConfig, min_entropy), .dmin = 0.01, .dmax = 8 },

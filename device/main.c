@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #include <fcntl.h>
 #include <getopt.h>
+#include <limits.h>
 #include <grp.h>
 #include <signal.h>
 #include <sys/signalfd.h>
@@ -39,6 +40,8 @@ static const char *arg_config = NULL;
 static DeviceConfig arg_cfg;
 static bool arg_print_capabilities = false;
 static int arg_vhost_fd = -EBADF;
+/* Started for one front-end on a connected --fd: its session is ours. */
+static bool arg_exit_when_alone = false;
 /* Command-line values replace the file's. */
 static ConfStringList arg_egd, arg_vhost_user;
 static char *arg_metrics = NULL;
@@ -317,27 +320,6 @@ static int load_config(void) {
         if (arg_host_burst >= 0)
                 arg_cfg.host_burst = (unsigned) arg_host_burst;
 
-        /* Addresses from the file are checked here, still before anything
-         * is opened. */
-        for (unsigned i = 0; i < arg_cfg.egd.n + arg_cfg.vhost_user.n; i++) {
-                bool egd = i < arg_cfg.egd.n;
-                const char *s = egd ? arg_cfg.egd.items[i] : arg_cfg.vhost_user.items[i - arg_cfg.egd.n];
-                ListenAddress a;
-                const char *error;
-
-                if (listen_address_parse(s, &a, &error) < 0)
-                        return log_error_errno(EINVAL, "%s: invalid %s address '%s': %s.", path, egd ? "EGD" : "vhost-user",
-                                               s, error);
-                if (!egd && a.family != AF_UNIX)
-                        return log_error_errno(EINVAL, "%s: vhost-user needs a unix socket, not '%s'.", path, s);
-        }
-        if (arg_cfg.metrics) {
-                ListenAddress a;
-                const char *error;
-                if (listen_address_parse(arg_cfg.metrics, &a, &error) < 0)
-                        return log_error_errno(EINVAL, "%s: invalid metrics address '%s': %s.", path, arg_cfg.metrics,
-                                               error);
-        }
         return 0;
 }
 
@@ -496,6 +478,8 @@ static int setup_listeners(Loop *loop, MetricsServer **ret_metrics) {
                         r = server_add_client(&server, TRANSPORT_VHOST_USER, arg_vhost_fd);
                         if (r < 0)
                                 return log_error_errno(r, "Cannot serve vhost-user on --fd=%d: %m", arg_vhost_fd);
+                        /* QEMU's helper convention: one process per device. */
+                        arg_exit_when_alone = n_listeners == 0;
                 }
         }
 
@@ -528,6 +512,8 @@ static int setup_listeners(Loop *loop, MetricsServer **ret_metrics) {
 
         for (size_t i = 0; i < n_listeners; i++) {
                 Listener *l = &listeners[i];
+                if (l->metrics && *ret_metrics)
+                        return log_error_errno(EINVAL, "More than one metrics socket: give one.");
                 if (l->metrics) {
                         r = metrics_server_new(loop, &server, l->fd, ret_metrics);
                         l->fd = -EBADF; /* the metrics server owns it */
@@ -548,21 +534,34 @@ static void on_signal(LoopIo *io, int fd, uint32_t events, void *userdata) {
         if (read(fd, &si, sizeof si) != sizeof si)
                 return;
         sig = (int) si.ssi_signo;
+        /* Nothing is reloaded yet; a daemon must not die of a HUP. */
+        if (sig == SIGHUP) {
+                log_info("Received SIGHUP: nothing to reload, ignoring.");
+                return;
+        }
         log_info("Received signal %d, exiting.", sig);
         loop_exit(userdata, EXIT_OK);
 }
 
 static usec_t prepare(void *userdata) {
-        usec_t t = server_next_wake(&server);
-        return t;
+        static unsigned last = UINT_MAX;
+        unsigned now_clients = server.n_clients[TRANSPORT_EGD] + server.n_clients[TRANSPORT_VHOST_USER];
+
+        /* Connections come and go in many places; STATUS= follows here. */
+        if (now_clients != last) {
+                last = now_clients;
+                update_status();
+        }
+        if (arg_exit_when_alone && now_clients == 0) {
+                log_info("The front-end on --fd has gone; exiting.");
+                loop_exit(userdata, EXIT_OK);
+                return 0;
+        }
+        return server_next_wake(&server);
 }
 
 static void tick(usec_t now, void *userdata) {
-        unsigned before = server.n_clients[0] + server.n_clients[1];
-
         server_tick(&server, now);
-        if (server.n_clients[0] + server.n_clients[1] != before)
-                update_status();
 }
 
 static int run(int argc, char *argv[]) {
@@ -609,6 +608,7 @@ static int run(int argc, char *argv[]) {
         sigemptyset(&mask);
         sigaddset(&mask, SIGTERM);
         sigaddset(&mask, SIGINT);
+        sigaddset(&mask, SIGHUP);
         (void) sigprocmask(SIG_BLOCK, &mask, NULL);
         (void) signal(SIGPIPE, SIG_IGN);
         sfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
@@ -623,7 +623,7 @@ static int run(int argc, char *argv[]) {
                 goto finish;
         }
 
-        loop_set_hooks(loop, prepare, tick, NULL);
+        loop_set_hooks(loop, prepare, tick, loop);
 #ifdef HAVE_SYSTEMD
         (void) sd_notify(false, "READY=1");
 #endif

@@ -34,7 +34,7 @@ struct Client {
         LoopIo *io;
         VmStats *stats;
         char peer[160];
-        TokenBucket bucket;
+        TokenBucket *bucket; /* the VM's, shared with its other connections */
 
         bool waiting;          /* throttled or starved: wake_at says when to retry */
         usec_t wake_at;
@@ -85,6 +85,12 @@ void server_done(Server *s) {
                 s->stats = v->next;
                 free(v->name);
                 free(v);
+        }
+        while (s->limits) {
+                VmLimit *l = s->limits;
+                s->limits = l->next;
+                free(l->name);
+                free(l);
         }
 }
 
@@ -146,8 +152,13 @@ static void identify_peer(int fd, char *name, size_t name_size, char *peer, size
                 }
                 /* A TCP peer's port changes with every connection; the
                  * address is what identifies the host it comes from. */
-                (void) snprintf(name, name_size, "tcp:%s", addr);
-                (void) snprintf(peer, peer_size, "tcp:%s:%u", addr, port);
+                if (ss.ss_family == AF_INET6) {
+                        (void) snprintf(name, name_size, "tcp:[%s]", addr);
+                        (void) snprintf(peer, peer_size, "tcp:[%s]:%u", addr, port);
+                } else {
+                        (void) snprintf(name, name_size, "tcp:%s", addr);
+                        (void) snprintf(peer, peer_size, "tcp:%s:%u", addr, port);
+                }
                 return;
         }
 
@@ -180,6 +191,26 @@ static VmStats *stats_for(Server *s, const char *name, Transport t) {
         v->next = s->stats;
         s->stats = v;
         return v;
+}
+
+static TokenBucket *limit_for(Server *s, const char *name) {
+        VmLimit *l;
+
+        for (l = s->limits; l; l = l->next)
+                if (streq(l->name, name))
+                        return &l->bucket;
+        l = calloc(1, sizeof *l);
+        if (!l)
+                return NULL;
+        l->name = strdup(name);
+        if (!l->name) {
+                free(l);
+                return NULL;
+        }
+        bucket_init(&l->bucket, s->vm_rate.bytes, s->vm_rate.period, s->vm_rate.burst, now_usec(CLOCK_MONOTONIC));
+        l->next = s->limits;
+        s->limits = l;
+        return &l->bucket;
 }
 
 static void client_set_waiting(Client *c, bool waiting, usec_t wake_at) {
@@ -245,12 +276,17 @@ static size_t server_fill(Client *c, uint8_t *buf, size_t n, bool wait) {
         uint64_t allowed;
         size_t got = 0;
 
-        allowed = ratelimit_take(&s->rl, &c->bucket, n, asking, now);
+        if (n == 0)
+                return 0;
+        allowed = ratelimit_take(&s->rl, c->bucket, n, asking, now);
         if (allowed == 0) {
                 if (wait) {
+                        /* ratelimit_wait() says how long, not until when. */
+                        usec_t w = ratelimit_wait(&s->rl, c->bucket, MIN(n, (size_t) 64), now);
+
                         if (c->throttled_since == 0)
                                 c->throttled_since = now;
-                        client_set_waiting(c, true, ratelimit_wait(&s->rl, &c->bucket, MIN(n, (size_t) 64), now));
+                        client_set_waiting(c, true, w == USEC_INFINITY ? USEC_INFINITY : now + MAX(w, (usec_t) 1));
                 }
                 return 0;
         }
@@ -263,7 +299,7 @@ static size_t server_fill(Client *c, uint8_t *buf, size_t n, bool wait) {
                 got += k;
         }
         if (got < allowed) {
-                refund(&c->bucket, allowed - got);
+                refund(c->bucket, allowed - got);
                 refund(&s->rl.host, allowed - got);
         }
 
@@ -341,6 +377,9 @@ static int egd_serve(Client *c) {
 
                 switch (p->command) {
                 case EGD_READ_BLOCKING:
+                        /* A read of 0 bytes is answered by nothing at all. */
+                        if (p->left == 0)
+                                break;
                         k = server_fill(c, buf, p->left, true);
                         if (k == 0)
                                 goto done;
@@ -361,7 +400,7 @@ static int egd_serve(Client *c) {
                                 return r;
                         break;
                 case EGD_GET_LEVEL: {
-                        uint64_t avail = bucket_available(&c->bucket, now_usec(CLOCK_MONOTONIC));
+                        uint64_t avail = bucket_available(c->bucket, now_usec(CLOCK_MONOTONIC));
                         uint32_t bits;
                         if (!source_set_any_healthy(c->server->sources))
                                 avail = 0;
@@ -468,6 +507,10 @@ static int vhost_process(Client *c) {
                 client_close(c, true, vhost_user_dev_broken_reason(c->dev) ?: strerror(-r));
                 return r;
         }
+        /* A ring with no kick eventfd must be polled; a throttled or
+         * starved one already has its wake-up time. */
+        if (vhost_user_dev_pending(c->dev) && !c->waiting)
+                client_set_waiting(c, true, now_usec(CLOCK_MONOTONIC) + STARVED_RETRY_USEC);
         return 0;
 }
 
@@ -516,12 +559,12 @@ int server_add_client(Server *s, Transport t, int fd) {
         *c = (Client) { .server = s, .transport = t, .fd = fd };
         identify_peer(fd, name, sizeof name, c->peer, sizeof c->peer);
         c->stats = stats_for(s, name, t);
-        if (!c->stats) {
+        c->bucket = limit_for(s, name);
+        if (!c->stats || !c->bucket) {
                 safe_close(fd);
                 free(c);
                 return -ENOMEM;
         }
-        bucket_init(&c->bucket, s->vm_rate.bytes, s->vm_rate.period, s->vm_rate.burst, now_usec(CLOCK_MONOTONIC));
 
         if (t == TRANSPORT_VHOST_USER) {
                 /* On failure the engine has closed fd already. */

@@ -35,6 +35,15 @@ typedef struct VmStats {
         struct VmStats *next;
 } VmStats;
 
+/* A VM's token bucket, by name: shared by all its connections, EGD and
+ * vhost-user alike, and kept across reconnects, so neither a second
+ * device nor reconnecting buys a VM a second budget or a fresh burst. */
+typedef struct VmLimit {
+        char *name;
+        TokenBucket bucket;
+        struct VmLimit *next;
+} VmLimit;
+
 typedef struct RateConfig {
         uint64_t bytes;  /* per period; 0 = unlimited */
         usec_t period;
@@ -53,6 +62,7 @@ typedef struct Server {
         unsigned n_clients[_TRANSPORT_MAX];
         unsigned n_waiting;
         VmStats *stats;
+        VmLimit *limits;
 
         uint64_t connections_total[_TRANSPORT_MAX];
         uint64_t protocol_errors[_TRANSPORT_MAX];

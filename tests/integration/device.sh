@@ -41,9 +41,15 @@ expect_in "$T/err" "$T/bad.yaml:2:8: 'listen.egd' must be a list such as [a, b],
 printf 'listen:\n  socket-mode: 0999\n' >"$T/bad.yaml"
 run 3 "$DEVICE" --config "$T/bad.yaml"
 expect_in "$T/err" "'listen.socket-mode' must be an octal file mode such as 0660, not '0999'"
-printf 'listen:\n  egd: [tcp:localhost]\n' >"$T/bad.yaml"
+printf 'listen:\n  egd: [unix:/tmp/ok.sock, tcp:localhost]\n' >"$T/bad.yaml"
 run 3 "$DEVICE" --config "$T/bad.yaml"
-expect_in "$T/err" "invalid EGD address 'tcp:localhost'"
+expect_in "$T/err" "$T/bad.yaml:2:28: 'listen.egd' is invalid: 'tcp:localhost': expected tcp:HOST:PORT"
+printf 'listen:\n  vhost-user: [tcp:127.0.0.1:5000]\n' >"$T/bad.yaml"
+run 3 "$DEVICE" --config "$T/bad.yaml"
+expect_in "$T/err" "$T/bad.yaml:2:16: 'listen.vhost-user' is invalid: 'tcp:127.0.0.1:5000': vhost-user needs a unix socket"
+printf 'listen:\n  socket-group: no-such-group-here\n' >"$T/bad.yaml"
+run 3 "$DEVICE" --config "$T/bad.yaml"
+expect_in "$T/err" "$T/bad.yaml:2:17: 'listen.socket-group' is invalid: 'no-such-group-here': no such group on this host"
 run 1 "$DEVICE" --config /dev/null
 expect_in "$T/err" "Nothing to serve"
 
@@ -60,12 +66,14 @@ for _ in $(seq 100); do [ -S "$T/egd.sock" ] && break; sleep 0.05; done
 [ -S "$T/egd.sock" ] || { cat "$T/device.log"; fail "the device did not start"; }
 [ "$(stat -c %a "$T/egd.sock")" = 600 ] || fail "socket mode $(stat -c %a "$T/egd.sock"), configured 0600"
 
-run 0 "${CLIENT[@]}" "$T/egd.sock" level pid read 64 nonblock 32 read 255 write 16 64 read 1
+run 0 "${CLIENT[@]}" "$T/egd.sock" level pid read 64 nonblock 32 read 255 write 16 64 read 0 read 1
 expect_in "$T/out" "pid $pid"
 grep -qE '^level [1-9][0-9]*$' "$T/out" || fail "level: $(grep level "$T/out")"
 grep -qE '^read 64 [0-9a-f]{128}$' "$T/out" || fail "read 64 did not return 64 bytes"
 grep -qE '^read 255 [0-9a-f]{510}$' "$T/out" || fail "read 255 did not return 255 bytes"
 expect_in "$T/out" "nonblock 32"
+# A read of nothing is answered by nothing, and the next one still is.
+grep -qE '^read 1 [0-9a-f]{2}$' "$T/out" || fail "the read after a zero-length read was not answered"
 a=$(awk '$2 == 64 { print $3 }' "$T/out")
 run 0 "${CLIENT[@]}" "127.0.0.1:$egd_port" read 64
 b=$(awk '{ print $3 }' "$T/out")
@@ -98,6 +106,24 @@ grep -qE '^seedbed_egd_received_bytes_total 16$' "$T/metrics" || fail "written b
 grep -qE '^seedbed_source_healthy\{source="getrandom"\} 1$' "$T/metrics" || fail "source not healthy"
 curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$metrics_port/other" | grep -q 404 || fail "unknown path not 404"
 
+# A throttled VM waits without costing the device CPU: one client asks
+# for 1 KiB at 64 B/s for two seconds; the daemon must stay near idle.
+"$DEVICE" --egd "unix:$T/slow.sock" --rate 64/1s --burst 64 >"$T/slow.log" 2>&1 &
+slow=$!
+for _ in $(seq 100); do [ -S "$T/slow.sock" ] && break; sleep 0.05; done
+cpu() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+before=$(cpu "$slow")
+timeout 2 "${CLIENT[@]}" "$T/slow.sock" read 255 read 255 read 255 read 255 >/dev/null 2>&1 || true
+after=$(cpu "$slow")
+kill -HUP "$slow"
+sleep 0.2
+kill -0 "$slow" 2>/dev/null || fail "SIGHUP killed the device"
+kill -TERM "$slow"
+wait "$slow" || true
+ticks=$((after - before))
+[ "$ticks" -le 20 ] || fail "a throttled client cost the device $ticks clock ticks of CPU in 2 s"
+expect_in "$T/slow.log" "Received SIGHUP: nothing to reload, ignoring."
+
 kill -TERM "$pid"
 wait "$pid" || fail "the device exited $? on SIGTERM"
 [ ! -e "$T/egd.sock" ] || fail "the EGD socket was left behind"
@@ -127,3 +153,19 @@ if command -v systemd-analyze >/dev/null; then
 		{ cat "$T/verify"; fail "systemd-analyze rejects the units"; }
 	[ ! -s "$T/verify" ] || { cat "$T/verify"; fail "systemd-analyze warns about the units"; }
 fi
+
+# QEMU's back-end convention: started for one front-end on a connected
+# --fd, the device serves it and exits when it hangs up.
+python3 - "$DEVICE" <<'PY' || fail "--fd with a connected socket"
+import os, socket, subprocess, sys
+ours, theirs = socket.socketpair()
+p = subprocess.Popen([sys.argv[1], "--fd", str(theirs.fileno())], pass_fds=[theirs.fileno()],
+                     stderr=subprocess.DEVNULL)
+theirs.close()
+# VHOST_USER_GET_FEATURES: request 1, flags version 1, size 0
+ours.sendall((1).to_bytes(4, "little") + (1).to_bytes(4, "little") + (0).to_bytes(4, "little"))
+reply = ours.recv(64)
+assert len(reply) == 20 and int.from_bytes(reply[4:8], "little") & 0x4, "no GET_FEATURES reply"
+ours.close()
+assert p.wait(timeout=10) == 0, "the device did not exit when its front-end left"
+PY
