@@ -483,10 +483,32 @@ static int conf_apply_mapping(ConfParser *p, yaml_document_t *doc, const char *p
         return 0;
 }
 
+/* Tags that say what the value already is; "!!binary 5s" or a local
+ * "!thing" would be silently read as a plain string. */
+static bool tag_ok(const yaml_node_t *n) {
+        static const char *const core[] = {
+                "tag:yaml.org,2002:str", "tag:yaml.org,2002:int", "tag:yaml.org,2002:float",
+                "tag:yaml.org,2002:bool", "tag:yaml.org,2002:null", "tag:yaml.org,2002:seq",
+                "tag:yaml.org,2002:map",
+        };
+
+        if (!n->tag)
+                return true;
+        for (size_t i = 0; i < ELEMENTSOF(core); i++)
+                if (streq((const char *) n->tag, core[i]))
+                        return true;
+        return false;
+}
+
 static int conf_apply_node(ConfParser *p, yaml_document_t *doc, const char *path, const char *key,
                            yaml_mark_t key_mark, yaml_node_t *node) {
         char where[PATH_MAX + 64];
         const ConfItem *item;
+
+        if (!tag_ok(node)) {
+                mark_where(where, sizeof where, path, node->start_mark);
+                return conf_error(p, where, "'%s' has a tag this file cannot use: '%s'", key, (const char *) node->tag);
+        }
 
         item = conf_find(p, key);
         if (!item && !conf_is_section(p, key)) {

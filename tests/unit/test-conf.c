@@ -147,6 +147,11 @@ START_TEST(test_wrong_types) {
         expect_error("a:\n  b:\n    colors: [red, mauve]\n", "test.yaml:3:19: 'a.b.colors' items must be among red, green, blue, not 'mauve'");
         expect_error("a:\n  b:\n    colors: [[red]]\n", "test.yaml:3:14: 'a.b.colors' items must be names, not a list");
         expect_error("a:\n  count:\n", "test.yaml:2:9: 'a.count' needs a value");
+        expect_error("a:\n  wait: !!binary 5s\n", "test.yaml:2:9: 'a.wait' has a tag this file cannot use: 'tag:yaml.org,2002:binary'");
+        expect_error("a:\n  count: !mine 5\n", "test.yaml:2:10: 'a.count' has a tag this file cannot use: '!mine'");
+        /* The core tags only say what the value is anyway. */
+        ck_assert_int_eq(load("a:\n  count: !!int 5\n  flag: !!bool true\n"), 0);
+        ck_assert_uint_eq(t.count, 5);
         expect_error("[1, 2]\n", "test.yaml:1:1: the file must be a section of keys, not a list");
         expect_error("? [a]\n: 1\n", "test.yaml:1:3: keys must be plain names, not a list");
 }
