@@ -191,3 +191,21 @@ void log_console_status(const char *format, ...) {
         (void) dprintf(fd, "%s: %s\n", log_ident, buf);
         (void) close(fd);
 }
+
+int log_set_max_level_from_string(const char *s) {
+        int l = log_level_from_string(s);
+
+        if (l < 0)
+                return log_error_errno(EINVAL, "Unknown log level '%s'.", s);
+        log_set_max_level(l);
+        return 0;
+}
+
+int log_set_target_from_string(const char *s) {
+        LogTarget t = log_target_from_string(s);
+
+        if (t < 0)
+                return log_error_errno(EINVAL, "Unknown log target '%s'.", s);
+        log_set_target(t);
+        return 0;
+}

@@ -38,6 +38,11 @@ int log_get_max_level(void);
 /* Accepts syslog names: "debug", "info", "notice", "warning", "err". */
 int log_level_from_string(const char *s);
 
+/* --log-level=LEVEL and --log-target=TARGET, as both programs take them:
+ * apply the value, or log what is wrong and return -EINVAL. */
+int log_set_max_level_from_string(const char *s);
+int log_set_target_from_string(const char *s);
+
 /* Writes one message; returns -abs(error), so callers can
  * "return log_error_errno(r, ...)".  The format may use %m for error. */
 int log_internal(int level, int error, const char *format, ...) _printf_(3, 4);

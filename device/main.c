@@ -237,20 +237,16 @@ static int parse_argv(int argc, char *argv[]) {
                         arg_metrics = strdup(optarg);
                         break;
                 }
-                case ARG_LOG_LEVEL: {
-                        int l = log_level_from_string(optarg);
-                        if (l < 0)
-                                return log_error_errno(EINVAL, "Unknown log level '%s'.", optarg);
-                        log_set_max_level(l);
+                case ARG_LOG_LEVEL:
+                        r = log_set_max_level_from_string(optarg);
+                        if (r < 0)
+                                return r;
                         break;
-                }
-                case ARG_LOG_TARGET: {
-                        LogTarget t = log_target_from_string(optarg);
-                        if (t < 0)
-                                return log_error_errno(EINVAL, "Unknown log target '%s'.", optarg);
-                        log_set_target(t);
+                case ARG_LOG_TARGET:
+                        r = log_set_target_from_string(optarg);
+                        if (r < 0)
+                                return r;
                         break;
-                }
                 case 'h':
                         help();
                         return 0;

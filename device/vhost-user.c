@@ -826,27 +826,25 @@ static int on_set_vring_kick(VhostUserDev *d, Msg *m) {
         return 0;
 }
 
-static int on_set_vring_call(VhostUserDev *d, Msg *m) {
+/* The message's fd (or none) replaces the one in slot. */
+static int replace_vring_fd(VhostUserDev *d, Msg *m, int *slot) {
         int fd, r;
 
         r = get_vring_fd(d, m, &fd);
         if (r < 0)
                 return r;
-        (void) safe_close(d->call_fd);
-        d->call_fd = fd;
+        (void) safe_close(*slot);
+        *slot = fd;
         return 0;
 }
 
-static int on_set_vring_err(VhostUserDev *d, Msg *m) {
-        int fd, r;
+static int on_set_vring_call(VhostUserDev *d, Msg *m) {
+        return replace_vring_fd(d, m, &d->call_fd);
+}
 
-        r = get_vring_fd(d, m, &fd);
-        if (r < 0)
-                return r;
+static int on_set_vring_err(VhostUserDev *d, Msg *m) {
         /* Kept only to tell QEMU when we give up on the device. */
-        (void) safe_close(d->err_fd);
-        d->err_fd = fd;
-        return 0;
+        return replace_vring_fd(d, m, &d->err_fd);
 }
 
 static int on_set_vring_enable(VhostUserDev *d, Msg *m) {
