@@ -296,6 +296,7 @@ static int conf_set_scalar(ConfParser *p, const ConfItem *item, const char *valu
         }
         case CONF_ENUM_LIST:
         case CONF_STRING_LIST:
+        case CONF_SECTION_LIST:
         default:
                 return -EINVAL;
         }
@@ -353,6 +354,8 @@ int conf_set(ConfParser *p, const char *key, const char *value, const char *wher
                         return conf_error(p, where, "'%s' is a section, not a value", key);
                 return conf_error(p, where, "unknown key '%s'", key);
         }
+        if (item->type == CONF_SECTION_LIST)
+                return conf_error(p, where, "'%s' is a list of sections: it can be set in a file only", key);
 
         if (item->type == CONF_STRING_LIST) {
                 ConfStringList l = {}, *field = conf_field(p, item);
@@ -443,6 +446,8 @@ static bool scalar_is_null(const yaml_node_t *n) {
 
 static int conf_apply_node(ConfParser *p, yaml_document_t *doc, const char *path, const char *key,
                            yaml_mark_t key_mark, yaml_node_t *node);
+static int conf_apply_mapping(ConfParser *p, yaml_document_t *doc, const char *path, const char *prefix,
+                              yaml_node_t *map);
 
 static int conf_apply_mapping(ConfParser *p, yaml_document_t *doc, const char *path, const char *prefix,
                               yaml_node_t *map) {
@@ -500,6 +505,88 @@ static bool tag_ok(const yaml_node_t *n) {
         return false;
 }
 
+void conf_section_list_clear(const ConfItem *item, void *target) {
+        uint8_t *base = (uint8_t *) target + item->offset;
+        unsigned *count = (unsigned *) ((uint8_t *) target + item->count_offset);
+
+        for (unsigned i = 0; i < *count; i++)
+                if (item->elem_done)
+                        item->elem_done(base + i * item->elem_size);
+        *count = 0;
+}
+
+/* A list of sections: every item checked on a scratch element first (a
+ * bad item changes nothing), then the list is replaced as a whole, as
+ * other lists are. */
+static int conf_apply_section_list(ConfParser *p, yaml_document_t *doc, const char *path, const char *key,
+                                   const ConfItem *item, yaml_node_t *node) {
+        char where[PATH_MAX + 64];
+        unsigned n = 0;
+        _cleanup_free_ uint8_t *elems = NULL;
+        int r = 0;
+
+        mark_where(where, sizeof where, path, node->start_mark);
+        if (node->type == YAML_SCALAR_NODE && scalar_is_null(node))
+                ; /* "volumes:" with nothing: an empty list */
+        else if (node->type != YAML_SEQUENCE_NODE)
+                return conf_error(p, where, "'%s' must be a list of sections (\"- key: value\" items), not %s", key,
+                                  node_kind(node));
+        else {
+                size_t count = (size_t) (node->data.sequence.items.top - node->data.sequence.items.start);
+
+                if (count > item->max)
+                        return conf_error(p, where, "'%s' has %zu items, at most %llu are allowed", key, count,
+                                          (unsigned long long) item->max);
+                elems = calloc(MAX(count, (size_t) 1), item->elem_size);
+                if (!elems)
+                        return -ENOMEM;
+
+                for (yaml_node_item_t *i = node->data.sequence.items.start; i < node->data.sequence.items.top; i++) {
+                        yaml_node_t *e = yaml_document_get_node(doc, *i);
+                        void *elem = elems + n * item->elem_size;
+                        ConfParser sub;
+                        const char *why;
+
+                        mark_where(where, sizeof where, path, e->start_mark);
+                        if (e->type != YAML_MAPPING_NODE) {
+                                r = conf_error(p, where, "'%s' items must be sections of keys, not %s", key,
+                                               node_kind(e));
+                                break;
+                        }
+                        if (item->elem_init)
+                                item->elem_init(elem);
+                        n++;
+                        r = conf_parser_init(&sub, item->sub, item->n_sub, elem);
+                        if (r < 0)
+                                break;
+                        r = conf_apply_mapping(&sub, doc, path, "", e);
+                        if (r < 0)
+                                (void) snprintf(p->error, sizeof p->error, "%s", sub.error);
+                        conf_parser_done(&sub);
+                        if (r < 0)
+                                break;
+                        if (item->elem_check && item->elem_check(elem, &why) < 0) {
+                                r = conf_error(p, where, "'%s' item: %s", key, why);
+                                break;
+                        }
+                }
+        }
+
+        if (r < 0 || p->dry_run) {
+                for (unsigned i = 0; i < n; i++)
+                        if (item->elem_done)
+                                item->elem_done(elems + i * item->elem_size);
+                return r;
+        }
+
+        conf_section_list_clear(item, p->target);
+        if (n > 0)
+                memcpy((uint8_t *) p->target + item->offset, elems, n * item->elem_size);
+        *(unsigned *) ((uint8_t *) p->target + item->count_offset) = n;
+        mark_where(where, sizeof where, path, node->start_mark);
+        return conf_record_origin(p, item, where);
+}
+
 static int conf_apply_node(ConfParser *p, yaml_document_t *doc, const char *path, const char *key,
                            yaml_mark_t key_mark, yaml_node_t *node) {
         char where[PATH_MAX + 64];
@@ -525,6 +612,9 @@ static int conf_apply_node(ConfParser *p, yaml_document_t *doc, const char *path
                         return conf_error(p, where, "'%s' must be a section of keys, not %s", key, node_kind(node));
                 return conf_apply_mapping(p, doc, path, key, node);
         }
+
+        if (item->type == CONF_SECTION_LIST)
+                return conf_apply_section_list(p, doc, path, key, item, node);
 
         if (item->type == CONF_STRING_LIST) {
                 ConfStringList l = {}, *field = conf_field(p, item);
@@ -708,6 +798,9 @@ static void conf_format_value(const ConfParser *p, const ConfItem *item, char *b
         case CONF_MODE:
                 (void) snprintf(buf, size, "\"%04o\"", *(const unsigned *) field);
                 break;
+        case CONF_SECTION_LIST:
+                (void) snprintf(buf, size, "[...]"); /* conf_dump() prints these itself */
+                break;
         case CONF_STRING_LIST: {
                 const ConfStringList *l = field;
                 size_t o = 0;
@@ -718,6 +811,29 @@ static void conf_format_value(const ConfParser *p, const ConfItem *item, char *b
                         (void) snprintf(buf + o, size - o, "]");
                 break;
         }
+        }
+}
+
+/* "volumes:" then each element's keys as a "- " item, one level deeper. */
+static void conf_dump_section_list(const ConfParser *p, const ConfItem *item, FILE *f, size_t depth,
+                                   const char *leaf, const char *origin) {
+        const uint8_t *base = (const uint8_t *) p->target + item->offset;
+        unsigned n = *(const unsigned *) ((const uint8_t *) p->target + item->count_offset);
+        ConfParser sub = { .items = item->sub, .n_items = item->n_sub };
+
+        fprintf(f, "%*s%s:%s", (int) (2 * depth), "", leaf, n == 0 ? " []" : "");
+        if (origin)
+                fprintf(f, "  # %s", origin);
+        fputc('\n', f);
+        for (unsigned e = 0; e < n; e++) {
+                sub.target = (void *) (base + e * item->elem_size);
+                for (size_t k = 0; k < item->n_sub; k++) {
+                        char value[512];
+
+                        conf_format_value(&sub, &item->sub[k], value, sizeof value);
+                        fprintf(f, "%*s%s%s: %s\n", (int) (2 * depth + 2), "", k == 0 ? "- " : "  ", item->sub[k].key,
+                                value);
+                }
         }
 }
 
@@ -743,6 +859,11 @@ void conf_dump(const ConfParser *p, FILE *f) {
                 leaf = strrchr(key, '.');
                 leaf = leaf ? leaf + 1 : key;
 
+                if (p->items[i].type == CONF_SECTION_LIST) {
+                        conf_dump_section_list(p, &p->items[i], f, depth, leaf, p->origins[i]);
+                        prev = key;
+                        continue;
+                }
                 conf_format_value(p, &p->items[i], value, sizeof value);
                 fprintf(f, "%*s%s: %s", (int) (2 * depth), "", leaf, value);
                 if (p->origins[i])

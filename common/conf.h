@@ -27,6 +27,7 @@ typedef enum ConfType {
         CONF_STRING,    /* char *, owned by the caller's struct */
         CONF_STRING_LIST, /* ConfStringList */
         CONF_MODE,      /* mode_t (as unsigned), octal such as "0660", at most 07777 */
+        CONF_SECTION_LIST, /* a list of sections: an array of elements, see below */
 } ConfType;
 
 /* A list of enum values: the order is meaningful (sources are tried in it). */
@@ -55,6 +56,20 @@ typedef struct ConfItem {
         /* For CONF_STRING(_LIST): checks one value; <0 with a static
          * message in *ret_error rejects it, at its FILE:LINE:COL. */
         int (*validate)(const char *value, const char **ret_error);
+
+        /* CONF_SECTION_LIST: each list item is a section parsed with the
+         * items in sub (keys relative to the item) into one element of
+         * the array at offset; the count (unsigned) is at count_offset,
+         * at most max elements.  elem_init sets an element's defaults,
+         * elem_done frees what it owns, elem_check (optional) rejects an
+         * item as a whole (a required key missing) with a static message. */
+        const struct ConfItem *sub;
+        size_t n_sub;
+        size_t elem_size;
+        size_t count_offset;
+        void (*elem_init)(void *elem);
+        void (*elem_done)(void *elem);
+        int (*elem_check)(const void *elem, const char **ret_error);
 } ConfItem;
 
 typedef struct ConfParser {
@@ -89,6 +104,9 @@ int conf_set(ConfParser *p, const char *key, const char *value, const char *wher
 /* Prints the effective configuration as YAML, each value set by a file
  * or the command line followed by a comment naming where. */
 void conf_dump(const ConfParser *p, FILE *f);
+
+/* Frees what the elements of a CONF_SECTION_LIST own and empties it. */
+void conf_section_list_clear(const ConfItem *item, void *target);
 
 int conf_parse_duration(const char *s, usec_t *ret);
 /* "30s", "1min", "500ms": the largest unit that represents d exactly. */

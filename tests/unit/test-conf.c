@@ -6,6 +6,12 @@
 #include "conf.h"
 #include "testmain.h"
 
+typedef struct Vol {
+        char *device;
+        char *name;
+        bool wipe;
+} Vol;
+
 typedef struct T {
         bool flag;
         unsigned count;
@@ -14,7 +20,34 @@ typedef struct T {
         int color;
         ConfEnumList colors;
         char *name;
+        Vol vols[3];
+        unsigned n_vols;
 } T;
+
+static const ConfItem vol_items[] = {
+        { "device", CONF_STRING, offsetof(Vol, device) },
+        { "name", CONF_STRING, offsetof(Vol, name) },
+        { "wipe", CONF_BOOL, offsetof(Vol, wipe) },
+};
+
+static void vol_init(void *e) {
+        *(Vol *) e = (Vol) {};
+}
+
+static void vol_done(void *e) {
+        Vol *v = e;
+        free(v->device);
+        free(v->name);
+}
+
+static int vol_check(const void *e, const char **ret_error) {
+        const Vol *v = e;
+        if (!v->device)
+                return *ret_error = "'device' is required", -EINVAL;
+        if (!v->name)
+                return *ret_error = "'name' is required", -EINVAL;
+        return 0;
+}
 
 static const char *const color_names[] = { "red", "green", "blue", NULL };
 
@@ -26,6 +59,9 @@ static const ConfItem items[] = {
         { "a.b.color", CONF_ENUM, offsetof(T, color), .names = color_names },
         { "a.b.colors", CONF_ENUM_LIST, offsetof(T, colors), .names = color_names },
         { "name", CONF_STRING, offsetof(T, name) },
+        { "vols", CONF_SECTION_LIST, offsetof(T, vols), .max = 3, .sub = vol_items, .n_sub = ELEMENTSOF(vol_items),
+          .elem_size = sizeof(Vol), .count_offset = offsetof(T, n_vols), .elem_init = vol_init, .elem_done = vol_done,
+          .elem_check = vol_check },
 };
 
 static T t;
@@ -37,6 +73,7 @@ static void setup(void) {
 }
 
 static void teardown(void) {
+        conf_section_list_clear(&items[ELEMENTSOF(items) - 1], &t);
         conf_parser_done(&p);
         free(t.name);
 }
@@ -220,7 +257,8 @@ START_TEST(test_dump) {
                               "  b:\n"
                               "    color: blue\n"
                               "    colors: []\n"
-                              "name: ~\n");
+                              "name: ~\n"
+                              "vols: []\n");
         free(out);
 }
 END_TEST
@@ -229,6 +267,53 @@ START_TEST(test_file_errors) {
         ck_assert_int_eq(conf_load_yaml_file(&p, "/nonexistent/seedbed.yaml"), -ENOENT);
         ck_assert_int_eq(conf_load_yaml_file(&p, "/"), -EBADMSG);
         ck_assert_str_eq(p.error, "/: is a directory, not a file");
+}
+END_TEST
+
+START_TEST(test_section_list) {
+        char *out = NULL;
+        size_t size = 0;
+        FILE *f;
+
+        ck_assert_int_eq(load("vols:\n"
+                              "  - device: /dev/vdb\n"
+                              "    name: data\n"
+                              "  - {device: \"LABEL=x\", name: logs, wipe: true}\n"),
+                         0);
+        ck_assert_uint_eq(t.n_vols, 2);
+        ck_assert_str_eq(t.vols[0].device, "/dev/vdb");
+        ck_assert_str_eq(t.vols[1].name, "logs");
+        ck_assert(!t.vols[0].wipe && t.vols[1].wipe);
+
+        f = open_memstream(&out, &size);
+        conf_dump(&p, f);
+        fclose(f);
+        ck_assert_ptr_nonnull(strstr(out, "vols:  # test.yaml:2:3\n"
+                                          "  - device: /dev/vdb\n"
+                                          "    name: data\n"
+                                          "    wipe: false\n"
+                                          "  - device: LABEL=x\n"));
+        free(out);
+
+        /* A later file replaces the list as a whole. */
+        ck_assert_int_eq(load("vols:\n  - device: /dev/vdc\n    name: c\n"), 0);
+        ck_assert_uint_eq(t.n_vols, 1);
+        ck_assert_str_eq(t.vols[0].device, "/dev/vdc");
+
+        /* Bad items change nothing, and say where. */
+        expect_error("vols:\n  - device: /dev/vdd\n", "test.yaml:2:5: 'vols' item: 'name' is required");
+        expect_error("vols:\n  - device: /dev/vdd\n    name: d\n    size: 5\n", "test.yaml:4:5: unknown key 'size'");
+        expect_error("vols:\n  - device: /dev/vdd\n    name: d\n    wipe: often\n",
+                     "test.yaml:4:11: 'wipe' must be true or false, not 'often'");
+        expect_error("vols: /dev/vdd\n", "test.yaml:1:7: 'vols' must be a list of sections (\"- key: value\" items), not a single value");
+        expect_error("vols: [/dev/vdd]\n", "test.yaml:1:8: 'vols' items must be sections of keys, not a single value");
+        expect_error("vols:\n - {device: a, name: a}\n - {device: b, name: b}\n - {device: c, name: c}\n - {device: d, name: d}\n",
+                     "test.yaml:2:2: 'vols' has 4 items, at most 3 are allowed");
+        ck_assert_uint_eq(t.n_vols, 1);
+        ck_assert_str_eq(t.vols[0].device, "/dev/vdc");
+
+        ck_assert_int_eq(conf_set(&p, "vols", "x", "cmdline:1:1"), -EBADMSG);
+        ck_assert_str_eq(p.error, "cmdline:1:1: 'vols' is a list of sections: it can be set in a file only");
 }
 END_TEST
 
@@ -256,6 +341,7 @@ static Suite *conf_suite(void) {
         tc = tcase_create("set");
         tcase_add_checked_fixture(tc, setup, teardown);
         tcase_add_test(tc, test_set);
+        tcase_add_test(tc, test_section_list);
         suite_add_tcase(s, tc);
         return s;
 }
