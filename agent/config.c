@@ -20,6 +20,84 @@ static const char *const on_timeout_names[] = {
         NULL,
 };
 
+static const char *const ssh_key_kind_names[] = {
+        [SSH_KEY_KIND_ED25519] = "ed25519",
+        [SSH_KEY_KIND_ECDSA] = "ecdsa",
+        [SSH_KEY_KIND_RSA] = "rsa",
+        NULL,
+};
+
+static const char *const ecdsa_bits_names[] = { "256", "384", "521", NULL };
+
+static const char *const console_block_names[] = {
+        [CONSOLE_FINGERPRINTS] = "fingerprints",
+        [CONSOLE_KEYS] = "keys",
+        NULL,
+};
+
+const char *ssh_key_kind_to_string(SshKeyKind k) {
+        if (k < 0 || k >= _SSH_KEY_KIND_MAX)
+                return NULL;
+        return ssh_key_kind_names[k];
+}
+
+unsigned agent_config_ecdsa_bits(const AgentConfig *c) {
+        return (unsigned) atoi(ecdsa_bits_names[c->ssh_ecdsa_bits]);
+}
+
+static int validate_absolute(const char *s, const char **ret_error) {
+        if (s[0] != '/')
+                return *ret_error = "must be an absolute path", -EINVAL;
+        return 0;
+}
+
+/* A device-mapper name: what "cryptsetup open" and crypttab accept
+ * without quoting. */
+static int validate_dm_name(const char *s, const char **ret_error) {
+        size_t l = strlen(s);
+
+        if (l == 0 || l > 127)
+                return *ret_error = "must be 1 to 127 characters", -EINVAL;
+        if (strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-+") != l || s[0] == '.' ||
+            s[0] == '-')
+                return *ret_error = "must be letters, digits and _ . - + only, not starting with . or -", -EINVAL;
+        return 0;
+}
+
+static const ConfItem volume_items[] = {
+        { "device", CONF_STRING, offsetof(VolumeConfig, device) },
+        { "name", CONF_STRING, offsetof(VolumeConfig, name), .validate = validate_dm_name },
+        { "key-file", CONF_STRING, offsetof(VolumeConfig, key_file), .validate = validate_absolute },
+        { "label", CONF_STRING, offsetof(VolumeConfig, label) },
+        { "wipe", CONF_BOOL, offsetof(VolumeConfig, wipe) },
+        { "crypttab", CONF_BOOL, offsetof(VolumeConfig, crypttab) },
+        { "open", CONF_BOOL, offsetof(VolumeConfig, open) },
+};
+
+static void volume_init(void *e) {
+        *(VolumeConfig *) e = (VolumeConfig) { .crypttab = true, .open = true };
+}
+
+static void volume_done(void *e) {
+        VolumeConfig *v = e;
+
+        free(v->device);
+        free(v->name);
+        free(v->key_file);
+        free(v->label);
+        *v = (VolumeConfig) {};
+}
+
+static int volume_check(const void *e, const char **ret_error) {
+        const VolumeConfig *v = e;
+
+        if (!v->device)
+                return *ret_error = "'device' is required", -EINVAL;
+        if (!v->name)
+                return *ret_error = "'name' is required", -EINVAL;
+        return 0;
+}
+
 const char *source_kind_to_string(SourceKind k) {
         if (k < 0 || k >= _SOURCE_KIND_MAX)
                 return NULL;
@@ -29,7 +107,7 @@ const char *source_kind_to_string(SourceKind k) {
 /* Sections stay together and in this order: conf_dump() prints them as
  * nested YAML in table order. */
 const ConfItem agent_config_items[] = {
-        { "entropy.sources", CONF_ENUM_LIST, offsetof(AgentConfig, sources), .names = source_names },
+        { "entropy.sources", CONF_ENUM_LIST, offsetof(AgentConfig, sources), .min = 1, .names = source_names },
         { "entropy.timeout", CONF_DURATION, offsetof(AgentConfig, timeout), .min = 0, .max = 3600 * USEC_PER_SEC },
         { "entropy.on-timeout", CONF_ENUM, offsetof(AgentConfig, on_timeout), .names = on_timeout_names },
         { "entropy.initial-seed", CONF_UINT, offsetof(AgentConfig, initial_seed), .min = 0, .max = 4096 },
@@ -43,6 +121,15 @@ const ConfItem agent_config_items[] = {
         { "entropy.hwrng.min-entropy", CONF_DOUBLE, offsetof(AgentConfig, src[SOURCE_HWRNG].min_entropy), .dmin = 0.01, .dmax = 8 },
         { "entropy.cpu.quality", CONF_UINT, offsetof(AgentConfig, src[SOURCE_CPU].quality), .min = 0, .max = 1024 },
         { "entropy.cpu.min-entropy", CONF_DOUBLE, offsetof(AgentConfig, src[SOURCE_CPU].min_entropy), .dmin = 0.01, .dmax = 8 },
+        { "ssh.key-types", CONF_ENUM_LIST, offsetof(AgentConfig, ssh_key_types), .min = 1, .names = ssh_key_kind_names },
+        { "ssh.rsa-bits", CONF_UINT, offsetof(AgentConfig, ssh_rsa_bits), .min = 2048, .max = 16384 },
+        { "ssh.ecdsa-bits", CONF_ENUM, offsetof(AgentConfig, ssh_ecdsa_bits), .names = ecdsa_bits_names },
+        { "ssh.console", CONF_ENUM_LIST, offsetof(AgentConfig, ssh_console), .min = 0, .names = console_block_names },
+        { "ssh.key-dir", CONF_STRING, offsetof(AgentConfig, ssh_key_dir), .validate = validate_absolute },
+        { "ssh.regenerate", CONF_BOOL, offsetof(AgentConfig, ssh_regenerate) },
+        { "luks.volumes", CONF_SECTION_LIST, offsetof(AgentConfig, volumes), .max = VOLUMES_MAX, .sub = volume_items,
+          .n_sub = ELEMENTSOF(volume_items), .elem_size = sizeof(VolumeConfig), .count_offset = offsetof(AgentConfig, n_volumes),
+          .elem_init = volume_init, .elem_done = volume_done, .elem_check = volume_check },
 };
 const size_t agent_config_n_items = ELEMENTSOF(agent_config_items);
 
@@ -65,7 +152,19 @@ void agent_config_init(AgentConfig *c) {
                 .virtio_select = true,
                 .virtio_load_module = true,
                 .virtio_module_timeout = 5 * USEC_PER_SEC,
+                /* ECDSA P-256 and RSA 3072, as OpenSSH's own ssh-keygen -A makes them. */
+                .ssh_key_types = { .n = 3, .items = { SSH_KEY_KIND_ED25519, SSH_KEY_KIND_ECDSA, SSH_KEY_KIND_RSA } },
+                .ssh_rsa_bits = 3072,
+                .ssh_ecdsa_bits = 0,
+                .ssh_console = { .n = 2, .items = { CONSOLE_FINGERPRINTS, CONSOLE_KEYS } },
         };
+}
+
+void agent_config_done(AgentConfig *c) {
+        for (size_t i = 0; i < agent_config_n_items; i++)
+                if (agent_config_items[i].type == CONF_SECTION_LIST)
+                        conf_section_list_clear(&agent_config_items[i], c);
+        c->ssh_key_dir = mfree(c->ssh_key_dir);
 }
 
 /* Splits a kernel command line into words as the kernel does (blanks

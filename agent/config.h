@@ -23,6 +23,32 @@ typedef enum OnTimeout {
         _ON_TIMEOUT_MAX,
 } OnTimeout;
 
+typedef enum SshKeyKind {
+        SSH_KEY_KIND_ED25519,
+        SSH_KEY_KIND_ECDSA,
+        SSH_KEY_KIND_RSA,
+        _SSH_KEY_KIND_MAX,
+} SshKeyKind;
+
+typedef enum ConsoleBlock {
+        CONSOLE_FINGERPRINTS,
+        CONSOLE_KEYS,
+        _CONSOLE_BLOCK_MAX,
+} ConsoleBlock;
+
+/* One entry of luks.volumes. */
+typedef struct VolumeConfig {
+        char *device;   /* a path, LABEL=, UUID=, PARTLABEL=, PARTUUID= */
+        char *name;     /* the mapping name, /dev/mapper/NAME */
+        char *key_file; /* NULL: /etc/seedbed/keys/NAME.key */
+        char *label;    /* LUKS2 label, or NULL */
+        bool wipe;
+        bool crypttab;
+        bool open;
+} VolumeConfig;
+
+#define VOLUMES_MAX 16
+
 typedef struct SourceConfig {
         unsigned quality;   /* bits credited per 1024 bits read */
         double min_entropy; /* declared per byte, for the health tests */
@@ -39,12 +65,28 @@ typedef struct AgentConfig {
         bool virtio_select;
         bool virtio_load_module;
         usec_t virtio_module_timeout;
+
+        ConfEnumList ssh_key_types;
+        unsigned ssh_rsa_bits;
+        int ssh_ecdsa_bits;      /* index into 256, 384, 521 */
+        ConfEnumList ssh_console;
+        char *ssh_key_dir;       /* NULL: /etc/ssh */
+        bool ssh_regenerate;
+
+        VolumeConfig volumes[VOLUMES_MAX];
+        unsigned n_volumes;
 } AgentConfig;
+
+const char *ssh_key_kind_to_string(SshKeyKind k);
+unsigned agent_config_ecdsa_bits(const AgentConfig *c);
 
 const char *source_kind_to_string(SourceKind k);
 
-/* Defaults: a useful agent needs no file at all. */
+/* Defaults: a useful agent needs no file at all.  Nothing is allocated:
+ * NULL strings mean their documented defaults. */
 void agent_config_init(AgentConfig *c);
+/* Frees what loading the configuration allocated. */
+void agent_config_done(AgentConfig *c);
 
 typedef struct AgentConfigLoad {
         const char *root;        /* --root, or NULL */

@@ -214,7 +214,7 @@ static int exit_status_for(int r) {
 }
 
 static int do_seed(void) {
-        AgentConfig c;
+        _cleanup_(agent_config_done) AgentConfig c = {};
         VirtioRng virtio;
         SeedOutcome outcome;
         SeedResult result;
@@ -328,7 +328,7 @@ static int do_status(void) {
 }
 
 static int do_config(void) {
-        AgentConfig c;
+        _cleanup_(agent_config_done) AgentConfig c = {};
 
         if (load_config(&c, stdout) < 0)
                 return EXIT_CONFIG;

@@ -666,7 +666,8 @@ static int conf_apply_node(ConfParser *p, yaml_document_t *doc, const char *path
                         if (r < 0)
                                 return r;
                 }
-                if (l.n == 0)
+                /* .min is the fewest items the list may have. */
+                if (l.n < item->min)
                         return conf_error(p, where, "'%s' must not be empty", key);
                 if (!p->dry_run)
                         *(ConfEnumList *) conf_field(p, item) = l;
@@ -675,8 +676,17 @@ static int conf_apply_node(ConfParser *p, yaml_document_t *doc, const char *path
 
         if (node->type != YAML_SCALAR_NODE)
                 return conf_error(p, where, "'%s' must be a single value, not %s", key, node_kind(node));
-        if (scalar_is_null(node))
-                return conf_error(p, where, "'%s' needs a value", key);
+        if (scalar_is_null(node)) {
+                /* A string may be unset ("~"): back to its default, which
+                 * is how conf_dump() prints an unset one. */
+                if (item->type != CONF_STRING)
+                        return conf_error(p, where, "'%s' needs a value", key);
+                if (!p->dry_run) {
+                        char **fp = conf_field(p, item);
+                        *fp = mfree(*fp);
+                }
+                return conf_record_origin(p, item, where);
+        }
         return conf_set_scalar(p, item, (const char *) node->data.scalar.value, where);
 }
 

@@ -57,7 +57,7 @@ static const ConfItem items[] = {
         { "a.wait", CONF_DURATION, offsetof(T, wait), .min = 0, .max = 60 * USEC_PER_SEC },
         { "a.ratio", CONF_DOUBLE, offsetof(T, ratio), .dmin = 0.5, .dmax = 8 },
         { "a.b.color", CONF_ENUM, offsetof(T, color), .names = color_names },
-        { "a.b.colors", CONF_ENUM_LIST, offsetof(T, colors), .names = color_names },
+        { "a.b.colors", CONF_ENUM_LIST, offsetof(T, colors), .min = 1, .names = color_names },
         { "name", CONF_STRING, offsetof(T, name) },
         { "vols", CONF_SECTION_LIST, offsetof(T, vols), .max = 3, .sub = vol_items, .n_sub = ELEMENTSOF(vol_items),
           .elem_size = sizeof(Vol), .count_offset = offsetof(T, n_vols), .elem_init = vol_init, .elem_done = vol_done,

@@ -15,12 +15,14 @@ static void setup(void) {
 }
 
 static void teardown(void) {
+        agent_config_done(&c);
         fakeroot_free(root);
         root = NULL;
 }
 
 static int load(const char *config_file, bool cmdline, bool initrd) {
         AgentConfigLoad how = { .root = root, .config_file = config_file, .use_cmdline = cmdline, .in_initrd = initrd };
+        agent_config_done(&c);
         agent_config_init(&c);
         return agent_config_load(&c, &how, NULL, error, sizeof error);
 }
@@ -31,8 +33,35 @@ static char *rooted(const char *path) {
         return p;
 }
 
+START_TEST(test_ssh_and_luks) {
+        fakeroot_write(root, "/etc/seedbed/seedbed.yaml",
+                       "ssh:\n  key-types: [ed25519]\n  console: []\n  regenerate: true\n  ecdsa-bits: 384\n"
+                       "luks:\n  volumes:\n"
+                       "    - device: PARTLABEL=data\n      name: data\n"
+                       "    - device: /dev/vdc\n      name: scratch\n      key-file: /root/scratch.key\n"
+                       "      open: false\n      crypttab: false\n      label: scratch\n");
+        ck_assert_int_eq(load(NULL, true, false), 0);
+        ck_assert_uint_eq(c.ssh_key_types.n, 1);
+        ck_assert_uint_eq(c.ssh_console.n, 0);
+        ck_assert(c.ssh_regenerate);
+        ck_assert_uint_eq(agent_config_ecdsa_bits(&c), 384);
+        ck_assert_uint_eq(c.n_volumes, 2);
+        ck_assert_str_eq(c.volumes[0].device, "PARTLABEL=data");
+        ck_assert_ptr_null(c.volumes[0].key_file);
+        ck_assert(c.volumes[0].open && c.volumes[0].crypttab && !c.volumes[0].wipe);
+        ck_assert_str_eq(c.volumes[1].key_file, "/root/scratch.key");
+        ck_assert(!c.volumes[1].open && !c.volumes[1].crypttab);
+        ck_assert_str_eq(c.volumes[1].label, "scratch");
+}
+END_TEST
+
 START_TEST(test_defaults) {
         ck_assert_int_eq(load(NULL, true, false), 0);
+        ck_assert_uint_eq(c.ssh_key_types.n, 3);
+        ck_assert_uint_eq(c.ssh_rsa_bits, 3072);
+        ck_assert_uint_eq(agent_config_ecdsa_bits(&c), 256);
+        ck_assert_uint_eq(c.ssh_console.n, 2);
+        ck_assert_uint_eq(c.n_volumes, 0);
         ck_assert_uint_eq(c.sources.n, 2);
         ck_assert_int_eq(c.sources.items[0], SOURCE_VIRTIO);
         ck_assert_int_eq(c.sources.items[1], SOURCE_KERNEL);
@@ -152,9 +181,26 @@ START_TEST(test_file_errors) {
         ck_assert_int_eq(load(NULL, true, false), -EBADMSG);
         ck_assert_ptr_nonnull(strstr(error, "50-bad.yaml:2:12: 'entropy.timeout' is out of range: 2h (allowed 0s..1h)"));
 
-        fakeroot_write(root, "/etc/seedbed/seedbed.yaml.d/50-bad.yaml", "ssh:\n  key-types: [rsa]\n");
+        fakeroot_write(root, "/etc/seedbed/seedbed.yaml.d/50-bad.yaml", "network:\n  dhcp: yes\n");
         ck_assert_int_eq(load(NULL, true, false), -EBADMSG);
-        ck_assert_ptr_nonnull(strstr(error, "50-bad.yaml:1:1: unknown key 'ssh'"));
+        ck_assert_ptr_nonnull(strstr(error, "50-bad.yaml:1:1: unknown key 'network'"));
+
+        fakeroot_write(root, "/etc/seedbed/seedbed.yaml.d/50-bad.yaml", "ssh:\n  key-types: [rsa, dsa]\n");
+        ck_assert_int_eq(load(NULL, true, false), -EBADMSG);
+        ck_assert_ptr_nonnull(strstr(error, "50-bad.yaml:2:20: 'ssh.key-types' items must be among ed25519, ecdsa, rsa, not 'dsa'"));
+
+        fakeroot_write(root, "/etc/seedbed/seedbed.yaml.d/50-bad.yaml", "ssh:\n  rsa-bits: 1024\n");
+        ck_assert_int_eq(load(NULL, true, false), -EBADMSG);
+        ck_assert_ptr_nonnull(strstr(error, "50-bad.yaml:2:13: 'ssh.rsa-bits' is out of range: 1024 (allowed 2048..16384)"));
+
+        fakeroot_write(root, "/etc/seedbed/seedbed.yaml.d/50-bad.yaml",
+                       "luks:\n  volumes:\n    - device: /dev/vdb\n      name: my/data\n");
+        ck_assert_int_eq(load(NULL, true, false), -EBADMSG);
+        ck_assert_ptr_nonnull(strstr(error, "50-bad.yaml:4:13: 'name' is invalid: 'my/data': must be letters, digits"));
+
+        fakeroot_write(root, "/etc/seedbed/seedbed.yaml.d/50-bad.yaml", "luks:\n  volumes:\n    - name: data\n");
+        ck_assert_int_eq(load(NULL, true, false), -EBADMSG);
+        ck_assert_ptr_nonnull(strstr(error, "50-bad.yaml:3:7: 'luks.volumes' item: 'device' is required"));
 }
 END_TEST
 
@@ -182,6 +228,7 @@ static Suite *config_suite(void) {
         tc = tcase_create("files");
         tcase_add_checked_fixture(tc, setup, teardown);
         tcase_add_test(tc, test_defaults);
+        tcase_add_test(tc, test_ssh_and_luks);
         tcase_add_test(tc, test_main_and_dropins);
         tcase_add_test(tc, test_config_file_replaces_etc);
         tcase_add_test(tc, test_file_errors);
