@@ -49,11 +49,31 @@ static void buf_printf(Buf *b, const char *format, ...) {
         }
 }
 
+/* A label value as the exposition format wants it: backslash, quote and
+ * newline escaped.  Source names are paths from the configuration. */
+static const char *label(const char *v, char *buf, size_t size) {
+        size_t o = 0;
+
+        for (; *v && o + 3 < size; v++) {
+                if (*v == '\\' || *v == '"') {
+                        buf[o++] = '\\';
+                        buf[o++] = *v;
+                } else if (*v == '\n') {
+                        buf[o++] = '\\';
+                        buf[o++] = 'n';
+                } else
+                        buf[o++] = *v;
+        }
+        buf[o] = 0;
+        return buf;
+}
+
 static void family(Buf *b, const char *name, const char *type, const char *help) {
         buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
 int metrics_format(const Server *s, char **ret, size_t *ret_len) {
+        char l[256];
         Buf b = {};
 
         family(&b, "seedbed_vm_bytes_total", "counter", "Entropy bytes served to the VM.");
@@ -77,17 +97,19 @@ int metrics_format(const Server *s, char **ret, size_t *ret_len) {
 
         family(&b, "seedbed_source_bytes_total", "counter", "Bytes served from the entropy source.");
         for (size_t i = 0; i < s->sources->n; i++)
-                buf_printf(&b, "seedbed_source_bytes_total{source=\"%s\"} %llu\n", s->sources->sources[i].name,
+                buf_printf(&b, "seedbed_source_bytes_total{source=\"%s\"} %llu\n",
+                           label(s->sources->sources[i].name, l, sizeof l),
                            (unsigned long long) s->sources->sources[i].bytes);
         family(&b, "seedbed_source_health_failures_total", "counter",
                "SP 800-90B health-test failures of the entropy source.");
         for (size_t i = 0; i < s->sources->n; i++)
                 buf_printf(&b, "seedbed_source_health_failures_total{source=\"%s\"} %llu\n",
-                           s->sources->sources[i].name, (unsigned long long) s->sources->sources[i].failures);
+                           label(s->sources->sources[i].name, l, sizeof l),
+                           (unsigned long long) s->sources->sources[i].failures);
         family(&b, "seedbed_source_healthy", "gauge", "1 while the entropy source is in service.");
         for (size_t i = 0; i < s->sources->n; i++)
-                buf_printf(&b, "seedbed_source_healthy{source=\"%s\"} %d\n", s->sources->sources[i].name,
-                           s->sources->sources[i].healthy ? 1 : 0);
+                buf_printf(&b, "seedbed_source_healthy{source=\"%s\"} %d\n",
+                           label(s->sources->sources[i].name, l, sizeof l), s->sources->sources[i].healthy ? 1 : 0);
 
         family(&b, "seedbed_connections", "gauge", "Open client connections.");
         for (Transport t = 0; t < _TRANSPORT_MAX; t++)

@@ -106,6 +106,20 @@ grep -qE '^seedbed_egd_received_bytes_total 16$' "$T/metrics" || fail "written b
 grep -qE '^seedbed_source_healthy\{source="getrandom"\} 1$' "$T/metrics" || fail "source not healthy"
 curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$metrics_port/other" | grep -q 404 || fail "unknown path not 404"
 
+# A source path with a quote in it stays a valid label in the metrics.
+head -c 65536 /dev/urandom >"$T/we\"ird"
+mport=$(port)
+"$DEVICE" --egd "unix:$T/q.sock" --source "device:$T/we\"ird" --metrics "tcp:127.0.0.1:$mport" >"$T/q.log" 2>&1 &
+q=$!
+for _ in $(seq 100); do [ -S "$T/q.sock" ] && break; sleep 0.05; done
+curl -sf "http://127.0.0.1:$mport/metrics" >"$T/qmetrics" || fail "metrics not served (quoted source)"
+kill -TERM "$q"
+wait "$q" || true
+grep -qF 'source="'"$T"'/we\"ird"' "$T/qmetrics" || fail "the quote in the source name is not escaped"
+if command -v promtool >/dev/null; then
+	promtool check metrics <"$T/qmetrics" >"$T/promtool" 2>&1 || { cat "$T/promtool"; fail "promtool rejects an escaped label"; }
+fi
+
 # A throttled VM waits without costing the device CPU: one client asks
 # for 1 KiB at 64 B/s for two seconds; the daemon must stay near idle.
 "$DEVICE" --egd "unix:$T/slow.sock" --rate 64/1s --burst 64 >"$T/slow.log" 2>&1 &
