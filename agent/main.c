@@ -213,22 +213,19 @@ static int exit_status_for(int r) {
         }
 }
 
-static int do_seed(void) {
-        _cleanup_(agent_config_done) AgentConfig c = {};
+/* The gate as every command runs it: device setup, then seeding. */
+typedef struct Gate {
         VirtioRng virtio;
         SeedOutcome outcome;
         SeedResult result;
-        usec_t start = now_usec(CLOCK_MONOTONIC);
-        int r, w, ready;
+        int r;
+} Gate;
 
-        if (load_config(&c, NULL) < 0)
-                return EXIT_CONFIG;
-
-        if (geteuid() != 0) {
-                log_error("seedbed-agent seed must run as root: it reads /dev/hwrng and credits the kernel's "
-                          "entropy pool (CAP_SYS_ADMIN). Nothing was done.");
-                return EXIT_PERMISSION;
-        }
+/* Runs the gate and logs its outcome.  Returns the exit status it calls
+ * for: EXIT_READY when what follows may go on (ready, or not ready with
+ * on-timeout: continue). */
+static int run_gate(const AgentConfig *c, usec_t start, Gate *g) {
+        int r, ready;
 
         /* Before device setup: loading virtio_rng alone makes a kernel
          * that credits it ready, and the record should say which it was. */
@@ -236,68 +233,98 @@ static int do_seed(void) {
 
         DetectContext dctx = {
                 .root = arg_root,
-                .select = c.virtio_select,
-                .load_module = c.virtio_load_module,
-                .module_timeout = c.virtio_module_timeout,
+                .select = c->virtio_select,
+                .load_module = c->virtio_load_module,
+                .module_timeout = c->virtio_module_timeout,
         };
-        r = detect_virtio_rng(&dctx, &virtio);
+        r = detect_virtio_rng(&dctx, &g->virtio);
         if (r < 0)
                 log_warning_errno(r, "Setting up the virtio-rng device failed, going on with the other sources: %m");
-        else if (!virtio.found)
+        else if (!g->virtio.found)
                 log_info("No virtio-rng device found; going on with the other sources.");
         else
-                log_debug("virtio-rng device '%s' on %s, hwrng '%s'.", virtio.device, virtio.transport, virtio.hwrng);
+                log_debug("virtio-rng device '%s' on %s, hwrng '%s'.", g->virtio.device, g->virtio.transport,
+                          g->virtio.hwrng);
 
         SeedContext sctx = {
-                .config = &c,
+                .config = c,
                 .root = arg_root,
                 .pool = pool_kernel(),
-                .virtio = &virtio,
+                .virtio = &g->virtio,
                 .progress = true,
                 /* Under --root the device is fake and the pool is real. */
                 .no_credit = arg_root != NULL,
                 .start_usec = start,
                 .ready_at_start = ready,
         };
-        r = seed_run(&sctx, &outcome);
-        result = seed_result_for(r, &c);
+        g->r = seed_run(&sctx, &g->outcome);
+        g->result = seed_result_for(g->r, c);
 
-        RecordInput rec = {
-                .path = record_path(),
-                .in_initrd = in_initrd(),
-                .config = &c,
-                .virtio = &virtio,
-                .outcome = &outcome,
-                .result = result,
-        };
-        w = rec.path ? record_write(&rec) : -ENOMEM;
-        if (w < 0)
-                log_error_errno(w, "Failed to write the record '%s': %m", strna(rec.path));
-        free(rec.path);
-
-        switch (result) {
+        switch (g->result) {
         case SEED_RESULT_READY:
-                if (!outcome.ready_before)
+                if (!g->outcome.ready_before)
                         log_info("The kernel's random number generator is ready: %llu bits credited in %llu ms.",
-                                 (unsigned long long) outcome.credited_bits,
-                                 (unsigned long long) (outcome.ready_usec / USEC_PER_MSEC));
-                return w < 0 ? EXIT_ERROR : EXIT_READY;
+                                 (unsigned long long) g->outcome.credited_bits,
+                                 (unsigned long long) (g->outcome.ready_usec / USEC_PER_MSEC));
+                return EXIT_READY;
         case SEED_RESULT_CONTINUED:
                 log_warning("The kernel's random number generator is still not ready after %llu s; going on "
                             "(entropy.on-timeout: continue).",
-                            (unsigned long long) (c.timeout / USEC_PER_SEC));
-                return w < 0 ? EXIT_ERROR : EXIT_READY;
+                            (unsigned long long) (c->timeout / USEC_PER_SEC));
+                return EXIT_READY;
         case SEED_RESULT_TIMEOUT:
                 log_error("The kernel's random number generator is still not ready after %llu s; failing "
                           "(entropy.on-timeout: fail).",
-                          (unsigned long long) (c.timeout / USEC_PER_SEC));
+                          (unsigned long long) (c->timeout / USEC_PER_SEC));
                 return EXIT_TIMEOUT;
         case SEED_RESULT_DENIED:
-                log_error_errno(r, "The kernel refused our entropy credit: %m. Run as root (CAP_SYS_ADMIN).");
+                log_error_errno(g->r, "The kernel refused our entropy credit: %m. Run as root (CAP_SYS_ADMIN).");
                 return EXIT_PERMISSION;
         default:
-                return exit_status_for(r);
+                return exit_status_for(g->r);
         }
+}
+
+static int write_gate_record(const AgentConfig *c, const Gate *g) {
+        RecordInput rec = {
+                .path = record_path(),
+                .in_initrd = in_initrd(),
+                .config = c,
+                .virtio = &g->virtio,
+                .outcome = &g->outcome,
+                .result = g->result,
+        };
+        int r = rec.path ? record_write(&rec) : -ENOMEM;
+
+        if (r < 0)
+                log_error_errno(r, "Failed to write the record '%s': %m", strna(rec.path));
+        free(rec.path);
+        return r;
+}
+
+static int check_root(const char *command) {
+        if (geteuid() == 0)
+                return 0;
+        log_error("seedbed-agent %s must run as root: it reads /dev/hwrng and credits the kernel's "
+                  "entropy pool (CAP_SYS_ADMIN). Nothing was done.", command);
+        return -EPERM;
+}
+
+static int do_seed(void) {
+        _cleanup_(agent_config_done) AgentConfig c = {};
+        usec_t start = now_usec(CLOCK_MONOTONIC);
+        Gate g = {};
+        int status;
+
+        if (load_config(&c, NULL) < 0)
+                return EXIT_CONFIG;
+        if (check_root("seed") < 0)
+                return EXIT_PERMISSION;
+
+        status = run_gate(&c, start, &g);
+        if (write_gate_record(&c, &g) < 0 && status == EXIT_READY)
+                return EXIT_ERROR;
+        return status;
 }
 
 static int do_status(void) {
