@@ -291,11 +291,19 @@ static size_t server_fill(Client *c, uint8_t *buf, size_t n, bool wait) {
                 return 0;
         }
 
-        /* An hwrng may give less than asked: take what it has. */
+        /* Sources fill a private buffer and are tested there; only then
+         * are the bytes copied out.  buf may be guest memory, which the
+         * guest can rewrite between our write and our test (feeding the
+         * shared source's health state, or failing it for every VM) and a
+         * hostile front-end can unmap (EFAULT is not the source's fault).
+         * An hwrng may give less than asked: take what it has. */
         while (got < allowed) {
-                size_t k = source_set_read(s->sources, buf + got, (size_t) allowed - got, now);
+                uint8_t bounce[SOURCE_CACHE_SIZE];
+                size_t k = source_set_read(s->sources, bounce, MIN((size_t) allowed - got, sizeof bounce), now);
                 if (k == 0)
                         break;
+                memcpy(buf + got, bounce, k);
+                explicit_bzero(bounce, k);
                 got += k;
         }
         if (got < allowed) {

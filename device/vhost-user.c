@@ -28,6 +28,7 @@
 #include <stdarg.h>
 #include <sys/socket.h>
 
+#include "fileio.h"
 #include "log.h"
 #include "vhost-user.h"
 #include "virtqueue.h"
@@ -768,6 +769,18 @@ static int on_get_vring_base(VhostUserDev *d, Msg *m) {
 /* SET_VRING_KICK, CALL and ERR: a u64 with the queue and a "no fd" bit,
  * and the fd unless that bit is set.  Returns the fd taken from m, or
  * -EBADF for none. */
+static bool fd_is_eventfd(int fd) {
+        char path[64], target[64];
+        ssize_t l;
+
+        (void) snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+        l = readlink(path, target, sizeof target - 1);
+        if (l < 0)
+                return false;
+        target[l] = 0;
+        return streq(target, "anon_inode:[eventfd]");
+}
+
 static int get_vring_fd(VhostUserDev *d, Msg *m, int *ret_fd) {
         uint64_t v;
         int r;
@@ -789,6 +802,13 @@ static int get_vring_fd(VhostUserDev *d, Msg *m, int *ret_fd) {
         }
         if (m->n_fds != 1)
                 return FAIL(d, m, -EPROTO, "%u file descriptors, expected 1", m->n_fds);
+        /* Kick, call and err are eventfds.  Anything else could block our
+         * writes (a pipe nobody reads stalls every VM) or read as always
+         * ready (a socket at end of file spins the loop). */
+        if (!fd_is_eventfd(m->fds[0]))
+                return FAIL(d, m, -EPROTO, "the file descriptor is not an eventfd");
+        if (fd_set_nonblock(m->fds[0]) < 0)
+                return FAIL(d, m, -EPROTO, "cannot make the eventfd non-blocking");
         *ret_fd = TAKE_FD(m->fds[0]);
         return 0;
 }
@@ -1174,7 +1194,21 @@ int vhost_user_dev_handle_socket(VhostUserDev *d) {
         if (r == 0)
                 return 0;
 
-        r = dispatch(d);
+        /* Some messages touch guest memory (SET_VRING_ADDR reads the used
+         * index): under the same guard as ring processing. */
+        {
+                sigjmp_buf jb;
+
+                if (sigsetjmp(jb, 1)) {
+                        guest_access = NULL;
+                        rx_reset(d);
+                        return dev_fail(d, "message", -EFAULT,
+                                        "guest memory vanished under us (SIGBUS): the front-end shrank a region");
+                }
+                guest_access = &jb;
+                r = dispatch(d);
+                guest_access = NULL;
+        }
         rx_reset(d);
         return r;
 }

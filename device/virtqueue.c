@@ -17,6 +17,11 @@
  * about two tables' worth, while an honest driver (one to three
  * descriptors a buffer) is only ever stopped by the buffer budget. */
 #define VIRTQ_WORK_MAX VIRTQ_MAX_SIZE
+/* Bytes one call may fill before it stops starting new buffers: with no
+ * rate limit a guest could post 32768 buffers of 64 KiB over the same
+ * pages and hold the loop for seconds; this keeps one call near a
+ * millisecond, and the caller comes back (run.more). */
+#define VIRTQ_BYTES_MAX (256U * 1024U)
 
 static bool ranges_overlap(uint64_t a, uint64_t a_size, uint64_t b, uint64_t b_size) {
         /* Both ends were checked not to wrap when the regions were mapped. */
@@ -445,7 +450,7 @@ int virtqueue_process(VirtQueue *vq, const GuestMemory *m, unsigned budget, Virt
                         uint16_t head;
                         Chain c;
 
-                        if (run.served >= budget || work >= VIRTQ_WORK_MAX) {
+                        if (run.served >= budget || work >= VIRTQ_WORK_MAX || run.bytes >= VIRTQ_BYTES_MAX) {
                                 run.more = true;
                                 goto publish;
                         }

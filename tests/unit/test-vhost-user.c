@@ -935,6 +935,36 @@ END_TEST
 
 /* ---- hostile front-ends ---- */
 
+START_TEST(test_memory_shrunk_before_ring_setup) {
+        /* SET_VRING_ADDR reads the used index from guest memory: a region
+         * shrunk before it must break the device, not kill the process. */
+        ck_assert_int_eq(vhost_front_simple(&f, VU_SET_OWNER, false), 0);
+        ck_assert_int_eq(vhost_front_set_mem_table(&f, false), 0);
+        vhost_front_ring_init(&f, 4);
+        ck_assert_int_eq(ftruncate(f.mem_fd, 0), 0);
+        ck_assert_int_eq(vhost_front_set_state(&f, VU_SET_VRING_NUM, 0, 4, false), 0);
+        (void) vhost_front_set_vring_addr(&f);
+        ck_assert(vhost_user_dev_broken(dev));
+        ck_assert_ptr_nonnull(strstr(vhost_user_dev_broken_reason(dev), "SIGBUS"));
+        ck_assert_int_eq(ftruncate(f.mem_fd, (off_t) VHOST_FRONT_MEM_SIZE), 0);
+}
+END_TEST
+
+START_TEST(test_call_fd_not_eventfd) {
+        int p[2];
+
+        /* A pipe nobody reads as the call fd would block the loop on the
+         * first interrupt: refused when it is handed over. */
+        connect_ok(4, FEATURES_ALL, PROTOCOL_ALL);
+        ck_assert_int_eq(pipe2(p, O_CLOEXEC), 0);
+        (void) vhost_front_set_vring_fd(&f, VU_SET_VRING_CALL, p[1]);
+        ck_assert(vhost_user_dev_broken(dev));
+        ck_assert_ptr_nonnull(strstr(vhost_user_dev_broken_reason(dev), "not an eventfd"));
+        close(p[0]);
+        close(p[1]);
+}
+END_TEST
+
 START_TEST(test_memory_shrunk_under_us) {
         uint64_t gpa;
 
@@ -1206,6 +1236,8 @@ static Suite *vhost_user_suite(void) {
 
         tc = tcase_create("hostile-front-end");
         tcase_add_test(tc, test_memory_shrunk_under_us);
+        tcase_add_test(tc, test_memory_shrunk_before_ring_setup);
+        tcase_add_test(tc, test_call_fd_not_eventfd);
         tcase_add_checked_fixture(tc, setup, teardown);
         tcase_add_loop_test(tc, test_vring_num_invalid, 0, ELEMENTSOF(bad_nums));
         tcase_add_test(tc, test_vring_index_invalid);
