@@ -4,6 +4,7 @@
 #include <limits.h>
 #include <grp.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #ifdef HAVE_SYSTEMD
@@ -34,6 +35,7 @@ typedef struct Listener {
         bool metrics;
         int fd;
         LoopIo *io;
+        usec_t paused_until; /* out of fds: accepting again then */
 } Listener;
 
 static const char *arg_config = NULL;
@@ -293,15 +295,18 @@ static int load_config(void) {
         if (r < 0)
                 return r;
 
-        if (arg_egd.n > 0) {
-                conf_string_list_clear(&arg_cfg.egd);
-                arg_cfg.egd = arg_egd;
-                arg_egd = (ConfStringList) {};
-        }
-        if (arg_vhost_user.n > 0) {
-                conf_string_list_clear(&arg_cfg.vhost_user);
-                arg_cfg.vhost_user = arg_vhost_user;
-                arg_vhost_user = (ConfStringList) {};
+        /* Addresses on the command line add to the file's (the unit
+         * passes the socket unit's paths; listen.* can add more). */
+        for (unsigned k = 0; k < 2; k++) {
+                ConfStringList *from = k == 0 ? &arg_egd : &arg_vhost_user,
+                               *to = k == 0 ? &arg_cfg.egd : &arg_cfg.vhost_user;
+                for (unsigned i = 0; i < from->n; i++) {
+                        bool dup = false;
+                        for (unsigned j = 0; j < to->n && !dup; j++)
+                                dup = streq(to->items[j], from->items[i]);
+                        if (!dup && conf_string_list_add(to, from->items[i]) < 0)
+                                return log_error_errno(E2BIG, "Too many listening addresses (at most %d).", CONF_LIST_MAX);
+                }
         }
         if (arg_metrics) {
                 free(arg_cfg.metrics);
@@ -371,7 +376,14 @@ static void on_accept(LoopIo *io, int fd, uint32_t events, void *userdata) {
                 int r;
 
                 if (cfd < 0) {
-                        if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
+                        if (errno == EMFILE || errno == ENFILE) {
+                                /* The pending connection keeps the socket
+                                 * readable: stop watching it for a moment
+                                 * rather than spin and flood the log. */
+                                log_warning_errno(errno, "Out of file descriptors; not accepting for a second: %m");
+                                l->paused_until = now_usec(CLOCK_MONOTONIC) + USEC_PER_SEC;
+                                (void) loop_io_set_events(io, 0);
+                        } else if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
                                 log_warning_errno(errno, "Failed to accept a connection, ignoring: %m");
                         return;
                 }
@@ -548,12 +560,24 @@ static usec_t prepare(void *userdata) {
                 last = now_clients;
                 update_status();
         }
+        usec_t wake = USEC_INFINITY;
+        for (size_t i = 0; i < n_listeners; i++) {
+                Listener *l = &listeners[i];
+                if (l->paused_until == 0 || !l->io)
+                        continue;
+                if (now_usec(CLOCK_MONOTONIC) >= l->paused_until) {
+                        l->paused_until = 0;
+                        (void) loop_io_set_events(l->io, EPOLLIN);
+                } else
+                        wake = MIN(wake, l->paused_until);
+        }
+
         if (arg_exit_when_alone && now_clients == 0) {
                 log_info("The front-end on --fd has gone; exiting.");
                 loop_exit(userdata, EXIT_OK);
                 return 0;
         }
-        return server_next_wake(&server);
+        return MIN(wake, server_next_wake(&server));
 }
 
 static void tick(usec_t now, void *userdata) {
@@ -569,6 +593,16 @@ static int run(int argc, char *argv[]) {
         int r;
 
         log_setup("seedbed-device");
+
+        /* Every VM costs a few descriptors (a socket; kick, call and err
+         * eventfds); the soft limit of 1024 would cap us at a few hundred. */
+        {
+                struct rlimit rl;
+                if (getrlimit(RLIMIT_NOFILE, &rl) >= 0 && rl.rlim_cur < rl.rlim_max) {
+                        rl.rlim_cur = rl.rlim_max;
+                        (void) setrlimit(RLIMIT_NOFILE, &rl);
+                }
+        }
         r = parse_argv(argc, argv);
         if (r <= 0)
                 return r < 0 ? EXIT_USAGE : EXIT_OK;

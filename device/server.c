@@ -34,7 +34,7 @@ struct Client {
         LoopIo *io;
         VmStats *stats;
         char peer[160];
-        TokenBucket *bucket; /* the VM's, shared with its other connections */
+        VmLimit *limit; /* the VM's bucket, shared with its other connections */
 
         bool waiting;          /* throttled or starved: wake_at says when to retry */
         usec_t wake_at;
@@ -43,6 +43,7 @@ struct Client {
         Client *prev, *next;
 
         /* EGD */
+        bool read_closed; /* the peer shut down its side: answer, then close */
         uint8_t in[EGD_IN_SIZE];
         size_t in_len;
         EgdPending queue[EGD_QUEUE_MAX];
@@ -89,7 +90,7 @@ void server_done(Server *s) {
         while (s->limits) {
                 VmLimit *l = s->limits;
                 s->limits = l->next;
-                free(l->name);
+                free(l->key);
                 free(l);
         }
 }
@@ -193,33 +194,96 @@ static VmStats *stats_for(Server *s, const char *name, Transport t) {
         return v;
 }
 
-static TokenBucket *limit_for(Server *s, const char *name) {
+/* The systemd scope a libvirt VM's QEMU runs in (machine.slice) names
+ * that VM in a way its QEMU cannot change, unlike its command line. */
+static bool machine_cgroup(pid_t pid, char *buf, size_t size) {
+        char path[64];
+        _cleanup_free_ char *s = NULL;
+        const char *p;
+
+        (void) snprintf(path, sizeof path, "/proc/%d/cgroup", (int) pid);
+        if (read_full_file(path, 64 * 1024, &s, NULL) < 0)
+                return false;
+        /* cgroup v2: "0::/machine.slice/machine-qemu\x2d1\x2dweb.scope/..." */
+        p = strstr(s, "0::/machine.slice/");
+        if (!p)
+                return false;
+        p += 3;
+        (void) snprintf(buf, size, "cgroup:%.*s", (int) strcspn(p, "\n"), p);
+        return true;
+}
+
+/* Whose budget a connection draws from.  A VM's own scope when it has
+ * one; else its -name (a peer with access to our sockets could claim
+ * another's name, but not a fresh budget per process); an unnamed peer
+ * shares one budget with everything of its user. */
+static void limit_key(int fd, const char *name, char *buf, size_t size) {
+        struct ucred cred;
+        socklen_t cl = sizeof cred;
+
+        if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &cl) >= 0 && cred.pid > 0) {
+                if (machine_cgroup(cred.pid, buf, size))
+                        return;
+                if (startswith(name, "pid:")) {
+                        (void) snprintf(buf, size, "uid:%u", (unsigned) cred.uid);
+                        return;
+                }
+        }
+        (void) snprintf(buf, size, "name:%s", name);
+}
+
+static VmLimit *limit_for(Server *s, const char *key) {
         VmLimit *l;
 
         for (l = s->limits; l; l = l->next)
-                if (streq(l->name, name))
-                        return &l->bucket;
+                if (streq(l->key, key))
+                        return l;
         l = calloc(1, sizeof *l);
         if (!l)
                 return NULL;
-        l->name = strdup(name);
-        if (!l->name) {
+        l->key = strdup(key);
+        if (!l->key) {
                 free(l);
                 return NULL;
         }
         bucket_init(&l->bucket, s->vm_rate.bytes, s->vm_rate.period, s->vm_rate.burst, now_usec(CLOCK_MONOTONIC));
         l->next = s->limits;
+        if (s->limits)
+                s->limits->prev = l;
         s->limits = l;
-        return &l->bucket;
+        return l;
+}
+
+/* A budget nobody uses any more that has refilled to its burst is the
+ * same as a new one: drop it, so names that come and go (pid:N, tcp:ADDR)
+ * do not pile up. */
+static void limit_release(Server *s, VmLimit *l) {
+        if (!l || --l->connections > 0)
+                return;
+        if (!l->bucket.unlimited && bucket_available(&l->bucket, now_usec(CLOCK_MONOTONIC)) < l->bucket.burst)
+                return; /* dropped later, once full: see server_tick() */
+        if (l->prev)
+                l->prev->next = l->next;
+        else
+                s->limits = l->next;
+        if (l->next)
+                l->next->prev = l->prev;
+        free(l->key);
+        free(l);
 }
 
 static void client_set_waiting(Client *c, bool waiting, usec_t wake_at) {
         Server *s = c->server;
 
-        if (waiting && !c->waiting)
+        if (waiting && !c->waiting) {
                 s->n_waiting++;
-        else if (!waiting && c->waiting)
+                if (c->limit->waiting++ == 0)
+                        s->n_waiting_vms++;
+        } else if (!waiting && c->waiting) {
                 s->n_waiting--;
+                if (--c->limit->waiting == 0)
+                        s->n_waiting_vms--;
+        }
         c->waiting = waiting;
         c->wake_at = wake_at;
 }
@@ -240,6 +304,7 @@ static void client_free(Client *c) {
         s->n_clients[c->transport]--;
         if (c->stats)
                 c->stats->connections--;
+        limit_release(s, c->limit);
 
         loop_io_free(c->io);
         loop_io_free(c->kick_io);
@@ -269,20 +334,76 @@ static void refund(TokenBucket *b, uint64_t n) {
 /* Entropy for one client, now, under its limits.  0 means "not now": with
  * wait set, the client is marked to be tried again when tokens return or
  * a source may have bytes. */
+/* A VM counts as asking for a while after its last request: a guest
+ * with one request in flight is between requests most of the time. */
+#define ASKING_USEC (200 * USEC_PER_MSEC)
+/* The least a share may hold, so a VM can always make a 64-byte step. */
+#define SHARE_MIN 64
+
+static unsigned vms_asking(Server *s, usec_t now) {
+        unsigned n = 0;
+
+        for (VmLimit *l = s->limits; l; l = l->next)
+                n += l->last_ask + ASKING_USEC > now;
+        return MAX(n, 1U);
+}
+
+/* The host budget is shared between VMs, not connections: each VM that
+ * is asking earns host rate / VMs asking into a share of its own, so one
+ * VM's eight connections get what another VM's one gets.  Returns what
+ * the share holds now (UINT64_MAX without a host budget); *ret_wait says
+ * how long until it holds min_bytes. */
+static uint64_t share_available(Server *s, VmLimit *l, usec_t now, size_t min_bytes, usec_t *ret_wait) {
+        const TokenBucket *h = &s->rl.host;
+        unsigned n;
+        uint64_t cap, per_byte_usec_x_n;
+
+        *ret_wait = 0;
+        if (h->unlimited)
+                return UINT64_MAX;
+        n = vms_asking(s, now);
+        cap = MAX(h->burst / n, (uint64_t) SHARE_MIN);
+        if (l->share_last == 0 || l->share_last > now) {
+                l->share = cap;
+                l->share_last = now;
+        } else {
+                /* Whole bytes only; the time for the part left over is
+                 * kept by not moving share_last past it. */
+                unsigned __int128 add = (unsigned __int128) (now - l->share_last) * h->bytes_per_period /
+                                        ((unsigned __int128) h->period * n);
+                if (l->share + add >= cap) {
+                        l->share = cap;
+                        l->share_last = now;
+                } else if (add > 0) {
+                        l->share += (uint64_t) add;
+                        l->share_last += (usec_t) (add * h->period * n / h->bytes_per_period);
+                }
+        }
+        if (l->share < min_bytes) {
+                per_byte_usec_x_n = h->period * n;
+                *ret_wait = (usec_t) (((unsigned __int128) (min_bytes - l->share) * per_byte_usec_x_n +
+                                       h->bytes_per_period - 1) / h->bytes_per_period);
+        }
+        return l->share;
+}
+
 static size_t server_fill(Client *c, uint8_t *buf, size_t n, bool wait) {
         Server *s = c->server;
-        usec_t now = now_usec(CLOCK_MONOTONIC);
-        unsigned asking = s->n_waiting + (c->waiting ? 0 : 1);
-        uint64_t allowed;
+        usec_t now = now_usec(CLOCK_MONOTONIC), share_wait;
+        uint64_t allowed, share;
         size_t got = 0;
 
         if (n == 0)
                 return 0;
-        allowed = ratelimit_take(&s->rl, c->bucket, n, asking, now);
+        c->limit->last_ask = now;
+        share = share_available(s, c->limit, now, MIN(n, (size_t) SHARE_MIN), &share_wait);
+        allowed = share == 0 ? 0 : ratelimit_take(&s->rl, &c->limit->bucket, MIN((uint64_t) n, share), 1, now);
         if (allowed == 0) {
                 if (wait) {
                         /* ratelimit_wait() says how long, not until when. */
-                        usec_t w = ratelimit_wait(&s->rl, c->bucket, MIN(n, (size_t) 64), now);
+                        usec_t w = ratelimit_wait(&s->rl, &c->limit->bucket, MIN(n, (size_t) SHARE_MIN), now);
+
+                        w = w == USEC_INFINITY ? w : MAX(w, share_wait);
 
                         if (c->throttled_since == 0)
                                 c->throttled_since = now;
@@ -307,9 +428,11 @@ static size_t server_fill(Client *c, uint8_t *buf, size_t n, bool wait) {
                 got += k;
         }
         if (got < allowed) {
-                refund(c->bucket, allowed - got);
+                refund(&c->limit->bucket, allowed - got);
                 refund(&s->rl.host, allowed - got);
         }
+        if (share != UINT64_MAX)
+                c->limit->share -= MIN(c->limit->share, (uint64_t) got);
 
         if (c->throttled_since != 0) {
                 c->stats->throttled_usec += now - c->throttled_since;
@@ -346,7 +469,7 @@ static void egd_update_events(Client *c) {
 
         /* Read requests only while there is room to queue them and the
          * client is taking its answers. */
-        if (c->q_len < EGD_QUEUE_MAX && c->in_len < sizeof c->in && c->out_len < EGD_OUT_MAX)
+        if (!c->read_closed && c->q_len < EGD_QUEUE_MAX && c->in_len < sizeof c->in && c->out_len < EGD_OUT_MAX)
                 ev |= EPOLLIN;
         if (c->out_len > 0)
                 ev |= EPOLLOUT;
@@ -408,7 +531,7 @@ static int egd_serve(Client *c) {
                                 return r;
                         break;
                 case EGD_GET_LEVEL: {
-                        uint64_t avail = bucket_available(c->bucket, now_usec(CLOCK_MONOTONIC));
+                        uint64_t avail = bucket_available(&c->limit->bucket, now_usec(CLOCK_MONOTONIC));
                         uint32_t bits;
                         if (!source_set_any_healthy(c->server->sources))
                                 avail = 0;
@@ -472,29 +595,58 @@ static int egd_parse_input(Client *c, const char **ret_error) {
         return 0;
 }
 
-static void egd_io(LoopIo *io, int fd, uint32_t events, void *userdata) {
-        Client *c = userdata;
+/* Parses and answers as far as possible: requests left unparsed while
+ * the queue was full are taken up as soon as it has room.  Closes the
+ * client when it is done or broke the protocol; returns false then. */
+static bool egd_run(Client *c) {
         const char *error = NULL;
         int r;
 
-        if (events & EPOLLIN) {
+        for (;;) {
+                size_t in_before = c->in_len;
+                unsigned q_before = c->q_len;
+
+                r = egd_parse_input(c, &error);
+                if (r < 0) {
+                        client_close(c, true, error);
+                        return false;
+                }
+                r = egd_serve(c);
+                if (r < 0) {
+                        client_close(c, false, strerror(-r));
+                        return false;
+                }
+                /* Go round again only if serving made room for input that
+                 * is still waiting. */
+                if (c->in_len == 0 || c->q_len >= EGD_QUEUE_MAX || (c->in_len == in_before && c->q_len >= q_before))
+                        break;
+        }
+
+        /* A peer that shut down its side gets every answer first. */
+        if (c->read_closed && c->q_len == 0 && c->out_len == 0) {
+                client_close(c, false, "the peer hung up");
+                return false;
+        }
+        return true;
+}
+
+static void egd_io(LoopIo *io, int fd, uint32_t events, void *userdata) {
+        Client *c = userdata;
+
+        if ((events & EPOLLIN) && !c->read_closed) {
                 ssize_t k = recv(fd, c->in + c->in_len, sizeof c->in - c->in_len, MSG_DONTWAIT);
                 if (k == 0)
-                        return client_close(c, false, "the peer hung up");
-                if (k < 0 && errno != EAGAIN && errno != EINTR)
+                        c->read_closed = true;
+                else if (k < 0 && errno != EAGAIN && errno != EINTR)
                         return client_close(c, false, strerror(errno));
-                if (k > 0) {
+                else if (k > 0)
                         c->in_len += (size_t) k;
-                        r = egd_parse_input(c, &error);
-                        if (r < 0)
-                                return client_close(c, true, error);
-                }
-        } else if (events & (EPOLLHUP | EPOLLERR))
+        }
+        /* Both ways shut (or an error): nothing can be answered any more. */
+        if (events & (EPOLLHUP | EPOLLERR))
                 return client_close(c, false, "the peer hung up");
 
-        r = egd_serve(c);
-        if (r < 0)
-                client_close(c, false, strerror(-r));
+        (void) egd_run(c);
 }
 
 /* vhost-user */
@@ -555,7 +707,7 @@ static void vhost_io(LoopIo *io, int fd, uint32_t events, void *userdata) {
 }
 
 int server_add_client(Server *s, Transport t, int fd) {
-        char name[160];
+        char name[160], key[512];
         Client *c;
         int r;
 
@@ -566,9 +718,10 @@ int server_add_client(Server *s, Transport t, int fd) {
         }
         *c = (Client) { .server = s, .transport = t, .fd = fd };
         identify_peer(fd, name, sizeof name, c->peer, sizeof c->peer);
+        limit_key(fd, name, key, sizeof key);
         c->stats = stats_for(s, name, t);
-        c->bucket = limit_for(s, name);
-        if (!c->stats || !c->bucket) {
+        c->limit = limit_for(s, key);
+        if (!c->stats || !c->limit) {
                 safe_close(fd);
                 free(c);
                 return -ENOMEM;
@@ -601,6 +754,7 @@ int server_add_client(Server *s, Transport t, int fd) {
         s->n_clients[t]++;
         s->connections_total[t]++;
         c->stats->connections++;
+        c->limit->connections++;
         log_info("New %s connection from %s.", transport_to_string(t), c->peer);
         return 0;
 }
@@ -616,6 +770,15 @@ usec_t server_next_wake(Server *s) {
 
 void server_tick(Server *s, usec_t now) {
         Client *c, *next;
+
+        /* Budgets nobody uses, once refilled, go (limit_release()). */
+        for (VmLimit *l = s->limits, *ln; l; l = ln) {
+                ln = l->next;
+                if (l->connections == 0) {
+                        l->connections = 1;
+                        limit_release(s, l);
+                }
+        }
 
         if (s->n_waiting == 0)
                 return;
@@ -641,11 +804,9 @@ void server_tick(Server *s, usec_t now) {
                 if (!c->waiting || c->wake_at > now)
                         continue;
                 client_set_waiting(c, false, 0);
-                if (c->transport == TRANSPORT_EGD) {
-                        int r = egd_serve(c);
-                        if (r < 0)
-                                client_close(c, false, strerror(-r));
-                } else
+                if (c->transport == TRANSPORT_EGD)
+                        (void) egd_run(c);
+                else
                         (void) vhost_process(c);
         }
 }

@@ -39,9 +39,15 @@ typedef struct VmStats {
  * vhost-user alike, and kept across reconnects, so neither a second
  * device nor reconnecting buys a VM a second budget or a fresh burst. */
 typedef struct VmLimit {
-        char *name;
+        char *key;             /* cgroup:PATH, name:NAME or uid:UID */
         TokenBucket bucket;
-        struct VmLimit *next;
+        unsigned connections;
+        unsigned waiting;      /* of its connections, how many wait for bytes */
+        /* Its share of the host budget, earned at host rate / VMs asking. */
+        uint64_t share;
+        usec_t share_last;
+        usec_t last_ask;
+        struct VmLimit *prev, *next;
 } VmLimit;
 
 typedef struct RateConfig {
@@ -60,7 +66,8 @@ typedef struct Server {
 
         Client *clients;
         unsigned n_clients[_TRANSPORT_MAX];
-        unsigned n_waiting;
+        unsigned n_waiting;     /* clients waiting */
+        unsigned n_waiting_vms; /* VMs (limits) with a client waiting: the fair share's divisor */
         VmStats *stats;
         VmLimit *limits;
 

@@ -120,6 +120,48 @@ if command -v promtool >/dev/null; then
 	promtool check metrics <"$T/qmetrics" >"$T/promtool" 2>&1 || { cat "$T/promtool"; fail "promtool rejects an escaped label"; }
 fi
 
+# More than the queue's 64 pipelined requests in one write all get their
+# answers, and a peer that shuts down its side still gets what it asked.
+python3 - "$T/egd.sock" <<'PY' || fail "pipelined requests or a half-closed peer went unanswered"
+import socket, sys
+s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.settimeout(10)
+s.sendall(b"\x02\x01" * 100)
+s.shutdown(socket.SHUT_WR)
+data = b""
+while True:
+    chunk = s.recv(4096)
+    if not chunk:
+        break
+    data += chunk
+assert len(data) == 100, "got %d of 100 answers" % len(data)
+PY
+
+# The host budget is shared between VMs, not connections: a VM with eight
+# connections gets no more than a VM with one.
+"$DEVICE" --egd "unix:$T/fair.sock" --host-rate 4096/1s --host-burst 256 >"$T/fair.log" 2>&1 &
+fair=$!
+for _ in $(seq 100); do [ -S "$T/fair.sock" ] && break; sleep 0.05; done
+python3 - "$T/fair.sock" "$top_srcdir/tests/integration/egd-client.py" <<'PY' || fail "one VM's eight connections took more than its share"
+import subprocess, sys, time
+sock, client = sys.argv[1], sys.argv[2]
+# Each client asks for 64 bytes 200 times; it is named by its -name.
+def start(name):
+    return subprocess.Popen(["python3", client, sock] + ["read", "64"] * 200 + ["-name", name],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+many = [start("many") for _ in range(8)]
+one = start("one")
+time.sleep(3)
+for p in many + [one]:
+    p.kill()
+def got(p):
+    return sum(int(line.split()[1]) for line in p.stdout.read().splitlines() if line.startswith("read"))
+m, o = sum(got(p) for p in many), got(one)
+print("eight connections: %d bytes, one connection: %d bytes" % (m, o))
+assert o > 0 and 0.6 < m / o < 1.6, "shares %d vs %d" % (m, o)
+PY
+kill -TERM "$fair"
+wait "$fair" || true
+
 # A throttled VM waits without costing the device CPU: one client asks
 # for 1 KiB at 64 B/s for two seconds; the daemon must stay near idle.
 "$DEVICE" --egd "unix:$T/slow.sock" --rate 64/1s --burst 64 >"$T/slow.log" 2>&1 &

@@ -39,6 +39,11 @@ def recv_exactly(s, n):
 def main():
     s = connect(sys.argv[1])
     args = sys.argv[2:]
+    # "-name VM" anywhere: ignored here, but the device reads it from our
+    # command line, as it reads QEMU's, to name us.
+    while "-name" in args:
+        i = args.index("-name")
+        del args[i:i + 2]
     i = 0
     while i < len(args):
         cmd = args[i]
