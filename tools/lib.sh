@@ -14,6 +14,7 @@ PACKAGES=(
 	jq xz-utils groff-base shellcheck
 	qemu-system-x86 busybox-static cpio kmod
 	python3 curl prometheus systemd
+	openssh-server openssh-client
 )
 
 install_packages() {

@@ -1,0 +1,43 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+/* Writing files that hold secrets: write_file_atomic() with an owner, and
+ * with the owner and mode set before the first byte is written, so key
+ * material never sits in a file that others may read.  A crash at any
+ * point leaves the old file or the complete new one, plus at most a
+ * temporary file that atomic_is_temp_name() recognises for cleanup.
+ *
+ * Tests inject a failure at any step through a fault hook; the program
+ * never sets one. */
+
+#include <stdbool.h>
+#include <sys/types.h>
+
+typedef enum AtomicStep {
+        ATOMIC_OPEN,      /* the O_EXCL temporary file */
+        ATOMIC_FCHOWN,
+        ATOMIC_FCHMOD,
+        ATOMIC_WRITE,     /* fails after half the data, as ENOSPC would */
+        ATOMIC_FSYNC,
+        ATOMIC_RENAME,
+        ATOMIC_FSYNC_DIR,
+        _ATOMIC_STEP_MAX,
+} AtomicStep;
+
+/* "open", "fchown", …: for test messages. */
+const char *atomic_step_to_string(AtomicStep s);
+
+/* Called before each step with the final path; a negative errno return
+ * makes that step fail with it.  NULL removes the hook. */
+typedef int (*AtomicFaultHook)(AtomicStep step, const char *path, void *userdata);
+void atomic_set_fault_hook(AtomicFaultHook hook, void *userdata);
+
+/* Replaces path with data: a new O_EXCL temporary file beside it (created
+ * 0600), given uid:gid and mode, written, fsync()ed, renamed over path,
+ * and the directory fsync()ed.  uid or gid (uid_t) -1 leave that one as
+ * created.  On failure the temporary file is removed; -errno. */
+int atomic_write_file(const char *path, const void *data, size_t n, mode_t mode, uid_t uid, gid_t gid);
+
+/* Whether name (a directory entry) is one of our temporary files for the
+ * file named target in the same directory: "TARGET.<16 hex>.tmp". */
+bool atomic_is_temp_name(const char *name, const char *target);

@@ -1,0 +1,392 @@
+/* SPDX-License-Identifier: MIT */
+#include <ctype.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <sys/stat.h>
+#include <yaml.h>
+
+#include "fileio.h"
+#include "instance.h"
+#include "json.h"
+#include "log.h"
+
+/* The record is a few hundred bytes; anything larger is not ours. */
+#define STATE_SIZE_MAX (64 * 1024)
+
+static const char *const instance_change_table[_INSTANCE_CHANGE_MAX] = {
+        [INSTANCE_SAME] = "same",
+        [INSTANCE_NEW] = "new",
+        [INSTANCE_UNKNOWN] = "unknown",
+};
+
+const char *instance_change_to_string(InstanceChange c) {
+        if (c < 0 || c >= _INSTANCE_CHANGE_MAX)
+                return NULL;
+        return instance_change_table[c];
+}
+
+/* Copies n hex digits of s to out in lowercase; false on anything else. */
+static bool hex_lower(const char *s, size_t n, char *out) {
+        for (size_t i = 0; i < n; i++) {
+                if (!isxdigit((unsigned char) s[i]))
+                        return false;
+                out[i] = (char) tolower((unsigned char) s[i]);
+        }
+        return true;
+}
+
+/* All digits one value: firmware that has no UUID to give reports
+ * 00000000-… or FFFFFFFF-… (SMBIOS 2.6, 7.2.1), the same on every VM. */
+static bool all_same_digit(const char *s, char d) {
+        for (; *s; s++)
+                if (*s != '-' && *s != d)
+                        return false;
+        return true;
+}
+
+bool instance_uuid_normalize(const char *s, char out[static 37]) {
+        static const unsigned groups[] = { 8, 4, 4, 4, 12 };
+        char buf[37];
+        size_t p = 0;
+
+        if (!s || strlen(s) != 36)
+                return false;
+        for (unsigned g = 0; g < ELEMENTSOF(groups); g++) {
+                if (g > 0) {
+                        if (s[p] != '-')
+                                return false;
+                        buf[p] = '-';
+                        p++;
+                }
+                if (!hex_lower(s + p, groups[g], buf + p))
+                        return false;
+                p += groups[g];
+        }
+        buf[36] = 0;
+        if (all_same_digit(buf, '0') || all_same_digit(buf, 'f'))
+                return false;
+        memcpy(out, buf, sizeof buf);
+        return true;
+}
+
+bool instance_machine_id_normalize(const char *s, char out[static 33]) {
+        char buf[33];
+
+        /* "uninitialized" (systemd 247+) and an empty file both mean the
+         * ID is made on this boot: it is not known yet. */
+        if (!s || strlen(s) != 32 || !hex_lower(s, 32, buf))
+                return false;
+        buf[32] = 0;
+        if (all_same_digit(buf, '0'))
+                return false;
+        memcpy(out, buf, sizeof buf);
+        return true;
+}
+
+static void read_value(const char *root, const char *path, bool (*normalize)(const char *, char *), char *out) {
+        _cleanup_free_ char *full = path_join_root(root, path), *line = NULL;
+        int r;
+
+        out[0] = 0;
+        if (!full)
+                return;
+        r = read_one_line_file(full, &line);
+        if (r < 0) {
+                log_debug_errno(r, "Cannot read '%s', taking it as unknown: %m", full);
+                return;
+        }
+        strstrip_trailing(line);
+        if (!normalize(line, out)) {
+                out[0] = 0;
+                log_debug("'%s' holds no usable value, taking it as unknown.", full);
+        }
+}
+
+void instance_id_read(const char *root, InstanceId *ret) {
+        InstanceId id = {};
+
+        /* Under --root both come from the tree: an image tool or a test
+         * speaks about that system, not the one it runs on. */
+        read_value(root, "/sys/class/dmi/id/product_uuid", instance_uuid_normalize, id.product_uuid);
+        read_value(root, "/etc/machine-id", instance_machine_id_normalize, id.machine_id);
+        *ret = id;
+}
+
+InstanceChange instance_compare(const InstanceId *recorded, const InstanceId *current) {
+        bool compared = false;
+
+        if (!recorded)
+                return INSTANCE_UNKNOWN;
+        if (recorded->product_uuid[0] && current->product_uuid[0]) {
+                if (!streq(recorded->product_uuid, current->product_uuid))
+                        return INSTANCE_NEW;
+                compared = true;
+        }
+        if (recorded->machine_id[0] && current->machine_id[0]) {
+                if (!streq(recorded->machine_id, current->machine_id))
+                        return INSTANCE_NEW;
+                compared = true;
+        }
+        return compared ? INSTANCE_SAME : INSTANCE_UNKNOWN;
+}
+
+void instance_state_done(InstanceState *s) {
+        for (size_t i = 0; i < s->n_keys; i++) {
+                InstanceKey *k = &s->keys[i];
+                free(k->type);
+                free(k->path);
+                free(k->fingerprint);
+                free(k->created);
+        }
+        *s = (InstanceState) {};
+}
+
+const InstanceKey *instance_state_find_key(const InstanceState *s, const char *fingerprint) {
+        if (!s || !fingerprint)
+                return NULL;
+        for (size_t i = 0; i < s->n_keys; i++)
+                if (streq_ptr(s->keys[i].fingerprint, fingerprint))
+                        return &s->keys[i];
+        return NULL;
+}
+
+static void json_nonempty(Json *j, const char *key, const char *s) {
+        json_string(j, key, s && s[0] ? s : NULL);
+}
+
+static void format_time(time_t t, char *buf, size_t size) {
+        struct tm tm;
+
+        buf[0] = 0;
+        if (gmtime_r(&t, &tm))
+                (void) strftime(buf, size, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+int instance_state_format(const InstanceState *s, time_t when, char **ret, size_t *ret_len) {
+        char now[64];
+        Json j = {};
+
+        format_time(when ? when : time(NULL), now, sizeof now);
+
+        json_object_begin(&j, NULL);
+        json_uint(&j, "version", INSTANCE_STATE_VERSION);
+        json_string(&j, "time", now);
+        json_object_begin(&j, "instance");
+        json_nonempty(&j, "product_uuid", s->id.product_uuid);
+        json_nonempty(&j, "machine_id", s->id.machine_id);
+        json_object_end(&j);
+        json_array_begin(&j, "keys");
+        for (size_t i = 0; i < s->n_keys; i++) {
+                const InstanceKey *k = &s->keys[i];
+
+                json_object_begin(&j, NULL);
+                json_string(&j, "type", k->type);
+                json_string(&j, "path", k->path);
+                json_uint(&j, "bits", k->bits);
+                json_string(&j, "fingerprint", k->fingerprint);
+                json_string(&j, "created", k->created);
+                if (k->crng_ready < 0)
+                        json_null(&j, "crng_ready");
+                else
+                        json_bool(&j, "crng_ready", k->crng_ready > 0);
+                json_object_end(&j);
+        }
+        json_array_end(&j);
+        json_object_end(&j);
+
+        return json_finish(&j, ret, ret_len);
+}
+
+int instance_state_save(const char *path, const InstanceState *s) {
+        _cleanup_free_ char *dir = strdup(path), *text = NULL;
+        size_t len;
+        int r;
+
+        if (!dir)
+                return -ENOMEM;
+        r = instance_state_format(s, 0, &text, &len);
+        if (r < 0)
+                return r;
+        r = mkdir_p(dirname(dir), 0755);
+        if (r < 0)
+                return r;
+        return write_file_atomic(path, text, len, 0644);
+}
+
+/* Reading.  JSON is YAML's flow style, so libyaml reads the record as it
+ * reads the seed record: only a small regular file, never through a link
+ * or a FIFO someone left in its place. */
+
+static int state_read(const char *path, char **ret, size_t *ret_size) {
+        _cleanup_close_ int fd = -EBADF;
+        _cleanup_free_ char *buf = NULL;
+        struct stat st;
+        ssize_t k;
+
+        fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+        if (fd < 0)
+                return errno == ELOOP ? -EBADMSG : -errno;
+        if (fstat(fd, &st) < 0)
+                return -errno;
+        if (!S_ISREG(st.st_mode) || st.st_size > STATE_SIZE_MAX)
+                return -EBADMSG;
+        buf = malloc((size_t) st.st_size + 1);
+        if (!buf)
+                return -ENOMEM;
+        k = loop_read(fd, buf, (size_t) st.st_size);
+        if (k < 0)
+                return (int) k;
+        buf[k] = 0;
+        *ret = TAKE_PTR(buf);
+        *ret_size = (size_t) k;
+        return 0;
+}
+
+/* libyaml's parser recurses without a limit: refuse deep nesting before
+ * it sees the text.  Ours nests three deep. */
+static bool nesting_ok(const char *s, size_t n) {
+        unsigned depth = 0;
+        bool in_string = false;
+
+        for (size_t i = 0; i < n; i++) {
+                if (in_string) {
+                        if (s[i] == '\\')
+                                i++;
+                        else if (s[i] == '"')
+                                in_string = false;
+                } else if (s[i] == '"')
+                        in_string = true;
+                else if (s[i] == '[' || s[i] == '{') {
+                        if (++depth > 8)
+                                return false;
+                } else if ((s[i] == ']' || s[i] == '}') && depth > 0)
+                        depth--;
+        }
+        return true;
+}
+
+static yaml_node_t *node_get(yaml_document_t *doc, yaml_node_t *map, const char *key) {
+        if (!map || map->type != YAML_MAPPING_NODE)
+                return NULL;
+        for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top; p++) {
+                yaml_node_t *k = yaml_document_get_node(doc, p->key);
+                if (k && k->type == YAML_SCALAR_NODE && streq((const char *) k->data.scalar.value, key))
+                        return yaml_document_get_node(doc, p->value);
+        }
+        return NULL;
+}
+
+/* A scalar's text; absent or JSON null give NULL. */
+static const char *str_get(yaml_document_t *doc, yaml_node_t *map, const char *key) {
+        yaml_node_t *n = node_get(doc, map, key);
+
+        if (!n || n->type != YAML_SCALAR_NODE)
+                return NULL;
+        if (n->data.scalar.style == YAML_PLAIN_SCALAR_STYLE && streq((const char *) n->data.scalar.value, "null"))
+                return NULL;
+        return (const char *) n->data.scalar.value;
+}
+
+static int strdup_nonnull(const char *s, char **ret) {
+        if (!s) {
+                *ret = NULL;
+                return 0;
+        }
+        *ret = strdup(s);
+        return *ret ? 0 : -ENOMEM;
+}
+
+static int state_parse_key(yaml_document_t *doc, yaml_node_t *n, InstanceKey *k) {
+        const char *type = str_get(doc, n, "type"), *fp = str_get(doc, n, "fingerprint"),
+                   *bits = str_get(doc, n, "bits"), *ready = str_get(doc, n, "crng_ready");
+        unsigned long b;
+        char *end;
+
+        if (!type || !fp || !bits || !startswith(fp, "SHA256:"))
+                return -EBADMSG;
+        errno = 0;
+        b = strtoul(bits, &end, 10);
+        if (errno != 0 || *end || b > 65536)
+                return -EBADMSG;
+        k->bits = (unsigned) b;
+        k->crng_ready = !ready ? -1 : streq(ready, "true") ? 1 : streq(ready, "false") ? 0 : -2;
+        if (k->crng_ready == -2)
+                return -EBADMSG;
+        if (strdup_nonnull(type, &k->type) < 0 || strdup_nonnull(fp, &k->fingerprint) < 0 ||
+            strdup_nonnull(str_get(doc, n, "path"), &k->path) < 0 ||
+            strdup_nonnull(str_get(doc, n, "created"), &k->created) < 0)
+                return -ENOMEM;
+        return 0;
+}
+
+static int state_parse(yaml_document_t *doc, InstanceState *s) {
+        yaml_node_t *root = yaml_document_get_root_node(doc), *inst, *keys;
+        const char *uuid, *mid;
+        int r;
+
+        if (!root || root->type != YAML_MAPPING_NODE)
+                return -EBADMSG;
+        if (!streq_ptr(str_get(doc, root, "version"), "1"))
+                return -EBADMSG;
+
+        /* A value we cannot read back is not one we wrote. */
+        inst = node_get(doc, root, "instance");
+        if (!inst || inst->type != YAML_MAPPING_NODE)
+                return -EBADMSG;
+        uuid = str_get(doc, inst, "product_uuid");
+        mid = str_get(doc, inst, "machine_id");
+        if (uuid && !instance_uuid_normalize(uuid, s->id.product_uuid))
+                return -EBADMSG;
+        if (mid && !instance_machine_id_normalize(mid, s->id.machine_id))
+                return -EBADMSG;
+
+        keys = node_get(doc, root, "keys");
+        if (!keys)
+                return 0;
+        if (keys->type != YAML_SEQUENCE_NODE)
+                return -EBADMSG;
+        for (yaml_node_item_t *i = keys->data.sequence.items.start; i < keys->data.sequence.items.top; i++) {
+                yaml_node_t *n = yaml_document_get_node(doc, *i);
+
+                if (s->n_keys >= INSTANCE_KEYS_MAX || !n || n->type != YAML_MAPPING_NODE)
+                        return -EBADMSG;
+                r = state_parse_key(doc, n, &s->keys[s->n_keys]);
+                /* Counted even when half filled, so that done() frees it. */
+                s->n_keys++;
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+int instance_state_load(const char *path, InstanceState *ret) {
+        _cleanup_free_ char *text = NULL;
+        InstanceState s = {};
+        yaml_parser_t parser;
+        yaml_document_t doc;
+        size_t size = 0;
+        int r;
+
+        r = state_read(path, &text, &size);
+        if (r < 0)
+                return r;
+        if (size == 0 || text[0] != '{' || memchr(text, 0, size) || !nesting_ok(text, size))
+                return -EBADMSG;
+
+        if (!yaml_parser_initialize(&parser))
+                return -ENOMEM;
+        yaml_parser_set_input_string(&parser, (const unsigned char *) text, size);
+        r = yaml_parser_load(&parser, &doc) ? 0 : -EBADMSG;
+        yaml_parser_delete(&parser);
+        if (r < 0)
+                return r;
+
+        r = state_parse(&doc, &s);
+        yaml_document_delete(&doc);
+        if (r < 0) {
+                instance_state_done(&s);
+                return r;
+        }
+        *ret = s;
+        return 0;
+}

@@ -1,0 +1,97 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+/* Which machine this is, so that an image booted as a new instance gets
+ * new SSH host keys instead of sharing them with every other copy.
+ *
+ * The identity is the SMBIOS system UUID (ROOT/sys/class/dmi/id/product_uuid,
+ * set per VM by QEMU/libvirt/OpenStack) and the machine ID
+ * (ROOT/etc/machine-id, made on first boot).  Either may be unknown: no
+ * DMI on ARM or s390x, root-only sysfs file read by a user, an image
+ * whose machine-id is empty or "uninitialized".  A value that is known
+ * both in the record and now and differs means a new instance; a value
+ * unknown on either side proves nothing, so it never does.
+ *
+ * The record, ROOT/var/lib/seedbed/ssh-keys.json, holds the identity
+ * the keys were made for and what is known about each key (for people and
+ * for 'status'):
+ *   {
+ *     "version": 1,
+ *     "time": "2024-05-01T12:00:00Z",
+ *     "instance": { "product_uuid": "…" | null, "machine_id": "…" | null },
+ *     "keys": [ { "type": "ed25519", "path": "/etc/ssh/ssh_host_ed25519_key",
+ *                 "bits": 256, "fingerprint": "SHA256:…",
+ *                 "created": "2024-05-01T12:00:00Z" | null,
+ *                 "crng_ready": true | false | null }, … ]
+ *   }
+ * "created" and "crng_ready" are null for keys the agent found in place
+ * and did not make. */
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <time.h>
+
+#include "macro.h"
+
+#define INSTANCE_STATE_FILE LOCALSTATEDIR "/lib/seedbed/ssh-keys.json"
+#define INSTANCE_STATE_VERSION 1
+#define INSTANCE_KEYS_MAX 8
+
+typedef struct InstanceId {
+        char product_uuid[37]; /* lowercase 8-4-4-4-12; "" when unknown */
+        char machine_id[33];   /* 32 lowercase hex digits; "" when unknown */
+} InstanceId;
+
+typedef enum InstanceChange {
+        INSTANCE_SAME,    /* every value known both times is equal, and one is */
+        INSTANCE_NEW,     /* a value known both times differs */
+        INSTANCE_UNKNOWN, /* no record, or no value known both times */
+        _INSTANCE_CHANGE_MAX,
+} InstanceChange;
+
+/* "same", "new", "unknown". */
+const char *instance_change_to_string(InstanceChange c);
+
+/* Reads the identity under root (NULL or "/": this system).  Values that
+ * are absent, unreadable or not well-formed are left unknown; never fails. */
+void instance_id_read(const char *root, InstanceId *ret);
+
+/* Normalises one value as instance_id_read() does; false when it does
+ * not count as known (malformed, all zeros, all ones, "uninitialized"). */
+bool instance_uuid_normalize(const char *s, char out[static 37]);
+bool instance_machine_id_normalize(const char *s, char out[static 33]);
+
+/* Whether current is a new instance compared with the record. */
+InstanceChange instance_compare(const InstanceId *recorded, const InstanceId *current);
+
+typedef struct InstanceKey {
+        char *type;        /* "ed25519", "ecdsa", "rsa" */
+        char *path;        /* as the guest sees it */
+        unsigned bits;
+        char *fingerprint; /* "SHA256:…" */
+        char *created;     /* UTC time we generated it; NULL: not ours, or not known */
+        int crng_ready;    /* at generation: 1, 0, or -1 when not known */
+} InstanceKey;
+
+typedef struct InstanceState {
+        InstanceId id;
+        InstanceKey keys[INSTANCE_KEYS_MAX];
+        size_t n_keys;
+} InstanceState;
+
+/* Frees the strings; the struct may be reused after. */
+void instance_state_done(InstanceState *s);
+
+/* The key in s with this fingerprint, or NULL. */
+const InstanceKey *instance_state_find_key(const InstanceState *s, const char *fingerprint);
+
+/* Reads the record.  -ENOENT when there is none, -EBADMSG when it is not
+ * one of ours (not a regular file, too large, malformed); ret is written
+ * only on success. */
+int instance_state_load(const char *path, InstanceState *ret);
+
+/* Builds the JSON text, with the time given in UTC (for tests: 0 is now). */
+int instance_state_format(const InstanceState *s, time_t when, char **ret, size_t *ret_len);
+
+/* Writes the record atomically (0644), creating its directory. */
+int instance_state_save(const char *path, const InstanceState *s);

@@ -1,0 +1,973 @@
+/* SPDX-License-Identifier: MIT */
+#include <dirent.h>
+#include <fcntl.h>
+#include <libssh/libssh.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+
+#include "atomic.h"
+#include "fileio.h"
+#include "log.h"
+#include "sshkeys.h"
+
+/* Host key files are a few kilobytes (16384-bit RSA: 13 KiB). */
+#define KEY_FILE_MAX (64 * 1024)
+/* sshd refuses smaller RSA keys (RequiredRSASize, OpenSSH 9.1+;
+ * SSH_RSA_MINIMUM_MODULUS_SIZE before). */
+#define RSA_BITS_SSHD_MIN 1024U
+
+static const char *const host_key_type_table[_HOST_KEY_TYPE_MAX] = {
+        [HOST_KEY_ED25519] = "ed25519",
+        [HOST_KEY_ECDSA] = "ecdsa",
+        [HOST_KEY_RSA] = "rsa",
+};
+
+/* As ssh-keygen -l prints the type, in parentheses. */
+static const char *const host_key_type_display[_HOST_KEY_TYPE_MAX] = {
+        [HOST_KEY_ED25519] = "ED25519",
+        [HOST_KEY_ECDSA] = "ECDSA",
+        [HOST_KEY_RSA] = "RSA",
+};
+
+const char *host_key_type_to_string(HostKeyType t) {
+        if (t < 0 || t >= _HOST_KEY_TYPE_MAX)
+                return NULL;
+        return host_key_type_table[t];
+}
+
+HostKeyType host_key_type_from_string(const char *s) {
+        if (s)
+                for (HostKeyType t = 0; t < _HOST_KEY_TYPE_MAX; t++)
+                        if (streq(s, host_key_type_table[t]))
+                                return t;
+        return _HOST_KEY_TYPE_INVALID;
+}
+
+static const char *const ssh_key_action_table[_SSH_KEY_ACTION_MAX] = {
+        [SSH_KEY_KEPT] = "kept",
+        [SSH_KEY_REPAIRED] = "repaired",
+        [SSH_KEY_CREATED] = "created",
+        [SSH_KEY_REPLACED] = "replaced",
+        [SSH_KEY_FAILED] = "failed",
+};
+
+const char *ssh_key_action_to_string(SshKeyAction a) {
+        if (a < 0 || a >= _SSH_KEY_ACTION_MAX)
+                return NULL;
+        return ssh_key_action_table[a];
+}
+
+static void ssh_key_freep(ssh_key *k) {
+        ssh_key_free(*k);
+}
+#define _cleanup_ssh_key_ _cleanup_(ssh_key_freep)
+
+static void ssh_string_free_charp(char **s) {
+        ssh_string_free_char(*s);
+}
+#define _cleanup_ssh_char_ _cleanup_(ssh_string_free_charp)
+
+/* Key material must not outlive its use in freed heap memory. */
+static void erase_string(char *s) {
+        if (s)
+                explicit_bzero(s, strlen(s));
+}
+
+static void erase_ssh_charp(char **s) {
+        erase_string(*s);
+        ssh_string_free_char(*s);
+}
+#define _cleanup_erase_ssh_char_ _cleanup_(erase_ssh_charp)
+
+typedef struct SecretBuf {
+        char *data;
+        size_t size;
+} SecretBuf;
+
+static void secret_buf_done(SecretBuf *b) {
+        if (b->data)
+                explicit_bzero(b->data, b->size);
+        free(b->data);
+        *b = (SecretBuf) {};
+}
+
+/* Who owns the files and how open the private key is: decided once per
+ * run from the tree being written. */
+typedef struct KeyOwner {
+        uid_t uid;          /* (uid_t) -1: leave as created */
+        gid_t private_gid;  /* root, or ssh_keys */
+        gid_t public_gid;
+        mode_t private_mode;
+        bool have_group;    /* ssh_keys found */
+        gid_t group_gid;
+} KeyOwner;
+
+typedef struct Context {
+        const SshKeysOptions *o;
+        char *key_dir; /* as the guest sees it, no trailing '/' ("" for "/") */
+        char *dir;     /* on this system: root + key_dir */
+        KeyOwner owner;
+        usec_t start;
+} Context;
+
+/* The group's GID from a group(5) file: name:password:GID:members. */
+static int group_lookup(const char *path, const char *name, gid_t *ret) {
+        _cleanup_free_ char *text = NULL;
+        int r;
+
+        r = read_full_file(path, 4 * 1024 * 1024, &text, NULL);
+        if (r < 0)
+                return r;
+        for (char *line = text, *next; line && *line; line = next) {
+                char *f[4] = {}, *p = line, *end;
+                unsigned long gid;
+                unsigned nf = 0;
+
+                next = strchr(line, '\n');
+                if (next)
+                        *next++ = 0;
+                for (; nf < ELEMENTSOF(f) && p; nf++) {
+                        f[nf] = p;
+                        p = strchr(p, ':');
+                        if (p)
+                                *p++ = 0;
+                }
+                if (nf < 3 || !streq(f[0], name))
+                        continue;
+                errno = 0;
+                gid = strtoul(f[2], &end, 10);
+                if (errno != 0 || end == f[2] || *end || gid >= (unsigned long) (gid_t) -1)
+                        continue;
+                *ret = (gid_t) gid;
+                return 0;
+        }
+        return -ENOENT;
+}
+
+/* The group is looked up in the tree's own /etc/group, never through NSS:
+ * the files belong to that tree, whose GIDs may differ from the running
+ * system's (an image tool under --root), and the initramfs has no NSS
+ * modules.  A system group such as ssh_keys lives in /etc/group. */
+static void owner_init(const char *root, KeyOwner *ret) {
+        _cleanup_free_ char *path = path_join_root(root, "/etc/group");
+        KeyOwner o = { .uid = 0, .private_gid = 0, .public_gid = 0, .private_mode = 0600 };
+        int r;
+
+        if (geteuid() != 0) {
+                /* Not root (a test, an unprivileged image build): files
+                 * belong to whoever runs us, and no group gets to read. */
+                *ret = (KeyOwner) { .uid = (uid_t) -1, .private_gid = (gid_t) -1, .public_gid = (gid_t) -1,
+                                    .private_mode = 0600 };
+                return;
+        }
+        r = path ? group_lookup(path, SSHKEYS_GROUP, &o.group_gid) : -ENOMEM;
+        if (r >= 0) {
+                o.have_group = true;
+                o.private_gid = o.group_gid;
+                o.private_mode = 0640;
+        } else if (r != -ENOENT)
+                /* 0600 root:root is the safe side: sshd runs as root. */
+                log_warning_errno(r, "Cannot read '%s', host keys will be 0600 root:root: %m", strna(path));
+        *ret = o;
+}
+
+static enum ssh_keytypes_e libssh_type(const Context *c, HostKeyType t) {
+        switch (t) {
+        case HOST_KEY_ED25519:
+                return SSH_KEYTYPE_ED25519;
+        case HOST_KEY_RSA:
+                return SSH_KEYTYPE_RSA;
+        case HOST_KEY_ECDSA:
+                switch (c->o->ecdsa_bits) {
+                case 384:
+                        return SSH_KEYTYPE_ECDSA_P384;
+                case 521:
+                        return SSH_KEYTYPE_ECDSA_P521;
+                default:
+                        return SSH_KEYTYPE_ECDSA_P256;
+                }
+        default:
+                return SSH_KEYTYPE_UNKNOWN;
+        }
+}
+
+static HostKeyType host_key_type_of(ssh_key key) {
+        switch (ssh_key_type(key)) {
+        case SSH_KEYTYPE_ED25519:
+                return HOST_KEY_ED25519;
+        case SSH_KEYTYPE_ECDSA_P256:
+        case SSH_KEYTYPE_ECDSA_P384:
+        case SSH_KEYTYPE_ECDSA_P521:
+                return HOST_KEY_ECDSA;
+        case SSH_KEYTYPE_RSA:
+                return HOST_KEY_RSA;
+        default:
+                return _HOST_KEY_TYPE_INVALID;
+        }
+}
+
+static int base64_value(char ch) {
+        if (ch >= 'A' && ch <= 'Z')
+                return ch - 'A';
+        if (ch >= 'a' && ch <= 'z')
+                return ch - 'a' + 26;
+        if (ch >= '0' && ch <= '9')
+                return ch - '0' + 52;
+        if (ch == '+')
+                return 62;
+        if (ch == '/')
+                return 63;
+        return -1;
+}
+
+/* Standard base64 with padding, as in .pub files. */
+static int base64_decode(const char *s, uint8_t **ret, size_t *ret_size) {
+        size_t l = strlen(s), n = 0;
+        uint32_t acc = 0;
+        unsigned bits = 0;
+        uint8_t *out;
+
+        if (l % 4 != 0)
+                return -EBADMSG;
+        while (l > 0 && s[l - 1] == '=')
+                l--;
+        if (strlen(s) - l > 2)
+                return -EBADMSG;
+        out = malloc(l * 3 / 4 + 1);
+        if (!out)
+                return -ENOMEM;
+        for (size_t i = 0; i < l; i++) {
+                int v = base64_value(s[i]);
+
+                if (v < 0) {
+                        free(out);
+                        return -EBADMSG;
+                }
+                acc = (acc << 6) | (uint32_t) v;
+                bits += 6;
+                if (bits >= 8) {
+                        bits -= 8;
+                        out[n++] = (uint8_t) (acc >> bits);
+                }
+        }
+        *ret = out;
+        *ret_size = n;
+        return 0;
+}
+
+/* One SSH wire-format string (RFC 4251 5): a 32-bit length, then bytes. */
+static int wire_string(const uint8_t **p, size_t *left, const uint8_t **ret, size_t *ret_len) {
+        uint32_t l;
+
+        if (*left < 4)
+                return -EBADMSG;
+        l = (uint32_t) (*p)[0] << 24 | (uint32_t) (*p)[1] << 16 | (uint32_t) (*p)[2] << 8 | (*p)[3];
+        if (l > *left - 4)
+                return -EBADMSG;
+        *ret = *p + 4;
+        *ret_len = l;
+        *p += 4 + l;
+        *left -= 4 + l;
+        return 0;
+}
+
+/* libssh 0.10 has no ssh_key_size(): the modulus from the public blob
+ * ("ssh-rsa", e, n), counted as ssh-keygen does (BN_num_bits). */
+static int rsa_bits(ssh_key key, unsigned *ret) {
+        _cleanup_ssh_char_ char *b64 = NULL;
+        _cleanup_free_ uint8_t *blob = NULL;
+        const uint8_t *p, *s;
+        size_t size, left, l;
+        unsigned bits;
+        int r;
+
+        if (ssh_pki_export_pubkey_base64(key, &b64) != SSH_OK)
+                return -EIO;
+        r = base64_decode(b64, &blob, &size);
+        if (r < 0)
+                return r;
+        p = blob;
+        left = size;
+        for (unsigned i = 0; i < 3; i++) {
+                r = wire_string(&p, &left, &s, &l);
+                if (r < 0)
+                        return r;
+        }
+        /* s, l: the modulus, a positive mpint: skip its leading zeros. */
+        while (l > 0 && s[0] == 0)
+                s++, l--;
+        if (l == 0)
+                return -EBADMSG;
+        bits = (unsigned) (l - 1) * 8;
+        for (uint8_t b = s[0]; b; b >>= 1)
+                bits++;
+        *ret = bits;
+        return 0;
+}
+
+static int key_bits(ssh_key key, unsigned *ret) {
+        switch (ssh_key_type(key)) {
+        case SSH_KEYTYPE_ED25519:
+        case SSH_KEYTYPE_ECDSA_P256:
+                *ret = 256;
+                return 0;
+        case SSH_KEYTYPE_ECDSA_P384:
+                *ret = 384;
+                return 0;
+        case SSH_KEYTYPE_ECDSA_P521:
+                *ret = 521;
+                return 0;
+        case SSH_KEYTYPE_RSA:
+                return rsa_bits(key, ret);
+        default:
+                return -EOPNOTSUPP;
+        }
+}
+
+static int key_fingerprint(ssh_key key, char **ret) {
+        unsigned char *hash = NULL;
+        size_t hlen = 0;
+        char *fp, *s;
+
+        /* "SHA256:" and base64 without padding: ssh-keygen's default. */
+        if (ssh_get_publickey_hash(key, SSH_PUBLICKEY_HASH_SHA256, &hash, &hlen) < 0)
+                return -EIO;
+        fp = ssh_get_fingerprint_hash(SSH_PUBLICKEY_HASH_SHA256, hash, hlen);
+        ssh_clean_pubkey_hash(&hash);
+        if (!fp)
+                return -ENOMEM;
+        s = strdup(fp);
+        ssh_string_free_char(fp);
+        if (!s)
+                return -ENOMEM;
+        *ret = s;
+        return 0;
+}
+
+/* The .pub line for a key: "ALGO BASE64[ COMMENT]". */
+static int pub_line(ssh_key key, const char *comment, char **ret) {
+        _cleanup_ssh_char_ char *b64 = NULL;
+        char *s;
+
+        if (ssh_pki_export_pubkey_base64(key, &b64) != SSH_OK)
+                return -EIO;
+        if (asprintf(&s, "%s %s%s%s", ssh_key_type_to_char(ssh_key_type(key)), b64, comment ? " " : "",
+                     strempty(comment)) < 0)
+                return -ENOMEM;
+        *ret = s;
+        return 0;
+}
+
+/* Opens an existing key file (links followed) and reads it whole.
+ * -ENOENT: none; -EBADMSG with a reason: something is there but it
+ * cannot be a key file. */
+static int read_key_file(const char *path, int *ret_fd, SecretBuf *ret, const char **ret_reason) {
+        _cleanup_close_ int fd = -EBADF;
+        SecretBuf b = {};
+        struct stat st;
+        ssize_t k;
+
+        /* O_NONBLOCK: a FIFO planted in place of a key must not hang the
+         * boot; fstat() then turns it away. */
+        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+        if (fd < 0)
+                return -errno;
+        if (fstat(fd, &st) < 0)
+                return -errno;
+        if (!S_ISREG(st.st_mode)) {
+                *ret_reason = "not a regular file";
+                return -EBADMSG;
+        }
+        if (st.st_size == 0) {
+                *ret_reason = "empty";
+                return -EBADMSG;
+        }
+        if (st.st_size > KEY_FILE_MAX) {
+                *ret_reason = "too large for a key";
+                return -EBADMSG;
+        }
+        b.size = (size_t) st.st_size + 1;
+        b.data = malloc(b.size);
+        if (!b.data)
+                return -ENOMEM;
+        k = loop_read(fd, b.data, (size_t) st.st_size);
+        if (k < 0) {
+                secret_buf_done(&b);
+                return (int) k;
+        }
+        b.data[k] = 0;
+        if (memchr(b.data, 0, (size_t) k)) {
+                secret_buf_done(&b);
+                *ret_reason = "not text";
+                return -EBADMSG;
+        }
+        if (ret_fd)
+                *ret_fd = TAKE_FD(fd);
+        *ret = b;
+        return 0;
+}
+
+/* An existing private key we may keep: one libssh reads, of the type its
+ * name says, that sshd will load. */
+static int load_private(const char *path, HostKeyType t, ssh_key *ret, int *ret_fd, const char **ret_reason) {
+        _cleanup_ssh_key_ ssh_key key = NULL;
+        _cleanup_close_ int fd = -EBADF;
+        SecretBuf b = {};
+        unsigned bits;
+        int r;
+
+        r = read_key_file(path, &fd, &b, ret_reason);
+        if (r < 0)
+                return r;
+        /* No passphrase and no prompt: sshd could not unlock it either. */
+        r = ssh_pki_import_privkey_base64(b.data, NULL, NULL, NULL, &key);
+        secret_buf_done(&b);
+        if (r != SSH_OK) {
+                *ret_reason = "not a private key without a passphrase";
+                return -EBADMSG;
+        }
+        if (host_key_type_of(key) != t) {
+                *ret_reason = "a key of another type";
+                return -EBADMSG;
+        }
+        if (t == HOST_KEY_RSA && (key_bits(key, &bits) < 0 || bits < RSA_BITS_SSHD_MIN)) {
+                *ret_reason = "an RSA key too small for sshd";
+                return -EBADMSG;
+        }
+        *ret = TAKE_PTR(key);
+        *ret_fd = TAKE_FD(fd);
+        return 0;
+}
+
+/* Checks that the .pub holds this key, as one line "ALGO BASE64[ COMMENT]"
+ * (read as ssh-keygen -l reads it).  Returns the line and the comment. */
+static int check_pub(const char *path, ssh_key key, char **ret_line, char **ret_comment, const char **ret_reason) {
+        _cleanup_ssh_char_ char *want = NULL;
+        _cleanup_free_ char *line = NULL, *comment = NULL;
+        const char *algo = ssh_key_type_to_char(ssh_key_type(key));
+        SecretBuf b = {};
+        size_t l, al, bl;
+        char *p;
+        int r;
+
+        r = read_key_file(path, NULL, &b, ret_reason);
+        if (r < 0)
+                return r;
+        l = strcspn(b.data, "\n");
+        line = strndup(b.data, l);
+        r = b.data[l] && b.data[l + 1 + strspn(b.data + l + 1, " \t\r\n")] ? -EBADMSG : 0;
+        secret_buf_done(&b);
+        if (!line)
+                return -ENOMEM;
+        if (r < 0) {
+                *ret_reason = "longer than one line";
+                return r;
+        }
+        /* The line goes to the console: no escape sequences. */
+        for (p = line; *p; p++)
+                if (((unsigned char) *p < 0x20 && *p != '\t') || *p == 0x7f) {
+                        *ret_reason = "holding control characters";
+                        return -EBADMSG;
+                }
+
+        if (ssh_pki_export_pubkey_base64(key, &want) != SSH_OK)
+                return -EIO;
+        /* The canonical encoding is unique, so the text must be ours. */
+        p = line + strspn(line, " \t");
+        al = strcspn(p, " \t");
+        bl = strcspn(p + al + strspn(p + al, " \t"), " \t");
+        if (al != strlen(algo) || strncmp(p, algo, al) != 0) {
+                *ret_reason = "of another type";
+                return -EBADMSG;
+        }
+        p += al + strspn(p + al, " \t");
+        if (bl != strlen(want) || strncmp(p, want, bl) != 0) {
+                *ret_reason = "not the private key's public half";
+                return -EBADMSG;
+        }
+        p += bl + strspn(p + bl, " \t");
+        if (*p && *p != '#') {
+                comment = strdup(p);
+                if (!comment)
+                        return -ENOMEM;
+        }
+        *ret_line = TAKE_PTR(line);
+        *ret_comment = TAKE_PTR(comment);
+        return 0;
+}
+
+static int result_fill(SshKeyResult *res, ssh_key key, char *line, char *comment) {
+        int r;
+
+        res->public_key = line;
+        res->comment = comment;
+        r = key_bits(key, &res->bits);
+        if (r < 0)
+                return r;
+        return key_fingerprint(key, &res->fingerprint);
+}
+
+static int write_private(const Context *c, const char *path, ssh_key key) {
+        _cleanup_erase_ssh_char_ char *b64 = NULL;
+        SecretBuf text = {};
+        int r;
+
+        /* OpenSSH's own format where this libssh can write it; 0.10 writes
+         * RSA and ECDSA as PKCS#8 PEM, which sshd reads as well. */
+#if LIBSSH_VERSION_INT >= SSH_VERSION_INT(0, 11, 0)
+        r = ssh_pki_export_privkey_base64_format(key, NULL, NULL, NULL, &b64, SSH_FILE_FORMAT_OPENSSH);
+#else
+        r = ssh_pki_export_privkey_base64(key, NULL, NULL, NULL, &b64);
+#endif
+        if (r != SSH_OK || !b64)
+                return -EIO;
+        text.size = strlen(b64);
+        text.data = malloc(text.size + 2);
+        if (!text.data)
+                return -ENOMEM;
+        memcpy(text.data, b64, text.size);
+        if (text.size == 0 || text.data[text.size - 1] != '\n')
+                text.data[text.size++] = '\n';
+        r = atomic_write_file(path, text.data, text.size, c->owner.private_mode, c->owner.uid, c->owner.private_gid);
+        secret_buf_done(&text);
+        return r;
+}
+
+static int write_pub(const Context *c, const char *path, const char *line) {
+        _cleanup_free_ char *text = NULL;
+        int l;
+
+        l = asprintf(&text, "%s\n", line);
+        if (l < 0)
+                return -ENOMEM;
+        return atomic_write_file(path, text, (size_t) l, 0644, c->owner.uid, c->owner.public_gid);
+}
+
+/* A kept private key must not be more open than one we would write:
+ * sshd refuses keys others can read, and a group other than root or
+ * ssh_keys has no business reading it. */
+static void fix_private_mode(const Context *c, const char *path, int fd) {
+        const KeyOwner *w = &c->owner;
+        struct stat st;
+        bool group_ok;
+
+        if (w->uid == (uid_t) -1 || fstat(fd, &st) < 0)
+                return;
+        group_ok = st.st_gid == 0 || (w->have_group && st.st_gid == w->group_gid);
+        if (st.st_uid == 0 && (st.st_mode & 07137) == 0 && (group_ok || (st.st_mode & 0040) == 0))
+                return;
+        if (fchown(fd, w->uid, w->private_gid) < 0 || fchmod(fd, w->private_mode) < 0) {
+                log_warning_errno(errno, "Failed to tighten the permissions of '%s', ignoring: %m", path);
+                return;
+        }
+        log_notice("'%s' was open to more than root%s; made it %04o.", path, w->have_group ? " and " SSHKEYS_GROUP : "",
+                   (unsigned) w->private_mode);
+}
+
+static bool is_symlink(const char *path) {
+        struct stat st;
+
+        return lstat(path, &st) >= 0 && S_ISLNK(st.st_mode);
+}
+
+static usec_t since_start(const Context *c) {
+        usec_t n = now_usec(CLOCK_MONOTONIC);
+        return n > c->start ? n - c->start : 0;
+}
+
+static int keep_or_repair(const Context *c, SshKeyResult *res, ssh_key key, int fd, const char *priv,
+                          const char *pub) {
+        _cleanup_free_ char *line = NULL, *comment = NULL;
+        const char *reason = NULL;
+        int r;
+
+        r = check_pub(pub, key, &line, &comment, &reason);
+        if (r >= 0) {
+                /* Through a link is storage someone else manages. */
+                if (!is_symlink(priv))
+                        fix_private_mode(c, res->path, fd);
+                res->action = SSH_KEY_KEPT;
+                log_debug("Keeping SSH host key '%s'.", res->path);
+        } else if (r == -ENOENT || r == -EBADMSG) {
+                /* The private key was written first: a crash between the
+                 * two files, or an old .pub after a replacement, ends here. */
+                res->reason = r == -ENOENT ? "missing" : reason;
+                if (is_symlink(pub)) {
+                        res->reason = "public key file is a symbolic link";
+                        return log_error_errno(ELOOP, "'%s' is a symbolic link to no sound public key; not writing "
+                                               "through it.", res->pub_path);
+                }
+                r = pub_line(key, c->o->comment, &line);
+                if (r < 0)
+                        return log_error_errno(r, "Failed to derive the public key of '%s': %m", res->path);
+                if (c->o->comment) {
+                        comment = strdup(c->o->comment);
+                        if (!comment)
+                                return log_oom();
+                }
+                r = write_pub(c, pub, line);
+                if (r < 0)
+                        return log_error_errno(r, "Failed to write '%s': %m", res->pub_path);
+                res->action = SSH_KEY_REPAIRED;
+                log_notice("'%s' was %s; wrote it again from '%s'.", res->pub_path, res->reason, res->path);
+        } else
+                return log_error_errno(r, "Failed to read '%s': %m", res->pub_path);
+
+        r = result_fill(res, key, TAKE_PTR(line), TAKE_PTR(comment));
+        if (r < 0)
+                return log_error_errno(r, "Failed to read the key in '%s': %m", res->path);
+        return 0;
+}
+
+static int generate(const Context *c, SshKeyResult *res, HostKeyType t, const char *priv, const char *pub,
+                    SshKeyAction action) {
+        _cleanup_ssh_key_ ssh_key key = NULL;
+        _cleanup_free_ char *line = NULL, *comment = NULL;
+        unsigned bits = t == HOST_KEY_RSA ? c->o->rsa_bits : 0;
+        int r;
+
+        if (ssh_pki_generate(libssh_type(c, t), (int) bits, &key) != SSH_OK || !key)
+                return log_error_errno(EIO, "libssh failed to generate a %s key for '%s'.",
+                                       host_key_type_to_string(t), res->path);
+        r = pub_line(key, c->o->comment, &line);
+        if (r < 0)
+                return log_error_errno(r, "Failed to export the public key for '%s': %m", res->path);
+        if (c->o->comment) {
+                comment = strdup(c->o->comment);
+                if (!comment)
+                        return log_oom();
+        }
+
+        /* Private first: whatever happens to the .pub, the next run can
+         * derive it from a complete private key. */
+        r = write_private(c, priv, key);
+        if (r < 0)
+                return log_error_errno(r, "Failed to write '%s': %m", res->path);
+        r = write_pub(c, pub, line);
+        if (r < 0)
+                return log_error_errno(r, "Failed to write '%s', the next run writes it from '%s': %m",
+                                       res->pub_path, res->path);
+
+        res->action = action;
+        res->crng_ready = c->o->crng_ready;
+        r = result_fill(res, key, TAKE_PTR(line), TAKE_PTR(comment));
+        if (r < 0)
+                return log_error_errno(r, "Failed to read back the key in '%s': %m", res->path);
+        if (action == SSH_KEY_CREATED)
+                log_info("Created SSH host key '%s': %u %s.", res->path, res->bits, res->fingerprint);
+        else
+                log_info("Replaced SSH host key '%s' (%s): %u %s.", res->path, strna(res->reason), res->bits,
+                         res->fingerprint);
+        return 0;
+}
+
+static int ensure_one(const Context *c, HostKeyType t, SshKeyResult *res) {
+        _cleanup_free_ char *priv = NULL, *pub = NULL;
+        const char *name = host_key_type_to_string(t), *reason = NULL;
+        bool existed = false;
+        struct stat st;
+        int r;
+
+        if (asprintf(&res->path, "%s/ssh_host_%s_key", c->key_dir, name) < 0) {
+                res->path = NULL;
+                return log_oom();
+        }
+        if (asprintf(&res->pub_path, "%s.pub", res->path) < 0) {
+                res->pub_path = NULL;
+                return log_oom();
+        }
+        priv = path_join_root(c->o->root, res->path);
+        pub = path_join_root(c->o->root, res->pub_path);
+        if (!priv || !pub)
+                return log_oom();
+
+        if (lstat(priv, &st) >= 0)
+                existed = true;
+        else if (errno != ENOENT)
+                return log_error_errno(errno, "Failed to look at '%s': %m", res->path);
+
+        if (existed && !c->o->replace) {
+                _cleanup_ssh_key_ ssh_key key = NULL;
+                _cleanup_close_ int fd = -EBADF;
+
+                r = load_private(priv, t, &key, &fd, &reason);
+                if (r >= 0)
+                        return keep_or_repair(c, res, key, fd, priv, pub);
+                if (r == -ENOENT)
+                        reason = "a dangling symbolic link";
+                else if (r != -EBADMSG) {
+                        res->reason = "unreadable";
+                        return log_error_errno(r, "Failed to read '%s', leaving it alone: %m", res->path);
+                }
+                res->reason = reason;
+                log_warning("'%s' is %s: replacing it with a new key.", res->path, reason);
+        } else if (existed)
+                res->reason = "replacement asked for";
+
+        /* rename() would replace the link, not what it points to, and the
+         * storage behind it is not ours to decide about. */
+        if (existed && S_ISLNK(st.st_mode)) {
+                res->reason = "a symbolic link";
+                return log_error_errno(ELOOP, "'%s' is a symbolic link: not replacing it.", res->path);
+        }
+        if (is_symlink(pub)) {
+                res->reason = "public key file is a symbolic link";
+                return log_error_errno(ELOOP, "'%s' is a symbolic link: not replacing it.", res->pub_path);
+        }
+        return generate(c, res, t, priv, pub, existed ? SSH_KEY_REPLACED : SSH_KEY_CREATED);
+}
+
+/* Temporary files of ours that a crash left: they may hold a private
+ * key, and nothing else would ever remove them. */
+static void remove_stale_temp_files(int dir_fd, const char *dir) {
+        _cleanup_close_ int fd = -EBADF;
+        DIR *d;
+
+        fd = openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fd < 0)
+                return;
+        d = fdopendir(fd);
+        if (!d)
+                return;
+        fd = -EBADF;
+        for (struct dirent *de; (de = readdir(d));) {
+                bool ours = false;
+                struct stat st;
+
+                for (HostKeyType t = 0; t < _HOST_KEY_TYPE_MAX && !ours; t++) {
+                        char name[64];
+
+                        (void) snprintf(name, sizeof name, "ssh_host_%s_key", host_key_type_to_string(t));
+                        ours = atomic_is_temp_name(de->d_name, name);
+                        (void) snprintf(name, sizeof name, "ssh_host_%s_key.pub", host_key_type_to_string(t));
+                        ours = ours || atomic_is_temp_name(de->d_name, name);
+                }
+                if (!ours || fstatat(dir_fd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(st.st_mode))
+                        continue;
+                if (unlinkat(dir_fd, de->d_name, 0) < 0)
+                        log_warning_errno(errno, "Failed to remove stale '%s/%s', ignoring: %m", dir, de->d_name);
+                else
+                        log_notice("Removed '%s/%s', left by an interrupted run.", dir, de->d_name);
+        }
+        closedir(d);
+}
+
+static bool comment_valid(const char *s) {
+        /* ssh-keygen -l skips leading blanks and takes '#' as no comment. */
+        if (s[0] == ' ' || s[0] == '\t' || s[0] == '#')
+                return false;
+        for (; *s; s++)
+                if ((unsigned char) *s < 0x20 || *s == 0x7f)
+                        return false;
+        return true;
+}
+
+static int options_check(const SshKeysOptions *o) {
+        bool seen[_HOST_KEY_TYPE_MAX] = {};
+
+        if (o->n_types > _HOST_KEY_TYPE_MAX || (o->n_types > 0 && !o->types))
+                return -EINVAL;
+        for (size_t i = 0; i < o->n_types; i++) {
+                if (o->types[i] < 0 || o->types[i] >= _HOST_KEY_TYPE_MAX || seen[o->types[i]])
+                        return -EINVAL;
+                seen[o->types[i]] = true;
+        }
+        if (o->rsa_bits != 0 && (o->rsa_bits < SSHKEYS_RSA_BITS_MIN || o->rsa_bits > SSHKEYS_RSA_BITS_MAX))
+                return -EINVAL;
+        if (o->ecdsa_bits != 0 && o->ecdsa_bits != 256 && o->ecdsa_bits != 384 && o->ecdsa_bits != 521)
+                return -EINVAL;
+        if (o->key_dir && o->key_dir[0] != '/')
+                return -EINVAL;
+        if (o->comment && !comment_valid(o->comment))
+                return -EINVAL;
+        return 0;
+}
+
+void ssh_key_results_done(SshKeyResult *r, size_t n) {
+        for (size_t i = 0; i < n; i++) {
+                free(r[i].path);
+                free(r[i].pub_path);
+                free(r[i].fingerprint);
+                free(r[i].public_key);
+                free(r[i].comment);
+                r[i] = (SshKeyResult) {};
+        }
+}
+
+int sshkeys_ensure(const SshKeysOptions *o, SshKeyResult *ret, size_t *ret_n) {
+        SshKeyResult results[_HOST_KEY_TYPE_MAX] = {};
+        SshKeysOptions opts;
+        _cleanup_close_ int dir_fd = -EBADF;
+        _cleanup_free_ char *key_dir = NULL, *dir = NULL;
+        Context c;
+        int r, failed = 0;
+
+        if (!o || !ret || !ret_n)
+                return -EINVAL;
+        r = options_check(o);
+        if (r < 0)
+                return r;
+        opts = *o;
+        if (opts.rsa_bits == 0)
+                opts.rsa_bits = SSHKEYS_RSA_BITS_DEFAULT;
+        if (opts.ecdsa_bits == 0)
+                opts.ecdsa_bits = SSHKEYS_ECDSA_BITS_DEFAULT;
+        if (opts.comment && !opts.comment[0])
+                opts.comment = NULL;
+        if (opts.n_types == 0) {
+                *ret_n = 0;
+                return 0;
+        }
+
+        key_dir = strdup(opts.key_dir ?: SSHKEYS_KEY_DIR);
+        if (!key_dir)
+                return -ENOMEM;
+        for (size_t l = strlen(key_dir); l > 0 && key_dir[l - 1] == '/'; l--)
+                key_dir[l - 1] = 0;
+        dir = path_join_root(opts.root, key_dir[0] ? key_dir : "/");
+        if (!dir)
+                return -ENOMEM;
+
+        c = (Context) { .o = &opts, .key_dir = key_dir, .dir = dir,
+                        .start = opts.start_usec ?: now_usec(CLOCK_MONOTONIC) };
+        owner_init(opts.root, &c.owner);
+
+        r = mkdir_p(dir, 0755);
+        if (r < 0)
+                return log_error_errno(r, "Failed to create '%s': %m", dir);
+        dir_fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dir_fd < 0)
+                return log_error_errno(errno, "Failed to open '%s': %m", dir);
+        /* Two agents at once (a unit and an installer) would each write
+         * keys and could pair one's .pub with the other's private key. */
+        if (flock(dir_fd, LOCK_EX) < 0)
+                log_warning_errno(errno, "Failed to lock '%s', going on without: %m", dir);
+        remove_stale_temp_files(dir_fd, dir);
+
+        (void) ssh_init();
+        for (size_t i = 0; i < opts.n_types; i++) {
+                SshKeyResult *res = &results[i];
+
+                *res = (SshKeyResult) { .type = opts.types[i] };
+                r = ensure_one(&c, opts.types[i], res);
+                if (r < 0) {
+                        /* What is known stays for the record; a failed
+                         * key shows no fingerprint. */
+                        res->action = SSH_KEY_FAILED;
+                        res->error = r;
+                        res->bits = 0;
+                        res->crng_ready = false;
+                        res->fingerprint = mfree(res->fingerprint);
+                        res->public_key = mfree(res->public_key);
+                        res->comment = mfree(res->comment);
+                        failed++;
+                }
+                res->at_usec = since_start(&c);
+        }
+        (void) ssh_finalize();
+
+        memcpy(ret, results, opts.n_types * sizeof results[0]);
+        *ret_n = opts.n_types;
+        return failed;
+}
+
+int sshkeys_fingerprint_line(const SshKeyResult *r, char **ret) {
+        char *s;
+
+        if (!r->fingerprint || r->type < 0 || r->type >= _HOST_KEY_TYPE_MAX)
+                return -EINVAL;
+        if (asprintf(&s, "%u %s %s (%s)", r->bits, r->fingerprint, r->comment ?: "no comment",
+                     host_key_type_display[r->type]) < 0)
+                return -ENOMEM;
+        *ret = s;
+        return 0;
+}
+
+static int by_pub_path(const void *a, const void *b) {
+        const SshKeyResult *x = *(const SshKeyResult *const *) a, *y = *(const SshKeyResult *const *) b;
+        return strcmp(x->pub_path, y->pub_path);
+}
+
+/* cloud-init's row of hashes around the fingerprint block. */
+#define HASHES "#############################################################"
+
+int sshkeys_format_console(const SshKeyResult *r, size_t n, bool fingerprints, bool keys, char **ret) {
+        _cleanup_free_ const SshKeyResult **sorted = NULL;
+        _cleanup_free_ char *buf = NULL;
+        size_t m = 0, size = 0;
+        FILE *f;
+        int k = 0;
+
+        sorted = calloc(n ?: 1, sizeof *sorted);
+        if (!sorted)
+                return -ENOMEM;
+        for (size_t i = 0; i < n; i++)
+                if (r[i].action != SSH_KEY_FAILED && r[i].fingerprint && r[i].public_key && r[i].pub_path)
+                        sorted[m++] = &r[i];
+        /* Its glob, ssh_host_*key.pub, lists them by name. */
+        qsort(sorted, m, sizeof *sorted, by_pub_path);
+
+        f = open_memstream(&buf, &size);
+        if (!f)
+                return -ENOMEM;
+        if (fingerprints && m > 0) {
+                fputs(HASHES "\n-----BEGIN SSH HOST KEY FINGERPRINTS-----\n", f);
+                for (size_t i = 0; i < m && k >= 0; i++) {
+                        _cleanup_free_ char *line = NULL;
+
+                        k = sshkeys_fingerprint_line(sorted[i], &line);
+                        if (k >= 0)
+                                fprintf(f, "%s\n", line);
+                }
+                fputs("-----END SSH HOST KEY FINGERPRINTS-----\n" HASHES "\n", f);
+        }
+        if (keys && m > 0) {
+                fputs("-----BEGIN SSH HOST KEY KEYS-----\n", f);
+                for (size_t i = 0; i < m; i++)
+                        fprintf(f, "%s\n", sorted[i]->public_key);
+                fputs("-----END SSH HOST KEY KEYS-----\n", f);
+        }
+        if (fclose(f) != 0 || !buf)
+                return -ENOMEM;
+        if (k < 0)
+                return k;
+        *ret = TAKE_PTR(buf);
+        return 0;
+}
+
+int sshkeys_state_build(const InstanceState *old, const InstanceId *id, const SshKeyResult *r, size_t n,
+                        InstanceState *ret) {
+        InstanceState s = { .id = *id };
+        char now[32] = "";
+        time_t t = time(NULL);
+        struct tm tm;
+
+        if (gmtime_r(&t, &tm))
+                (void) strftime(now, sizeof now, "%Y-%m-%dT%H:%M:%SZ", &tm);
+
+        for (size_t i = 0; i < n && s.n_keys < INSTANCE_KEYS_MAX; i++) {
+                const InstanceKey *prev;
+                InstanceKey *k = &s.keys[s.n_keys];
+                bool made = r[i].action == SSH_KEY_CREATED || r[i].action == SSH_KEY_REPLACED;
+
+                if (r[i].action == SSH_KEY_FAILED || !r[i].fingerprint)
+                        continue;
+                s.n_keys++;
+                prev = made ? NULL : instance_state_find_key(old, r[i].fingerprint);
+                k->bits = r[i].bits;
+                k->crng_ready = made ? r[i].crng_ready : prev ? prev->crng_ready : -1;
+                k->type = strdup(host_key_type_to_string(r[i].type));
+                k->path = strdup(r[i].path);
+                k->fingerprint = strdup(r[i].fingerprint);
+                if (made)
+                        k->created = strdup(now);
+                else if (prev && prev->created)
+                        k->created = strdup(prev->created);
+                if (!k->type || !k->path || !k->fingerprint || ((made || (prev && prev->created)) && !k->created)) {
+                        instance_state_done(&s);
+                        return -ENOMEM;
+                }
+        }
+        *ret = s;
+        return 0;
+}

@@ -1,0 +1,127 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+/* SSH host keys: made with libssh once the CRNG gate has passed, written
+ * so that a crash leaves no half key, kept when they are already there
+ * and sound, replaced all together for a new instance, and shown on the
+ * console the way cloud-init shows them, so the tools that read
+ * cloud-init's console blocks read ours.
+ *
+ * Files, in ROOT/KEY_DIR (KEY_DIR default /etc/ssh, whatever our prefix,
+ * because that is where sshd looks):
+ *   ssh_host_TYPE_key      0600 root:root, or 0640 root:ssh_keys where the
+ *                          tree's /etc/group has ssh_keys (Fedora/RHEL)
+ *   ssh_host_TYPE_key.pub  0644 root:root, "ALGO BASE64[ COMMENT]\n"
+ * Upstream sshd refuses a group-readable host key ("UNPROTECTED PRIVATE
+ * KEY FILE"); only the distributions that create the ssh_keys group patch
+ * it to accept that group, so its presence is what allows 0640.
+ * Private keys are OpenSSH format where libssh can write it (Ed25519 with
+ * libssh 0.10; all types with 0.11+), else PKCS#8 PEM (RSA, ECDSA with
+ * 0.10); sshd and ssh-keygen read both.
+ *
+ * The private key is written before the public one.  A crash between them
+ * leaves a private key with no .pub (or with the old one): the next run
+ * finds the private key sound and writes the .pub from it. */
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "instance.h"
+#include "macro.h"
+
+#define SSHKEYS_KEY_DIR "/etc/ssh"
+#define SSHKEYS_RSA_BITS_DEFAULT 3072U
+#define SSHKEYS_RSA_BITS_MIN 2048U
+#define SSHKEYS_RSA_BITS_MAX 16384U
+#define SSHKEYS_ECDSA_BITS_DEFAULT 256U
+/* The group that may read host keys on Fedora and RHEL (sshd-keygen). */
+#define SSHKEYS_GROUP "ssh_keys"
+
+typedef enum HostKeyType {
+        HOST_KEY_ED25519,
+        HOST_KEY_ECDSA,
+        HOST_KEY_RSA,
+        _HOST_KEY_TYPE_MAX,
+        _HOST_KEY_TYPE_INVALID = -EINVAL,
+} HostKeyType;
+
+/* "ed25519", "ecdsa", "rsa": the TYPE in ssh_host_TYPE_key. */
+const char *host_key_type_to_string(HostKeyType t);
+HostKeyType host_key_type_from_string(const char *s);
+
+typedef enum SshKeyAction {
+        SSH_KEY_KEPT,     /* sound key and matching .pub already there */
+        SSH_KEY_REPAIRED, /* sound private key; .pub missing or wrong, rewritten from it */
+        SSH_KEY_CREATED,  /* there was none */
+        SSH_KEY_REPLACED, /* replace was asked, or the old file was not a sound key */
+        SSH_KEY_FAILED,   /* see error */
+        _SSH_KEY_ACTION_MAX,
+} SshKeyAction;
+
+/* "kept", "repaired", "created", "replaced", "failed": for logs and records. */
+const char *ssh_key_action_to_string(SshKeyAction a);
+
+typedef struct SshKeysOptions {
+        const char *root;            /* NULL or "/": this system */
+        const char *key_dir;         /* absolute, as the guest sees it; NULL: SSHKEYS_KEY_DIR */
+        const HostKeyType *types;    /* each at most once */
+        size_t n_types;
+        unsigned rsa_bits;           /* 0: SSHKEYS_RSA_BITS_DEFAULT */
+        unsigned ecdsa_bits;         /* 256, 384 or 521; 0: 256 */
+        const char *comment;         /* for new .pub files; NULL: none, as for sshd's
+                                      * own keys ssh-keygen -l then says "no comment" */
+        bool replace;                /* regenerate every key (new instance, or asked) */
+        bool crng_ready;             /* what the gate found, recorded with new keys */
+        usec_t start_usec;           /* CLOCK_MONOTONIC origin of at_usec; 0: the call */
+} SshKeysOptions;
+
+typedef struct SshKeyResult {
+        HostKeyType type;
+        SshKeyAction action;
+        int error;            /* -errno when action is SSH_KEY_FAILED */
+        const char *reason;   /* why replaced or failed, for messages; static, or NULL */
+        char *path;           /* the private key, as the guest sees it */
+        char *pub_path;
+        unsigned bits;        /* as ssh-keygen -l prints them */
+        char *fingerprint;    /* "SHA256:" and unpadded base64, as ssh-keygen -l */
+        char *public_key;     /* the .pub file's line, without the newline */
+        char *comment;        /* the .pub's comment as ssh-keygen -l reads it; NULL: none */
+        bool crng_ready;      /* generated in this run while the CRNG was ready */
+        usec_t at_usec;       /* when it was in place, since start_usec */
+} SshKeyResult;
+
+/* Puts every configured key in place, one after the other, each written
+ * atomically.  ret needs room for n_types results, in the order of
+ * types; they are written whenever the return value is >= 0.  Returns
+ * the number of keys that could not be put in place (each logged, with
+ * action SSH_KEY_FAILED), or -errno when none could be tried: -EINVAL
+ * for bad options, -ENOMEM, or the key directory cannot be created.
+ * Nothing here waits for the CRNG: the caller has passed the gate (and
+ * OpenSSL's own getrandom() blocks until it is ready regardless). */
+int sshkeys_ensure(const SshKeysOptions *o, SshKeyResult *ret, size_t *ret_n);
+
+/* Frees what the results hold and empties them. */
+void ssh_key_results_done(SshKeyResult *r, size_t n);
+
+/* The console blocks, byte for byte the lines cloud-init's
+ * write-ssh-key-fingerprints prints: keys in the order of their .pub
+ * file names (its shell glob), the fingerprint block with ssh-keygen -l
+ * lines, the keys block with the .pub lines; a block with no key is left
+ * out.  cloud-init sends the fingerprint block through "logger -s", which
+ * puts a syslog header ("<14>May  1 12:00:00 cloud-init: ") in front of
+ * each of its lines; that header is the logger's, not the format's, and
+ * readers look for the markers anywhere in the line, so we do not fake
+ * it.  Failed results are skipped.  *ret is "" when nothing is left. */
+int sshkeys_format_console(const SshKeyResult *r, size_t n, bool fingerprints, bool keys, char **ret);
+
+/* One ssh-keygen -l line for a result, without the newline:
+ * "256 SHA256:… no comment (ED25519)". */
+int sshkeys_fingerprint_line(const SshKeyResult *r, char **ret);
+
+/* The record to save after a run: id, and each key in place, carrying
+ * over "created" and "crng_ready" from old (may be NULL) for keys that
+ * were kept.  Save it only when sshkeys_ensure() returned 0: a key that
+ * failed during a replacement may still be the old instance's, and the
+ * old record makes the next run replace it again. */
+int sshkeys_state_build(const InstanceState *old, const InstanceId *id, const SshKeyResult *r, size_t n,
+                        InstanceState *ret);

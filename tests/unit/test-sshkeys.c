@@ -1,0 +1,1097 @@
+/* SPDX-License-Identifier: MIT */
+/* SSH host keys in a fake root: the files sshd needs with the modes it
+ * wants, no half key and no temporary file whatever step fails or
+ * crashes, sound keys kept and broken ones replaced, the instance record,
+ * and the console blocks byte for byte as cloud-init prints them. */
+#include <dirent.h>
+#include <libssh/libssh.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#include "atomic.h"
+#include "fakeroot.h"
+#include "fileio.h"
+#include "instance.h"
+#include "sshkeys.h"
+#include "testmain.h"
+
+static char *root;
+
+/* RSA keys take long to make: the smallest we allow, except where the
+ * size is what is tested. */
+static const HostKeyType all_types[] = { HOST_KEY_ED25519, HOST_KEY_ECDSA, HOST_KEY_RSA };
+static const HostKeyType ed25519_only[] = { HOST_KEY_ED25519 };
+static const HostKeyType two_types[] = { HOST_KEY_ED25519, HOST_KEY_ECDSA };
+
+static void setup(void) {
+        root = fakeroot_new();
+}
+
+static void teardown(void) {
+        atomic_set_fault_hook(NULL, NULL);
+        fakeroot_free(root);
+        root = NULL;
+}
+
+static SshKeysOptions options(const HostKeyType *types, size_t n) {
+        return (SshKeysOptions) { .root = root, .types = types, .n_types = n, .rsa_bits = 2048, .crng_ready = true };
+}
+
+/* A path under the fake root; the strings rotate through a ring, enough
+ * for the few one call takes. */
+static const char *full(const char *path) {
+        static char ring[4][4096];
+        static unsigned next;
+        char *p = ring[next++ % ELEMENTSOF(ring)];
+
+        snprintf(p, sizeof ring[0], "%s%s", root, path);
+        return p;
+}
+
+static void stat_file(const char *path, struct stat *st) {
+        ck_assert_int_eq(lstat(full(path), st), 0);
+}
+
+/* The private key as sshd would load it: libssh reads it. */
+static ssh_key load_private(const char *path) {
+        ssh_key key = NULL;
+
+        if (ssh_pki_import_privkey_file(full(path), NULL, NULL, NULL, &key) != SSH_OK)
+                key = NULL;
+        return key;
+}
+
+static char *fingerprint_of(ssh_key key) {
+        unsigned char *hash;
+        size_t hlen;
+        char *fp, *s;
+
+        ck_assert_int_eq(ssh_get_publickey_hash(key, SSH_PUBLICKEY_HASH_SHA256, &hash, &hlen), 0);
+        fp = ssh_get_fingerprint_hash(SSH_PUBLICKEY_HASH_SHA256, hash, hlen);
+        ssh_clean_pubkey_hash(&hash);
+        s = strdup(fp);
+        ssh_string_free_char(fp);
+        return s;
+}
+
+/* The fingerprint of the private key file, NULL when there is none;
+ * a file that is there but does not load fails the test. */
+static char *private_fingerprint(HostKeyType t) {
+        char path[128];
+        ssh_key key;
+        char *fp;
+
+        snprintf(path, sizeof path, "/etc/ssh/ssh_host_%s_key", host_key_type_to_string(t));
+        if (!fakeroot_exists(root, path))
+                return NULL;
+        key = load_private(path);
+        ck_assert_msg(key, "'%s' exists but is not a complete key", path);
+        fp = fingerprint_of(key);
+        ssh_key_free(key);
+        return fp;
+}
+
+static char *public_fingerprint(HostKeyType t) {
+        char path[128];
+        ssh_key key = NULL;
+        char *fp;
+
+        snprintf(path, sizeof path, "/etc/ssh/ssh_host_%s_key.pub", host_key_type_to_string(t));
+        if (!fakeroot_exists(root, path))
+                return NULL;
+        ck_assert_int_eq(ssh_pki_import_pubkey_file(full(path), &key), SSH_OK);
+        fp = fingerprint_of(key);
+        ssh_key_free(key);
+        return fp;
+}
+
+static unsigned count_temp_files(void) {
+        unsigned n = 0;
+        DIR *d = opendir(full("/etc/ssh"));
+
+        if (!d)
+                return 0;
+        for (struct dirent *de; (de = readdir(d));)
+                if (strstr(de->d_name, ".tmp"))
+                        n++;
+        closedir(d);
+        return n;
+}
+
+/* After anything at all: each private key is complete or absent; a .pub
+ * exists only beside its private key (written first); strict: it also
+ * matches it. */
+static void check_consistent(const HostKeyType *types, size_t n, bool strict) {
+        for (size_t i = 0; i < n; i++) {
+                char *priv = private_fingerprint(types[i]), *pub = public_fingerprint(types[i]);
+
+                if (pub)
+                        ck_assert_ptr_nonnull(priv);
+                if (strict) {
+                        ck_assert_ptr_nonnull(pub);
+                        ck_assert_str_eq(priv, pub);
+                }
+                free(priv);
+                free(pub);
+        }
+}
+
+static void results_check_ok(const SshKeyResult *r, size_t n, SshKeyAction action) {
+        for (size_t i = 0; i < n; i++) {
+                char *fp = private_fingerprint(r[i].type);
+
+                ck_assert_int_eq(r[i].error, 0);
+                ck_assert_int_eq(r[i].action, action);
+                ck_assert_ptr_nonnull(r[i].fingerprint);
+                ck_assert_ptr_nonnull(fp);
+                ck_assert_str_eq(r[i].fingerprint, fp);
+                free(fp);
+        }
+}
+
+START_TEST(test_create_files) {
+        SshKeysOptions o = options(all_types, ELEMENTSOF(all_types));
+        SshKeyResult r[_HOST_KEY_TYPE_MAX];
+        static const char *const algo[] = { "ssh-ed25519 ", "ecdsa-sha2-nistp256 ", "ssh-rsa " };
+        static const unsigned bits[] = { 256, 256, 2048 };
+        size_t n;
+
+        o.start_usec = now_usec(CLOCK_MONOTONIC);
+        ck_assert_int_eq(sshkeys_ensure(&o, r, &n), 0);
+        ck_assert_uint_eq(n, 3);
+        results_check_ok(r, n, SSH_KEY_CREATED);
+        check_consistent(all_types, 3, true);
+        ck_assert_uint_eq(count_temp_files(), 0);
+
+        for (size_t i = 0; i < n; i++) {
+                char want[128], *text;
+                struct stat st;
+
+                ck_assert_int_eq(r[i].type, all_types[i]);
+                /* Paths as the guest sees them, not under the root. */
+                snprintf(want, sizeof want, "/etc/ssh/ssh_host_%s_key", host_key_type_to_string(r[i].type));
+                ck_assert_str_eq(r[i].path, want);
+                strcat(want, ".pub");
+                ck_assert_str_eq(r[i].pub_path, want);
+                ck_assert_uint_eq(r[i].bits, bits[i]);
+                ck_assert(startswith(r[i].fingerprint, "SHA256:"));
+                /* 32 bytes of SHA-256 are 43 base64 characters unpadded. */
+                ck_assert_uint_eq(strlen(r[i].fingerprint), 7 + 43);
+                ck_assert(startswith(r[i].public_key, algo[i]));
+                ck_assert_ptr_null(r[i].comment);
+                ck_assert(r[i].crng_ready);
+                ck_assert_uint_lt(r[i].at_usec, 600 * USEC_PER_SEC);
+                if (i > 0)
+                        ck_assert_uint_ge(r[i].at_usec, r[i - 1].at_usec);
+
+                /* .pub: exactly the line and a newline. */
+                text = fakeroot_read(root, r[i].pub_path);
+                ck_assert_ptr_nonnull(text);
+                ck_assert_uint_eq(strlen(text), strlen(r[i].public_key) + 1);
+                ck_assert(startswith(text, r[i].public_key));
+                ck_assert_int_eq(text[strlen(text) - 1], '\n');
+                free(text);
+
+                /* Modes are exact whatever the umask. */
+                stat_file(r[i].path, &st);
+                ck_assert(S_ISREG(st.st_mode));
+                ck_assert_uint_eq(st.st_mode & 07777, 0600);
+                if (geteuid() == 0) {
+                        ck_assert_uint_eq(st.st_uid, 0);
+                        ck_assert_uint_eq(st.st_gid, 0);
+                }
+                stat_file(r[i].pub_path, &st);
+                ck_assert_uint_eq(st.st_mode & 07777, 0644);
+                if (geteuid() == 0) {
+                        ck_assert_uint_eq(st.st_uid, 0);
+                        ck_assert_uint_eq(st.st_gid, 0);
+                }
+
+                /* Ed25519 in OpenSSH's format; the others in whatever
+                 * this libssh writes (PEM with 0.10), which loaded above. */
+                text = fakeroot_read(root, r[i].path);
+                ck_assert_ptr_nonnull(text);
+                if (r[i].type == HOST_KEY_ED25519)
+                        ck_assert(startswith(text, "-----BEGIN OPENSSH PRIVATE KEY-----\n"));
+                else
+                        ck_assert(startswith(text, "-----BEGIN "));
+                ck_assert_int_eq(text[strlen(text) - 1], '\n');
+                free(text);
+        }
+        ssh_key_results_done(r, n);
+}
+END_TEST
+
+START_TEST(test_umask_ignored) {
+        SshKeysOptions o = options(ed25519_only, 1);
+        SshKeyResult r[1];
+        struct stat st;
+        mode_t old;
+        size_t n;
+
+        /* The directory exists: a umask this tight would make new
+         * directories unusable to anyone but root. */
+        fakeroot_mkdir(root, "/etc/ssh");
+        old = umask(0777);
+        ck_assert_int_eq(sshkeys_ensure(&o, r, &n), 0);
+        (void) umask(old);
+        stat_file("/etc/ssh/ssh_host_ed25519_key", &st);
+        ck_assert_uint_eq(st.st_mode & 07777, 0600);
+        stat_file("/etc/ssh/ssh_host_ed25519_key.pub", &st);
+        ck_assert_uint_eq(st.st_mode & 07777, 0644);
+        ssh_key_results_done(r, n);
+}
+END_TEST
+
+START_TEST(test_group_ssh_keys) {
+        SshKeysOptions o = options(ed25519_only, 1);
+        SshKeyResult r[1];
+        struct stat st;
+        size_t n;
+
+        if (geteuid() != 0)
+                return; /* giving files to a group needs root */
+        /* The tree's group file, not the running system's. */
+        fakeroot_write(root, "/etc/group", "root:x:0:\nbroken line\nssh:x:12:\nssh_keys:x:4242:\nusers:x:100:\n");
+        ck_assert_int_eq(sshkeys_ensure(&o, r, &n), 0);
+        stat_file("/etc/ssh/ssh_host_ed25519_key", &st);
+        ck_assert_uint_eq(st.st_mode & 07777, 0640);
+        ck_assert_uint_eq(st.st_uid, 0);
+        ck_assert_uint_eq(st.st_gid, 4242);
+        stat_file("/etc/ssh/ssh_host_ed25519_key.pub", &st);
+        ck_assert_uint_eq(st.st_mode & 07777, 0644);
+        ck_assert_uint_eq(st.st_gid, 0);
+        ssh_key_results_done(r, n);
+
+        /* Without the group: root only. */
+        fakeroot_free(root);
+        root = fakeroot_new();
+        o.root = root;
+        fakeroot_write(root, "/etc/group", "root:x:0:\nssh_keysx:x:4243:\n");
+        ck_assert_int_eq(sshkeys_ensure(&o, r, &n), 0);
+        stat_file("/etc/ssh/ssh_host_ed25519_key", &st);
+        ck_assert_uint_eq(st.st_mode & 07777, 0600);
+        ck_assert_uint_eq(st.st_gid, 0);
+        ssh_key_results_done(r, n);
+}
+END_TEST
+
+START_TEST(test_key_dir_comment_bits) {
+        SshKeysOptions o = options(two_types, 2);
+        SshKeyResult r[2];
+        char *text, *line;
+        size_t n;
+
+        o.key_dir = "/srv/keys/";
+        o.comment = "root@seedbed test";
+        o.ecdsa_bits = 384;
+        ck_assert_int_eq(sshkeys_ensure(&o, r, &n), 0);
+        ck_assert_str_eq(r[0].path, "/srv/keys/ssh_host_ed25519_key");
+        ck_assert_str_eq(r[1].pub_path, "/srv/keys/ssh_host_ecdsa_key.pub");
+        ck_assert_uint_eq(r[1].bits, 384);
+        ck_assert(startswith(r[1].public_key, "ecdsa-sha2-nistp384 "));
+        ck_assert_str_eq(r[0].comment, "root@seedbed test");
+        text = fakeroot_read(root, "/srv/keys/ssh_host_ed25519_key.pub");
+        ck_assert_ptr_nonnull(strstr(text, " root@seedbed test\n"));
+        free(text);
+        ck_assert_int_eq(sshkeys_fingerprint_line(&r[1], &line), 0);
+        ck_assert(startswith(line, "384 SHA256:"));
+        ck_assert_ptr_nonnull(strstr(line, " root@seedbed test (ECDSA)"));
+        free(line);
+        ck_assert(!fakeroot_exists(root, "/etc/ssh"));
+        ssh_key_results_done(r, n);
+}
+END_TEST
+
+START_TEST(test_options_invalid) {
+        static const HostKeyType dup[] = { HOST_KEY_RSA, HOST_KEY_RSA };
+        static const HostKeyType bad[] = { (HostKeyType) 7 };
+        SshKeysOptions o;
+        SshKeyResult r[3];
+        size_t n;
+
+        o = options(dup, 2);
+        ck_assert_int_eq(sshkeys_ensure(&o, r, &n), -EINVAL);
+        o = options(bad, 1);
+        ck_assert_int_eq(sshkeys_ensure(&o, r, &n), -EINVAL);
+        o = options(all_types, 3);
+        o.rsa_bits = 1024;
+        ck_assert_int_eq(sshkeys_ensure(&o, r, &n), -EINVAL);
+        o.rsa_bits = 0;
+        o.ecdsa_bits = 255;
+        ck_assert_int_eq(sshkeys_ensure(&o, r, &n), -EINVAL);
+        o.ecdsa_bits = 0;
+        o.key_dir = "etc/ssh";
+        ck_assert_int_eq(sshkeys_ensure(&o, r, &n), -EINVAL);
+        o.key_dir = NULL;
+        o.comment = "two\nlines";
+        ck_assert_int_eq(sshkeys_ensure(&o, r, &n), -EINVAL);
+        o.comment = "#hash";
+        ck_assert_int_eq(sshkeys_ensure(&o, r, &n), -EINVAL);
+        ck_assert(!fakeroot_exists(root, "/etc/ssh"));
+
+        ck_assert_int_eq(host_key_type_from_string("ecdsa"), HOST_KEY_ECDSA);
+        ck_assert_int_eq(host_key_type_from_string("dsa"), -EINVAL);
+        ck_assert_str_eq(ssh_key_action_to_string(SSH_KEY_REPAIRED), "repaired");
+}
+END_TEST
+
+/* Fault injection: fail or crash at one step of one file. */
+typedef struct Fault {
+        AtomicStep step;
+        const char *suffix; /* "_key" or "_key.pub" */
+        int crash_at;       /* >= 0: _exit() at this call of the hook instead */
+        int calls;
+        bool hit;
+} Fault;
+
+#define CRASHED 42
+
+static bool endswith(const char *s, const char *suffix) {
+        size_t a = strlen(s), b = strlen(suffix);
+        return a >= b && streq(s + a - b, suffix);
+}
+
+static int fault_hook(AtomicStep step, const char *path, void *userdata) {
+        Fault *f = userdata;
+
+        if (f->crash_at >= 0) {
+                if (f->calls++ == f->crash_at)
+                        _exit(CRASHED);
+                return 0;
+        }
+        if (step != f->step || !endswith(path, f->suffix))
+                return 0;
+        f->hit = true;
+        return -EIO;
+}
+
+START_TEST(test_fail_each_step) {
+        static const char *const suffixes[] = { "_key", "_key.pub" };
+
+        for (unsigned s = 0; s < ELEMENTSOF(suffixes); s++)
+                for (AtomicStep step = 0; step < _ATOMIC_STEP_MAX; step++) {
+                        SshKeysOptions o;
+                        SshKeyResult r[2];
+                        Fault f = { .step = step, .suffix = suffixes[s], .crash_at = -1 };
+                        bool private_in_place;
+                        char *fp;
+                        size_t n;
+
+                        /* Only root gives files away. */
+                        if (step == ATOMIC_FCHOWN && geteuid() != 0)
+                                continue;
+
+                        fakeroot_free(root);
+                        root = fakeroot_new();
+                        o = options(two_types, 2);
+
+                        atomic_set_fault_hook(fault_hook, &f);
+                        ck_assert_int_eq(sshkeys_ensure(&o, r, &n), 2);
+                        atomic_set_fault_hook(NULL, NULL);
+                        ck_assert_msg(f.hit, "step %s not reached", atomic_step_to_string(step));
+                        ck_assert_int_eq(r[0].action, SSH_KEY_FAILED);
+                        ck_assert_int_eq(r[0].error, -EIO);
+                        ck_assert_ptr_null(r[0].fingerprint);
+                        ssh_key_results_done(r, n);
+
+                        /* No half key, no temporary file. */
+                        check_consistent(two_types, 2, false);
+                        ck_assert_uint_eq(count_temp_files(), 0);
+                        /* Once renamed, the private key stays: a failing
+                         * fsync of the directory comes after. */
+                        private_in_place = s == 1 || step == ATOMIC_FSYNC_DIR;
+                        ck_assert_int_eq(fakeroot_exists(root, "/etc/ssh/ssh_host_ed25519_key"), private_in_place);
+                        ck_assert_int_eq(fakeroot_exists(root, "/etc/ssh/ssh_host_ed25519_key.pub"),
+                                         s == 1 && step == ATOMIC_FSYNC_DIR);
+
+                        /* The next run completes the pair, keeping a
+                         * private key that made it. */
+                        fp = private_fingerprint(HOST_KEY_ED25519);
+                        ck_assert_int_eq(sshkeys_ensure(&o, r, &n), 0);
+                        ck_assert_int_eq(r[0].action,
+                                         !private_in_place ? SSH_KEY_CREATED
+                                         : s == 1 && step == ATOMIC_FSYNC_DIR ? SSH_KEY_KEPT
+                                                                             : SSH_KEY_REPAIRED);
+                        if (fp)
+                                ck_assert_str_eq(r[0].fingerprint, fp);
+                        free(fp);
+                        check_consistent(two_types, 2, true);
+                        ck_assert_uint_eq(count_temp_files(), 0);
+                        ssh_key_results_done(r, n);
+                }
+}
+END_TEST
+
+START_TEST(test_fail_during_replace) {
+        for (AtomicStep step = 0; step < _ATOMIC_STEP_MAX; step++) {
+                SshKeysOptions o = options(ed25519_only, 1);
+                Fault f = { .step = step, .suffix = "_key", .crash_at = -1 };
+                SshKeyResult r[1];
+                char *old, *now;
+                size_t n;
+
+                if (step == ATOMIC_FCHOWN && geteuid() != 0)
+                        continue;
+                ck_assert_int_eq(sshkeys_ensure(&o, r, &n), 0);
+                old = strdup(r[0].fingerprint);
+                ssh_key_results_done(r, n);
+
+                o.replace = true;
+                atomic_set_fault_hook(fault_hook, &f);
+                ck_assert_int_eq(sshkeys_ensure(&o, r, &n), 1);
+                atomic_set_fault_hook(NULL, NULL);
+                ssh_key_results_done(r, n);
+                ck_assert_uint_eq(count_temp_files(), 0);
+
+                /* The old key whole, or (past the rename) the new one. */
+                now = private_fingerprint(HOST_KEY_ED25519);
+                ck_assert_ptr_nonnull(now);
+                ck_assert_int_eq(streq(now, old), step != ATOMIC_FSYNC_DIR);
+                free(now);
+
+                /* A new private key beside the old .pub: the next run
+                 * writes the .pub from the private key. */
+                o.replace = false;
+                ck_assert_int_eq(sshkeys_ensure(&o, r, &n), 0);
+                ck_assert_int_eq(r[0].action, step == ATOMIC_FSYNC_DIR ? SSH_KEY_REPAIRED : SSH_KEY_KEPT);
+                check_consistent(ed25519_only, 1, true);
+                ssh_key_results_done(r, n);
+                free(old);
+        }
+}
+END_TEST
+
+/* A crash (the process ends, no cleanup runs) at every step in turn,
+ * in a child: what is left is no key or a complete one, and the next run
+ * removes the leftovers and completes every pair. */
+static void crash_everywhere(bool replace) {
+        unsigned temp_left = 0, repaired = 0;
+
+        for (int at = 0;; at++) {
+                SshKeysOptions o = options(two_types, 2);
+                SshKeyResult r[2];
+                int status;
+                size_t n;
+                pid_t pid;
+
+                fakeroot_free(root);
+                root = fakeroot_new();
+                o.root = root;
+                if (replace) {
+                        ck_assert_int_eq(sshkeys_ensure(&o, r, &n), 0);
+                        ssh_key_results_done(r, n);
+                        o.replace = true;
+                }
+
+                pid = fork();
+                ck_assert_int_ge(pid, 0);
+                if (pid == 0) {
+                        Fault f = { .crash_at = at };
+
+                        atomic_set_fault_hook(fault_hook, &f);
+                        _exit(sshkeys_ensure(&o, r, &n) == 0 ? 0 : 1);
+                }
+                ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+                ck_assert(WIFEXITED(status));
+                if (WEXITSTATUS(status) == 0)
+                        break; /* every step passed without a crash */
+                ck_assert_int_eq(WEXITSTATUS(status), CRASHED);
+                ck_assert_int_lt(at, 100);
+
+                /* Replacing, an old .pub may sit beside a new key. */
+                check_consistent(two_types, 2, false);
+                temp_left += count_temp_files();
+
+                o.replace = false;
+                ck_assert_int_eq(sshkeys_ensure(&o, r, &n), 0);
+                for (size_t i = 0; i < n; i++) {
+                        if (r[i].action == SSH_KEY_REPAIRED)
+                                repaired++;
+                        /* Replacing: each key is the old one or a new one,
+                         * never none. */
+                        ck_assert(!replace || r[i].action != SSH_KEY_CREATED);
+                }
+                ssh_key_results_done(r, n);
+                check_consistent(two_types, 2, true);
+                ck_assert_uint_eq(count_temp_files(), 0);
+        }
+        /* The crashes did hit between open and rename, and between the
+         * private and the public key. */
+        ck_assert_uint_gt(temp_left, 0);
+        ck_assert_uint_gt(repaired, 0);
+}
+
+START_TEST(test_crash_each_step) {
+        crash_everywhere(false);
+}
+END_TEST
+
+START_TEST(test_crash_each_step_replace) {
+        crash_everywhere(true);
+}
+END_TEST
+
+START_TEST(test_stale_temp_files) {
+        SshKeysOptions o = options(ed25519_only, 1);
+        SshKeyResult r[1];
+        size_t n;
+
+        fakeroot_write(root, "/etc/ssh/ssh_host_ed25519_key.0123456789abcdef.tmp", "half a key");
+        fakeroot_write(root, "/etc/ssh/ssh_host_rsa_key.pub.fedcba9876543210.tmp", "half a key");
+        /* Not ours: another name, or not our pattern. */
+        fakeroot_write(root, "/etc/ssh/sshd_config.0123456789abcdef.tmp", "x");
+        fakeroot_write(root, "/etc/ssh/ssh_host_ed25519_key.tmp", "x");
+        fakeroot_write(root, "/etc/ssh/ssh_host_ed25519_key.0123456789ABCDEF.tmp", "x");
+        ck_assert_int_eq(sshkeys_ensure(&o, r, &n), 0);
+        ck_assert(!fakeroot_exists(root, "/etc/ssh/ssh_host_ed25519_key.0123456789abcdef.tmp"));
+        ck_assert(!fakeroot_exists(root, "/etc/ssh/ssh_host_rsa_key.pub.fedcba9876543210.tmp"));
+        ck_assert(fakeroot_exists(root, "/etc/ssh/sshd_config.0123456789abcdef.tmp"));
+        ck_assert(fakeroot_exists(root, "/etc/ssh/ssh_host_ed25519_key.tmp"));
+        ck_assert(fakeroot_exists(root, "/etc/ssh/ssh_host_ed25519_key.0123456789ABCDEF.tmp"));
+        ssh_key_results_done(r, n);
+
+        ck_assert(atomic_is_temp_name("a.0123456789abcdef.tmp", "a"));
+        ck_assert(!atomic_is_temp_name("a.0123456789abcdef.tmpx", "a"));
+        ck_assert(!atomic_is_temp_name("a.0123456789abcde.tmp", "a"));
+        ck_assert(!atomic_is_temp_name("ab.0123456789abcdef.tmp", "a"));
+}
+END_TEST
+
+START_TEST(test_second_run_keeps) {
+        SshKeysOptions o = options(all_types, 3);
+        SshKeyResult a[3], b[3];
+        struct stat st1, st2;
+        size_t n;
+
+        ck_assert_int_eq(sshkeys_ensure(&o, a, &n), 0);
+        stat_file("/etc/ssh/ssh_host_rsa_key", &st1);
+        o.crng_ready = false;
+        ck_assert_int_eq(sshkeys_ensure(&o, b, &n), 0);
+        results_check_ok(b, n, SSH_KEY_KEPT);
+        for (size_t i = 0; i < n; i++) {
+                ck_assert_str_eq(a[i].fingerprint, b[i].fingerprint);
+                ck_assert_str_eq(a[i].public_key, b[i].public_key);
+                ck_assert_uint_eq(a[i].bits, b[i].bits);
+                /* Not made in this run: nothing to say about the CRNG. */
+                ck_assert(!b[i].crng_ready);
+        }
+        /* Not even rewritten. */
+        stat_file("/etc/ssh/ssh_host_rsa_key", &st2);
+        ck_assert_uint_eq(st1.st_ino, st2.st_ino);
+        ssh_key_results_done(a, n);
+        ssh_key_results_done(b, n);
+}
+END_TEST
+
+START_TEST(test_replace_changes_all) {
+        SshKeysOptions o = options(all_types, 3);
+        SshKeyResult a[3], b[3];
+        size_t n;
+
+        ck_assert_int_eq(sshkeys_ensure(&o, a, &n), 0);
+        o.replace = true;
+        ck_assert_int_eq(sshkeys_ensure(&o, b, &n), 0);
+        results_check_ok(b, n, SSH_KEY_REPLACED);
+        for (size_t i = 0; i < n; i++) {
+                ck_assert_str_ne(a[i].fingerprint, b[i].fingerprint);
+                ck_assert_str_ne(a[i].public_key, b[i].public_key);
+        }
+        check_consistent(all_types, 3, true);
+        ck_assert_uint_eq(count_temp_files(), 0);
+        ssh_key_results_done(a, n);
+        ssh_key_results_done(b, n);
+}
+END_TEST
+
+START_TEST(test_invalid_replaced) {
+        static const char *const garbage[] = {
+                "",
+                "not a key\n",
+                "-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n-----END OPENSSH PRIVATE KEY-----\n",
+                "\0\1\2",
+        };
+        SshKeysOptions o = options(two_types, 2);
+        SshKeyResult r[2];
+        char *ecdsa;
+        size_t n;
+
+        for (unsigned i = 0; i < ELEMENTSOF(garbage); i++) {
+                fakeroot_write_bytes(root, "/etc/ssh/ssh_host_ed25519_key", garbage[i],
+                                     i == 3 ? 3 : strlen(garbage[i]));
+                fakeroot_write(root, "/etc/ssh/ssh_host_ed25519_key.pub", "ssh-ed25519 AAAA\n");
+                ck_assert_int_eq(sshkeys_ensure(&o, r, &n), 0);
+                ck_assert_int_eq(r[0].action, SSH_KEY_REPLACED);
+                ck_assert_ptr_nonnull(r[0].reason);
+                ck_assert_int_eq(r[1].action, i == 0 ? SSH_KEY_CREATED : SSH_KEY_KEPT);
+                check_consistent(two_types, 2, true);
+                ssh_key_results_done(r, n);
+        }
+
+        /* A sound key of another type in the Ed25519 file. */
+        ecdsa = fakeroot_read(root, "/etc/ssh/ssh_host_ecdsa_key");
+        fakeroot_write(root, "/etc/ssh/ssh_host_ed25519_key", ecdsa);
+        free(ecdsa);
+        ck_assert_int_eq(sshkeys_ensure(&o, r, &n), 0);
+        ck_assert_int_eq(r[0].action, SSH_KEY_REPLACED);
+        ck_assert_str_eq(r[0].reason, "a key of another type");
+        check_consistent(two_types, 2, true);
+        ssh_key_results_done(r, n);
+
+        /* A directory cannot be replaced: failed, said so, the other key made. */
+        fakeroot_free(root);
+        root = fakeroot_new();
+        o.root = root;
+        fakeroot_mkdir(root, "/etc/ssh/ssh_host_ed25519_key");
+        ck_assert_int_eq(sshkeys_ensure(&o, r, &n), 1);
+        ck_assert_int_eq(r[0].action, SSH_KEY_FAILED);
+        ck_assert_int_eq(r[1].action, SSH_KEY_CREATED);
+        ck_assert_uint_eq(count_temp_files(), 0);
+        ssh_key_results_done(r, n);
+}
+END_TEST
+
+START_TEST(test_pub_repaired) {
+        SshKeysOptions o = options(two_types, 2);
+        SshKeyResult a[2], r[2];
+        char *other, *text;
+        size_t n;
+
+        ck_assert_int_eq(sshkeys_ensure(&o, a, &n), 0);
+
+        /* Missing. */
+        ck_assert_int_eq(unlink(full("/etc/ssh/ssh_host_ed25519_key.pub")), 0);
+        ck_assert_int_eq(sshkeys_ensure(&o, r, &n), 0);
+        ck_assert_int_eq(r[0].action, SSH_KEY_REPAIRED);
+        ck_assert_str_eq(r[0].fingerprint, a[0].fingerprint);
+        ck_assert_str_eq(r[0].public_key, a[0].public_key);
+        ck_assert_int_eq(r[1].action, SSH_KEY_KEPT);
+        ssh_key_results_done(r, n);
+
+        /* Another key's .pub, of another type. */
+        other = fakeroot_read(root, "/etc/ssh/ssh_host_ecdsa_key.pub");
+        fakeroot_write(root, "/etc/ssh/ssh_host_ed25519_key.pub", other);
+        free(other);
+        ck_assert_int_eq(sshkeys_ensure(&o, r, &n), 0);
+        ck_assert_int_eq(r[0].action, SSH_KEY_REPAIRED);
+        ck_assert_str_eq(r[0].reason, "of another type");
+        ssh_key_results_done(r, n);
+
+        /* The same type, another key. */
+        fakeroot_write(root, "/etc/ssh/ssh_host_ed25519_key.pub",
+                       "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAICN1QGRrf9x9Ltwt66JswT8zOUSXH2krqkCB9BWlpEbT\n");
+        ck_assert_int_eq(sshkeys_ensure(&o, r, &n), 0);
+        ck_assert_int_eq(r[0].action, SSH_KEY_REPAIRED);
+        ck_assert_str_eq(r[0].reason, "not the private key's public half");
+        ssh_key_results_done(r, n);
+
+        /* An escape sequence for the console. */
+        ck_assert_int_ge(asprintf(&text, "%s \033[2J\n", a[0].public_key), 0);
+        fakeroot_write(root, "/etc/ssh/ssh_host_ed25519_key.pub", text);
+        free(text);
+        ck_assert_int_eq(sshkeys_ensure(&o, r, &n), 0);
+        ck_assert_int_eq(r[0].action, SSH_KEY_REPAIRED);
+        ck_assert_str_eq(r[0].public_key, a[0].public_key);
+        ssh_key_results_done(r, n);
+
+        /* Someone's comment on the right key stays. */
+        ck_assert_int_ge(asprintf(&text, "%s  admin@host\n", a[0].public_key), 0);
+        fakeroot_write(root, "/etc/ssh/ssh_host_ed25519_key.pub", text);
+        ck_assert_int_eq(sshkeys_ensure(&o, r, &n), 0);
+        ck_assert_int_eq(r[0].action, SSH_KEY_KEPT);
+        ck_assert_str_eq(r[0].comment, "admin@host");
+        text[strlen(text) - 1] = 0;
+        ck_assert_str_eq(r[0].public_key, text);
+        free(text);
+        ssh_key_results_done(r, n);
+        ssh_key_results_done(a, 2);
+}
+END_TEST
+
+START_TEST(test_mode_tightened) {
+        SshKeysOptions o = options(ed25519_only, 1);
+        SshKeyResult r[1];
+        struct stat st;
+        size_t n;
+
+        if (geteuid() != 0)
+                return;
+        ck_assert_int_eq(sshkeys_ensure(&o, r, &n), 0);
+        ssh_key_results_done(r, n);
+        ck_assert_int_eq(chmod(full("/etc/ssh/ssh_host_ed25519_key"), 0644), 0);
+        ck_assert_int_eq(sshkeys_ensure(&o, r, &n), 0);
+        ck_assert_int_eq(r[0].action, SSH_KEY_KEPT);
+        stat_file("/etc/ssh/ssh_host_ed25519_key", &st);
+        ck_assert_uint_eq(st.st_mode & 07777, 0600);
+        ssh_key_results_done(r, n);
+}
+END_TEST
+
+START_TEST(test_symlink_left_alone) {
+        SshKeysOptions o = options(ed25519_only, 1);
+        SshKeyResult r[1];
+        struct stat st;
+        char *text;
+        size_t n;
+
+        /* A link to a sound key elsewhere is kept; to garbage, it is an
+         * error and neither the link nor its target is touched. */
+        ck_assert_int_eq(sshkeys_ensure(&o, r, &n), 0);
+        ssh_key_results_done(r, n);
+        ck_assert_int_eq(rename(full("/etc/ssh/ssh_host_ed25519_key"), full("/etc/ssh/real")), 0);
+        fakeroot_symlink(root, "/etc/ssh/ssh_host_ed25519_key", "real");
+        ck_assert_int_eq(sshkeys_ensure(&o, r, &n), 0);
+        ck_assert_int_eq(r[0].action, SSH_KEY_KEPT);
+        ssh_key_results_done(r, n);
+
+        fakeroot_write(root, "/etc/ssh/real", "garbage");
+        ck_assert_int_eq(sshkeys_ensure(&o, r, &n), 1);
+        ck_assert_int_eq(r[0].action, SSH_KEY_FAILED);
+        ck_assert_int_eq(r[0].error, -ELOOP);
+        stat_file("/etc/ssh/ssh_host_ed25519_key", &st);
+        ck_assert(S_ISLNK(st.st_mode));
+        text = fakeroot_read(root, "/etc/ssh/real");
+        ck_assert_str_eq(text, "garbage");
+        free(text);
+        ssh_key_results_done(r, n);
+}
+END_TEST
+
+#define UUID_A "4c4c4544-0037-3610-8056-b4c04f4b4e32"
+#define UUID_B "4c4c4544-0037-3610-8056-b4c04f4b4e33"
+#define MID_A "0123456789abcdef0123456789abcdef"
+#define MID_B "fedcba9876543210fedcba9876543210"
+
+START_TEST(test_instance_read) {
+        InstanceId id;
+
+        instance_id_read(root, &id);
+        ck_assert_str_eq(id.product_uuid, "");
+        ck_assert_str_eq(id.machine_id, "");
+
+        /* Some firmware reports upper case. */
+        fakeroot_write(root, "/sys/class/dmi/id/product_uuid", "4C4C4544-0037-3610-8056-B4C04F4B4E32\n");
+        fakeroot_write(root, "/etc/machine-id", MID_A "\n");
+        instance_id_read(root, &id);
+        ck_assert_str_eq(id.product_uuid, UUID_A);
+        ck_assert_str_eq(id.machine_id, MID_A);
+
+        /* Not set: the same on every VM, or made later in this boot. */
+        fakeroot_write(root, "/sys/class/dmi/id/product_uuid", "00000000-0000-0000-0000-000000000000\n");
+        fakeroot_write(root, "/etc/machine-id", "uninitialized\n");
+        instance_id_read(root, &id);
+        ck_assert_str_eq(id.product_uuid, "");
+        ck_assert_str_eq(id.machine_id, "");
+        fakeroot_write(root, "/sys/class/dmi/id/product_uuid", "FFFFFFFF-FFFF-FFFF-FFFF-FFFFFFFFFFFF");
+        fakeroot_write(root, "/etc/machine-id", "");
+        instance_id_read(root, &id);
+        ck_assert_str_eq(id.product_uuid, "");
+        ck_assert_str_eq(id.machine_id, "");
+        fakeroot_write(root, "/sys/class/dmi/id/product_uuid", "4c4c4544-0037-3610-8056b4c04f4b4e32x");
+        fakeroot_write(root, "/etc/machine-id", "0123456789abcdef0123456789abcdeg\n");
+        instance_id_read(root, &id);
+        ck_assert_str_eq(id.product_uuid, "");
+        ck_assert_str_eq(id.machine_id, "");
+
+        /* Unreadable (as for a user): unknown, not an error. */
+        if (geteuid() != 0) {
+                fakeroot_write(root, "/sys/class/dmi/id/product_uuid", UUID_A);
+                ck_assert_int_eq(chmod(full("/sys/class/dmi/id/product_uuid"), 0), 0);
+                instance_id_read(root, &id);
+                ck_assert_str_eq(id.product_uuid, "");
+        }
+}
+END_TEST
+
+static InstanceId iid(const char *uuid, const char *mid) {
+        InstanceId id = {};
+        snprintf(id.product_uuid, sizeof id.product_uuid, "%s", uuid);
+        snprintf(id.machine_id, sizeof id.machine_id, "%s", mid);
+        return id;
+}
+
+START_TEST(test_instance_compare) {
+        InstanceId a = iid(UUID_A, MID_A), b;
+
+        ck_assert_int_eq(instance_compare(NULL, &a), INSTANCE_UNKNOWN);
+        ck_assert_int_eq(instance_compare(&a, &a), INSTANCE_SAME);
+        /* The VM's UUID changed: a clone on a new VM. */
+        b = iid(UUID_B, MID_A);
+        ck_assert_int_eq(instance_compare(&a, &b), INSTANCE_NEW);
+        /* The machine ID changed: the image booted again from scratch. */
+        b = iid(UUID_A, MID_B);
+        ck_assert_int_eq(instance_compare(&a, &b), INSTANCE_NEW);
+        /* Unknown before, known now: proves nothing. */
+        b = iid("", "");
+        ck_assert_int_eq(instance_compare(&b, &a), INSTANCE_UNKNOWN);
+        ck_assert_int_eq(instance_compare(&a, &b), INSTANCE_UNKNOWN);
+        b = iid("", MID_A);
+        ck_assert_int_eq(instance_compare(&b, &a), INSTANCE_SAME);
+        b = iid(UUID_B, "");
+        ck_assert_int_eq(instance_compare(&b, &a), INSTANCE_NEW);
+        b = iid("", MID_B);
+        ck_assert_int_eq(instance_compare(&b, &a), INSTANCE_NEW);
+        ck_assert_str_eq(instance_change_to_string(INSTANCE_NEW), "new");
+}
+END_TEST
+
+START_TEST(test_state_roundtrip) {
+        InstanceState s = { .id = iid(UUID_A, "") }, l;
+        char path[4096], *text;
+        size_t len;
+
+        snprintf(path, sizeof path, "%s%s", root, INSTANCE_STATE_FILE);
+        ck_assert_int_eq(instance_state_load(path, &l), -ENOENT);
+        s.n_keys = 2;
+        s.keys[0] = (InstanceKey) { .type = (char *) "ed25519", .path = (char *) "/etc/ssh/ssh_host_ed25519_key",
+                                    .bits = 256, .fingerprint = (char *) "SHA256:abc",
+                                    .created = (char *) "2024-05-01T12:00:00Z", .crng_ready = 1 };
+        s.keys[1] = (InstanceKey) { .type = (char *) "rsa", .path = (char *) "/etc/ssh/ssh_host_rsa_key",
+                                    .bits = 3072, .fingerprint = (char *) "SHA256:def", .crng_ready = -1 };
+        ck_assert_int_eq(instance_state_format(&s, 1714564800, &text, &len), 0);
+        ck_assert_str_eq(text, "{\n"
+                               "  \"version\": 1,\n"
+                               "  \"time\": \"2024-05-01T12:00:00Z\",\n"
+                               "  \"instance\": {\n"
+                               "    \"product_uuid\": \"" UUID_A "\",\n"
+                               "    \"machine_id\": null\n"
+                               "  },\n"
+                               "  \"keys\": [\n"
+                               "    {\n"
+                               "      \"type\": \"ed25519\",\n"
+                               "      \"path\": \"/etc/ssh/ssh_host_ed25519_key\",\n"
+                               "      \"bits\": 256,\n"
+                               "      \"fingerprint\": \"SHA256:abc\",\n"
+                               "      \"created\": \"2024-05-01T12:00:00Z\",\n"
+                               "      \"crng_ready\": true\n"
+                               "    },\n"
+                               "    {\n"
+                               "      \"type\": \"rsa\",\n"
+                               "      \"path\": \"/etc/ssh/ssh_host_rsa_key\",\n"
+                               "      \"bits\": 3072,\n"
+                               "      \"fingerprint\": \"SHA256:def\",\n"
+                               "      \"created\": null,\n"
+                               "      \"crng_ready\": null\n"
+                               "    }\n"
+                               "  ]\n"
+                               "}\n");
+        free(text);
+
+        ck_assert_int_eq(instance_state_save(path, &s), 0);
+        ck_assert_int_eq(instance_state_load(path, &l), 0);
+        ck_assert_str_eq(l.id.product_uuid, UUID_A);
+        ck_assert_str_eq(l.id.machine_id, "");
+        ck_assert_uint_eq(l.n_keys, 2);
+        ck_assert_str_eq(l.keys[0].fingerprint, "SHA256:abc");
+        ck_assert_str_eq(l.keys[0].created, "2024-05-01T12:00:00Z");
+        ck_assert_int_eq(l.keys[0].crng_ready, 1);
+        ck_assert_uint_eq(l.keys[1].bits, 3072);
+        ck_assert_ptr_null(l.keys[1].created);
+        ck_assert_int_eq(l.keys[1].crng_ready, -1);
+        ck_assert_ptr_eq(instance_state_find_key(&l, "SHA256:def"), &l.keys[1]);
+        ck_assert_ptr_null(instance_state_find_key(&l, "SHA256:xyz"));
+        instance_state_done(&l);
+
+        /* Not ours: nothing half loaded. */
+        static const char *const bad[] = {
+                "", "[]", "{\"version\": 2, \"instance\": {}}", "{\"version\": 1}",
+                "{\"version\": 1, \"instance\": {\"machine_id\": \"nope\"}}",
+                "{\"version\": 1, \"instance\": {}, \"keys\": [{\"type\": \"rsa\"}]}",
+                "{\"version\": 1, \"instance\": {}, \"keys\": [[[[[[[[[[1]]]]]]]]]]}",
+                "{\"version\": 1, \"instance\": {}, \"keys\": [{\"type\": \"rsa\", \"fingerprint\": \"SHA256:x\", "
+                "\"bits\": 1, \"crng_ready\": \"maybe\"}]}",
+        };
+        for (unsigned i = 0; i < ELEMENTSOF(bad); i++) {
+                fakeroot_write(root, INSTANCE_STATE_FILE, bad[i]);
+                ck_assert_int_eq(instance_state_load(path, &l), -EBADMSG);
+        }
+        fakeroot_write(root, INSTANCE_STATE_FILE, "{\"version\": 1, \"instance\": {}}");
+        ck_assert_int_eq(instance_state_load(path, &l), 0);
+        ck_assert_uint_eq(l.n_keys, 0);
+        instance_state_done(&l);
+}
+END_TEST
+
+START_TEST(test_state_build) {
+        SshKeysOptions o = options(two_types, 2);
+        InstanceId id = iid(UUID_A, MID_A);
+        InstanceState first, second;
+        SshKeyResult r[2];
+        size_t n;
+
+        ck_assert_int_eq(sshkeys_ensure(&o, r, &n), 0);
+        ck_assert_int_eq(sshkeys_state_build(NULL, &id, r, n, &first), 0);
+        ck_assert_uint_eq(first.n_keys, 2);
+        ck_assert_str_eq(first.keys[1].type, "ecdsa");
+        ck_assert_str_eq(first.keys[1].fingerprint, r[1].fingerprint);
+        ck_assert_int_eq(first.keys[1].crng_ready, 1);
+        ck_assert_ptr_nonnull(first.keys[1].created);
+        ssh_key_results_done(r, n);
+
+        /* Kept keys carry what the record knew about them; an unknown
+         * kept key says nothing. */
+        o.crng_ready = false;
+        ck_assert_int_eq(sshkeys_ensure(&o, r, &n), 0);
+        free(first.keys[0].fingerprint);
+        first.keys[0].fingerprint = strdup("SHA256:other");
+        ck_assert_int_eq(sshkeys_state_build(&first, &id, r, n, &second), 0);
+        ck_assert_int_eq(second.keys[0].crng_ready, -1);
+        ck_assert_ptr_null(second.keys[0].created);
+        ck_assert_int_eq(second.keys[1].crng_ready, 1);
+        ck_assert_str_eq(second.keys[1].created, first.keys[1].created);
+        ck_assert_str_eq(second.id.machine_id, MID_A);
+        instance_state_done(&second);
+
+        /* Failed keys are left out. */
+        r[0].action = SSH_KEY_FAILED;
+        ck_assert_int_eq(sshkeys_state_build(&first, &id, r, n, &second), 0);
+        ck_assert_uint_eq(second.n_keys, 1);
+        ck_assert_str_eq(second.keys[0].type, "ecdsa");
+        instance_state_done(&second);
+        instance_state_done(&first);
+        ssh_key_results_done(r, n);
+}
+END_TEST
+
+/* Made once with ssh-keygen (OpenSSH 9.2): "-C ''" leaves a blank after
+ * the key, which cat shows and ssh-keygen -l reads as no comment. */
+#define FIXED_ED25519_PRIVATE                                                    \
+        "-----BEGIN OPENSSH PRIVATE KEY-----\n"                                  \
+        "b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW\n" \
+        "QyNTUxOQAAACAjdUBka3/cfS7cLeuibME/MzlElx9pK6pAgfQVpaRG0wAAAIiuKo9JriqP\n" \
+        "SQAAAAtzc2gtZWQyNTUxOQAAACAjdUBka3/cfS7cLeuibME/MzlElx9pK6pAgfQVpaRG0w\n" \
+        "AAAEBogwWOrxNxeto9j73lX7DNKl05qjIf+j3sPgECcxXRzSN1QGRrf9x9Ltwt66JswT8z\n" \
+        "OUSXH2krqkCB9BWlpEbTAAAAAAECAwQF\n"                                    \
+        "-----END OPENSSH PRIVATE KEY-----\n"
+#define FIXED_ED25519_PUB "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAICN1QGRrf9x9Ltwt66JswT8zOUSXH2krqkCB9BWlpEbT "
+#define FIXED_ECDSA_PRIVATE                                                      \
+        "-----BEGIN OPENSSH PRIVATE KEY-----\n"                                  \
+        "b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAaAAAABNlY2RzYS\n" \
+        "1zaGEyLW5pc3RwMjU2AAAACG5pc3RwMjU2AAAAQQSguOyLn44V6CV4Ba8g2wmkMUZcOAbT\n" \
+        "7KoIZr0wYkAPHr6W7ekgP6BEzd1EE4U/E/LTmh1qlkfCb1YGLBw065u3AAAAqGJ5L9tieS\n" \
+        "/bAAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBKC47IufjhXoJXgF\n" \
+        "ryDbCaQxRlw4BtPsqghmvTBiQA8evpbt6SA/oETN3UQThT8T8tOaHWqWR8JvVgYsHDTrm7\n" \
+        "cAAAAgYDps74/R6DANnHv+05zEEes0LsCqVSIhivJcpXJxJBsAAAAMcm9vdEBleGFtcGxl\n" \
+        "AQIDBA==\n"                                                             \
+        "-----END OPENSSH PRIVATE KEY-----\n"
+#define FIXED_ECDSA_PUB                                                                                   \
+        "ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBKC47IufjhXoJXgFryDbCaQxRlw4" \
+        "BtPsqghmvTBiQA8evpbt6SA/oETN3UQThT8T8tOaHWqWR8JvVgYsHDTrm7c= root@example"
+
+/* What cloud-init's write-ssh-key-fingerprints prints for these two keys
+ * (its fingerprint lines are ssh-keygen -l's, checked against OpenSSH). */
+#define FIXED_FINGERPRINTS                                                      \
+        "#############################################################\n"       \
+        "-----BEGIN SSH HOST KEY FINGERPRINTS-----\n"                           \
+        "256 SHA256:esZ0lyTGpx20ci49gjkx2ovsjfBRiENXb8csB4HgPNs root@example (ECDSA)\n" \
+        "256 SHA256:ihdAplCnTAXjoJbiWICaLhKqbp+VOEkP9VmjxV/ycn0 no comment (ED25519)\n" \
+        "-----END SSH HOST KEY FINGERPRINTS-----\n"                             \
+        "#############################################################\n"
+#define FIXED_KEYS                                                              \
+        "-----BEGIN SSH HOST KEY KEYS-----\n"                                   \
+        FIXED_ECDSA_PUB "\n"                                                    \
+        FIXED_ED25519_PUB "\n"                                                  \
+        "-----END SSH HOST KEY KEYS-----\n"
+
+static void write_fixed_keys(void) {
+        fakeroot_write(root, "/etc/ssh/ssh_host_ed25519_key", FIXED_ED25519_PRIVATE);
+        fakeroot_write(root, "/etc/ssh/ssh_host_ed25519_key.pub", FIXED_ED25519_PUB "\n");
+        fakeroot_write(root, "/etc/ssh/ssh_host_ecdsa_key", FIXED_ECDSA_PRIVATE);
+        fakeroot_write(root, "/etc/ssh/ssh_host_ecdsa_key.pub", FIXED_ECDSA_PUB "\n");
+}
+
+START_TEST(test_console_format) {
+        SshKeysOptions o = options(two_types, 2);
+        SshKeyResult r[2];
+        char *text;
+        size_t n;
+
+        write_fixed_keys();
+        ck_assert_int_eq(sshkeys_ensure(&o, r, &n), 0);
+        results_check_ok(r, n, SSH_KEY_KEPT);
+
+        ck_assert_int_eq(sshkeys_format_console(r, n, true, true, &text), 0);
+        ck_assert_str_eq(text, FIXED_FINGERPRINTS FIXED_KEYS);
+        free(text);
+        ck_assert_int_eq(sshkeys_format_console(r, n, true, false, &text), 0);
+        ck_assert_str_eq(text, FIXED_FINGERPRINTS);
+        free(text);
+        ck_assert_int_eq(sshkeys_format_console(r, n, false, true, &text), 0);
+        ck_assert_str_eq(text, FIXED_KEYS);
+        free(text);
+        ck_assert_int_eq(sshkeys_format_console(r, n, false, false, &text), 0);
+        ck_assert_str_eq(text, "");
+        free(text);
+
+        /* A failed key is left out; with none left, no empty blocks. */
+        r[1].action = SSH_KEY_FAILED;
+        ck_assert_int_eq(sshkeys_format_console(r, n, true, false, &text), 0);
+        ck_assert_str_eq(text, "#############################################################\n"
+                               "-----BEGIN SSH HOST KEY FINGERPRINTS-----\n"
+                               "256 SHA256:ihdAplCnTAXjoJbiWICaLhKqbp+VOEkP9VmjxV/ycn0 no comment (ED25519)\n"
+                               "-----END SSH HOST KEY FINGERPRINTS-----\n"
+                               "#############################################################\n");
+        free(text);
+        r[0].action = SSH_KEY_FAILED;
+        ck_assert_int_eq(sshkeys_format_console(r, n, true, true, &text), 0);
+        ck_assert_str_eq(text, "");
+        free(text);
+        ck_assert_int_eq(sshkeys_format_console(NULL, 0, true, true, &text), 0);
+        ck_assert_str_eq(text, "");
+        free(text);
+        ssh_key_results_done(r, n);
+}
+END_TEST
+
+static Suite *sshkeys_suite(void) {
+        Suite *s = suite_create("sshkeys");
+        TCase *tc;
+
+        tc = tcase_create("files");
+        tcase_add_checked_fixture(tc, setup, teardown);
+        tcase_set_timeout(tc, 60);
+        tcase_add_test(tc, test_create_files);
+        tcase_add_test(tc, test_umask_ignored);
+        tcase_add_test(tc, test_group_ssh_keys);
+        tcase_add_test(tc, test_key_dir_comment_bits);
+        tcase_add_test(tc, test_options_invalid);
+        suite_add_tcase(s, tc);
+
+        tc = tcase_create("atomic");
+        tcase_add_checked_fixture(tc, setup, teardown);
+        tcase_set_timeout(tc, 120);
+        tcase_add_test(tc, test_fail_each_step);
+        tcase_add_test(tc, test_fail_during_replace);
+        tcase_add_test(tc, test_crash_each_step);
+        tcase_add_test(tc, test_crash_each_step_replace);
+        tcase_add_test(tc, test_stale_temp_files);
+        suite_add_tcase(s, tc);
+
+        tc = tcase_create("idempotence");
+        tcase_add_checked_fixture(tc, setup, teardown);
+        tcase_set_timeout(tc, 60);
+        tcase_add_test(tc, test_second_run_keeps);
+        tcase_add_test(tc, test_replace_changes_all);
+        tcase_add_test(tc, test_invalid_replaced);
+        tcase_add_test(tc, test_pub_repaired);
+        tcase_add_test(tc, test_mode_tightened);
+        tcase_add_test(tc, test_symlink_left_alone);
+        suite_add_tcase(s, tc);
+
+        tc = tcase_create("instance");
+        tcase_add_checked_fixture(tc, setup, teardown);
+        tcase_add_test(tc, test_instance_read);
+        tcase_add_test(tc, test_instance_compare);
+        tcase_add_test(tc, test_state_roundtrip);
+        tcase_add_test(tc, test_state_build);
+        suite_add_tcase(s, tc);
+
+        tc = tcase_create("console");
+        tcase_add_checked_fixture(tc, setup, teardown);
+        tcase_add_test(tc, test_console_format);
+        suite_add_tcase(s, tc);
+
+        return s;
+}
+
+TEST_MAIN(sshkeys_suite)
