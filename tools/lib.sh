@@ -15,6 +15,7 @@ PACKAGES=(
 	qemu-system-x86 busybox-static cpio kmod
 	python3 curl prometheus systemd
 	openssh-server openssh-client
+	cryptsetup-bin xfsprogs dosfstools lvm2 fdisk util-linux
 )
 
 install_packages() {
