@@ -5,6 +5,7 @@
 
 #include "config.h"
 #include "fileio.h"
+#include "luks.h"
 
 static const char *const source_names[] = {
         [SOURCE_VIRTIO] = "virtio",
@@ -65,7 +66,7 @@ static int validate_dm_name(const char *s, const char **ret_error) {
 }
 
 static const ConfItem volume_items[] = {
-        { "device", CONF_STRING, offsetof(VolumeConfig, device) },
+        { "device", CONF_STRING, offsetof(VolumeConfig, device), .validate = device_spec_validate },
         { "name", CONF_STRING, offsetof(VolumeConfig, name), .validate = validate_dm_name },
         { "key-file", CONF_STRING, offsetof(VolumeConfig, key_file), .validate = validate_absolute },
         { "label", CONF_STRING, offsetof(VolumeConfig, label) },

@@ -9,6 +9,9 @@
 #include "pool.h"
 #include "record.h"
 #include "seed.h"
+#include "instance.h"
+#include "luks.h"
+#include "sshkeys.h"
 
 /* Exit statuses: documented in seedbed-agent(8), kept stable. */
 enum {
@@ -19,10 +22,14 @@ enum {
         EXIT_TIMEOUT = 4,
         EXIT_PERMISSION = 5,
         EXIT_NO_RECORD = 6,
+        EXIT_REFUSED = 7, /* luks: a device held something and was left alone */
 };
 
 typedef enum Action {
         ACTION_SEED,
+        ACTION_SSHKEYS,
+        ACTION_LUKS,
+        ACTION_FIRSTBOOT,
         ACTION_STATUS,
         ACTION_CONFIG,
         _ACTION_MAX,
@@ -31,6 +38,9 @@ typedef enum Action {
 
 static const char *const action_table[_ACTION_MAX] = {
         [ACTION_SEED] = "seed",
+        [ACTION_SSHKEYS] = "sshkeys",
+        [ACTION_LUKS] = "luks",
+        [ACTION_FIRSTBOOT] = "firstboot",
         [ACTION_STATUS] = "status",
         [ACTION_CONFIG] = "config",
 };
@@ -51,6 +61,9 @@ static void help(void) {
                "\n"
                "Commands:\n"
                "  seed             Seed the kernel and wait for its CRNG to be ready\n"
+               "  sshkeys          Pass the gate, then make the SSH host keys\n"
+               "  luks             Pass the gate, then set up the LUKS volumes\n"
+               "  firstboot        seed, sshkeys and luks, once per instance\n"
                "  status [--json]  Show the record of the last seed run\n"
                "  config --dump    Print the effective configuration\n"
                "\n"
@@ -285,7 +298,16 @@ static int run_gate(const AgentConfig *c, usec_t start, Gate *g) {
         }
 }
 
-static int write_gate_record(const AgentConfig *c, const Gate *g) {
+typedef struct RecordExtras {
+        const SshKeyResult *keys;
+        size_t n_keys;
+        const LuksResult *volumes;
+        size_t n_volumes;
+        bool have_keys, have_volumes;
+        const char *firstboot;
+} RecordExtras;
+
+static int write_record_full(const AgentConfig *c, const Gate *g, const char *command, const RecordExtras *x) {
         RecordInput rec = {
                 .path = record_path(),
                 .in_initrd = in_initrd(),
@@ -293,6 +315,36 @@ static int write_gate_record(const AgentConfig *c, const Gate *g) {
                 .virtio = &g->virtio,
                 .outcome = &g->outcome,
                 .result = g->result,
+                .command = command,
+                .keys = x->keys,
+                .n_keys = x->n_keys,
+                .have_keys = x->have_keys,
+                .volumes = x->volumes,
+                .n_volumes = x->n_volumes,
+                .have_volumes = x->have_volumes,
+                .firstboot = x->firstboot,
+        };
+        int r = rec.path ? record_write(&rec) : -ENOMEM;
+
+        if (r < 0)
+                log_error_errno(r, "Failed to write the record '%s': %m", strna(rec.path));
+        free(rec.path);
+        return r;
+}
+
+static int write_gate_record(const AgentConfig *c, const Gate *g, const char *command, const SshKeyResult *keys,
+                             size_t n_keys) {
+        RecordInput rec = {
+                .path = record_path(),
+                .in_initrd = in_initrd(),
+                .config = c,
+                .virtio = &g->virtio,
+                .outcome = &g->outcome,
+                .result = g->result,
+                .command = command,
+                .keys = keys,
+                .n_keys = n_keys,
+                .have_keys = keys != NULL,
         };
         int r = rec.path ? record_write(&rec) : -ENOMEM;
 
@@ -322,9 +374,258 @@ static int do_seed(void) {
                 return EXIT_PERMISSION;
 
         status = run_gate(&c, start, &g);
-        if (write_gate_record(&c, &g) < 0 && status == EXIT_READY)
+        if (write_gate_record(&c, &g, "seed", NULL, 0) < 0 && status == EXIT_READY)
                 return EXIT_ERROR;
         return status;
+}
+
+/* The configured host keys, behind the gate.  A new instance (its
+ * SMBIOS UUID or machine-id changed since the keys were made: a cloned
+ * disk) or ssh.regenerate replaces them all.  Returns how many failed,
+ * or -errno. */
+static int make_ssh_keys(const AgentConfig *c, const Gate *g, usec_t start, SshKeyResult *ret, size_t *ret_n) {
+        _cleanup_free_ char *state_path = path_join_root(arg_root, INSTANCE_STATE_FILE), *console = NULL;
+        HostKeyType types[_HOST_KEY_TYPE_MAX];
+        InstanceState old = {}, now = {};
+        InstanceChange change;
+        InstanceId id;
+        int r, failed;
+
+        if (!state_path)
+                return log_oom();
+        for (unsigned i = 0; i < c->ssh_key_types.n; i++)
+                types[i] = host_key_type_from_string(ssh_key_kind_to_string((SshKeyKind) c->ssh_key_types.items[i]));
+
+        instance_id_read(arg_root, &id);
+        r = instance_state_load(state_path, &old);
+        if (r < 0 && r != -ENOENT)
+                log_warning_errno(r, "Ignoring the unreadable record '%s': %m", state_path);
+        change = instance_compare(r >= 0 ? &old.id : NULL, &id);
+        if (change == INSTANCE_NEW)
+                log_notice("This is a new instance of the image (its UUID or machine-id changed): replacing the "
+                           "SSH host keys.");
+
+        SshKeysOptions o = {
+                .root = arg_root,
+                .key_dir = c->ssh_key_dir,
+                .types = types,
+                .n_types = c->ssh_key_types.n,
+                .rsa_bits = c->ssh_rsa_bits,
+                .ecdsa_bits = agent_config_ecdsa_bits(c),
+                .replace = c->ssh_regenerate || change == INSTANCE_NEW,
+                .crng_ready = g->outcome.ready_after,
+                .start_usec = start,
+        };
+        failed = sshkeys_ensure(&o, ret, ret_n);
+        if (failed < 0) {
+                instance_state_done(&old);
+                return log_error_errno(failed, "Cannot make SSH host keys: %m");
+        }
+
+        /* Only a complete set is recorded: a key that failed in a
+         * replacement may still be the old instance's, and must be
+         * replaced next time. */
+        if (failed == 0) {
+                r = sshkeys_state_build(r >= 0 ? &old : NULL, &id, ret, *ret_n, &now);
+                if (r >= 0)
+                        r = instance_state_save(state_path, &now);
+                if (r < 0)
+                        log_error_errno(r, "Failed to write '%s': %m", state_path);
+                instance_state_done(&now);
+        }
+        instance_state_done(&old);
+
+        /* The blocks cloud consoles parse to fill known_hosts. */
+        bool fp = false, keys = false;
+        for (unsigned i = 0; i < c->ssh_console.n; i++) {
+                fp = fp || c->ssh_console.items[i] == CONSOLE_FINGERPRINTS;
+                keys = keys || c->ssh_console.items[i] == CONSOLE_KEYS;
+        }
+        if ((fp || keys) && sshkeys_format_console(ret, *ret_n, fp, keys, &console) >= 0) {
+                fputs(console, stdout);
+                fflush(stdout);
+        }
+        return failed;
+}
+
+static int do_sshkeys(void) {
+        _cleanup_(agent_config_done) AgentConfig c = {};
+        SshKeyResult keys[_HOST_KEY_TYPE_MAX] = {};
+        usec_t start = now_usec(CLOCK_MONOTONIC);
+        size_t n = 0;
+        Gate g = {};
+        int status, r;
+
+        if (load_config(&c, NULL) < 0)
+                return EXIT_CONFIG;
+        if (check_root("sshkeys") < 0)
+                return EXIT_PERMISSION;
+
+        status = run_gate(&c, start, &g);
+        if (status != EXIT_READY) {
+                /* Fail closed: no key from a pool that is not ready. */
+                log_error("No SSH host key was created.");
+                (void) write_gate_record(&c, &g, "sshkeys", NULL, 0);
+                return status;
+        }
+
+        r = make_ssh_keys(&c, &g, start, keys, &n);
+        if (write_gate_record(&c, &g, "sshkeys", keys, n) < 0 && r == 0)
+                r = -EIO;
+        ssh_key_results_done(keys, n);
+        return r == 0 ? EXIT_READY : EXIT_ERROR;
+}
+
+/* Every configured volume, one after the other: a volume that fails or
+ * is refused does not stop the others.  Returns 0, 1 when one was refused
+ * (something was on its device), or -errno for the first other failure. */
+static int setup_volumes(const AgentConfig *c, const Gate *g, bool gate_passed, LuksResult *ret) {
+        int result = 0;
+
+        LuksOptions o = {
+                .root = arg_root,
+                /* On-timeout continue is the configuration's explicit
+                 * word that secrets may be made all the same. */
+                .crng_ready = gate_passed,
+        };
+        for (unsigned i = 0; i < c->n_volumes; i++) {
+                const VolumeConfig *vc = &c->volumes[i];
+                LuksVolume v;
+                bool dup = false;
+                int r;
+
+                for (unsigned j = 0; j < i; j++)
+                        dup = dup || streq(c->volumes[j].name, vc->name);
+                if (dup) {
+                        ret[i] = (LuksResult) { .action = LUKS_ACTION_FAILED };
+                        (void) snprintf(ret[i].name, sizeof ret[i].name, "%s", vc->name);
+                        (void) snprintf(ret[i].spec, sizeof ret[i].spec, "%s", vc->device);
+                        (void) snprintf(ret[i].error, sizeof ret[i].error, "another volume is named '%s' already",
+                                        vc->name);
+                        log_error("LUKS volume '%s' on '%s': another volume is named '%s' already; skipped.", vc->name,
+                                  vc->device, vc->name);
+                        result = result ?: -EINVAL;
+                        continue;
+                }
+
+                luks_volume_init(&v);
+                v.device = vc->device;
+                v.name = vc->name;
+                v.key_file = vc->key_file;
+                v.label = vc->label;
+                v.wipe = vc->wipe;
+                v.crypttab = vc->crypttab;
+                v.open = vc->open;
+                r = luks_volume_setup(&o, &v, &ret[i]);
+                if (r == -EEXIST && result == 0)
+                        result = 1;
+                else if (r < 0 && r != -EEXIST && result <= 0)
+                        result = result ?: r;
+        }
+        return result;
+}
+
+static int do_luks(void) {
+        _cleanup_(agent_config_done) AgentConfig c = {};
+        LuksResult volumes[VOLUMES_MAX] = {};
+        usec_t start = now_usec(CLOCK_MONOTONIC);
+        Gate g = {};
+        int status, r;
+
+        if (load_config(&c, NULL) < 0)
+                return EXIT_CONFIG;
+        if (check_root("luks") < 0)
+                return EXIT_PERMISSION;
+        if (c.n_volumes == 0)
+                log_info("No LUKS volumes are configured (luks.volumes).");
+
+        status = run_gate(&c, start, &g);
+        if (status != EXIT_READY) {
+                log_error("No LUKS volume was set up.");
+                (void) write_gate_record(&c, &g, "luks", NULL, 0);
+                return status;
+        }
+
+        r = setup_volumes(&c, &g, true, volumes);
+        RecordExtras x = { .volumes = volumes, .n_volumes = c.n_volumes, .have_volumes = true };
+        if (write_record_full(&c, &g, "luks", &x) < 0 && r == 0)
+                r = -EIO;
+        return r == 0 ? EXIT_READY : r == 1 ? EXIT_REFUSED : EXIT_ERROR;
+}
+
+#define FIRSTBOOT_STATE LOCALSTATEDIR "/lib/seedbed/firstboot.json"
+
+/* seed, sshkeys and luks, once per instance: /var/lib/seedbed records the
+ * instance it was done for, so a second boot of it does nothing, and a
+ * clone (another SMBIOS UUID or machine-id) does it all again. */
+static int do_firstboot(void) {
+        _cleanup_(agent_config_done) AgentConfig c = {};
+        _cleanup_free_ char *state_path = NULL;
+        SshKeyResult keys[_HOST_KEY_TYPE_MAX] = {};
+        LuksResult volumes[VOLUMES_MAX] = {};
+        usec_t start = now_usec(CLOCK_MONOTONIC);
+        InstanceState done = {};
+        InstanceId id;
+        size_t n_keys = 0;
+        Gate g = {};
+        int status, rk, rv, r;
+
+        if (load_config(&c, NULL) < 0)
+                return EXIT_CONFIG;
+        if (check_root("firstboot") < 0)
+                return EXIT_PERMISSION;
+
+        state_path = path_join_root(arg_root, FIRSTBOOT_STATE);
+        if (!state_path)
+                return log_oom(), EXIT_ERROR;
+        instance_id_read(arg_root, &id);
+        r = instance_state_load(state_path, &done);
+        if (r >= 0) {
+                InstanceChange change = instance_compare(&done.id, &id);
+                instance_state_done(&done);
+                if (change != INSTANCE_NEW) {
+                        log_info("First boot was already done for this instance ('%s'); nothing to do.", state_path);
+                        return EXIT_READY;
+                }
+                log_notice("This is a new instance of the image: doing its first boot.");
+        } else if (r != -ENOENT)
+                log_warning_errno(r, "Ignoring the unreadable '%s': %m", state_path);
+
+        status = run_gate(&c, start, &g);
+        if (status != EXIT_READY) {
+                log_error("Nothing was created: no SSH host key, no LUKS volume.");
+                RecordExtras x = { .firstboot = "incomplete" };
+                (void) write_record_full(&c, &g, "firstboot", &x);
+                return status;
+        }
+
+        rk = make_ssh_keys(&c, &g, start, keys, &n_keys);
+        rv = setup_volumes(&c, &g, true, volumes);
+
+        RecordExtras x = {
+                .keys = keys,
+                .n_keys = n_keys,
+                .have_keys = true,
+                .volumes = volumes,
+                .n_volumes = c.n_volumes,
+                .have_volumes = true,
+                .firstboot = rk == 0 && rv == 0 ? "done" : "incomplete",
+        };
+        r = write_record_full(&c, &g, "firstboot", &x);
+        ssh_key_results_done(keys, n_keys);
+
+        /* Done only when everything is: what failed is tried again on the
+         * next boot (keys and volumes already in place are kept). */
+        if (rk == 0 && rv == 0) {
+                InstanceState now = { .id = id };
+                int w = instance_state_save(state_path, &now);
+                if (w < 0)
+                        return log_error_errno(w, "Failed to write '%s': %m", state_path), EXIT_ERROR;
+                log_info("First boot done for this instance.");
+        }
+        if (rk != 0 || rv < 0 || r < 0)
+                return EXIT_ERROR;
+        return rv == 1 ? EXIT_REFUSED : EXIT_READY;
 }
 
 static int do_status(void) {
@@ -374,6 +675,12 @@ static int run(int argc, char *argv[]) {
         switch (arg_action) {
         case ACTION_SEED:
                 return do_seed();
+        case ACTION_SSHKEYS:
+                return do_sshkeys();
+        case ACTION_LUKS:
+                return do_luks();
+        case ACTION_FIRSTBOOT:
+                return do_firstboot();
         case ACTION_STATUS:
                 return do_status();
         case ACTION_CONFIG:

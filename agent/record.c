@@ -45,6 +45,7 @@ int record_format(const RecordInput *in, char **ret, size_t *ret_len) {
         json_string(&j, "kernel", u.release);
         json_nonempty(&j, "boot_id", boot_id);
         json_string(&j, "time", when);
+        json_string(&j, "command", in->command ?: "seed");
         json_bool(&j, "in_initrd", in->in_initrd);
         json_string(&j, "result", seed_result_to_string(in->result));
         json_bool(&j, "ready_before", o->ready_at_start);
@@ -99,6 +100,51 @@ int record_format(const RecordInput *in, char **ret, size_t *ret_len) {
                 json_object_end(&j);
         }
         json_array_end(&j);
+
+        if (in->have_keys) {
+                json_array_begin(&j, "ssh_keys");
+                for (size_t i = 0; i < in->n_keys; i++) {
+                        const SshKeyResult *k = &in->keys[i];
+
+                        json_object_begin(&j, NULL);
+                        json_string(&j, "type", host_key_type_to_string(k->type));
+                        json_string(&j, "action", ssh_key_action_to_string(k->action));
+                        json_string(&j, "path", k->path);
+                        json_string(&j, "fingerprint", k->fingerprint);
+                        json_uint(&j, "bits", k->bits);
+                        json_bool(&j, "crng_ready", k->crng_ready);
+                        json_ms(&j, "at_ms", k->at_usec);
+                        if (k->action == SSH_KEY_FAILED)
+                                json_string(&j, "error", k->reason ?: strerror(-k->error));
+                        json_object_end(&j);
+                }
+                json_array_end(&j);
+        }
+
+        if (in->have_volumes) {
+                json_array_begin(&j, "luks_volumes");
+                for (size_t i = 0; i < in->n_volumes; i++) {
+                        const LuksResult *vol = &in->volumes[i];
+
+                        json_object_begin(&j, NULL);
+                        json_string(&j, "name", vol->name);
+                        json_string(&j, "device", vol->spec);
+                        json_nonempty(&j, "resolved", vol->device);
+                        json_nonempty(&j, "found", vol->found);
+                        json_nonempty(&j, "wiped", vol->wiped);
+                        json_string(&j, "action", luks_action_to_string(vol->action));
+                        json_nonempty(&j, "uuid", vol->uuid);
+                        json_nonempty(&j, "key_file", vol->key_file);
+                        json_bool(&j, "key_file_created", vol->key_file_created);
+                        json_string(&j, "open", luks_step_to_string(vol->open));
+                        json_string(&j, "crypttab", luks_step_to_string(vol->crypttab));
+                        json_nonempty(&j, "error", vol->error);
+                        json_object_end(&j);
+                }
+                json_array_end(&j);
+        }
+        if (in->firstboot)
+                json_string(&j, "firstboot", in->firstboot);
         json_object_end(&j);
 
         return json_finish(&j, ret, ret_len);

@@ -11,6 +11,8 @@
 #include "config.h"
 #include "detect.h"
 #include "seed.h"
+#include "luks.h"
+#include "sshkeys.h"
 
 #define RECORD_VERSION 1
 #define RECORD_DIR RUNSTATEDIR "/seedbed"
@@ -23,6 +25,14 @@ typedef struct RecordInput {
         const VirtioRng *virtio;
         const SeedOutcome *outcome;
         SeedResult result;
+        const char *command;          /* "seed", "sshkeys", ... */
+        const SshKeyResult *keys;     /* sshkeys: what became of each key */
+        size_t n_keys;
+        bool have_keys;
+        const LuksResult *volumes;    /* luks: what became of each volume */
+        size_t n_volumes;
+        bool have_volumes;
+        const char *firstboot;        /* firstboot: "done", "already-done", "incomplete" */
 } RecordInput;
 
 /* Builds the JSON text. */
