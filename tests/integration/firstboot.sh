@@ -1,0 +1,85 @@
+#!/bin/bash
+# seedbed-agent's first-boot commands on this machine, against a fake
+# tree (--root) and a real loop device: keys and a LUKS volume are made
+# once, a second run changes nothing, and a new instance UUID regenerates
+# the keys but leaves the volume (and its data) alone.
+# shellcheck source=tests/integration/lib.sh
+. "${top_srcdir:?}/tests/integration/lib.sh"
+
+[ "$(id -u)" -eq 0 ] || skip "needs root"
+command -v cryptsetup >/dev/null || skip "cryptsetup is not installed"
+command -v ssh-keygen >/dev/null || skip "ssh-keygen is not installed"
+losetup -f >/dev/null 2>&1 || skip "no loop devices"
+
+R=$T/root
+mkdir -p "$R/etc/seedbed" "$R/sys/class/dmi/id"
+echo "4c4c4544-0000-1000-8000-000000000001" >"$R/sys/class/dmi/id/product_uuid"
+echo "0123456789abcdef0123456789abcdef" >"$R/etc/machine-id"
+truncate -s 32M "$T/disk.img"
+LOOP=$(losetup -f --show "$T/disk.img")
+trap 'losetup -d "$LOOP" 2>/dev/null; [ -n "${SEEDBED_KEEP_TMP:-}" ] || rm -rf "$T"' EXIT
+cat >"$R/etc/seedbed/seedbed.yaml" <<YAML
+ssh:
+  key-types: [ed25519, ecdsa]
+luks:
+  volumes:
+    - device: $LOOP
+      name: data
+      label: seedbed-test
+      open: false
+YAML
+
+fingerprints() { for f in "$R"/etc/ssh/ssh_host_*_key.pub; do ssh-keygen -l -f "$f"; done | sort; }
+
+run 0 "$AGENT" --root "$R" firstboot
+rec=$R/run/seedbed/seed.json
+[ "$(json "$rec" .command)" = firstboot ] || fail "record command"
+[ "$(json "$rec" .firstboot)" = "done" ] || fail "firstboot $(json "$rec" .firstboot)"
+[ "$(json "$rec" '.ssh_keys | length')" = 2 ] || fail "two keys expected"
+[ "$(json "$rec" '.luks_volumes[0].action')" = formatted ] || fail "volume $(json "$rec" '.luks_volumes[0].action')"
+# The console blocks carry exactly what ssh-keygen says of the files.
+sed -n '/BEGIN SSH HOST KEY FINGERPRINTS/,/END SSH HOST KEY FINGERPRINTS/p' "$T/out" | grep -v -- ----- | sort >"$T/console"
+fingerprints >"$T/files"
+diff -u "$T/files" "$T/console" || fail "the console fingerprints differ from ssh-keygen's"
+# The volume opens with its key file, and crypttab names it.
+cryptsetup luksDump "$LOOP" | grep -q "^Version:.*2" || fail "not LUKS2"
+cryptsetup luksDump "$LOOP" | grep -q "seedbed-test" || fail "label missing"
+cryptsetup open --test-passphrase --key-file "$R/etc/seedbed/keys/data.key" "$LOOP" || fail "the key file does not open the volume"
+uuid=$(cryptsetup luksUUID "$LOOP")
+grep -qx "data UUID=$uuid /etc/seedbed/keys/data.key luks" "$R/etc/crypttab" || fail "crypttab: $(cat "$R/etc/crypttab")"
+[ "$(stat -c %a "$R/etc/seedbed/keys/data.key")" = 400 ] || fail "key file mode"
+
+# Same instance: nothing changes, and it says so.
+sum=$(sha256sum <"$T/disk.img")
+cp "$R/etc/crypttab" "$T/crypttab.before"
+run 0 "$AGENT" --root "$R" firstboot
+expect_in "$T/err" "already done for this instance"
+[ "$(sha256sum <"$T/disk.img")" = "$sum" ] || fail "the disk changed on the second run"
+cmp -s "$T/crypttab.before" "$R/etc/crypttab" || fail "crypttab changed on the second run"
+fingerprints | diff -u "$T/files" - || fail "keys changed on the second run"
+
+# The luks command alone on the same volume: already done.
+run 0 "$AGENT" --root "$R" luks
+[ "$(json "$rec" '.luks_volumes[0].action')" = already-done ] || fail "luks: $(json "$rec" '.luks_volumes[0].action')"
+
+# A clone: another SMBIOS UUID.  New keys; the volume (data) stays.
+echo "4c4c4544-0000-1000-8000-000000000002" >"$R/sys/class/dmi/id/product_uuid"
+run 0 "$AGENT" --root "$R" firstboot
+fingerprints >"$T/files2"
+if grep -qFf <(awk '{ print $2 }' "$T/files") "$T/files2"; then
+	fail "a new instance kept a key"
+fi
+[ "$(json "$rec" '.luks_volumes[0].action')" = already-done ] || fail "the clone re-formatted the volume"
+[ "$(cryptsetup luksUUID "$LOOP")" = "$uuid" ] || fail "the volume changed"
+
+# A device that holds a filesystem is refused, named, and left alone.
+truncate -s 32M "$T/ext4.img"
+mkfs.ext4 -q -F "$T/ext4.img"
+LOOP2=$(losetup -f --show "$T/ext4.img")
+trap 'losetup -d "$LOOP" "$LOOP2" 2>/dev/null; [ -n "${SEEDBED_KEEP_TMP:-}" ] || rm -rf "$T"' EXIT
+sum=$(sha256sum <"$T/ext4.img")
+printf 'luks:\n  volumes:\n    - device: %s\n      name: old\n      open: false\n' "$LOOP2" >"$T/refuse.yaml"
+run 7 "$AGENT" --root "$R" --config "$T/refuse.yaml" luks
+expect_in "$T/err" "ext4"
+[ "$(json "$rec" '.luks_volumes[0].action')" = refused ] || fail "not refused"
+[ "$(sha256sum <"$T/ext4.img")" = "$sum" ] || fail "the ext4 image was touched"
