@@ -61,6 +61,10 @@ cat >"$T/timeout.sh" <<'SCRIPT'
 seedbed-agent seed
 echo $? >/results/exit-fail
 cp /run/seedbed/seed.json /results/fail.json
+# The secrets behind the gate: with on-timeout fail, none may be made.
+seedbed-agent sshkeys
+echo $? >/results/exit-sshkeys
+find /etc -name 'ssh_host_*' >/results/keys-made
 printf 'entropy:\n  on-timeout: continue\n' >/tmp/continue.yaml
 seedbed-agent --config /tmp/continue.yaml seed
 echo $? >/results/exit-continue
@@ -74,11 +78,13 @@ R=$T/timeout
 [ "$(json "$R/fail.json" .result)" = timeout ] || fail "timeout: result $(json "$R/fail.json" .result)"
 [ "$(json "$R/fail.json" .ready_after)" = false ] || fail "timeout: ready after"
 jq -e '.elapsed_ms >= 3000 and .elapsed_ms < 6000' "$R/fail.json" >/dev/null || fail "timeout: elapsed $(json "$R/fail.json" .elapsed_ms)"
+[ "$(cat "$R/exit-sshkeys")" = 4 ] || fail "timeout: sshkeys exited $(cat "$R/exit-sshkeys") on an unready kernel"
+[ ! -s "$R/keys-made" ] || fail "timeout: keys were made before the CRNG was ready: $(cat "$R/keys-made")"
 [ "$(cat "$R/exit-continue")" = 0 ] || fail "timeout: on-timeout continue exited $(cat "$R/exit-continue")"
 [ "$(json "$R/continue.json" .result)" = continued ] || fail "timeout: result $(json "$R/continue.json" .result)"
 [ "$(cat "$R/exit-status")" = 4 ] || fail "timeout: status of a not-ready record exited $(cat "$R/exit-status")"
 n=$(grep -c "Waiting for the kernel's random number generator: no source left, [0-9]* s left" "$R/serial.log" || true)
-[ "$n" -ge 4 ] || fail "timeout: $n progress lines on the console, expected one a second"
+[ "$n" -ge 6 ] || fail "timeout: $n progress lines on the console, expected one a second"
 expect_in "$R/serial.log" "still not ready after 3 s; failing (entropy.on-timeout: fail)"
 
 # 4. A device whose host never answers (rng-egd on a null chardev): the
