@@ -8,6 +8,7 @@
  * requests waiting) until one is re-admitted after passing a fresh
  * startup test.  Reads never block. */
 
+#include <limits.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -34,7 +35,7 @@ typedef enum SourceType {
 
 typedef struct EntropySource {
         SourceType type;
-        char name[64];       /* "getrandom", "hwrng", "rdseed", or the device path */
+        char name[PATH_MAX];   /* "getrandom", "rdseed", or the device path */
         char *path;          /* SOURCE_DEVICE */
         int fd;
         double min_entropy;
