@@ -19,6 +19,8 @@
 #define EGD_OUT_MAX (64 * 1024)
 /* Enough for a few pipelined requests (the longest is 260 bytes). */
 #define EGD_IN_SIZE 1024
+/* How long a disconnected VM's statistics stay in the metrics. */
+#define STATS_KEEP_USEC (3600 * USEC_PER_SEC)
 /* When sources had nothing (an hwrng still busy), try again this soon. */
 #define STARVED_RETRY_USEC (10 * USEC_PER_MSEC)
 
@@ -445,6 +447,7 @@ static size_t server_fill(Client *c, uint8_t *buf, size_t n, bool wait) {
                 return 0;
         }
         c->stats->bytes += got;
+        c->stats->last_seen = now;
         return got;
 }
 
@@ -754,6 +757,7 @@ int server_add_client(Server *s, Transport t, int fd) {
         s->n_clients[t]++;
         s->connections_total[t]++;
         c->stats->connections++;
+        c->stats->last_seen = now_usec(CLOCK_MONOTONIC);
         c->limit->connections++;
         log_info("New %s connection from %s.", transport_to_string(t), c->peer);
         return 0;
@@ -770,6 +774,19 @@ usec_t server_next_wake(Server *s) {
 
 void server_tick(Server *s, usec_t now) {
         Client *c, *next;
+
+        /* A VM gone for an hour takes its series with it: names like
+         * pid:N come and go, and counters kept forever would grow the
+         * metrics without bound.  Prometheus sees the series end. */
+        for (VmStats **p = &s->stats; *p;) {
+                VmStats *v = *p;
+                if (v->connections == 0 && v->last_seen + STATS_KEEP_USEC < now) {
+                        *p = v->next;
+                        free(v->name);
+                        free(v);
+                } else
+                        p = &v->next;
+        }
 
         /* Budgets nobody uses, once refilled, go (limit_release()). */
         for (VmLimit *l = s->limits, *ln; l; l = ln) {

@@ -32,6 +32,7 @@ typedef struct VmStats {
         uint64_t requests;
         usec_t throttled_usec;
         unsigned connections;
+        usec_t last_seen;      /* last connected or served */
         struct VmStats *next;
 } VmStats;
 
