@@ -67,7 +67,7 @@ static size_t read_rdseed(uint8_t *buf, size_t n) {
 #endif
 
 static void source_start(EntropySource *e) {
-        (void) health_init(&e->health, e->min_entropy, HEALTH_ALPHA_LOG2_DEFAULT);
+        (void) health_init(&e->health, e->min_entropy, SOURCE_ALPHA_LOG2);
         e->healthy = false;
         e->startup_left = SOURCE_STARTUP_SAMPLES;
 }
@@ -76,7 +76,7 @@ int source_set_add(SourceSet *s, SourceType type, const char *path, double min_e
         EntropySource e = { .type = type, .fd = -EBADF, .min_entropy = min_entropy }, *v;
         HealthTest probe;
 
-        if (health_init(&probe, min_entropy, HEALTH_ALPHA_LOG2_DEFAULT) < 0)
+        if (health_init(&probe, min_entropy, SOURCE_ALPHA_LOG2) < 0)
                 return -EINVAL;
 
         switch (type) {

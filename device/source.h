@@ -32,6 +32,13 @@ typedef enum SourceType {
  * perfect source still fails once per ~4 GiB at alpha 2^-30 (health.h):
  * losing it for good would be wrong, serving it at once would be too. */
 #define SOURCE_RETRY_USEC (10 * USEC_PER_SEC)
+/* The device tests gigabytes, not the agent's kilobytes: at 2^-30 a
+ * perfect source failed the RCT every few GiB (seen in the benchmark, at
+ * 500 MB/s).  2^-40, the smallest alpha SP 800-90B allows, with the
+ * default declared 6 bits a byte, puts the RCT cutoff at 8 (a false
+ * alarm once per 2^56 bytes) and still stops a stuck source at its 8th
+ * byte. */
+#define SOURCE_ALPHA_LOG2 40U
 
 typedef struct EntropySource {
         SourceType type;
