@@ -31,7 +31,32 @@ install_packages() {
 	echo "==> Installing ${missing[*]}"
 	export DEBIAN_FRONTEND=noninteractive
 	apt-get update -qq
-	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+	# The tests need sshd's and promtool's binaries, not an SSH server or
+	# a Prometheus listening on this machine: Debian's policy-rc.d keeps
+	# the packages' services from starting, and they are disabled after.
+	local policy=/usr/sbin/policy-rc.d ours=false
+	if [ ! -e "$policy" ]; then
+		printf '#!/bin/sh\nexit 101\n' >"$policy"
+		chmod 0755 "$policy"
+		ours=true
+	fi
+	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null || {
+		[ "$ours" = false ] || rm -f "$policy"
+		exit 1
+	}
+	[ "$ours" = false ] || rm -f "$policy"
+	for p in "${missing[@]}"; do
+		case $p in
+		openssh-server) disable_service ssh.service ;;
+		prometheus) disable_service prometheus.service ;;
+		esac
+	done
+}
+
+disable_service() {
+	command -v systemctl >/dev/null || return 0
+	systemctl disable --now "$1" >/dev/null 2>&1 || true
+	echo "    ($1 was installed for the tests only: it is disabled)"
 }
 
 # build DIR [configure options...]: configure once, then make.
