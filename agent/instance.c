@@ -215,55 +215,7 @@ int instance_state_save(const char *path, const InstanceState *s) {
 
 /* Reading.  JSON is YAML's flow style, so libyaml reads the record as it
  * reads the seed record: only a small regular file, never through a link
- * or a FIFO someone left in its place. */
-
-static int state_read(const char *path, char **ret, size_t *ret_size) {
-        _cleanup_close_ int fd = -EBADF;
-        _cleanup_free_ char *buf = NULL;
-        struct stat st;
-        ssize_t k;
-
-        fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
-        if (fd < 0)
-                return errno == ELOOP ? -EBADMSG : -errno;
-        if (fstat(fd, &st) < 0)
-                return -errno;
-        if (!S_ISREG(st.st_mode) || st.st_size > STATE_SIZE_MAX)
-                return -EBADMSG;
-        buf = malloc((size_t) st.st_size + 1);
-        if (!buf)
-                return -ENOMEM;
-        k = loop_read(fd, buf, (size_t) st.st_size);
-        if (k < 0)
-                return (int) k;
-        buf[k] = 0;
-        *ret = TAKE_PTR(buf);
-        *ret_size = (size_t) k;
-        return 0;
-}
-
-/* libyaml's parser recurses without a limit: refuse deep nesting before
- * it sees the text.  Ours nests three deep. */
-static bool nesting_ok(const char *s, size_t n) {
-        unsigned depth = 0;
-        bool in_string = false;
-
-        for (size_t i = 0; i < n; i++) {
-                if (in_string) {
-                        if (s[i] == '\\')
-                                i++;
-                        else if (s[i] == '"')
-                                in_string = false;
-                } else if (s[i] == '"')
-                        in_string = true;
-                else if (s[i] == '[' || s[i] == '{') {
-                        if (++depth > 8)
-                                return false;
-                } else if ((s[i] == ']' || s[i] == '}') && depth > 0)
-                        depth--;
-        }
-        return true;
-}
+ * or a FIFO someone left in its place (read_regular_file()). */
 
 static yaml_node_t *node_get(yaml_document_t *doc, yaml_node_t *map, const char *key) {
         if (!map || map->type != YAML_MAPPING_NODE)
@@ -367,10 +319,11 @@ int instance_state_load(const char *path, InstanceState *ret) {
         size_t size = 0;
         int r;
 
-        r = state_read(path, &text, &size);
+        r = read_regular_file(path, STATE_SIZE_MAX, &text, &size);
         if (r < 0)
                 return r;
-        if (size == 0 || text[0] != '{' || memchr(text, 0, size) || !nesting_ok(text, size))
+        /* Ours nests three deep. */
+        if (!json_object_text_ok(text, size, 8))
                 return -EBADMSG;
 
         if (!yaml_parser_initialize(&parser))

@@ -181,55 +181,6 @@ typedef struct Record {
         size_t size;
 } Record;
 
-/* Reads the record without following links or waiting on a FIFO someone
- * left in its place: only a regular file will do. */
-static int record_read(const char *path, char **ret, size_t *ret_size) {
-        _cleanup_close_ int fd = -EBADF;
-        _cleanup_free_ char *buf = NULL;
-        struct stat st;
-        ssize_t k;
-
-        fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
-        if (fd < 0)
-                return errno == ELOOP ? -EBADMSG : -errno;
-        if (fstat(fd, &st) < 0)
-                return -errno;
-        if (!S_ISREG(st.st_mode) || st.st_size > RECORD_SIZE_MAX)
-                return -EBADMSG;
-        buf = malloc((size_t) st.st_size + 1);
-        if (!buf)
-                return -ENOMEM;
-        k = loop_read(fd, buf, (size_t) st.st_size);
-        if (k < 0)
-                return (int) k;
-        buf[k] = 0;
-        *ret = TAKE_PTR(buf);
-        *ret_size = (size_t) k;
-        return 0;
-}
-
-/* Flow nesting outside strings; our records nest three deep. */
-static bool nesting_ok(const char *s, size_t n) {
-        unsigned depth = 0;
-        bool in_string = false;
-
-        for (size_t i = 0; i < n; i++) {
-                if (in_string) {
-                        if (s[i] == '\\')
-                                i++;
-                        else if (s[i] == '"')
-                                in_string = false;
-                } else if (s[i] == '"')
-                        in_string = true;
-                else if (s[i] == '[' || s[i] == '{') {
-                        if (++depth > RECORD_DEPTH_MAX)
-                                return false;
-                } else if ((s[i] == ']' || s[i] == '}') && depth > 0)
-                        depth--;
-        }
-        return true;
-}
-
 static void record_done(Record *r) {
         if (r->loaded)
                 yaml_document_delete(&r->doc);
@@ -240,12 +191,10 @@ static int record_load(const char *path, Record *ret) {
         yaml_parser_t parser;
         int r;
 
-        r = record_read(path, &ret->text, &ret->size);
+        r = read_regular_file(path, RECORD_SIZE_MAX, &ret->text, &ret->size);
         if (r < 0)
                 return r;
-        /* Our records are JSON objects: anything else is not one. */
-        if (ret->size == 0 || ret->text[0] != '{' || memchr(ret->text, 0, ret->size) ||
-            !nesting_ok(ret->text, ret->size))
+        if (!json_object_text_ok(ret->text, ret->size, RECORD_DEPTH_MAX))
                 return -EBADMSG;
         if (!yaml_parser_initialize(&parser))
                 return -ENOMEM;

@@ -58,6 +58,31 @@ int read_full_file(const char *path, size_t max, char **ret, size_t *ret_size) {
         return 0;
 }
 
+int read_regular_file(const char *path, size_t max, char **ret, size_t *ret_size) {
+        _cleanup_close_ int fd = -EBADF;
+        _cleanup_free_ char *buf = NULL;
+        struct stat st;
+        ssize_t k;
+
+        fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+        if (fd < 0)
+                return errno == ELOOP ? -EBADMSG : -errno;
+        if (fstat(fd, &st) < 0)
+                return -errno;
+        if (!S_ISREG(st.st_mode) || (uint64_t) st.st_size > max)
+                return -EBADMSG;
+        buf = malloc((size_t) st.st_size + 1);
+        if (!buf)
+                return -ENOMEM;
+        k = loop_read(fd, buf, (size_t) st.st_size);
+        if (k < 0)
+                return (int) k;
+        buf[k] = 0;
+        *ret = TAKE_PTR(buf);
+        *ret_size = (size_t) k;
+        return 0;
+}
+
 int read_one_line_file(const char *path, char **ret) {
         char *s;
         int r;

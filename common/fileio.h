@@ -11,6 +11,12 @@
 /* Reads a whole file, at most max bytes (-EFBIG beyond), NUL-terminated. */
 int read_full_file(const char *path, size_t max, char **ret, size_t *ret_size);
 
+/* Reads a whole file that must be a regular file of at most max bytes,
+ * without following a link or waiting on a FIFO someone left at the path:
+ * for records a less privileged process could plant.  -EBADMSG for a
+ * link, anything but a regular file, or a larger one. */
+int read_regular_file(const char *path, size_t max, char **ret, size_t *ret_size);
+
 /* Reads the first line of a small file (sysfs attributes), without the
  * newline. */
 int read_one_line_file(const char *path, char **ret);

@@ -186,3 +186,26 @@ void json_free(Json *j) {
         free(j->buf);
         *j = (Json) {};
 }
+
+bool json_object_text_ok(const char *s, size_t n, unsigned max_depth) {
+        unsigned depth = 0;
+        bool in_string = false;
+
+        if (n == 0 || s[0] != '{' || memchr(s, 0, n))
+                return false;
+        for (size_t i = 0; i < n; i++) {
+                if (in_string) {
+                        if (s[i] == '\\')
+                                i++;
+                        else if (s[i] == '"')
+                                in_string = false;
+                } else if (s[i] == '"')
+                        in_string = true;
+                else if (s[i] == '[' || s[i] == '{') {
+                        if (++depth > max_depth)
+                                return false;
+                } else if ((s[i] == ']' || s[i] == '}') && depth > 0)
+                        depth--;
+        }
+        return true;
+}

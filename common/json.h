@@ -35,4 +35,10 @@ void json_null(Json *j, const char *key);
 /* Hands over the NUL-terminated text (ending in a newline); -ENOMEM if
  * anything failed.  The writer is empty afterwards either way. */
 int json_finish(Json *j, char **ret, size_t *ret_len);
+
+/* Whether text could be one of our JSON records, before a parser sees
+ * it: an object, no NUL byte, flow nesting (outside strings) no deeper
+ * than max_depth.  libyaml's parser recurses without a limit and takes
+ * quadratic time on deep nesting. */
+bool json_object_text_ok(const char *s, size_t n, unsigned max_depth);
 void json_free(Json *j);
