@@ -7,6 +7,7 @@
 
 #include "fileio.h"
 #include "instance.h"
+#include "json-read.h"
 #include "json.h"
 #include "log.h"
 
@@ -217,27 +218,6 @@ int instance_state_save(const char *path, const InstanceState *s) {
  * reads the seed record: only a small regular file, never through a link
  * or a FIFO someone left in its place (read_regular_file()). */
 
-static yaml_node_t *node_get(yaml_document_t *doc, yaml_node_t *map, const char *key) {
-        if (!map || map->type != YAML_MAPPING_NODE)
-                return NULL;
-        for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top; p++) {
-                yaml_node_t *k = yaml_document_get_node(doc, p->key);
-                if (k && k->type == YAML_SCALAR_NODE && streq((const char *) k->data.scalar.value, key))
-                        return yaml_document_get_node(doc, p->value);
-        }
-        return NULL;
-}
-
-/* A scalar's text; absent or JSON null give NULL. */
-static const char *str_get(yaml_document_t *doc, yaml_node_t *map, const char *key) {
-        yaml_node_t *n = node_get(doc, map, key);
-
-        if (!n || n->type != YAML_SCALAR_NODE)
-                return NULL;
-        if (n->data.scalar.style == YAML_PLAIN_SCALAR_STYLE && streq((const char *) n->data.scalar.value, "null"))
-                return NULL;
-        return (const char *) n->data.scalar.value;
-}
 
 static int strdup_nonnull(const char *s, char **ret) {
         if (!s) {
@@ -249,8 +229,8 @@ static int strdup_nonnull(const char *s, char **ret) {
 }
 
 static int state_parse_key(yaml_document_t *doc, yaml_node_t *n, InstanceKey *k) {
-        const char *type = str_get(doc, n, "type"), *fp = str_get(doc, n, "fingerprint"),
-                   *bits = str_get(doc, n, "bits"), *ready = str_get(doc, n, "crng_ready");
+        const char *type = json_get_str(doc, n, "type"), *fp = json_get_str(doc, n, "fingerprint"),
+                   *bits = json_get_str(doc, n, "bits"), *ready = json_get_str(doc, n, "crng_ready");
         unsigned long b;
         char *end;
 
@@ -265,8 +245,8 @@ static int state_parse_key(yaml_document_t *doc, yaml_node_t *n, InstanceKey *k)
         if (k->crng_ready == -2)
                 return -EBADMSG;
         if (strdup_nonnull(type, &k->type) < 0 || strdup_nonnull(fp, &k->fingerprint) < 0 ||
-            strdup_nonnull(str_get(doc, n, "path"), &k->path) < 0 ||
-            strdup_nonnull(str_get(doc, n, "created"), &k->created) < 0)
+            strdup_nonnull(json_get_str(doc, n, "path"), &k->path) < 0 ||
+            strdup_nonnull(json_get_str(doc, n, "created"), &k->created) < 0)
                 return -ENOMEM;
         return 0;
 }
@@ -278,21 +258,21 @@ static int state_parse(yaml_document_t *doc, InstanceState *s) {
 
         if (!root || root->type != YAML_MAPPING_NODE)
                 return -EBADMSG;
-        if (!streq_ptr(str_get(doc, root, "version"), "1"))
+        if (!streq_ptr(json_get_str(doc, root, "version"), "1"))
                 return -EBADMSG;
 
         /* A value we cannot read back is not one we wrote. */
-        inst = node_get(doc, root, "instance");
+        inst = json_get(doc, root, "instance");
         if (!inst || inst->type != YAML_MAPPING_NODE)
                 return -EBADMSG;
-        uuid = str_get(doc, inst, "product_uuid");
-        mid = str_get(doc, inst, "machine_id");
+        uuid = json_get_str(doc, inst, "product_uuid");
+        mid = json_get_str(doc, inst, "machine_id");
         if (uuid && !instance_uuid_normalize(uuid, s->id.product_uuid))
                 return -EBADMSG;
         if (mid && !instance_machine_id_normalize(mid, s->id.machine_id))
                 return -EBADMSG;
 
-        keys = node_get(doc, root, "keys");
+        keys = json_get(doc, root, "keys");
         if (!keys)
                 return 0;
         if (keys->type != YAML_SEQUENCE_NODE)
@@ -312,25 +292,12 @@ static int state_parse(yaml_document_t *doc, InstanceState *s) {
 }
 
 int instance_state_load(const char *path, InstanceState *ret) {
-        _cleanup_free_ char *text = NULL;
         InstanceState s = {};
-        yaml_parser_t parser;
         yaml_document_t doc;
-        size_t size = 0;
         int r;
 
-        r = read_regular_file(path, STATE_SIZE_MAX, &text, &size);
-        if (r < 0)
-                return r;
         /* Ours nests three deep. */
-        if (!json_object_text_ok(text, size, 8))
-                return -EBADMSG;
-
-        if (!yaml_parser_initialize(&parser))
-                return -ENOMEM;
-        yaml_parser_set_input_string(&parser, (const unsigned char *) text, size);
-        r = yaml_parser_load(&parser, &doc) ? 0 : -EBADMSG;
-        yaml_parser_delete(&parser);
+        r = json_record_load(path, STATE_SIZE_MAX, 8, &doc, NULL, NULL);
         if (r < 0)
                 return r;
 

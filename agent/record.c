@@ -8,6 +8,7 @@
 #include <yaml.h>
 
 #include "fileio.h"
+#include "json-read.h"
 #include "json.h"
 #include "record.h"
 
@@ -188,49 +189,15 @@ static void record_done(Record *r) {
 }
 
 static int record_load(const char *path, Record *ret) {
-        yaml_parser_t parser;
-        int r;
+        int r = json_record_load(path, RECORD_SIZE_MAX, RECORD_DEPTH_MAX, &ret->doc, &ret->text, &ret->size);
 
-        r = read_regular_file(path, RECORD_SIZE_MAX, &ret->text, &ret->size);
-        if (r < 0)
-                return r;
-        if (!json_object_text_ok(ret->text, ret->size, RECORD_DEPTH_MAX))
-                return -EBADMSG;
-        if (!yaml_parser_initialize(&parser))
-                return -ENOMEM;
-        yaml_parser_set_input_string(&parser, (const unsigned char *) ret->text, ret->size);
-        r = yaml_parser_load(&parser, &ret->doc) ? 0 : -EBADMSG;
-        yaml_parser_delete(&parser);
         if (r < 0)
                 return r;
         ret->loaded = true;
         ret->root = yaml_document_get_root_node(&ret->doc);
-        if (!ret->root || ret->root->type != YAML_MAPPING_NODE)
-                return -EBADMSG;
         return 0;
 }
 
-static yaml_node_t *node_get(yaml_document_t *doc, yaml_node_t *map, const char *key) {
-        if (!map || map->type != YAML_MAPPING_NODE)
-                return NULL;
-        for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top; p++) {
-                yaml_node_t *k = yaml_document_get_node(doc, p->key);
-                if (k && k->type == YAML_SCALAR_NODE && streq((const char *) k->data.scalar.value, key))
-                        return yaml_document_get_node(doc, p->value);
-        }
-        return NULL;
-}
-
-/* A scalar's text; JSON null reads as NULL. */
-static const char *str_get(yaml_document_t *doc, yaml_node_t *map, const char *key) {
-        yaml_node_t *n = node_get(doc, map, key);
-
-        if (!n || n->type != YAML_SCALAR_NODE)
-                return NULL;
-        if (n->data.scalar.style == YAML_PLAIN_SCALAR_STYLE && streq((const char *) n->data.scalar.value, "null"))
-                return NULL;
-        return (const char *) n->data.scalar.value;
-}
 
 /* The same for printing to a terminal: a planted record must not send
  * escape sequences, so control bytes show as '?'.  The copies rotate
@@ -238,7 +205,7 @@ static const char *str_get(yaml_document_t *doc, yaml_node_t *map, const char *k
 static const char *sstr(yaml_document_t *doc, yaml_node_t *map, const char *key) {
         static char ring[16][256];
         static unsigned next;
-        const char *v = str_get(doc, map, key);
+        const char *v = json_get_str(doc, map, key);
         char *out;
         size_t i;
 
@@ -252,18 +219,18 @@ static const char *sstr(yaml_document_t *doc, yaml_node_t *map, const char *key)
 }
 
 static bool bool_get(yaml_document_t *doc, yaml_node_t *map, const char *key) {
-        return streq_ptr(str_get(doc, map, key), "true");
+        return streq_ptr(json_get_str(doc, map, key), "true");
 }
 
 /* ready: the record says the CRNG was ready; stale: it was written in
  * another boot (a --record file kept across reboots), so says nothing
  * about this one. */
 static int record_check(Record *rec, bool *ret_ready, bool *ret_stale) {
-        const char *version = str_get(&rec->doc, rec->root, "version"), *boot = str_get(&rec->doc, rec->root, "boot_id");
+        const char *version = json_get_str(&rec->doc, rec->root, "version"), *boot = json_get_str(&rec->doc, rec->root, "boot_id");
         _cleanup_free_ char *now = NULL;
         bool stale;
 
-        if (!streq_ptr(version, "1") || !str_get(&rec->doc, rec->root, "result"))
+        if (!streq_ptr(version, "1") || !json_get_str(&rec->doc, rec->root, "result"))
                 return -EBADMSG;
         stale = boot && read_one_line_file("/proc/sys/kernel/random/boot_id", &now) >= 0 && !streq(now, boot);
         if (ret_ready)
@@ -325,7 +292,7 @@ int record_print(const char *path, FILE *f, bool *ret_ready, bool *ret_stale) {
                 strna(sstr(d, rec.root, "elapsed_ms")), strna(sstr(d, rec.root, "timeout_ms")),
                 strna(sstr(d, rec.root, "on_timeout")));
 
-        dev = node_get(d, rec.root, "device");
+        dev = json_get(d, rec.root, "device");
         if (bool_get(d, dev, "found"))
                 fprintf(f, "      Device: %s on %s, driver %s, hwrng %s%s\n", strna(sstr(d, dev, "name")),
                         strna(sstr(d, dev, "transport")), sstr(d, dev, "driver") ?: "none",
@@ -337,7 +304,7 @@ int record_print(const char *path, FILE *f, bool *ret_ready, bool *ret_stale) {
                 fprintf(f, "       hwrng: %s is current, kernel credits quality %s/1024\n",
                         sstr(d, dev, "current"), strna(sstr(d, dev, "kernel_quality")));
 
-        sources = node_get(d, rec.root, "sources");
+        sources = json_get(d, rec.root, "sources");
         if (sources && sources->type == YAML_SEQUENCE_NODE) {
                 const char *label = "     Sources:";
                 for (yaml_node_item_t *i = sources->data.sequence.items.start; i < sources->data.sequence.items.top; i++) {
