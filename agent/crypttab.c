@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 
 #include "crypttab.h"
+#include "atomic.h"
 #include "fileio.h"
 
 /* crypttab(5) is read by systemd-cryptsetup-generator and by Debian's
@@ -234,7 +235,7 @@ int crypttab_update(const char *path, const char *name, const char *device, cons
         if (r < 0)
                 return r;
 
-        r = write_file_atomic(path, new_text, new_size, mode);
+        r = atomic_write_file(path, new_text, new_size, mode, (uid_t) -1, (gid_t) -1);
         if (r < 0)
                 return r;
         return 1;

@@ -23,7 +23,7 @@ int crypttab_edit(const char *text, size_t size, const char *name, const char *d
                   const char *options, char **ret, size_t *ret_size);
 
 /* crypttab_edit() on the file at path (a missing file is empty), written
- * back with write_file_atomic() only when it changed, keeping its mode
+ * back with atomic_write_file() only when it changed, keeping its mode
  * (0644 for a new file).  A symlink at path is refused (-ELOOP): under
  * --root it could point out of the tree.  Returns 1 written, 0 already
  * right, -errno. */

@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <yaml.h>
 
+#include "atomic.h"
 #include "fileio.h"
 #include "instance.h"
 #include "json-read.h"
@@ -211,7 +212,7 @@ int instance_state_save(const char *path, const InstanceState *s) {
         r = mkdir_p(dirname(dir), 0755);
         if (r < 0)
                 return r;
-        return write_file_atomic(path, text, len, 0644);
+        return atomic_write_file(path, text, len, 0644, (uid_t) -1, (gid_t) -1);
 }
 
 /* Reading.  JSON is YAML's flow style, so libyaml reads the record as it

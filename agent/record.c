@@ -7,6 +7,7 @@
 #include <time.h>
 #include <yaml.h>
 
+#include "atomic.h"
 #include "fileio.h"
 #include "json-read.h"
 #include "json.h"
@@ -164,7 +165,7 @@ int record_write(const RecordInput *in) {
         r = mkdir_p(dirname(dir), 0755);
         if (r < 0)
                 return r;
-        return write_file_atomic(in->path, text, len, 0644);
+        return atomic_write_file(in->path, text, len, 0644, (uid_t) -1, (gid_t) -1);
 }
 
 /* Reading: JSON is YAML's flow style, so libyaml reads our records too. */

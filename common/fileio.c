@@ -1,17 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 #include <ctype.h>
 #include <fcntl.h>
-#include <libgen.h>
 #include <limits.h>
-#include <sys/random.h>
 #include <sys/stat.h>
 
 #include "fileio.h"
 
-/* Linux 5.6; glibc 2.36 knows it, older headers may not. */
-#ifndef GRND_INSECURE
-#define GRND_INSECURE 0x0004
-#endif
 
 int read_full_file(const char *path, size_t max, char **ret, size_t *ret_size) {
         _cleanup_close_ int fd = -EBADF;
@@ -112,71 +106,6 @@ int write_string_file(const char *path, const char *s) {
         if ((size_t) k != l)
                 return -EIO;
         return 0;
-}
-
-static int fsync_directory_of(const char *path) {
-        _cleanup_free_ char *copy = strdup(path);
-        _cleanup_close_ int fd = -EBADF;
-
-        if (!copy)
-                return -ENOMEM;
-        fd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (fd < 0)
-                return -errno;
-        if (fsync(fd) < 0)
-                return -errno;
-        return 0;
-}
-
-int write_file_atomic(const char *path, const void *data, size_t n, mode_t mode) {
-        _cleanup_free_ char *tmp = NULL;
-        _cleanup_close_ int fd = -EBADF;
-        int r;
-
-        /* A random suffix, not the pid alone: two writers must not share
-         * a temporary file, and O_EXCL makes a stale one an error, not a
-         * file we write into. */
-        for (unsigned attempt = 0;; attempt++) {
-                unsigned long long x;
-
-                /* Never a blocking read: the agent writes its record
-                 * exactly when the CRNG is not ready, and getentropy()
-                 * would wait for it (and start the kernel's own seeding).
-                 * A name needs no secrecy; O_EXCL makes clashes safe. */
-                if (getrandom(&x, sizeof x, GRND_INSECURE) != sizeof x &&
-                    getrandom(&x, sizeof x, GRND_NONBLOCK) != sizeof x)
-                        x = (unsigned long long) now_usec(CLOCK_MONOTONIC) ^ ((unsigned long long) getpid() << 32);
-                free(tmp);
-                if (asprintf(&tmp, "%s.%016llx.tmp", path, x) < 0) {
-                        tmp = NULL;
-                        return -ENOMEM;
-                }
-                fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode);
-                if (fd >= 0)
-                        break;
-                if (errno != EEXIST || attempt >= 16)
-                        return -errno;
-        }
-
-        /* The umask must not loosen or tighten what the caller asked for. */
-        if (fchmod(fd, mode) < 0)
-                goto fail_errno;
-        r = loop_write(fd, data, n);
-        if (r < 0)
-                goto fail;
-        if (fsync(fd) < 0)
-                goto fail_errno;
-        fd = safe_close(fd);
-        if (rename(tmp, path) < 0)
-                goto fail_errno;
-
-        return fsync_directory_of(path);
-
-fail_errno:
-        r = -errno;
-fail:
-        (void) unlink(tmp);
-        return r;
 }
 
 ssize_t loop_read(int fd, void *buf, size_t n) {

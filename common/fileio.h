@@ -24,11 +24,8 @@ int read_one_line_file(const char *path, char **ret);
 /* Writes s to an existing file such as a sysfs attribute, in one write(). */
 int write_string_file(const char *path, const char *s);
 
-/* Replaces path with data so that a crash at any point leaves either the
- * old file or the complete new one: a new O_EXCL temporary file in the
- * same directory, written, fsync()ed, given its mode, renamed over path,
- * and the directory fsync()ed. */
-int write_file_atomic(const char *path, const void *data, size_t n, mode_t mode);
+/* Replacing a file so that a crash leaves the old one or the whole new
+ * one: atomic_write_file() in atomic.h. */
 
 /* read()/write() until n bytes moved; loop_read returns the count read,
  * which is less than n only at end of file. */
