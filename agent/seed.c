@@ -63,9 +63,11 @@ SeedResult seed_result_for(int r, const AgentConfig *c) {
         return SEED_RESULT_ERROR;
 }
 
-/* The kernel source's thread owns this; if the thread is still blocked
- * when the gate gives up, it is left to the process's exit. */
+/* Shared by the kernel source and its thread, freed by whichever lets go
+ * last: the thread may still be blocked when the gate is done with it,
+ * and returns (or goes with the process) later. */
 typedef struct KernelWaiter {
+        atomic_int refs;
         Pool *pool;
         atomic_bool done;
         atomic_int result;
@@ -140,6 +142,11 @@ typedef struct Source {
         pthread_t thread;
 } Source;
 
+static void kernel_waiter_unref(KernelWaiter *w) {
+        if (atomic_fetch_sub(&w->refs, 1) == 1)
+                free(w);
+}
+
 static void *kernel_waiter_thread(void *userdata) {
         KernelWaiter *w = userdata;
         int r = w->pool->ops->wait_ready(w->pool);
@@ -147,6 +154,7 @@ static void *kernel_waiter_thread(void *userdata) {
         w->finished = now_usec(CLOCK_MONOTONIC);
         atomic_store(&w->result, r);
         atomic_store(&w->done, true);
+        kernel_waiter_unref(w);
         return NULL;
 }
 
@@ -401,6 +409,7 @@ static ssize_t source_step(const SeedContext *ctx, Source *s) {
                         s->waiter = calloc(1, sizeof *s->waiter);
                         if (!s->waiter)
                                 return -ENOMEM;
+                        atomic_init(&s->waiter->refs, 2);
                         s->waiter->pool = ctx->pool;
                         s->waiter->started = now_usec(CLOCK_MONOTONIC);
                         r = pthread_create(&s->thread, NULL, kernel_waiter_thread, s->waiter);
@@ -464,7 +473,6 @@ static void source_close(const SeedContext *ctx, Source *s) {
 
                         (void) pthread_join(s->thread, NULL);
                         s->report->wait_usec = s->waiter->finished - s->waiter->started;
-                        free(s->waiter);
                         if (r < 0) {
                                 errno = -r;
                                 (void) snprintf(s->report->detail, sizeof s->report->detail, "getrandom() failed: %m");
@@ -477,6 +485,7 @@ static void source_close(const SeedContext *ctx, Source *s) {
                         s->report->wait_usec = now_usec(CLOCK_MONOTONIC) - s->waiter->started;
                         (void) pthread_detach(s->thread);
                 }
+                kernel_waiter_unref(s->waiter);
                 s->thread_running = false;
                 s->waiter = NULL;
         }
