@@ -188,8 +188,7 @@ static char *record_path(void) {
 }
 
 static bool in_initrd(void) {
-        _cleanup_free_ char *p = path_join_root(arg_root, "/etc/initrd-release");
-        return p && access(p, F_OK) >= 0;
+        return in_initrd_at(arg_root);
 }
 
 static int load_config(AgentConfig *c, FILE *dump) {
@@ -298,6 +297,10 @@ static int run_gate(const AgentConfig *c, usec_t start, Gate *g) {
         }
 }
 
+/* When this command started, since the kernel did: the boot timeline in
+ * the record. */
+static usec_t start_boottime;
+
 typedef struct RecordExtras {
         const SshKeyResult *keys;
         size_t n_keys;
@@ -323,28 +326,7 @@ static int write_record_full(const AgentConfig *c, const Gate *g, const char *co
                 .n_volumes = x->n_volumes,
                 .have_volumes = x->have_volumes,
                 .firstboot = x->firstboot,
-        };
-        int r = rec.path ? record_write(&rec) : -ENOMEM;
-
-        if (r < 0)
-                log_error_errno(r, "Failed to write the record '%s': %m", strna(rec.path));
-        free(rec.path);
-        return r;
-}
-
-static int write_gate_record(const AgentConfig *c, const Gate *g, const char *command, const SshKeyResult *keys,
-                             size_t n_keys) {
-        RecordInput rec = {
-                .path = record_path(),
-                .in_initrd = in_initrd(),
-                .config = c,
-                .virtio = &g->virtio,
-                .outcome = &g->outcome,
-                .result = g->result,
-                .command = command,
-                .keys = keys,
-                .n_keys = n_keys,
-                .have_keys = keys != NULL,
+                .start_boottime_usec = start_boottime,
         };
         int r = rec.path ? record_write(&rec) : -ENOMEM;
 
@@ -374,7 +356,7 @@ static int do_seed(void) {
                 return EXIT_PERMISSION;
 
         status = run_gate(&c, start, &g);
-        if (write_gate_record(&c, &g, "seed", NULL, 0) < 0 && status == EXIT_READY)
+        if (write_record_full(&c, &g, "seed", &(RecordExtras) {}) < 0 && status == EXIT_READY)
                 return EXIT_ERROR;
         return status;
 }
@@ -465,12 +447,13 @@ static int do_sshkeys(void) {
         if (status != EXIT_READY) {
                 /* Fail closed: no key from a pool that is not ready. */
                 log_error("No SSH host key was created.");
-                (void) write_gate_record(&c, &g, "sshkeys", NULL, 0);
+                (void) write_record_full(&c, &g, "sshkeys", &(RecordExtras) {});
                 return status;
         }
 
         r = make_ssh_keys(&c, &g, start, keys, &n);
-        if (write_gate_record(&c, &g, "sshkeys", keys, n) < 0 && r == 0)
+        if (write_record_full(&c, &g, "sshkeys", &(RecordExtras) { .keys = keys, .n_keys = n, .have_keys = true }) < 0 &&
+            r == 0)
                 r = -EIO;
         ssh_key_results_done(keys, n);
         return r == 0 ? EXIT_READY : EXIT_ERROR;
@@ -542,7 +525,7 @@ static int do_luks(void) {
         status = run_gate(&c, start, &g);
         if (status != EXIT_READY) {
                 log_error("No LUKS volume was set up.");
-                (void) write_gate_record(&c, &g, "luks", NULL, 0);
+                (void) write_record_full(&c, &g, "luks", &(RecordExtras) {});
                 return status;
         }
 
@@ -584,7 +567,13 @@ static int do_firstboot(void) {
                 InstanceChange change = instance_compare(&done.id, &id);
                 instance_state_done(&done);
                 if (change != INSTANCE_NEW) {
+                        _cleanup_free_ char *rec = record_path();
                         log_info("First boot was already done for this instance ('%s'); nothing to do.", state_path);
+                        /* Said in this boot's record too, for status and
+                         * installers; there may be none (no seed ran). */
+                        r = rec ? record_mark_firstboot_done(rec, in_initrd(), start_boottime) : -ENOMEM;
+                        if (r < 0 && r != -ENOENT)
+                                log_warning_errno(r, "Failed to update the record '%s': %m", strna(rec));
                         return EXIT_READY;
                 }
                 log_notice("This is a new instance of the image: doing its first boot.");
@@ -691,7 +680,10 @@ static int run(int argc, char *argv[]) {
 }
 
 int main(int argc, char *argv[]) {
-        int r = run(argc, argv);
+        int r;
+
+        start_boottime = now_usec(CLOCK_BOOTTIME);
+        r = run(argc, argv);
 
         if (fflush(stdout) != 0 && r == EXIT_READY)
                 r = EXIT_ERROR;

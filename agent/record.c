@@ -24,7 +24,177 @@ static void json_nonempty(Json *j, const char *key, const char *s) {
         json_string(j, key, s && s[0] ? s : NULL);
 }
 
+/* Reading: JSON is YAML's flow style, so libyaml reads our records too. */
+
+/* A record is a few kilobytes; status must not be made to chew on
+ * megabytes, nor on the deep nesting libyaml parses in quadratic time. */
+#define RECORD_SIZE_MAX (64 * 1024)
+#define RECORD_DEPTH_MAX 8
+
+typedef struct Record {
+        yaml_document_t doc;
+        yaml_node_t *root;
+        bool loaded;
+        char *text; /* exactly what was parsed, for status --json */
+        size_t size;
+} Record;
+
+static void record_done(Record *r) {
+        if (r->loaded)
+                yaml_document_delete(&r->doc);
+        free(r->text);
+}
+
+static int record_load(const char *path, Record *ret) {
+        int r = json_record_load(path, RECORD_SIZE_MAX, RECORD_DEPTH_MAX, &ret->doc, &ret->text, &ret->size);
+
+        if (r < 0)
+                return r;
+        ret->loaded = true;
+        ret->root = yaml_document_get_root_node(&ret->doc);
+        return 0;
+}
+
+
+
+/* The boot's timeline.  The initramfs's seed, the real root's seed and
+ * firstboot each replace the record of this boot; the timeline keeps what
+ * the earlier ones saw (the CRNG was ready in the initramfs, long before
+ * firstboot's gate found it ready), and the runs that saw it. */
+#define RUNS_MAX 16
+
+typedef struct Timeline {
+        /* CLOCK_BOOTTIME, the time since the kernel started; USEC_INFINITY
+         * for not (yet) */
+        usec_t agent_start, crng_ready, ssh_keys, luks;
+        bool agent_start_in_initrd, crng_ready_in_initrd;
+} Timeline;
+
+typedef struct Run {
+        const char *command, *result;
+        bool in_initrd;
+        usec_t start, end;
+} Run;
+
+static usec_t ms_get(yaml_document_t *d, yaml_node_t *map, const char *key) {
+        const char *v = json_get_str(d, map, key);
+        unsigned long long ms;
+        char *end;
+
+        if (!v || !(*v >= '0' && *v <= '9'))
+                return USEC_INFINITY;
+        errno = 0;
+        ms = strtoull(v, &end, 10);
+        if (errno != 0 || *end || ms > UINT64_MAX / USEC_PER_MSEC / 2)
+                return USEC_INFINITY;
+        return (usec_t) ms * USEC_PER_MSEC;
+}
+
+static void timeline_earliest(usec_t *at, bool *in_initrd, usec_t other, bool other_in_initrd) {
+        if (other < *at) {
+                *at = other;
+                *in_initrd = other_in_initrd;
+        }
+}
+
+/* This run's timeline, merged with the earlier record's "boot" (NULL
+ * for none): the earliest start and readiness, the latest keys and
+ * volumes made. */
+static void timeline_build(const RecordInput *in, yaml_document_t *d, yaml_node_t *earlier, Timeline *ret) {
+        const SeedOutcome *o = in->outcome;
+        Timeline t = {
+                .agent_start = in->start_boottime_usec ?: USEC_INFINITY,
+                .agent_start_in_initrd = in->in_initrd,
+                .crng_ready = o ? o->ready_boottime_usec : USEC_INFINITY,
+                .crng_ready_in_initrd = in->in_initrd,
+                .ssh_keys = USEC_INFINITY,
+                .luks = USEC_INFINITY,
+        };
+
+        for (size_t i = 0; in->start_boottime_usec && i < in->n_keys; i++) {
+                const SshKeyResult *k = &in->keys[i];
+                if ((k->action == SSH_KEY_CREATED || k->action == SSH_KEY_REPLACED || k->action == SSH_KEY_REPAIRED) &&
+                    (t.ssh_keys == USEC_INFINITY || in->start_boottime_usec + k->at_usec > t.ssh_keys))
+                        t.ssh_keys = in->start_boottime_usec + k->at_usec;
+        }
+        for (size_t i = 0; i < in->n_volumes; i++)
+                if (in->volumes[i].action == LUKS_ACTION_FORMATTED)
+                        t.luks = now_usec(CLOCK_BOOTTIME);
+
+        if (earlier && earlier->type == YAML_MAPPING_NODE) {
+                timeline_earliest(&t.agent_start, &t.agent_start_in_initrd, ms_get(d, earlier, "agent_start_ms"),
+                                  streq_ptr(json_get_str(d, earlier, "agent_start_in_initrd"), "true"));
+                timeline_earliest(&t.crng_ready, &t.crng_ready_in_initrd, ms_get(d, earlier, "crng_ready_ms"),
+                                  streq_ptr(json_get_str(d, earlier, "crng_ready_in_initrd"), "true"));
+                if (t.ssh_keys == USEC_INFINITY)
+                        t.ssh_keys = ms_get(d, earlier, "ssh_keys_ms");
+                if (t.luks == USEC_INFINITY)
+                        t.luks = ms_get(d, earlier, "luks_ms");
+        }
+        *ret = t;
+}
+
+static void json_boot(Json *j, const Timeline *t, yaml_document_t *d, yaml_node_t *earlier, const Run *run) {
+        yaml_node_t *runs = d ? json_get(d, earlier, "runs") : NULL;
+
+        json_object_begin(j, "boot");
+        json_ms(j, "agent_start_ms", t->agent_start);
+        json_bool(j, "agent_start_in_initrd", t->agent_start != USEC_INFINITY && t->agent_start_in_initrd);
+        json_ms(j, "crng_ready_ms", t->crng_ready);
+        json_bool(j, "crng_ready_in_initrd", t->crng_ready != USEC_INFINITY && t->crng_ready_in_initrd);
+        json_ms(j, "ssh_keys_ms", t->ssh_keys);
+        json_ms(j, "luks_ms", t->luks);
+        json_array_begin(j, "runs");
+        if (runs && runs->type == YAML_SEQUENCE_NODE) {
+                yaml_node_item_t *i = runs->data.sequence.items.start, *top = runs->data.sequence.items.top;
+                /* The most recent ones: a boot that loops on the agent
+                 * must not grow its record without bound. */
+                if (top - i > RUNS_MAX - 1)
+                        i = top - (RUNS_MAX - 1);
+                for (; i < top; i++)
+                        json_copy(j, NULL, d, yaml_document_get_node(d, *i));
+        }
+        json_object_begin(j, NULL);
+        json_string(j, "command", run->command);
+        json_bool(j, "in_initrd", run->in_initrd);
+        json_string(j, "result", run->result);
+        json_ms(j, "start_ms", run->start);
+        json_ms(j, "end_ms", run->end);
+        json_object_end(j);
+        json_array_end(j);
+        json_object_end(j);
+}
+
+static char *boot_id_now(void) {
+        char *b = NULL;
+        (void) read_one_line_file("/proc/sys/kernel/random/boot_id", &b);
+        return b;
+}
+
+/* The record at path if it is ours and from this boot. */
+static int record_load_this_boot(const char *path, Record *ret) {
+        _cleanup_free_ char *now = boot_id_now();
+        int r = record_load(path, ret);
+
+        if (r < 0)
+                return r;
+        if (!now || !streq_ptr(json_get_str(&ret->doc, ret->root, "boot_id"), now) ||
+            !streq_ptr(json_get_str(&ret->doc, ret->root, "version"), "1")) {
+                record_done(ret);
+                *ret = (Record) {};
+                return -ENOENT;
+        }
+        return 0;
+}
+
+static int record_format_after(const RecordInput *in, Record *earlier, char **ret, size_t *ret_len);
+
 int record_format(const RecordInput *in, char **ret, size_t *ret_len) {
+        return record_format_after(in, NULL, ret, ret_len);
+}
+
+/* earlier: the record of this boot being replaced, or NULL. */
+static int record_format_after(const RecordInput *in, Record *earlier, char **ret, size_t *ret_len) {
         const SeedOutcome *o = in->outcome;
         const VirtioRng *v = in->virtio;
         char when[64] = "", boot_id[64] = "";
@@ -147,6 +317,19 @@ int record_format(const RecordInput *in, char **ret, size_t *ret_len) {
         }
         if (in->firstboot)
                 json_string(&j, "firstboot", in->firstboot);
+
+        yaml_document_t *d = earlier ? &earlier->doc : NULL;
+        yaml_node_t *eb = earlier ? json_get(d, earlier->root, "boot") : NULL;
+        Timeline tl;
+        Run run = {
+                .command = in->command ?: "seed",
+                .result = seed_result_to_string(in->result),
+                .in_initrd = in->in_initrd,
+                .start = in->start_boottime_usec ?: USEC_INFINITY,
+                .end = now_usec(CLOCK_BOOTTIME),
+        };
+        timeline_build(in, d, eb, &tl);
+        json_boot(&j, &tl, d, eb, &run);
         json_object_end(&j);
 
         return json_finish(&j, ret, ret_len);
@@ -154,12 +337,17 @@ int record_format(const RecordInput *in, char **ret, size_t *ret_len) {
 
 int record_write(const RecordInput *in) {
         _cleanup_free_ char *dir = strdup(in->path), *text = NULL;
+        Record earlier = {};
         size_t len;
         int r;
 
         if (!dir)
                 return -ENOMEM;
-        r = record_format(in, &text, &len);
+        /* Anything else there (none, another boot's, not ours) is simply
+         * replaced. */
+        r = record_load_this_boot(in->path, &earlier);
+        r = record_format_after(in, r >= 0 ? &earlier : NULL, &text, &len);
+        record_done(&earlier);
         if (r < 0)
                 return r;
         r = mkdir_p(dirname(dir), 0755);
@@ -168,37 +356,46 @@ int record_write(const RecordInput *in) {
         return atomic_write_file(in->path, text, len, 0644, (uid_t) -1, (gid_t) -1);
 }
 
-/* Reading: JSON is YAML's flow style, so libyaml reads our records too. */
+int record_mark_firstboot_done(const char *path, bool in_initrd, usec_t start_boottime_usec) {
+        _cleanup_free_ char *text = NULL;
+        Record rec = {};
+        yaml_node_t *eb;
+        Timeline t;
+        RecordInput none = { .start_boottime_usec = start_boottime_usec, .in_initrd = in_initrd };
+        Run run = {
+                .command = "firstboot",
+                .result = "already-done",
+                .in_initrd = in_initrd,
+                .start = start_boottime_usec ?: USEC_INFINITY,
+                .end = now_usec(CLOCK_BOOTTIME),
+        };
+        Json j = {};
+        size_t len;
+        int r;
 
-/* A record is a few kilobytes; status must not be made to chew on
- * megabytes, nor on the deep nesting libyaml parses in quadratic time. */
-#define RECORD_SIZE_MAX (64 * 1024)
-#define RECORD_DEPTH_MAX 8
-
-typedef struct Record {
-        yaml_document_t doc;
-        yaml_node_t *root;
-        bool loaded;
-        char *text; /* exactly what was parsed, for status --json */
-        size_t size;
-} Record;
-
-static void record_done(Record *r) {
-        if (r->loaded)
-                yaml_document_delete(&r->doc);
-        free(r->text);
-}
-
-static int record_load(const char *path, Record *ret) {
-        int r = json_record_load(path, RECORD_SIZE_MAX, RECORD_DEPTH_MAX, &ret->doc, &ret->text, &ret->size);
-
+        r = record_load_this_boot(path, &rec);
         if (r < 0)
                 return r;
-        ret->loaded = true;
-        ret->root = yaml_document_get_root_node(&ret->doc);
-        return 0;
-}
+        eb = json_get(&rec.doc, rec.root, "boot");
+        timeline_build(&none, &rec.doc, eb, &t);
 
+        json_object_begin(&j, NULL);
+        for (yaml_node_pair_t *p = rec.root->data.mapping.pairs.start; p < rec.root->data.mapping.pairs.top; p++) {
+                yaml_node_t *k = yaml_document_get_node(&rec.doc, p->key);
+                const char *key = k && k->type == YAML_SCALAR_NODE ? (const char *) k->data.scalar.value : NULL;
+                if (key && !streq(key, "boot") && !streq(key, "firstboot"))
+                        json_copy(&j, key, &rec.doc, yaml_document_get_node(&rec.doc, p->value));
+        }
+        json_string(&j, "firstboot", "already-done");
+        json_boot(&j, &t, &rec.doc, eb, &run);
+        json_object_end(&j);
+        record_done(&rec);
+
+        r = json_finish(&j, &text, &len);
+        if (r < 0)
+                return r;
+        return atomic_write_file(path, text, len, 0644, (uid_t) -1, (gid_t) -1);
+}
 
 /* The same for printing to a terminal: a planted record must not send
  * escape sequences, so control bytes show as '?'.  The copies rotate
@@ -253,6 +450,32 @@ int record_print_json(const char *path, FILE *f, bool *ret_ready, bool *ret_stal
                 (void) fwrite(rec.text, 1, rec.size, f);
         record_done(&rec);
         return r;
+}
+
+/* "Timeline: agent 0.812 s (initramfs), CRNG ready 1.030 s (initramfs),
+ * SSH host keys 25.210 s": since the kernel started. */
+static void print_timeline(FILE *f, yaml_document_t *d, yaml_node_t *boot) {
+        static const struct {
+                const char *key, *label, *initrd_key;
+        } steps[] = {
+                { "agent_start_ms", "agent started", "agent_start_in_initrd" },
+                { "crng_ready_ms", "CRNG ready", "crng_ready_in_initrd" },
+                { "ssh_keys_ms", "SSH host keys written", NULL },
+                { "luks_ms", "LUKS volumes formatted", NULL },
+        };
+        const char *sep = "    Timeline: ";
+
+        for (size_t i = 0; i < ELEMENTSOF(steps); i++) {
+                usec_t at = ms_get(d, boot, steps[i].key);
+                if (at == USEC_INFINITY)
+                        continue;
+                fprintf(f, "%s%s at %llu.%03llu s%s", sep, steps[i].label, (unsigned long long) (at / USEC_PER_SEC),
+                        (unsigned long long) (at % USEC_PER_SEC / USEC_PER_MSEC),
+                        steps[i].initrd_key && bool_get(d, boot, steps[i].initrd_key) ? " (initramfs)" : "");
+                sep = ", ";
+        }
+        if (!streq(sep, "    Timeline: "))
+                fputs(" (since the kernel started)\n", f);
 }
 
 int record_print(const char *path, FILE *f, bool *ret_ready, bool *ret_stale) {
@@ -323,6 +546,16 @@ int record_print(const char *path, FILE *f, bool *ret_ready, bool *ret_stale) {
                         label = "             ";
                 }
         }
+
+        if (sstr(d, rec.root, "firstboot")) {
+                const char *fb = sstr(d, rec.root, "firstboot");
+                fprintf(f, "  First boot: %s\n",
+                        streq(fb, "done")           ? "done in this boot"
+                        : streq(fb, "already-done") ? "already done for this instance (nothing made in this boot)"
+                        : streq(fb, "incomplete")   ? "incomplete: it is tried again on the next boot"
+                                                    : fb);
+        }
+        print_timeline(f, d, json_get(d, rec.root, "boot"));
 
         record_done(&rec);
         if (ret_ready)

@@ -32,14 +32,23 @@ typedef struct RecordInput {
         const LuksResult *volumes;    /* luks: what became of each volume */
         size_t n_volumes;
         bool have_volumes;
-        const char *firstboot;        /* firstboot: "done", "already-done", "incomplete" */
+        const char *firstboot;        /* firstboot: "done", "incomplete" */
+        usec_t start_boottime_usec;   /* CLOCK_BOOTTIME at the command's start; 0: unknown */
 } RecordInput;
 
 /* Builds the JSON text. */
 int record_format(const RecordInput *in, char **ret, size_t *ret_len);
 
-/* Writes it atomically to in->path, creating the directory. */
+/* Writes it atomically to in->path, creating the directory.  The record
+ * of an earlier command in this boot at that path (the initramfs's seed,
+ * say) is replaced, and its boot timeline carried over. */
 int record_write(const RecordInput *in);
+
+/* firstboot with nothing to do: marks the record of this boot (if there
+ * is one) "firstboot": "already-done" and adds the run to its timeline;
+ * the rest is kept as the gate's command left it.  -ENOENT when there is
+ * no record of this boot. */
+int record_mark_firstboot_done(const char *path, bool in_initrd, usec_t start_boottime_usec);
 
 /* Prints a record for people.  -ENOENT when there is none, -EBADMSG when
  * it is not a record (not a regular file, too large, not our JSON).

@@ -252,3 +252,21 @@ int fd_set_nonblock(int fd) {
                 return -errno;
         return 0;
 }
+
+bool in_initrd_at(const char *root) {
+        static const char *const marks[][2] = {
+                { "/etc/initrd-release", NULL },
+                { "/scripts/functions", "/conf/initramfs.conf" },
+        };
+
+        for (size_t i = 0; i < ELEMENTSOF(marks); i++) {
+                bool all = true;
+                for (size_t k = 0; k < 2 && marks[i][k] && all; k++) {
+                        _cleanup_free_ char *p = path_join_root(root, marks[i][k]);
+                        all = p && access(p, F_OK) >= 0;
+                }
+                if (all)
+                        return true;
+        }
+        return false;
+}

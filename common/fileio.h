@@ -39,6 +39,12 @@ int mkdir_p(const char *path, mode_t mode);
  * path itself.  Returns NULL on allocation failure. */
 char *path_join_root(const char *root, const char *path);
 
+/* Whether the tree at root (NULL: /) is an initramfs: systemd's and
+ * dracut's have /etc/initrd-release (the os-release(5) convention);
+ * initramfs-tools' has none, but its /scripts/functions and
+ * /conf/initramfs.conf, which no real root has. */
+bool in_initrd_at(const char *root);
+
 /* Microseconds on the given clock. */
 usec_t now_usec(clockid_t clock);
 

@@ -58,3 +58,69 @@ const char *json_get_str(yaml_document_t *doc, yaml_node_t *map, const char *key
                 return NULL;
         return (const char *) n->data.scalar.value;
 }
+
+/* JSON's number grammar (RFC 8259): -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)? */
+static bool json_number_ok(const char *s) {
+        if (*s == '-')
+                s++;
+        if (*s == '0')
+                s++;
+        else if (*s >= '1' && *s <= '9')
+                while (*s >= '0' && *s <= '9')
+                        s++;
+        else
+                return false;
+        if (*s == '.') {
+                s++;
+                if (!(*s >= '0' && *s <= '9'))
+                        return false;
+                while (*s >= '0' && *s <= '9')
+                        s++;
+        }
+        if (*s == 'e' || *s == 'E') {
+                s++;
+                if (*s == '+' || *s == '-')
+                        s++;
+                if (!(*s >= '0' && *s <= '9'))
+                        return false;
+                while (*s >= '0' && *s <= '9')
+                        s++;
+        }
+        return *s == 0;
+}
+
+void json_copy(Json *j, const char *key, yaml_document_t *doc, yaml_node_t *n) {
+        if (!n) {
+                json_null(j, key);
+                return;
+        }
+        switch (n->type) {
+        case YAML_MAPPING_NODE:
+                json_object_begin(j, key);
+                for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top; p++) {
+                        yaml_node_t *k = yaml_document_get_node(doc, p->key);
+                        if (k && k->type == YAML_SCALAR_NODE)
+                                json_copy(j, (const char *) k->data.scalar.value, doc,
+                                          yaml_document_get_node(doc, p->value));
+                }
+                json_object_end(j);
+                break;
+        case YAML_SEQUENCE_NODE:
+                json_array_begin(j, key);
+                for (yaml_node_item_t *i = n->data.sequence.items.start; i < n->data.sequence.items.top; i++)
+                        json_copy(j, NULL, doc, yaml_document_get_node(doc, *i));
+                json_array_end(j);
+                break;
+        case YAML_SCALAR_NODE: {
+                const char *v = (const char *) n->data.scalar.value;
+                if (n->data.scalar.style == YAML_PLAIN_SCALAR_STYLE &&
+                    (streq(v, "null") || streq(v, "true") || streq(v, "false") || json_number_ok(v)))
+                        json_raw(j, key, v);
+                else
+                        json_string(j, key, v);
+                break;
+        }
+        default:
+                json_null(j, key);
+        }
+}

@@ -167,6 +167,11 @@ void json_null(Json *j, const char *key) {
         json_append(j, "null", 4);
 }
 
+void json_raw(Json *j, const char *key, const char *text) {
+        json_member(j, key);
+        json_append(j, text, strlen(text));
+}
+
 int json_finish(Json *j, char **ret, size_t *ret_len) {
         if (j->depth != 0)
                 j->failed = true;

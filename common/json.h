@@ -31,6 +31,9 @@ void json_int(Json *j, const char *key, int64_t value);
 void json_double(Json *j, const char *key, double value);
 void json_bool(Json *j, const char *key, bool value);
 void json_null(Json *j, const char *key);
+/* A value that is already JSON text: a number, true, false or null (the
+ * caller checks; json_copy() in json-read.h does). */
+void json_raw(Json *j, const char *key, const char *text);
 
 /* Hands over the NUL-terminated text (ending in a newline); -ENOMEM if
  * anything failed.  The writer is empty afterwards either way. */

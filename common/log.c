@@ -3,6 +3,7 @@
 #include <stdarg.h>
 #include <sys/stat.h>
 
+#include "fileio.h"
 #include "log.h"
 
 static LogTarget log_target = LOG_TARGET_CONSOLE;
@@ -47,7 +48,7 @@ static bool stderr_is_journal(void) {
 /* An initramfs without a journal: the kernel log is the only place that
  * lasts, and the console only shows it at the configured loglevel. */
 static bool in_journal_less_initrd(void) {
-        return access("/etc/initrd-release", F_OK) == 0 &&
+        return in_initrd_at(NULL) &&
                access("/run/systemd/journal/socket", F_OK) < 0;
 }
 

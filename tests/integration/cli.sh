@@ -51,5 +51,16 @@ expect_in "$T/out" "  timeout: 3s  # $T/root/proc/cmdline:1:7"
 touch "$T/root/etc/initrd-release"
 run 0 "$AGENT" --root "$T/root" config --dump
 expect_in "$T/out" "  timeout: 1s  # $T/root/proc/cmdline:1:34"
+# initramfs-tools' has no /etc/initrd-release, but its own scripts.
+rm "$T/root/etc/initrd-release"
+mkdir -p "$T/root/scripts" "$T/root/conf"
+touch "$T/root/scripts/functions"
+run 0 "$AGENT" --root "$T/root" config --dump
+expect_in "$T/out" "  timeout: 3s  # $T/root/proc/cmdline:1:7"
+touch "$T/root/conf/initramfs.conf"
+run 0 "$AGENT" --root "$T/root" config --dump
+expect_in "$T/out" "  timeout: 1s  # $T/root/proc/cmdline:1:34"
+rm -r "$T/root/scripts" "$T/root/conf"
+touch "$T/root/etc/initrd-release"
 run 0 "$AGENT" --root "$T/root" --no-cmdline config --dump
 expect_in "$T/out" "  timeout: 7s"

@@ -54,6 +54,11 @@ sum=$(sha256sum <"$T/disk.img")
 cp "$R/etc/crypttab" "$T/crypttab.before"
 run 0 "$AGENT" --root "$R" firstboot
 expect_in "$T/err" "already done for this instance"
+[ "$(json "$rec" .firstboot)" = already-done ] || fail "the record says firstboot $(json "$rec" .firstboot)"
+[ "$(json "$rec" '.boot.runs[-1].command + " " + .boot.runs[-1].result')" = "firstboot already-done" ] ||
+	fail "the record's last run: $(json "$rec" '.boot.runs[-1]')"
+run 0 "$AGENT" --root "$R" status
+expect_in "$T/out" "First boot: already done for this instance"
 [ "$(sha256sum <"$T/disk.img")" = "$sum" ] || fail "the disk changed on the second run"
 cmp -s "$T/crypttab.before" "$R/etc/crypttab" || fail "crypttab changed on the second run"
 fingerprints | diff -u "$T/files" - || fail "keys changed on the second run"

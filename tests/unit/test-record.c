@@ -245,6 +245,103 @@ START_TEST(test_stale) {
 }
 END_TEST
 
+
+/* The initramfs seeds, then firstboot in the real root replaces the
+ * record: the timeline keeps when the agent first ran and when the CRNG
+ * was first seen ready, and adds when the keys were written. */
+START_TEST(test_timeline_carried) {
+        RecordInput in = { .path = record_file(), .config = &c, .virtio = &v, .outcome = &o, .result = SEED_RESULT_READY,
+                           .in_initrd = true, .command = "seed", .start_boottime_usec = 800 * USEC_PER_MSEC };
+        SshKeyResult keys[2] = {
+                { .type = HOST_KEY_ED25519, .action = SSH_KEY_CREATED, .at_usec = 5000 * USEC_PER_MSEC },
+                { .type = HOST_KEY_RSA, .action = SSH_KEY_CREATED, .at_usec = 7000 * USEC_PER_MSEC },
+        };
+        char *text, *out;
+        bool ready;
+        int r;
+
+        ck_assert_int_eq(record_write(&in), 0);
+
+        o.ready_at_start = o.ready_before = true;
+        o.ready_boottime_usec = 20001 * USEC_PER_MSEC;
+        in = (RecordInput) { .path = record_file(), .config = &c, .virtio = &v, .outcome = &o,
+                             .result = SEED_RESULT_READY, .command = "firstboot", .firstboot = "done",
+                             .keys = keys, .n_keys = 2, .have_keys = true,
+                             .start_boottime_usec = 20000 * USEC_PER_MSEC };
+        ck_assert_int_eq(record_write(&in), 0);
+        text = fakeroot_read(root, RECORD_SEED);
+        ck_assert_ptr_nonnull(strstr(text, "\"agent_start_ms\": 800,\n    \"agent_start_in_initrd\": true,\n"
+                                           "    \"crng_ready_ms\": 1234,\n    \"crng_ready_in_initrd\": true,\n"
+                                           "    \"ssh_keys_ms\": 27000,\n    \"luks_ms\": null,"));
+        ck_assert_ptr_nonnull(strstr(text, "\"command\": \"seed\",\n        \"in_initrd\": true,\n"
+                                           "        \"result\": \"ready\",\n        \"start_ms\": 800,"));
+        ck_assert_ptr_nonnull(strstr(text, "\"command\": \"firstboot\",\n        \"in_initrd\": false,"));
+        free(text);
+
+        /* The next boot: firstboot has nothing to do and says so; what
+         * the seed found stays. */
+        ck_assert_int_eq(record_mark_firstboot_done(record_file(), false, 30000 * USEC_PER_MSEC), 0);
+        text = fakeroot_read(root, RECORD_SEED);
+        ck_assert_ptr_nonnull(strstr(text, "\"firstboot\": \"already-done\""));
+        ck_assert_ptr_nonnull(strstr(text, "\"result\": \"already-done\",\n        \"start_ms\": 30000,"));
+        ck_assert_ptr_nonnull(strstr(text, "\"credited_bits\": 512,"));
+        ck_assert_ptr_nonnull(strstr(text, "\"ssh_keys_ms\": 27000,"));
+        ck_assert_ptr_nonnull(strstr(text, "\"min_entropy\": 8,"));
+        free(text);
+        out = print(false, &r, &ready);
+        ck_assert_int_eq(r, 0);
+        ck_assert(ready);
+        ck_assert_ptr_nonnull(strstr(out, "First boot: already done for this instance"));
+        ck_assert_ptr_nonnull(strstr(out, "Timeline: agent started at 0.800 s (initramfs), CRNG ready at 1.234 s "
+                                          "(initramfs), SSH host keys written at 27.000 s (since the kernel started)\n"));
+        free(out);
+}
+END_TEST
+
+static const char *this_boot_id(void) {
+        static char id[64];
+        FILE *f = fopen("/proc/sys/kernel/random/boot_id", "re");
+
+        ck_assert_ptr_nonnull(f);
+        ck_assert_ptr_nonnull(fgets(id, sizeof id, f));
+        fclose(f);
+        id[strcspn(id, "\n")] = 0;
+        return id;
+}
+
+/* What an earlier record holds is data, not trusted: odd values are not
+ * carried as if they were times, and the copy is JSON again. */
+START_TEST(test_timeline_hostile) {
+        RecordInput in = { .path = record_file(), .config = &c, .virtio = &v, .outcome = &o, .result = SEED_RESULT_READY,
+                           .start_boottime_usec = 5000 * USEC_PER_MSEC };
+        char *text, *id = NULL;
+
+        ck_assert_int_ge(asprintf(&id, "{\"version\": 1, \"result\": \"ready\", \"boot_id\": \"%s\", "
+                                       "\"odd\": nope, \"boot\": {\"agent_start_ms\": -5, \"crng_ready_ms\": \"12\", "
+                                       "\"ssh_keys_ms\": 99999999999999999999999, \"runs\": {\"x\": 1}}}\n",
+                                  this_boot_id()), 0);
+        fakeroot_write(root, RECORD_SEED, id);
+        free(id);
+        ck_assert_int_eq(record_mark_firstboot_done(record_file(), false, 5000 * USEC_PER_MSEC), 0);
+        text = fakeroot_read(root, RECORD_SEED);
+        ck_assert_ptr_nonnull(strstr(text, "\"odd\": \"nope\""));
+        ck_assert_ptr_nonnull(strstr(text, "\"agent_start_ms\": 5000,"));
+        ck_assert_ptr_nonnull(strstr(text, "\"crng_ready_ms\": 12,")); /* a quoted number is still one */
+        ck_assert_ptr_nonnull(strstr(text, "\"ssh_keys_ms\": null,"));
+        free(text);
+
+        /* Another boot's record is not carried; nor is it marked. */
+        fakeroot_write(root, RECORD_SEED,
+                       "{\"version\": 1, \"boot_id\": \"00000000-0000-0000-0000-000000000000\", \"result\": \"ready\", "
+                       "\"boot\": {\"agent_start_ms\": 1}}\n");
+        ck_assert_int_eq(record_mark_firstboot_done(record_file(), false, 1), -ENOENT);
+        ck_assert_int_eq(record_write(&in), 0);
+        text = fakeroot_read(root, RECORD_SEED);
+        ck_assert_ptr_nonnull(strstr(text, "\"agent_start_ms\": 5000,"));
+        free(text);
+}
+END_TEST
+
 static Suite *record_suite(void) {
         Suite *s = suite_create("record");
         TCase *tc = tcase_create("record");
@@ -256,6 +353,8 @@ static Suite *record_suite(void) {
         tcase_add_test(tc, test_missing_and_garbage);
         tcase_add_test(tc, test_hostile_files);
         tcase_add_test(tc, test_stale);
+        tcase_add_test(tc, test_timeline_carried);
+        tcase_add_test(tc, test_timeline_hostile);
         suite_add_tcase(s, tc);
         return s;
 }
