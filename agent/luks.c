@@ -995,7 +995,7 @@ int luks_volume_setup(const LuksOptions *o, const LuksVolume *v, LuksResult *ret
         LuksRandomFn get_random = o->random ?: random_default;
         LuksResult *res = ret;
         ProbeVerdict verdict;
-        bool wipe = false, interrupted = false, luks;
+        bool wipe = false, interrupted = false, busy = false, luks;
         const char *why;
         DeviceSpec spec;
         int r;
@@ -1044,14 +1044,16 @@ int luks_volume_setup(const LuksOptions *o, const LuksVolume *v, LuksResult *ret
          * a swap area, a mapping's or a RAID's member, or held by a
          * partition in use. */
         fd = open(device, O_RDONLY | O_CLOEXEC | O_EXCL | O_NOCTTY);
-        if (fd < 0) {
-                if (errno == EBUSY)
-                        return volume_fail(res, LUKS_ACTION_FAILED, -EBUSY,
-                                           "'%s' is in use (mounted, or held by another device or program); "
-                                           "not touching it.",
-                                           device);
-                return volume_fail(res, LUKS_ACTION_FAILED, -errno, "Failed to open '%s': %m", device);
+        if (fd < 0 && errno == EBUSY) {
+                /* Held.  Only by its own volume, opened already, may it
+                 * be: a clone's boot (or any boot before firstboot is
+                 * done) opens it from crypttab first.  Read it to see,
+                 * and write nothing unless it is. */
+                busy = true;
+                fd = open(device, O_RDONLY | O_CLOEXEC | O_NOCTTY);
         }
+        if (fd < 0)
+                return volume_fail(res, LUKS_ACTION_FAILED, -errno, "Failed to open '%s': %m", device);
         r = probe_device(fd, &verdict, &luks, res->found, sizeof res->found);
         if (r < 0)
                 return volume_fail(res, LUKS_ACTION_FAILED, r, "Failed to probe '%s': %m; not touching it.", device);
@@ -1108,6 +1110,11 @@ int luks_volume_setup(const LuksOptions *o, const LuksVolume *v, LuksResult *ret
                                            device, h.uuid, res->key_file,
                                            key.data ? "does not open" : "(missing) cannot open");
         }
+
+        if (busy)
+                return volume_fail(res, LUKS_ACTION_FAILED, -EBUSY,
+                                   "'%s' is in use (mounted, or held by another device or program); not touching it.",
+                                   device);
 
         if (verdict != PROBE_EMPTY && !interrupted) {
                 if (!v->wipe)

@@ -287,22 +287,41 @@ expect_in "$T/out" "not ready"
 [ ! -e "$R/etc/seedbed/keys/unready.key" ] || fail "a key file was made before the gate"
 [ "$(sum "$DEV")" = "$before" ] || fail "formatted before the gate"
 
-# --- A device in use (held open exclusively, as a mount would): not touched.
-UNREADY=$DEV
-python3 -c 'import os, sys, time
+# hold DEV: opened exclusively by another process, as a mount or an
+# open mapping holds it, until release.
+hold() {
+	rm -f "$T/held"
+	python3 -c 'import os, sys, time
 fd = os.open(sys.argv[1], os.O_RDONLY | os.O_EXCL)
 open(sys.argv[2], "w").close()
-time.sleep(60)' "$UNREADY" "$T/held" &
-HOLDER=$!
-for _ in $(seq 100); do [ -e "$T/held" ] && break; sleep 0.05; done
-[ -e "$T/held" ] || fail "the holder did not start"
+time.sleep(60)' "$1" "$T/held" &
+	HOLDER=$!
+	for _ in $(seq 100); do [ -e "$T/held" ] && break; sleep 0.05; done
+	[ -e "$T/held" ] || fail "the holder did not start"
+}
+release() {
+	kill "$HOLDER"
+	wait "$HOLDER" 2>/dev/null || true
+	HOLDER=
+}
+
+# --- A device in use (held open exclusively, as a mount would): not touched.
+UNREADY=$DEV
+hold "$UNREADY"
 run 1 "$DRIVER" --root "$R" --device "$UNREADY" --name busy --no-open
-kill "$HOLDER"
-wait "$HOLDER" 2>/dev/null || true
-HOLDER=
+release
 expect_field action failed
 expect_in "$T/out" "is in use"
 [ "$(sum "$UNREADY")" = "$before" ] || fail "a device in use was changed"
+
+# --- Our own volume, held (crypttab opened it before firstboot ran, as on
+# a clone's first boot): already done, read and not written.
+before=$(sum "$BLANK")
+hold "$BLANK"
+run 0 "$DRIVER" --root "$R" --device "$BLANK" --name data --label "$ID-data" --no-open
+release
+expect_field action already-done
+[ "$(sum "$BLANK")" = "$before" ] || fail "our volume, held, was changed"
 
 # --- A format cut short: the key file written, our header without a
 # keyslot.  Formatted again with that key file; without the key file the
