@@ -16,6 +16,7 @@ PACKAGES=(
 	python3 curl prometheus systemd
 	openssh-server openssh-client
 	cryptsetup-bin xfsprogs dosfstools lvm2 fdisk util-linux
+	debootstrap e2fsprogs
 )
 
 install_packages() {

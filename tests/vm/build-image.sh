@@ -1,21 +1,27 @@
 #!/bin/bash
-# build-image.sh CACHE_DIR BUILD_DIR OUT_DIR: a real Debian 12 guest
-# image made with the distribution's own tools, with seedbed installed
-# from BUILD_DIR ("make install"), as an image builder would ship it: no
-# SSH host keys, an empty machine-id, a generic dracut initramfs with the
-# seedbed module.  Leaves in OUT_DIR:
+# build-image.sh CACHE_DIR SRC_DIR OUT_DIR: a real Debian 12 guest image
+# made with the distribution's own tools, with seedbed built from SRC_DIR
+# as a distribution package builds it (--prefix=/usr --sysconfdir=/etc
+# --localstatedir=/var) and installed with "make install DESTDIR=", as an
+# image builder would ship it: no SSH host keys, an empty machine-id, a
+# generic dracut initramfs with the seedbed module.  Leaves in OUT_DIR:
 #   disk.img     ext4 root file system (LABEL=seedroot), no partition table
-#   data.img     a blank 64 MiB disk for LUKS
-#   vmlinuz, initrd.img, version   the image's kernel and initramfs
+#   data.img     a blank 64 MiB disk for LUKS (the guest's /dev/vdb)
+#   vmlinuz, initrd.img, version   the image's kernel and (dracut) initramfs
+#   initrd-itools.img   the same made by initramfs-tools' mkinitramfs
 #   id_ed25519   a key that logs in as root (and root's password: seedbed)
 #   root/        the tree disk.img was made from
+# The image's /etc/seedbed/seedbed.yaml makes a LUKS volume "data" on
+# /dev/vdb; the rest is seedbed's defaults (the kernel command line
+# overrides them per boot).
 # The debootstrapped root (the slow part, a few minutes) is cached in
-# CACHE_DIR, keyed by the suite, mirror and package lists.  Needs root
-# (debootstrap, chroot, mkfs.ext4 -d keeps owners), no mounts outside a
-# private mount namespace.  Safe to call from parallel tests.
+# CACHE_DIR, keyed by the suite, mirror and package lists, and so is the
+# build tree.  Needs root (debootstrap, chroot, mkfs.ext4 -d keeps
+# owners), no mounts outside a private mount namespace.  Safe to call
+# from parallel tests.
 set -euo pipefail
 
-cache=$1 build=$2 out=$3
+cache=$1 src=$2 out=$3
 suite=bookworm
 # The base: what the image's boot and seedbed's agent need (the agent's
 # libraries come with cryptsetup, kmod and openssh-server but are named
@@ -24,7 +30,9 @@ base_pkgs=systemd,systemd-sysv,udev,dbus,openssh-server,cryptsetup,kmod,libblkid
 # Installed with apt in the chroot, with /proc, /sys and /dev mounted:
 # apt picks dracut for linux-image-amd64's "initramfs-tools |
 # linux-initramfs-tool" (debootstrap would take the first alternative).
-kernel_pkgs="dracut linux-image-amd64"
+# initramfs-tools-core beside it (no kernel hook: dracut stays the
+# image's generator) makes the initramfs-tools image too.
+kernel_pkgs="dracut linux-image-amd64 initramfs-tools-core"
 
 t0=$SECONDS
 step() {
@@ -36,8 +44,9 @@ die() {
 }
 
 [ "$(id -u)" = 0 ] || die "must run as root (debootstrap, chroot, mkfs.ext4 -d)"
-[ -f "$build/Makefile" ] || die "$build is not a configured build directory"
-for cmd in unshare chroot mkfs.ext4 ssh-keygen sha256sum; do
+[ -x "$src/configure" ] || die "$src has no configure script (run autoreconf -fi there)"
+src=$(realpath "$src")
+for cmd in unshare chroot mkfs.ext4 ssh-keygen sha256sum curl; do
 	command -v "$cmd" >/dev/null || die "$cmd is not installed"
 done
 if ! command -v debootstrap >/dev/null; then
@@ -82,8 +91,14 @@ if [ ! -e "$base/.done" ]; then
 	tmp=$base.tmp
 	rm -rf --one-file-system "$tmp"
 	step "debootstrap $suite from $mirror"
-	debootstrap --variant=minbase --include="$base_pkgs" "$suite" "$tmp" "$mirror" >"$cache/debootstrap.log" 2>&1 ||
+	if ! debootstrap --variant=minbase --include="$base_pkgs" "$suite" "$tmp" "$mirror" >"$cache/debootstrap.log" 2>&1; then
+		# Offline is not a failure of the image (exit 77: the tests skip).
+		if ! curl -fsS -o /dev/null --max-time 20 "$mirror/dists/$suite/Release"; then
+			echo "build-image: cannot reach $mirror" >&2
+			exit 77
+		fi
 		die "debootstrap failed: see $cache/debootstrap.log and $tmp/debootstrap/debootstrap.log"
+	fi
 	# No service starts in the chroot (policy-rc.d, 101: "not allowed").
 	printf '#!/bin/sh\nexit 101\n' >"$tmp/usr/sbin/policy-rc.d"
 	chmod 0755 "$tmp/usr/sbin/policy-rc.d"
@@ -108,24 +123,26 @@ rm -rf --one-file-system "$root"
 cp -a --reflink=auto "$base" "$root"
 rm -f "$root/.done"
 
-step "make install"
-dirs=(prefix=/usr exec_prefix=/usr sysconfdir=/etc localstatedir=/var)
-make -s -C "$build" install DESTDIR="$(realpath "$root")" "${dirs[@]}" >"$out/install.log" 2>&1 ||
-	die "make install failed: see $out/install.log"
-# The units are made from *.service.in when the build runs, with the
-# configured prefix, and "make install prefix=" does not remake them:
-# rewrite the paths of the configured prefix in the installed copies.
-configured=$(sed -n 's/^prefix = //p' "$build/Makefile")
-if [ "$configured" != /usr ]; then
-	for unit in "$root"/usr/lib/systemd/system/seedbed-*.service; do
-		sed -i -e "s|$configured/sbin/|/usr/sbin/|g" -e "s|$configured/bin/|/usr/bin/|g" "$unit"
-	done
+# The build tree, kept between runs of the same source tree (make redoes
+# what changed): this machine is Debian 12 too, so what links here links
+# in the image.
+build=$cache/build-$(printf '%s' "$src" | sha256sum | cut -c1-12)
+mkdir -p "$build"
+if [ ! -f "$build/Makefile" ]; then
+	step "configure (--prefix=/usr)"
+	(cd "$build" && "$src/configure" --prefix=/usr --sysconfdir=/etc --localstatedir=/var \
+		>"$build/configure.out" 2>&1) || die "configure failed: see $build/configure.out"
 fi
+step "make"
+make -s -C "$build" -j"$(nproc)" >"$build/make.log" 2>&1 || die "make failed: see $build/make.log"
+
+step "make install"
+make -s -C "$build" install DESTDIR="$(realpath "$root")" >"$out/install.log" 2>&1 ||
+	die "make install failed: see $out/install.log"
 [ -x "$root/usr/sbin/seedbed-agent" ] || die "make install put no /usr/sbin/seedbed-agent"
 [ -d "$root/usr/lib/dracut/modules.d/90seedbed" ] || die "make install put no dracut module"
-if grep -l "$configured" "$root"/usr/lib/systemd/system/seedbed-*.service >&2; then
-	die "units still name $configured"
-fi
+grep -q '^ExecStart=/usr/sbin/seedbed-agent firstboot$' "$root/usr/lib/systemd/system/seedbed-firstboot.service" ||
+	die "seedbed-firstboot.service does not run /usr/sbin/seedbed-agent"
 
 step "configure the image"
 # Networking for ssh: DHCP on the virtio NIC (QEMU's user network).
@@ -133,6 +150,16 @@ mkdir -p "$root/etc/systemd/network"
 printf '[Match]\nName=en* eth*\n\n[Network]\nDHCP=yes\n' >"$root/etc/systemd/network/80-dhcp.network"
 systemctl --root="$root" -q enable systemd-networkd.service \
 	seedbed-seed.service seedbed-firstboot.service ssh.service
+# The second disk becomes the LUKS volume "data", opened at boot.
+mkdir -p "$root/etc/seedbed"
+cat >"$root/etc/seedbed/seedbed.yaml" <<'YAML'
+# The test image's: a LUKS2 volume on the blank second disk.
+luks:
+  volumes:
+    - device: /dev/vdb
+      name: data
+      label: seedbed-data
+YAML
 echo seedbed-guest >"$root/etc/hostname"
 printf '127.0.0.1\tlocalhost\n127.0.1.1\tseedbed-guest\n' >"$root/etc/hosts"
 echo 'LABEL=seedroot / ext4 rw,errors=remount-ro 0 1' >"$root/etc/fstab"
@@ -147,7 +174,9 @@ install -m 0600 "$out/id_ed25519.pub" "$root/root/.ssh/authorized_keys"
 kver=$(basename "$(ls -d "$root"/lib/modules/*)")
 echo "$kver" >"$out/version"
 step "dracut $kver"
-in_chroot "$root" dracut -q --no-hostonly --force --add seedbed \
+# A generic initramfs, as cloud images are built; no --add: the seedbed
+# module must come in on its own.
+in_chroot "$root" dracut -q --no-hostonly --force \
 	"/boot/initrd.img-$kver" "$kver" >"$out/dracut.log" 2>&1 ||
 	die "dracut failed: see $out/dracut.log"
 # (Not "lsinitrd | grep -q": grep's early exit fails lsinitrd, and so
@@ -156,6 +185,15 @@ listing=$(in_chroot "$root" lsinitrd "/boot/initrd.img-$kver")
 case $listing in
 *usr/lib/systemd/system/seedbed-initrd-seed.service*) ;;
 *) die "the initramfs has no seedbed-initrd-seed.service" ;;
+esac
+# The same image's initramfs as Debian's default generator makes it.
+step "mkinitramfs $kver"
+in_chroot "$root" mkinitramfs -o "/boot/initrd.img-itools-$kver" "$kver" >"$out/mkinitramfs.log" 2>&1 ||
+	die "mkinitramfs failed: see $out/mkinitramfs.log"
+listing=$(in_chroot "$root" lsinitramfs "/boot/initrd.img-itools-$kver")
+case $listing in
+*scripts/init-top/seedbed*usr/sbin/seedbed-agent* | *usr/sbin/seedbed-agent*scripts/init-top/seedbed*) ;;
+*) die "the initramfs-tools initramfs has no seedbed-agent or init-top/seedbed" ;;
 esac
 
 # As image builders leave it: no host keys, no machine-id (empty: the
@@ -166,6 +204,7 @@ rm -f "$root/var/lib/dbus/machine-id"
 
 cp "$root/boot/vmlinuz-$kver" "$out/vmlinuz"
 cp "$root/boot/initrd.img-$kver" "$out/initrd.img"
+mv "$root/boot/initrd.img-itools-$kver" "$out/initrd-itools.img"
 
 step "mkfs.ext4"
 rm -f "$out/disk.img" "$out/data.img"

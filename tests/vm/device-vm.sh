@@ -6,36 +6,10 @@
 # shellcheck source=tests/vm/lib.sh
 . "${top_srcdir:?}/tests/vm/lib.sh"
 
-DEVICE=${SEEDBED_DEVICE:-$top_builddir/seedbed-device}
-command -v curl >/dev/null || skip "curl is not installed"
+# shellcheck source=tests/vm/host-device.sh
+. "$top_srcdir/tests/vm/host-device.sh"
 
-# start_device NAME ARGS...: runs the device in the background; its log in
-# $T/NAME.device.log.  Waits until its sockets exist.
-start_device() {
-	local name=$1
-	shift
-	"$DEVICE" --metrics "unix:$T/$name.metrics" "$@" >"$T/$name.device.log" 2>&1 &
-	DEVICE_PID=$!
-	for _ in $(seq 100); do
-		[ -S "$T/$name.metrics" ] && return 0
-		kill -0 "$DEVICE_PID" 2>/dev/null || break
-		sleep 0.05
-	done
-	cat "$T/$name.device.log"
-	fail "$name: seedbed-device did not start"
-}
-
-stop_device() {
-	kill "$DEVICE_PID"
-	wait "$DEVICE_PID" || fail "seedbed-device exited $? on SIGTERM"
-	DEVICE_PID=
-}
 trap '[ -z "${DEVICE_PID:-}" ] || kill "$DEVICE_PID" 2>/dev/null || true; [ -n "${SEEDBED_KEEP_TMP:-}" ] || rm -rf "$T"' EXIT
-
-metric() { # metric NAME FILTER: the value of one sample, 0 if absent
-	curl -s --unix-socket "$T/$1.metrics" http://localhost/metrics >"$T/$1.scrape" || fail "$1: metrics not served"
-	awk -v f="$2" 'index($0, f) == 1 { print $2; found = 1 } END { if (!found) print 0 }' "$T/$1.scrape"
-}
 
 # The guest reads 64 KiB from /dev/hwrng, as a user of the device would.
 cat >"$T/read.sh" <<'SCRIPT'

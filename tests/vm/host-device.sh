@@ -1,0 +1,38 @@
+#!/bin/bash
+# Sourced by the VM tests that put seedbed-device behind their guests'
+# virtio-rng: start it, stop it, read its metrics.  Needs $T and fail()
+# from tests/integration/lib.sh.
+
+DEVICE=${SEEDBED_DEVICE:-${top_builddir:?}/seedbed-device}
+command -v curl >/dev/null || skip "curl is not installed"
+
+# start_device NAME ARGS...: runs the device in the background with its
+# metrics on $T/NAME.metrics; its log in $T/NAME.device.log.  Waits until
+# it listens.
+start_device() {
+	local name=$1
+	shift
+	"$DEVICE" --metrics "unix:$T/$name.metrics" "$@" >"$T/$name.device.log" 2>&1 &
+	DEVICE_PID=$!
+	for _ in $(seq 100); do
+		[ -S "$T/$name.metrics" ] && return 0
+		kill -0 "$DEVICE_PID" 2>/dev/null || break
+		sleep 0.05
+	done
+	cat "$T/$name.device.log"
+	fail "$name: seedbed-device did not start"
+}
+
+# stop_device: SIGTERM, as systemd stops it; it must exit 0.
+stop_device() {
+	kill "$DEVICE_PID"
+	wait "$DEVICE_PID" || fail "seedbed-device exited $? on SIGTERM"
+	DEVICE_PID=
+}
+
+# metric NAME FILTER: the value of the sample whose line starts with
+# FILTER, from a scrape now; 0 if there is none.
+metric() {
+	curl -s --unix-socket "$T/$1.metrics" http://localhost/metrics >"$T/$1.scrape" || fail "$1: metrics not served"
+	awk -v f="$2" 'index($0, f) == 1 { print $2; found = 1 } END { if (!found) print 0 }' "$T/$1.scrape"
+}
