@@ -55,8 +55,6 @@ static int record_load(const char *path, Record *ret) {
         return 0;
 }
 
-
-
 /* The boot's timeline.  The initramfs's seed, the real root's seed and
  * firstboot each replace the record of this boot; the timeline keeps what
  * the earlier ones saw (the CRNG was ready in the initramfs, long before
