@@ -354,6 +354,11 @@ where() { [ "$1" = true ] && echo " (initramfs)" || echo ""; }
 	printf '%s\tsshd listening (ssh.service ready)\n' "$sshd_ms"
 } | sort -n >"$T/timeline"
 echo
+echo "The guest's console, seedbed's part of its first boot (the key blocks left out):"
+serial first | awk '/ login: / { exit }
+	/seedbed-(agent|initrd|seed|firstboot)|crng init done/ &&
+	!/seedbed-agent\[[0-9]+\]: (ssh-|ecdsa-|[0-9]+ SHA256|#|-----)/ { print "  " $0 }'
+echo
 echo "The guest's 'seedbed-agent status' after its first boot:"
 sed 's/^/  /' "$T/first.status"
 echo
