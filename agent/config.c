@@ -89,13 +89,22 @@ static void volume_done(void *e) {
         *v = (VolumeConfig) {};
 }
 
-static int volume_check(const void *e, const char **ret_error) {
-        const VolumeConfig *v = e;
+static int volume_check(const void *e, const void *earlier, unsigned n_earlier, const char **ret_error) {
+        static char msg[256];
+        const VolumeConfig *v = e, *prev = earlier;
 
         if (!v->device)
                 return *ret_error = "'device' is required", -EINVAL;
         if (!v->name)
                 return *ret_error = "'name' is required", -EINVAL;
+        /* The name is the mapping, the crypttab line and the key file:
+         * two volumes cannot share it. */
+        for (unsigned i = 0; i < n_earlier; i++)
+                if (streq(prev[i].name, v->name)) {
+                        (void) snprintf(msg, sizeof msg, "another volume is named '%s' already (item %u)", v->name,
+                                        i + 1);
+                        return *ret_error = msg, -EINVAL;
+                }
         return 0;
 }
 

@@ -474,23 +474,9 @@ static int setup_volumes(const AgentConfig *c, const Gate *g, bool gate_passed, 
         for (unsigned i = 0; i < c->n_volumes; i++) {
                 const VolumeConfig *vc = &c->volumes[i];
                 LuksVolume v;
-                bool dup = false;
                 int r;
 
-                for (unsigned j = 0; j < i; j++)
-                        dup = dup || streq(c->volumes[j].name, vc->name);
-                if (dup) {
-                        ret[i] = (LuksResult) { .action = LUKS_ACTION_FAILED };
-                        (void) snprintf(ret[i].name, sizeof ret[i].name, "%s", vc->name);
-                        (void) snprintf(ret[i].spec, sizeof ret[i].spec, "%s", vc->device);
-                        (void) snprintf(ret[i].error, sizeof ret[i].error, "another volume is named '%s' already",
-                                        vc->name);
-                        log_error("LUKS volume '%s' on '%s': another volume is named '%s' already; skipped.", vc->name,
-                                  vc->device, vc->name);
-                        result = result ?: -EINVAL;
-                        continue;
-                }
-
+                /* Names are unique: the configuration refuses a repeat. */
                 luks_volume_init(&v);
                 v.device = vc->device;
                 v.name = vc->name;

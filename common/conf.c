@@ -565,7 +565,7 @@ static int conf_apply_section_list(ConfParser *p, yaml_document_t *doc, const ch
                         conf_parser_done(&sub);
                         if (r < 0)
                                 break;
-                        if (item->elem_check && item->elem_check(elem, &why) < 0) {
+                        if (item->elem_check && item->elem_check(elem, elems, n - 1, &why) < 0) {
                                 r = conf_error(p, where, "'%s' item: %s", key, why);
                                 break;
                         }

@@ -62,14 +62,16 @@ typedef struct ConfItem {
          * the array at offset; the count (unsigned) is at count_offset,
          * at most max elements.  elem_init sets an element's defaults,
          * elem_done frees what it owns, elem_check (optional) rejects an
-         * item as a whole (a required key missing) with a static message. */
+         * item as a whole (a required key missing, a name an earlier item
+         * of the same list has: earlier[0..n_earlier)) with a message
+         * that stays valid until the next call. */
         const struct ConfItem *sub;
         size_t n_sub;
         size_t elem_size;
         size_t count_offset;
         void (*elem_init)(void *elem);
         void (*elem_done)(void *elem);
-        int (*elem_check)(const void *elem, const char **ret_error);
+        int (*elem_check)(const void *elem, const void *earlier, unsigned n_earlier, const char **ret_error);
 } ConfItem;
 
 typedef struct ConfParser {

@@ -37,6 +37,9 @@ check_bad "wrong type" "$CONF:2:12: 'entropy.timeout' must be a single value, no
 printf 'entropy:\n  virtio:\n    select: perhaps\n' >"$CONF"
 check_bad "wrong type" "$CONF:3:13: 'entropy.virtio.select' must be true or false, not 'perhaps'"
 
+printf 'luks:\n  volumes:\n    - {device: /dev/vdb, name: data}\n    - {device: /dev/vdc, name: data}\n' >"$CONF"
+check_bad "duplicate volume name" "$CONF:4:7: 'luks.volumes' item: another volume is named 'data' already (item 1)"
+
 printf 'entropy:\n  timeout: 2h\n' >"$CONF"
 check_bad "out of range" "$CONF:2:12: 'entropy.timeout' is out of range: 2h (allowed 0s..1h)"
 

@@ -40,12 +40,15 @@ static void vol_done(void *e) {
         free(v->name);
 }
 
-static int vol_check(const void *e, const char **ret_error) {
-        const Vol *v = e;
+static int vol_check(const void *e, const void *earlier, unsigned n_earlier, const char **ret_error) {
+        const Vol *v = e, *prev = earlier;
         if (!v->device)
                 return *ret_error = "'device' is required", -EINVAL;
         if (!v->name)
                 return *ret_error = "'name' is required", -EINVAL;
+        for (unsigned i = 0; i < n_earlier; i++)
+                if (streq(prev[i].name, v->name))
+                        return *ret_error = "the name of an earlier item", -EINVAL;
         return 0;
 }
 
@@ -305,6 +308,9 @@ START_TEST(test_section_list) {
         expect_error("vols:\n  - device: /dev/vdd\n    name: d\n    size: 5\n", "test.yaml:4:5: unknown key 'size'");
         expect_error("vols:\n  - device: /dev/vdd\n    name: d\n    wipe: often\n",
                      "test.yaml:4:11: 'wipe' must be true or false, not 'often'");
+        /* Checked against the items before it: the third repeats the first. */
+        expect_error("vols:\n  - {device: a, name: a}\n  - {device: b, name: b}\n  - {device: c, name: a}\n",
+                     "test.yaml:4:5: 'vols' item: the name of an earlier item");
         expect_error("vols: /dev/vdd\n", "test.yaml:1:7: 'vols' must be a list of sections (\"- key: value\" items), not a single value");
         expect_error("vols: [/dev/vdd]\n", "test.yaml:1:8: 'vols' items must be sections of keys, not a single value");
         expect_error("vols:\n - {device: a, name: a}\n - {device: b, name: b}\n - {device: c, name: c}\n - {device: d, name: d}\n",
