@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 
 #include "fakeroot.h"
+#include "fileio.h"
 #include "record.h"
 #include "testmain.h"
 
@@ -299,13 +300,10 @@ START_TEST(test_timeline_carried) {
 END_TEST
 
 static const char *this_boot_id(void) {
-        static char id[64];
-        FILE *f = fopen("/proc/sys/kernel/random/boot_id", "re");
+        static char *id;
 
-        ck_assert_ptr_nonnull(f);
-        ck_assert_ptr_nonnull(fgets(id, sizeof id, f));
-        fclose(f);
-        id[strcspn(id, "\n")] = 0;
+        if (!id)
+                ck_assert_int_ge(read_one_line_file("/proc/sys/kernel/random/boot_id", &id), 0);
         return id;
 }
 
