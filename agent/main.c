@@ -366,26 +366,12 @@ static int do_seed(void) {
  * disk) or ssh.regenerate replaces them all.  Returns how many failed,
  * or -errno. */
 static int make_ssh_keys(const AgentConfig *c, const Gate *g, usec_t start, SshKeyResult *ret, size_t *ret_n) {
-        _cleanup_free_ char *state_path = path_join_root(arg_root, INSTANCE_STATE_FILE), *console = NULL;
+        _cleanup_free_ char *console = NULL;
         HostKeyType types[_HOST_KEY_TYPE_MAX];
-        InstanceState old = {}, now = {};
-        InstanceChange change;
-        InstanceId id;
-        int r, failed;
+        int failed;
 
-        if (!state_path)
-                return log_oom();
         for (unsigned i = 0; i < c->ssh_key_types.n; i++)
                 types[i] = host_key_type_from_string(ssh_key_kind_to_string((SshKeyKind) c->ssh_key_types.items[i]));
-
-        instance_id_read(arg_root, &id);
-        r = instance_state_load(state_path, &old);
-        if (r < 0 && r != -ENOENT)
-                log_warning_errno(r, "Ignoring the unreadable record '%s': %m", state_path);
-        change = instance_compare(r >= 0 ? &old.id : NULL, &id);
-        if (change == INSTANCE_NEW)
-                log_notice("This is a new instance of the image (its UUID or machine-id changed): replacing the "
-                           "SSH host keys.");
 
         SshKeysOptions o = {
                 .root = arg_root,
@@ -394,28 +380,13 @@ static int make_ssh_keys(const AgentConfig *c, const Gate *g, usec_t start, SshK
                 .n_types = c->ssh_key_types.n,
                 .rsa_bits = c->ssh_rsa_bits,
                 .ecdsa_bits = agent_config_ecdsa_bits(c),
-                .replace = c->ssh_regenerate || change == INSTANCE_NEW,
+                .replace = c->ssh_regenerate,
                 .crng_ready = g->outcome.ready_after,
                 .start_usec = start,
         };
-        failed = sshkeys_ensure(&o, ret, ret_n);
-        if (failed < 0) {
-                instance_state_done(&old);
-                return log_error_errno(failed, "Cannot make SSH host keys: %m");
-        }
-
-        /* Only a complete set is recorded: a key that failed in a
-         * replacement may still be the old instance's, and must be
-         * replaced next time. */
-        if (failed == 0) {
-                r = sshkeys_state_build(r >= 0 ? &old : NULL, &id, ret, *ret_n, &now);
-                if (r >= 0)
-                        r = instance_state_save(state_path, &now);
-                if (r < 0)
-                        log_error_errno(r, "Failed to write '%s': %m", state_path);
-                instance_state_done(&now);
-        }
-        instance_state_done(&old);
+        failed = sshkeys_ensure_instance(&o, ret, ret_n, NULL);
+        if (failed < 0)
+                return failed;
 
         /* The blocks cloud consoles parse to fill known_hosts. */
         bool fp = false, keys = false;

@@ -971,3 +971,46 @@ int sshkeys_state_build(const InstanceState *old, const InstanceId *id, const Ss
         *ret = s;
         return 0;
 }
+
+int sshkeys_ensure_instance(const SshKeysOptions *o, SshKeyResult *ret, size_t *ret_n, InstanceChange *ret_change) {
+        _cleanup_free_ char *state_path = path_join_root(o->root, INSTANCE_STATE_FILE);
+        InstanceState old = {}, now = {};
+        InstanceChange change;
+        SshKeysOptions opts = *o;
+        InstanceId id;
+        int r, failed;
+
+        if (!state_path)
+                return log_oom();
+        instance_id_read(o->root, &id);
+        r = instance_state_load(state_path, &old);
+        if (r < 0 && r != -ENOENT)
+                log_warning_errno(r, "Ignoring the unreadable record '%s': %m", state_path);
+        change = instance_compare(r >= 0 ? &old.id : NULL, &id);
+        if (change == INSTANCE_NEW)
+                log_notice("This is a new instance of the image (its UUID or machine-id changed): replacing the "
+                           "SSH host keys.");
+        if (ret_change)
+                *ret_change = change;
+
+        opts.replace = opts.replace || change == INSTANCE_NEW;
+        failed = sshkeys_ensure(&opts, ret, ret_n);
+        if (failed < 0) {
+                instance_state_done(&old);
+                return log_error_errno(failed, "Cannot make SSH host keys: %m");
+        }
+
+        /* Only a complete set is recorded: a key that failed in a
+         * replacement may still be the old instance's, and must be
+         * replaced next time. */
+        if (failed == 0) {
+                r = sshkeys_state_build(r >= 0 ? &old : NULL, &id, ret, *ret_n, &now);
+                if (r >= 0)
+                        r = instance_state_save(state_path, &now);
+                if (r < 0)
+                        log_error_errno(r, "Failed to write '%s': %m", state_path);
+                instance_state_done(&now);
+        }
+        instance_state_done(&old);
+        return failed;
+}

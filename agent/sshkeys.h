@@ -100,6 +100,16 @@ typedef struct SshKeyResult {
  * OpenSSL's own getrandom() blocks until it is ready regardless). */
 int sshkeys_ensure(const SshKeysOptions *o, SshKeyResult *ret, size_t *ret_n);
 
+/* sshkeys_ensure() for this instance, as seedbed-agent runs it: every key
+ * is replaced (as if o->replace) when the instance (SMBIOS UUID,
+ * machine-id; instance_id_read() under o->root) is not the one
+ * INSTANCE_STATE_FILE under o->root records, and a complete set is
+ * recorded there.  An unreadable record proves nothing either way: the
+ * keys stay.  *ret_change (may be NULL) says what the instance was.
+ * Returns as sshkeys_ensure(); a failure to save the record is logged,
+ * not returned (the keys are in place; the next run replaces nothing). */
+int sshkeys_ensure_instance(const SshKeysOptions *o, SshKeyResult *ret, size_t *ret_n, InstanceChange *ret_change);
+
 /* Frees what the results hold and empties them. */
 void ssh_key_results_done(SshKeyResult *r, size_t n);
 

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* Drives the SSH host key library against a tree, as 'seedbed-agent
- * sshkeys' will: the instance check, the keys, the record, the console
- * blocks.  The integration test checks what it leaves with the real
+ * sshkeys' does (sshkeys_ensure_instance()): the instance check, the
+ * keys, the record, the console blocks.  The integration test checks what it leaves with the real
  * OpenSSH.  stdout: the console blocks; stderr: the log and one line
  * per key, "key TYPE ACTION FINGERPRINT", and "instance CHANGE". */
 #include <getopt.h>
@@ -149,10 +149,8 @@ static int parse_argv(int argc, char *argv[]) {
 
 static int run(int argc, char *argv[]) {
         SshKeyResult results[_HOST_KEY_TYPE_MAX] = {};
-        _cleanup_free_ char *state_path = NULL, *console = NULL;
-        InstanceState old = {}, now = {};
-        InstanceChange change;
-        InstanceId id;
+        _cleanup_free_ char *console = NULL;
+        InstanceChange change = INSTANCE_UNKNOWN;
         SshKeysOptions o;
         size_t n = 0;
         int r, failed;
@@ -162,18 +160,6 @@ static int run(int argc, char *argv[]) {
         if (r <= 0)
                 return r;
 
-        /* A new instance replaces every key; a record we cannot read
-         * proves nothing either way, so the keys stay. */
-        instance_id_read(arg_root, &id);
-        state_path = path_join_root(arg_root, INSTANCE_STATE_FILE);
-        if (!state_path)
-                return log_oom();
-        r = instance_state_load(state_path, &old);
-        if (r < 0 && r != -ENOENT)
-                log_warning_errno(r, "Ignoring '%s': %m", state_path);
-        change = instance_compare(r >= 0 ? &old.id : NULL, &id);
-        fprintf(stderr, "instance %s\n", instance_change_to_string(change));
-
         o = (SshKeysOptions) {
                 .root = arg_root,
                 .key_dir = arg_key_dir,
@@ -182,36 +168,22 @@ static int run(int argc, char *argv[]) {
                 .rsa_bits = arg_rsa_bits,
                 .ecdsa_bits = arg_ecdsa_bits,
                 .comment = arg_comment,
-                .replace = arg_replace || change == INSTANCE_NEW,
+                .replace = arg_replace,
                 .crng_ready = true,
         };
-        failed = sshkeys_ensure(&o, results, &n);
-        if (failed < 0) {
-                instance_state_done(&old);
-                return log_error_errno(failed, "Cannot make SSH host keys: %m");
-        }
+        /* The agent's own instance handling, not a copy of it. */
+        failed = sshkeys_ensure_instance(&o, results, &n, &change);
+        fprintf(stderr, "instance %s\n", instance_change_to_string(change));
+        if (failed < 0)
+                return failed;
         for (size_t i = 0; i < n; i++)
                 fprintf(stderr, "key %s %s %s\n", host_key_type_to_string(results[i].type),
                         ssh_key_action_to_string(results[i].action), strna(results[i].fingerprint));
 
-        /* Only a complete set is recorded: a key that failed in a
-         * replacement may still be the old instance's. */
-        if (failed == 0) {
-                r = sshkeys_state_build(r >= 0 ? &old : NULL, &id, results, n, &now);
-                if (r >= 0)
-                        r = instance_state_save(state_path, &now);
-                if (r < 0)
-                        log_error_errno(r, "Failed to write '%s': %m", state_path);
-                instance_state_done(&now);
-        }
-        instance_state_done(&old);
-
         if (sshkeys_format_console(results, n, arg_fingerprints, arg_keys, &console) >= 0)
                 fputs(console, stdout);
         ssh_key_results_done(results, n);
-        if (failed > 0)
-                return -EIO;
-        return r < 0 ? r : 0;
+        return failed > 0 ? -EIO : 0;
 }
 
 int main(int argc, char *argv[]) {
