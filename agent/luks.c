@@ -106,11 +106,9 @@ static void secret_erasep(Secret *s) {
 }
 #define _cleanup_secret_ _cleanup_(secret_erasep)
 
-static int random_default(void *buf, size_t n, _unused_ void *userdata) {
+int luks_random_blocking(void *buf, size_t n, _unused_ void *userdata) {
         uint8_t *p = buf;
 
-        /* Blocking on purpose: the gate has passed, so this returns at
-         * once; were it not, waiting beats a guessable key. */
         while (n > 0) {
                 ssize_t k = getrandom(p, n, 0);
                 if (k < 0) {
@@ -735,7 +733,7 @@ int luks_key_file_load(const char *path, bool create, LuksRandomFn get_random, v
         }
 
         key_file_remove_stale(dir_fd, basename(base));
-        r = key_file_create_at(dir_fd, basename(base), get_random ?: random_default, userdata, ret, ret_size);
+        r = key_file_create_at(dir_fd, basename(base), get_random ?: luks_random_blocking, userdata, ret, ret_size);
         if (r == -EEXIST) {
                 /* Another writer won; its key is the key. */
                 fd = openat(dir_fd, basename(base), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY);
@@ -992,7 +990,7 @@ int luks_volume_setup(const LuksOptions *o, const LuksVolume *v, LuksResult *ret
         _cleanup_free_ char *device = NULL, *key_path = NULL;
         _cleanup_secret_ Secret key = {}, volume_key = {};
         _cleanup_close_ int fd = -EBADF;
-        LuksRandomFn get_random = o->random ?: random_default;
+        LuksRandomFn get_random = o->random ?: luks_random_blocking;
         LuksResult *res = ret;
         ProbeVerdict verdict;
         bool wipe = false, interrupted = false, busy = false, luks;

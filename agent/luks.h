@@ -98,6 +98,11 @@ void luks_volume_init(LuksVolume *v);
 /* Random bytes for secrets; 0 or -errno.  userdata from LuksOptions. */
 typedef int (*LuksRandomFn)(void *buf, size_t n, void *userdata);
 
+/* The default LuksRandomFn: getrandom() until n bytes, blocking (behind
+ * the gate it returns at once; were it not, waiting beats a guessable
+ * key).  userdata is ignored. */
+int luks_random_blocking(void *buf, size_t n, void *userdata);
+
 typedef struct LuksOptions {
         const char *root;       /* --root, or NULL */
         /* The gate's verdict that secrets may be made now: the CRNG is
