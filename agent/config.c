@@ -137,6 +137,8 @@ const ConfItem agent_config_items[] = {
         { "ssh.console", CONF_ENUM_LIST, offsetof(AgentConfig, ssh_console), .min = 0, .names = console_block_names },
         { "ssh.key-dir", CONF_STRING, offsetof(AgentConfig, ssh_key_dir), .validate = validate_absolute },
         { "ssh.regenerate", CONF_BOOL, offsetof(AgentConfig, ssh_regenerate) },
+        { "ssh.replace-unknown", CONF_ENUM, offsetof(AgentConfig, ssh_replace_unknown),
+          .names = unknown_keys_policy_names },
         { "luks.volumes", CONF_SECTION_LIST, offsetof(AgentConfig, volumes), .max = VOLUMES_MAX, .sub = volume_items,
           .n_sub = ELEMENTSOF(volume_items), .elem_size = sizeof(VolumeConfig), .count_offset = offsetof(AgentConfig, n_volumes),
           .elem_init = volume_init, .elem_done = volume_done, .elem_check = volume_check },
@@ -167,6 +169,9 @@ void agent_config_init(AgentConfig *c) {
                 .ssh_rsa_bits = 3072,
                 .ssh_ecdsa_bits = 0,
                 .ssh_console = { .n = 2, .items = { CONSOLE_FINGERPRINTS, CONSOLE_KEYS } },
+                /* Keys an image builder left are replaced on the image's
+                 * first boot; a running server's are never changed unasked. */
+                .ssh_replace_unknown = UNKNOWN_KEYS_FIRST_BOOT,
         };
 }
 

@@ -8,6 +8,7 @@
  * does anything. */
 
 #include "conf.h"
+#include "sshkeys.h"
 
 typedef enum SourceKind {
         SOURCE_VIRTIO, /* /dev/hwrng while the virtio one is current */
@@ -72,6 +73,7 @@ typedef struct AgentConfig {
         ConfEnumList ssh_console;
         char *ssh_key_dir;       /* NULL: /etc/ssh */
         bool ssh_regenerate;
+        UnknownKeysPolicy ssh_replace_unknown;
 
         VolumeConfig volumes[VOLUMES_MAX];
         unsigned n_volumes;

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <libgen.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <yaml.h>
 
 #include "atomic.h"
@@ -132,6 +133,88 @@ InstanceChange instance_compare(const InstanceId *recorded, const InstanceId *cu
         return compared ? INSTANCE_SAME : INSTANCE_UNKNOWN;
 }
 
+static MachineIdFile machine_id_file_read(const char *root) {
+        _cleanup_free_ char *path = path_join_root(root, "/etc/machine-id"), *line = NULL;
+        char id[33];
+        int r;
+
+        if (!path)
+                return MACHINE_ID_OTHER;
+        r = read_one_line_file(path, &line);
+        if (r == -ENOENT)
+                return MACHINE_ID_MISSING;
+        if (r < 0)
+                return MACHINE_ID_OTHER;
+        strstrip_trailing(line);
+        if (line[strspn(line, " \t")] == 0)
+                return MACHINE_ID_EMPTY;
+        if (streq(line, "uninitialized"))
+                return MACHINE_ID_UNINITIALIZED;
+        return instance_machine_id_normalize(line, id) ? MACHINE_ID_SET : MACHINE_ID_OTHER;
+}
+
+/* Whether path is the root of a mount (a file bind-mounted over it). */
+static bool is_mount_root(const char *path, const char *parent) {
+        struct statx sx, px;
+
+        if (statx(AT_FDCWD, path, AT_SYMLINK_NOFOLLOW | AT_NO_AUTOMOUNT, STATX_BASIC_STATS, &sx) < 0)
+                return false;
+        if (sx.stx_attributes_mask & STATX_ATTR_MOUNT_ROOT)
+                return sx.stx_attributes & STATX_ATTR_MOUNT_ROOT;
+        /* Before Linux 5.8: systemd's transient ID comes from /run (a
+         * tmpfs), so the file is on another device than its directory. */
+        if (statx(AT_FDCWD, parent, AT_NO_AUTOMOUNT, STATX_BASIC_STATS, &px) < 0)
+                return false;
+        return sx.stx_dev_major != px.stx_dev_major || sx.stx_dev_minor != px.stx_dev_minor;
+}
+
+void first_boot_facts_read(const char *root, FirstBootFacts *ret) {
+        FirstBootFacts f = {
+                .this_system = !root || streq(root, "/"),
+                .machine_id = machine_id_file_read(root),
+        };
+
+        /* Under --root (an installer writing a target) this system's /run
+         * and mounts say nothing about the tree. */
+        if (f.this_system) {
+                f.flag = access("/run/systemd/first-boot", F_OK) >= 0;
+                f.machine_id_mounted = is_mount_root("/etc/machine-id", "/etc");
+        }
+        *ret = f;
+}
+
+/* systemd decides the same question in PID 1, and has changed its mind
+ * across versions (machine-id(5), "FIRST BOOT SEMANTICS"):
+ *  - a missing /etc/machine-id is a first boot in every version;
+ *    "uninitialized" is one since 247 (older versions treat it as a
+ *    malformed ID);
+ *  - an empty file is not a first boot for ConditionFirstBoot= (units
+ *    with it do not run, presets are not applied), but the ID is not
+ *    committed either: systemd bind-mounts a transient one over the file
+ *    and systemd-machine-id-commit.service writes it later;
+ *  - PID 1 touches /run/systemd/first-boot when it decided on a first
+ *    boot, and then writes "uninitialized" and mounts the transient ID
+ *    over the file, so by the time we run the file itself reads as set.
+ * For host keys the question is whether the image has ever run as a
+ * machine with an identity of its own.  Until an ID is committed it has
+ * not, whatever systemd calls it: so the flag, the mount (seedbed-
+ * firstboot.service runs before the commit) and a file that holds no ID
+ * all count.  A file holding something else is not treated as a first
+ * boot: systemd does not, and on this system the mount check sees the
+ * ID it replaces it with. */
+bool first_boot_decide(const FirstBootFacts *f) {
+        if (f->this_system && (f->flag || f->machine_id_mounted))
+                return true;
+        switch (f->machine_id) {
+        case MACHINE_ID_MISSING:
+        case MACHINE_ID_EMPTY:
+        case MACHINE_ID_UNINITIALIZED:
+                return true;
+        default:
+                return false;
+        }
+}
+
 void instance_state_done(InstanceState *s) {
         for (size_t i = 0; i < s->n_keys; i++) {
                 InstanceKey *k = &s->keys[i];
@@ -139,6 +222,7 @@ void instance_state_done(InstanceState *s) {
                 free(k->path);
                 free(k->fingerprint);
                 free(k->created);
+                free(k->reason);
         }
         *s = (InstanceState) {};
 }
@@ -191,6 +275,7 @@ int instance_state_format(const InstanceState *s, time_t when, char **ret, size_
                         json_null(&j, "crng_ready");
                 else
                         json_bool(&j, "crng_ready", k->crng_ready > 0);
+                json_string(&j, "reason", k->reason);
                 json_object_end(&j);
         }
         json_array_end(&j);
@@ -247,7 +332,8 @@ static int state_parse_key(yaml_document_t *doc, yaml_node_t *n, InstanceKey *k)
                 return -EBADMSG;
         if (strdup_nonnull(type, &k->type) < 0 || strdup_nonnull(fp, &k->fingerprint) < 0 ||
             strdup_nonnull(json_get_str(doc, n, "path"), &k->path) < 0 ||
-            strdup_nonnull(json_get_str(doc, n, "created"), &k->created) < 0)
+            strdup_nonnull(json_get_str(doc, n, "created"), &k->created) < 0 ||
+            strdup_nonnull(json_get_str(doc, n, "reason"), &k->reason) < 0)
                 return -ENOMEM;
         return 0;
 }

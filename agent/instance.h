@@ -22,10 +22,14 @@
  *     "keys": [ { "type": "ed25519", "path": "/etc/ssh/ssh_host_ed25519_key",
  *                 "bits": 256, "fingerprint": "SHA256:…",
  *                 "created": "2024-05-01T12:00:00Z" | null,
- *                 "crng_ready": true | false | null }, … ]
+ *                 "crng_ready": true | false | null,
+ *                 "reason": "…" | null }, … ]
  *   }
  * "created" and "crng_ready" are null for keys the agent found in place
- * and did not make. */
+ * and did not make.  "reason" says why a key was replaced or adopted
+ * (found in place with no record, and kept as this machine's), carried
+ * over while it is kept; null for a key made where there was none.
+ * Records written before it was added have none: null. */
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -64,6 +68,32 @@ bool instance_machine_id_normalize(const char *s, char out[static 33]);
 /* Whether current is a new instance compared with the record. */
 InstanceChange instance_compare(const InstanceId *recorded, const InstanceId *current);
 
+/* What /etc/machine-id holds. */
+typedef enum MachineIdFile {
+        MACHINE_ID_MISSING,
+        MACHINE_ID_EMPTY,
+        MACHINE_ID_UNINITIALIZED, /* "uninitialized": systemd 247+ writes it, image builders too */
+        MACHINE_ID_SET,           /* a valid ID */
+        MACHINE_ID_OTHER,         /* anything else, or unreadable */
+        _MACHINE_ID_FILE_MAX,
+} MachineIdFile;
+
+/* What is observed of the system's first boot (first_boot_facts_read()). */
+typedef struct FirstBootFacts {
+        bool this_system;          /* root NULL or "/": /run and the mounts speak for the tree */
+        bool flag;                 /* /run/systemd/first-boot exists */
+        bool machine_id_mounted;   /* /etc/machine-id is a mount point */
+        MachineIdFile machine_id;
+} FirstBootFacts;
+
+/* Observes the facts under root; never fails (what cannot be read is
+ * not there). */
+void first_boot_facts_read(const char *root, FirstBootFacts *ret);
+
+/* Whether this is the first boot of an image: the system has no
+ * committed identity yet, so nothing in it was made for this machine. */
+bool first_boot_decide(const FirstBootFacts *f);
+
 typedef struct InstanceKey {
         char *type;        /* "ed25519", "ecdsa", "rsa" */
         char *path;        /* as the guest sees it */
@@ -71,6 +101,7 @@ typedef struct InstanceKey {
         char *fingerprint; /* "SHA256:…" */
         char *created;     /* UTC time we generated it; NULL: not ours, or not known */
         int crng_ready;    /* at generation: 1, 0, or -1 when not known */
+        char *reason;      /* why it was replaced or adopted; NULL: none given */
 } InstanceKey;
 
 typedef struct InstanceState {

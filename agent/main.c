@@ -381,6 +381,7 @@ static int make_ssh_keys(const AgentConfig *c, const Gate *g, usec_t start, SshK
                 .rsa_bits = c->ssh_rsa_bits,
                 .ecdsa_bits = agent_config_ecdsa_bits(c),
                 .replace = c->ssh_regenerate,
+                .unknown = c->ssh_replace_unknown,
                 .crng_ready = g->outcome.ready_after,
                 .start_usec = start,
         };

@@ -279,6 +279,7 @@ static int record_format_after(const RecordInput *in, Record *earlier, char **re
                         json_object_begin(&j, NULL);
                         json_string(&j, "type", host_key_type_to_string(k->type));
                         json_string(&j, "action", ssh_key_action_to_string(k->action));
+                        json_string(&j, "reason", k->reason);
                         json_string(&j, "path", k->path);
                         json_string(&j, "fingerprint", k->fingerprint);
                         json_uint(&j, "bits", k->bits);

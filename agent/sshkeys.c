@@ -48,6 +48,7 @@ static const char *const ssh_key_action_table[_SSH_KEY_ACTION_MAX] = {
         [SSH_KEY_REPAIRED] = "repaired",
         [SSH_KEY_CREATED] = "created",
         [SSH_KEY_REPLACED] = "replaced",
+        [SSH_KEY_ADOPTED] = "adopted",
         [SSH_KEY_FAILED] = "failed",
 };
 
@@ -56,6 +57,13 @@ const char *ssh_key_action_to_string(SshKeyAction a) {
                 return NULL;
         return ssh_key_action_table[a];
 }
+
+const char *const unknown_keys_policy_names[_UNKNOWN_KEYS_POLICY_MAX + 1] = {
+        [UNKNOWN_KEYS_FIRST_BOOT] = "first-boot",
+        [UNKNOWN_KEYS_ALWAYS] = "always",
+        [UNKNOWN_KEYS_NEVER] = "never",
+        NULL,
+};
 
 static void ssh_key_freep(ssh_key *k) {
         ssh_key_free(*k);
@@ -586,8 +594,9 @@ static int keep_or_repair(const Context *c, SshKeyResult *res, ssh_key key, int 
                 /* Through a link is storage someone else manages. */
                 if (!is_symlink(priv))
                         fix_private_mode(c, res->path, fd);
-                res->action = SSH_KEY_KEPT;
-                log_debug("Keeping SSH host key '%s'.", res->path);
+                res->action = c->o->adopt ? SSH_KEY_ADOPTED : SSH_KEY_KEPT;
+                if (!c->o->adopt)
+                        log_debug("Keeping SSH host key '%s'.", res->path);
         } else if (r == -ENOENT || r == -EBADMSG) {
                 /* The private key was written first: a crash between the
                  * two files, or an old .pub after a replacement, ends here. */
@@ -613,9 +622,18 @@ static int keep_or_repair(const Context *c, SshKeyResult *res, ssh_key key, int 
         } else
                 return log_error_errno(r, "Failed to read '%s': %m", res->pub_path);
 
+        /* A repaired key is adopted all the same: the record keeps why it
+         * is this machine's key, the log above what became of its .pub. */
+        if (c->o->adopt)
+                res->reason = c->o->reason;
         r = result_fill(res, key, TAKE_PTR(line), TAKE_PTR(comment));
         if (r < 0)
                 return log_error_errno(r, "Failed to read the key in '%s': %m", res->path);
+        if (c->o->adopt)
+                /* Never a running server's identity changed silently:
+                 * people must be able to find what was decided. */
+                log_notice("Adopted SSH host key '%s' (%s): %u %s.", res->path, strna(res->reason), res->bits,
+                           res->fingerprint);
         return 0;
 }
 
@@ -656,8 +674,9 @@ static int generate(const Context *c, SshKeyResult *res, HostKeyType t, const ch
         if (action == SSH_KEY_CREATED)
                 log_info("Created SSH host key '%s': %u %s.", res->path, res->bits, res->fingerprint);
         else
-                log_info("Replaced SSH host key '%s' (%s): %u %s.", res->path, strna(res->reason), res->bits,
-                         res->fingerprint);
+                /* A host key's change is seen by every client: notice. */
+                log_notice("Replaced SSH host key '%s' (%s): %u %s.", res->path, strna(res->reason), res->bits,
+                           res->fingerprint);
         return 0;
 }
 
@@ -702,7 +721,7 @@ static int ensure_one(const Context *c, HostKeyType t, SshKeyResult *res) {
                 res->reason = reason;
                 log_warning("'%s' is %s: replacing it with a new key.", res->path, reason);
         } else if (existed)
-                res->reason = "replacement asked for";
+                res->reason = c->o->reason ?: SSHKEYS_REASON_ASKED;
 
         /* rename() would replace the link, not what it points to, and the
          * storage behind it is not ours to decide about. */
@@ -779,6 +798,8 @@ static int options_check(const SshKeysOptions *o) {
         if (o->key_dir && o->key_dir[0] != '/')
                 return -EINVAL;
         if (o->comment && !comment_valid(o->comment))
+                return -EINVAL;
+        if (o->unknown < 0 || o->unknown >= _UNKNOWN_KEYS_POLICY_MAX)
                 return -EINVAL;
         return 0;
 }
@@ -947,6 +968,7 @@ int sshkeys_state_build(const InstanceState *old, const InstanceId *id, const Ss
 
         for (size_t i = 0; i < n && s.n_keys < INSTANCE_KEYS_MAX; i++) {
                 const InstanceKey *prev;
+                const char *reason;
                 InstanceKey *k = &s.keys[s.n_keys];
                 bool made = r[i].action == SSH_KEY_CREATED || r[i].action == SSH_KEY_REPLACED;
 
@@ -963,7 +985,13 @@ int sshkeys_state_build(const InstanceState *old, const InstanceId *id, const Ss
                         k->created = strdup(now);
                 else if (prev && prev->created)
                         k->created = strdup(prev->created);
-                if (!k->type || !k->path || !k->fingerprint || ((made || (prev && prev->created)) && !k->created)) {
+                /* Why the key is this machine's stays with it while it is
+                 * kept; a repair of its .pub changes nothing about that. */
+                reason = made || r[i].action == SSH_KEY_ADOPTED || !prev ? r[i].reason : prev->reason;
+                if (reason)
+                        k->reason = strdup(reason);
+                if (!k->type || !k->path || !k->fingerprint || ((made || (prev && prev->created)) && !k->created) ||
+                    (reason && !k->reason)) {
                         instance_state_done(&s);
                         return -ENOMEM;
                 }
@@ -972,28 +1000,93 @@ int sshkeys_state_build(const InstanceState *old, const InstanceId *id, const Ss
         return 0;
 }
 
+SshKeysExisting sshkeys_decide(const SshKeysFacts *f, const char **ret_reason) {
+        const char *reason = NULL;
+        SshKeysExisting e;
+
+        if (f->replace) {
+                e = SSH_KEYS_REPLACE;
+                reason = SSHKEYS_REASON_ASKED;
+        } else if (f->record && f->change == INSTANCE_NEW) {
+                e = SSH_KEYS_REPLACE;
+                reason = SSHKEYS_REASON_NEW_INSTANCE;
+        } else if (f->record)
+                e = SSH_KEYS_KEEP;
+        else
+                /* Nothing says the keys were made behind the gate for this
+                 * instance: an image builder's, or another tool's. */
+                switch (f->policy) {
+                case UNKNOWN_KEYS_ALWAYS:
+                        e = SSH_KEYS_REPLACE;
+                        reason = SSHKEYS_REASON_UNKNOWN_ALWAYS;
+                        break;
+                case UNKNOWN_KEYS_NEVER:
+                        e = SSH_KEYS_ADOPT;
+                        reason = SSHKEYS_REASON_ADOPTED_NEVER;
+                        break;
+                default:
+                        /* Before its first boot no client can have seen
+                         * this machine's keys: replacing them costs
+                         * nothing.  After it, they are a running server's
+                         * identity, which only its owner may change. */
+                        e = f->first_boot ? SSH_KEYS_REPLACE : SSH_KEYS_ADOPT;
+                        reason = f->first_boot ? SSHKEYS_REASON_FIRST_BOOT : SSHKEYS_REASON_ADOPTED;
+                }
+        *ret_reason = reason;
+        return e;
+}
+
 int sshkeys_ensure_instance(const SshKeysOptions *o, SshKeyResult *ret, size_t *ret_n, InstanceChange *ret_change) {
         _cleanup_free_ char *state_path = path_join_root(o->root, INSTANCE_STATE_FILE);
         InstanceState old = {}, now = {};
-        InstanceChange change;
         SshKeysOptions opts = *o;
+        SshKeysExisting existing;
+        SshKeysFacts facts;
         InstanceId id;
         int r, failed;
 
         if (!state_path)
                 return log_oom();
+        r = options_check(o);
+        if (r < 0)
+                return r;
         instance_id_read(o->root, &id);
         r = instance_state_load(state_path, &old);
-        if (r < 0 && r != -ENOENT)
+        /* We write the record atomically: one that is not a record of ours
+         * was not left by us, and vouches for nothing, as none.  Failing
+         * to read it (I/O) says nothing about what it holds. */
+        if (r == -EBADMSG)
+                log_warning("'%s' is not a seedbed record: taking the SSH host keys as unknown.", state_path);
+        else if (r < 0 && r != -ENOENT)
                 log_warning_errno(r, "Ignoring the unreadable record '%s': %m", state_path);
-        change = instance_compare(r >= 0 ? &old.id : NULL, &id);
-        if (change == INSTANCE_NEW)
+        facts = (SshKeysFacts) {
+                .replace = o->replace,
+                .record = r >= 0 || (r != -ENOENT && r != -EBADMSG),
+                .change = instance_compare(r >= 0 ? &old.id : NULL, &id),
+                .policy = o->unknown,
+        };
+        if (!facts.record && facts.policy == UNKNOWN_KEYS_FIRST_BOOT) {
+                FirstBootFacts fb;
+
+                first_boot_facts_read(o->root, &fb);
+                facts.first_boot = first_boot_decide(&fb);
+        }
+        existing = sshkeys_decide(&facts, &opts.reason);
+        if (facts.record && facts.change == INSTANCE_NEW)
                 log_notice("This is a new instance of the image (its UUID or machine-id changed): replacing the "
                            "SSH host keys.");
+        else if (!facts.record)
+                log_debug("No seedbed record vouches for the SSH host keys in place: %s any (ssh.replace-unknown: "
+                         "%s%s).", existing == SSH_KEYS_REPLACE ? "replacing" : "adopting",
+                         unknown_keys_policy_names[facts.policy],
+                         facts.policy != UNKNOWN_KEYS_FIRST_BOOT ? ""
+                         : facts.first_boot                      ? ", and this is the image's first boot"
+                                                                 : ", and this machine has booted before");
         if (ret_change)
-                *ret_change = change;
+                *ret_change = facts.change;
 
-        opts.replace = opts.replace || change == INSTANCE_NEW;
+        opts.replace = existing == SSH_KEYS_REPLACE;
+        opts.adopt = existing == SSH_KEYS_ADOPT;
         failed = sshkeys_ensure(&opts, ret, ret_n);
         if (failed < 0) {
                 instance_state_done(&old);

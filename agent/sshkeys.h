@@ -54,12 +54,59 @@ typedef enum SshKeyAction {
         SSH_KEY_REPAIRED, /* sound private key; .pub missing or wrong, rewritten from it */
         SSH_KEY_CREATED,  /* there was none */
         SSH_KEY_REPLACED, /* replace was asked, or the old file was not a sound key */
+        SSH_KEY_ADOPTED,  /* sound key and .pub there that no record vouches for, kept as
+                           * this machine's (SshKeysOptions.adopt) */
         SSH_KEY_FAILED,   /* see error */
         _SSH_KEY_ACTION_MAX,
 } SshKeyAction;
 
-/* "kept", "repaired", "created", "replaced", "failed": for logs and records. */
+/* "kept", "repaired", "created", "replaced", "adopted", "failed": for
+ * logs and records. */
 const char *ssh_key_action_to_string(SshKeyAction a);
+
+/* ssh.replace-unknown: what becomes of host keys found in place when no
+ * record of ours says they were made for this instance. */
+typedef enum UnknownKeysPolicy {
+        UNKNOWN_KEYS_FIRST_BOOT, /* replaced at the image's first boot, adopted after */
+        UNKNOWN_KEYS_ALWAYS,     /* replaced */
+        UNKNOWN_KEYS_NEVER,      /* adopted */
+        _UNKNOWN_KEYS_POLICY_MAX,
+        _UNKNOWN_KEYS_POLICY_INVALID = -EINVAL,
+} UnknownKeysPolicy;
+
+/* "first-boot", "always", "never", and a NULL after them: the names the
+ * configuration accepts. */
+extern const char *const unknown_keys_policy_names[_UNKNOWN_KEYS_POLICY_MAX + 1];
+
+/* The reasons results and records give, exactly (tests and installers
+ * match them). */
+#define SSHKEYS_REASON_ASKED "replacement asked for"
+#define SSHKEYS_REASON_NEW_INSTANCE "made for another instance: the SMBIOS UUID or machine-id changed"
+#define SSHKEYS_REASON_FIRST_BOOT "found at the image's first boot: not made for this instance"
+#define SSHKEYS_REASON_UNKNOWN_ALWAYS "found with no seedbed record (ssh.replace-unknown: always)"
+#define SSHKEYS_REASON_ADOPTED \
+        "found with no seedbed record on a machine that has booted before: adopted as this machine's key"
+#define SSHKEYS_REASON_ADOPTED_NEVER "found with no seedbed record: adopted as this machine's key (ssh.replace-unknown: never)"
+
+/* What becomes of the keys found in place. */
+typedef enum SshKeysExisting {
+        SSH_KEYS_KEEP,    /* a record vouches for them: sound ones are kept */
+        SSH_KEYS_ADOPT,   /* nothing vouches for them; sound ones are kept, as adopted */
+        SSH_KEYS_REPLACE, /* every one is replaced */
+} SshKeysExisting;
+
+typedef struct SshKeysFacts {
+        bool replace;             /* asked for (ssh.regenerate) */
+        bool record;              /* a record may vouch for the keys: one was read, or
+                                   * could not be read for a reason that proves nothing */
+        InstanceChange change;    /* this instance against the record */
+        UnknownKeysPolicy policy;
+        bool first_boot;          /* first_boot_decide(); only looked at without a record */
+} SshKeysFacts;
+
+/* The decision sshkeys_ensure_instance() acts on, from what it observed;
+ * *ret_reason (static, NULL with SSH_KEYS_KEEP) says why. */
+SshKeysExisting sshkeys_decide(const SshKeysFacts *f, const char **ret_reason);
 
 typedef struct SshKeysOptions {
         const char *root;            /* NULL or "/": this system */
@@ -71,6 +118,11 @@ typedef struct SshKeysOptions {
         const char *comment;         /* for new .pub files; NULL: none, as for sshd's
                                       * own keys ssh-keygen -l then says "no comment" */
         bool replace;                /* regenerate every key (new instance, or asked) */
+        bool adopt;                  /* sound keys found are not known to be ours: each is
+                                      * SSH_KEY_ADOPTED instead of SSH_KEY_KEPT */
+        const char *reason;          /* why replace or adopt, for results and logs (static);
+                                      * NULL: SSHKEYS_REASON_ASKED */
+        UnknownKeysPolicy unknown;   /* sshkeys_ensure_instance(): keys no record vouches for */
         bool crng_ready;             /* what the gate found, recorded with new keys */
         usec_t start_usec;           /* CLOCK_MONOTONIC origin of at_usec; 0: the call */
 } SshKeysOptions;
@@ -79,7 +131,7 @@ typedef struct SshKeyResult {
         HostKeyType type;
         SshKeyAction action;
         int error;            /* -errno when action is SSH_KEY_FAILED */
-        const char *reason;   /* why replaced or failed, for messages; static, or NULL */
+        const char *reason;   /* why replaced, adopted, repaired or failed; static, or NULL */
         char *path;           /* the private key, as the guest sees it */
         char *pub_path;
         unsigned bits;        /* as ssh-keygen -l prints them */
@@ -104,8 +156,12 @@ int sshkeys_ensure(const SshKeysOptions *o, SshKeyResult *ret, size_t *ret_n);
  * is replaced (as if o->replace) when the instance (SMBIOS UUID,
  * machine-id; instance_id_read() under o->root) is not the one
  * INSTANCE_STATE_FILE under o->root records, and a complete set is
- * recorded there.  An unreadable record proves nothing either way: the
- * keys stay.  *ret_change (may be NULL) says what the instance was.
+ * recorded there.  With no record (or one that is not ours: malformed,
+ * not a regular file), the keys found in place were not made here for
+ * this instance: o->unknown and first_boot_decide() say whether they are
+ * replaced or adopted (sshkeys_decide()).  A record that cannot be read
+ * for another reason (I/O) proves nothing either way: the keys stay.
+ * *ret_change (may be NULL) says what the instance was.
  * Returns as sshkeys_ensure(); a failure to save the record is logged,
  * not returned (the keys are in place; the next run replaces nothing). */
 int sshkeys_ensure_instance(const SshKeysOptions *o, SshKeyResult *ret, size_t *ret_n, InstanceChange *ret_change);

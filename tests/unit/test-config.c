@@ -70,6 +70,57 @@ START_TEST(test_defaults) {
         ck_assert_uint_eq(c.src[SOURCE_VIRTIO].quality, 1024);
         ck_assert_uint_eq(c.src[SOURCE_HWRNG].quality, 0);
         ck_assert(c.virtio_select);
+        ck_assert_int_eq(c.ssh_replace_unknown, UNKNOWN_KEYS_FIRST_BOOT);
+}
+END_TEST
+
+/* ssh.replace-unknown: each value from a file, the kernel command line
+ * over it, a wrong one named by place, and the dump. */
+START_TEST(test_replace_unknown) {
+        AgentConfigLoad how = { .root = root, .use_cmdline = true };
+        char *expect, *out = NULL;
+        size_t size = 0;
+        FILE *f;
+
+        fakeroot_write(root, "/etc/seedbed/seedbed.yaml", "ssh:\n  replace-unknown: never\n");
+        ck_assert_int_eq(load(NULL, true, false), 0);
+        ck_assert_int_eq(c.ssh_replace_unknown, UNKNOWN_KEYS_NEVER);
+        fakeroot_write(root, "/etc/seedbed/seedbed.yaml", "ssh:\n  replace-unknown: first-boot\n");
+        ck_assert_int_eq(load(NULL, true, false), 0);
+        ck_assert_int_eq(c.ssh_replace_unknown, UNKNOWN_KEYS_FIRST_BOOT);
+
+        fakeroot_write(root, "/proc/cmdline", "ro seedbed.ssh.replace-unknown=always\n");
+        ck_assert_int_eq(load(NULL, true, false), 0);
+        ck_assert_int_eq(c.ssh_replace_unknown, UNKNOWN_KEYS_ALWAYS);
+        ck_assert_int_eq(load(NULL, false, false), 0);
+        ck_assert_int_eq(c.ssh_replace_unknown, UNKNOWN_KEYS_FIRST_BOOT);
+
+        f = open_memstream(&out, &size);
+        agent_config_done(&c);
+        agent_config_init(&c);
+        ck_assert_int_eq(agent_config_load(&c, &how, f, error, sizeof error), 0);
+        fclose(f);
+        ck_assert_int_ge(asprintf(&expect, "\n  regenerate: false\n  replace-unknown: always  # %s/proc/cmdline:1:4\n",
+                                  root), 0);
+        ck_assert_ptr_nonnull(strstr(out, expect));
+        free(expect);
+        free(out);
+
+        fakeroot_write(root, "/proc/cmdline", "seedbed.ssh.replace-unknown=sometimes\n");
+        ck_assert_int_eq(load(NULL, true, false), -EBADMSG);
+        ck_assert_int_ge(asprintf(&expect, "%s/proc/cmdline:1:1: 'ssh.replace-unknown' must be one of first-boot, "
+                                           "always, never, not 'sometimes'", root), 0);
+        ck_assert_str_eq(error, expect);
+        free(expect);
+
+        fakeroot_write(root, "/proc/cmdline", "");
+        fakeroot_write(root, "/etc/seedbed/seedbed.yaml.d/50-bad.yaml", "ssh:\n  replace-unknown: [always]\n");
+        ck_assert_int_eq(load(NULL, true, false), -EBADMSG);
+        ck_assert_ptr_nonnull(strstr(error, "50-bad.yaml:2:20: "));
+        fakeroot_write(root, "/etc/seedbed/seedbed.yaml.d/50-bad.yaml", "ssh:\n  replace-unknown: yes\n");
+        ck_assert_int_eq(load(NULL, true, false), -EBADMSG);
+        ck_assert_ptr_nonnull(strstr(error, "50-bad.yaml:2:20: 'ssh.replace-unknown' must be one of first-boot, "
+                                            "always, never, not 'yes'"));
 }
 END_TEST
 
@@ -233,6 +284,7 @@ static Suite *config_suite(void) {
         tcase_add_test(tc, test_config_file_replaces_etc);
         tcase_add_test(tc, test_file_errors);
         tcase_add_test(tc, test_dump);
+        tcase_add_test(tc, test_replace_unknown);
         suite_add_tcase(s, tc);
 
         tc = tcase_create("cmdline");

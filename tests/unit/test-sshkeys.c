@@ -847,7 +847,8 @@ START_TEST(test_state_roundtrip) {
                                     .bits = 256, .fingerprint = (char *) "SHA256:abc",
                                     .created = (char *) "2024-05-01T12:00:00Z", .crng_ready = 1 };
         s.keys[1] = (InstanceKey) { .type = (char *) "rsa", .path = (char *) "/etc/ssh/ssh_host_rsa_key",
-                                    .bits = 3072, .fingerprint = (char *) "SHA256:def", .crng_ready = -1 };
+                                    .bits = 3072, .fingerprint = (char *) "SHA256:def", .crng_ready = -1,
+                                    .reason = (char *) SSHKEYS_REASON_ADOPTED };
         ck_assert_int_eq(instance_state_format(&s, 1714564800, &text, &len), 0);
         ck_assert_str_eq(text, "{\n"
                                "  \"version\": 1,\n"
@@ -863,7 +864,8 @@ START_TEST(test_state_roundtrip) {
                                "      \"bits\": 256,\n"
                                "      \"fingerprint\": \"SHA256:abc\",\n"
                                "      \"created\": \"2024-05-01T12:00:00Z\",\n"
-                               "      \"crng_ready\": true\n"
+                               "      \"crng_ready\": true,\n"
+                               "      \"reason\": null\n"
                                "    },\n"
                                "    {\n"
                                "      \"type\": \"rsa\",\n"
@@ -871,7 +873,8 @@ START_TEST(test_state_roundtrip) {
                                "      \"bits\": 3072,\n"
                                "      \"fingerprint\": \"SHA256:def\",\n"
                                "      \"created\": null,\n"
-                               "      \"crng_ready\": null\n"
+                               "      \"crng_ready\": null,\n"
+                               "      \"reason\": \"" SSHKEYS_REASON_ADOPTED "\"\n"
                                "    }\n"
                                "  ]\n"
                                "}\n");
@@ -888,6 +891,8 @@ START_TEST(test_state_roundtrip) {
         ck_assert_uint_eq(l.keys[1].bits, 3072);
         ck_assert_ptr_null(l.keys[1].created);
         ck_assert_int_eq(l.keys[1].crng_ready, -1);
+        ck_assert_ptr_null(l.keys[0].reason);
+        ck_assert_str_eq(l.keys[1].reason, SSHKEYS_REASON_ADOPTED);
         ck_assert_ptr_eq(instance_state_find_key(&l, "SHA256:def"), &l.keys[1]);
         ck_assert_ptr_null(instance_state_find_key(&l, "SHA256:xyz"));
         instance_state_done(&l);
@@ -1043,6 +1048,296 @@ START_TEST(test_console_format) {
 }
 END_TEST
 
+/* The first boot, from what is observed: under --root only the file
+ * speaks; on this system systemd's flag and its mount over the file too. */
+START_TEST(test_first_boot_decide) {
+        static const struct {
+                bool this_system, flag, mounted;
+                MachineIdFile file;
+                bool want;
+        } table[] = {
+                /* --root: the tree's file alone. */
+                { false, false, false, MACHINE_ID_MISSING, true },
+                { false, false, false, MACHINE_ID_EMPTY, true },
+                { false, false, false, MACHINE_ID_UNINITIALIZED, true },
+                { false, false, false, MACHINE_ID_SET, false },
+                { false, false, false, MACHINE_ID_OTHER, false },
+                /* The host's /run and mounts never count for a tree. */
+                { false, true, true, MACHINE_ID_SET, false },
+                /* This system: systemd has mounted a transient ID over an
+                 * empty or "uninitialized" file, so the file reads as set. */
+                { true, true, true, MACHINE_ID_SET, true },
+                { true, false, true, MACHINE_ID_SET, true },
+                { true, true, false, MACHINE_ID_SET, true },
+                { true, false, false, MACHINE_ID_SET, false },
+                { true, false, false, MACHINE_ID_OTHER, false },
+                { true, false, false, MACHINE_ID_MISSING, true },
+                { true, false, false, MACHINE_ID_EMPTY, true },
+                { true, false, false, MACHINE_ID_UNINITIALIZED, true },
+        };
+
+        for (size_t i = 0; i < ELEMENTSOF(table); i++) {
+                FirstBootFacts f = { .this_system = table[i].this_system, .flag = table[i].flag,
+                                     .machine_id_mounted = table[i].mounted, .machine_id = table[i].file };
+
+                ck_assert_msg(first_boot_decide(&f) == table[i].want, "row %zu", i);
+        }
+}
+END_TEST
+
+START_TEST(test_first_boot_facts) {
+        static const struct {
+                const char *content; /* NULL: no file */
+                MachineIdFile want;
+        } table[] = {
+                { NULL, MACHINE_ID_MISSING },
+                { "", MACHINE_ID_EMPTY },
+                { "\n", MACHINE_ID_EMPTY },
+                { "uninitialized\n", MACHINE_ID_UNINITIALIZED },
+                { "uninitialized", MACHINE_ID_UNINITIALIZED },
+                { MID_A "\n", MACHINE_ID_SET },
+                { "0123456789ABCDEF0123456789ABCDEF\n", MACHINE_ID_SET },
+                { "00000000000000000000000000000000\n", MACHINE_ID_OTHER },
+                { "not an id\n", MACHINE_ID_OTHER },
+        };
+
+        for (size_t i = 0; i < ELEMENTSOF(table); i++) {
+                FirstBootFacts f;
+
+                (void) unlink(full("/etc/machine-id"));
+                if (table[i].content)
+                        fakeroot_write(root, "/etc/machine-id", table[i].content);
+                first_boot_facts_read(root, &f);
+                ck_assert_msg(f.machine_id == table[i].want, "row %zu: %d", i, f.machine_id);
+                /* Under a root, nothing of this system is looked at. */
+                ck_assert(!f.this_system && !f.flag && !f.machine_id_mounted);
+        }
+}
+END_TEST
+
+/* What becomes of the keys found in place, from everything observed. */
+START_TEST(test_decide) {
+        static const struct {
+                bool replace, record;
+                InstanceChange change;
+                UnknownKeysPolicy policy;
+                bool first_boot;
+                SshKeysExisting want;
+                const char *reason;
+        } table[] = {
+                /* A record vouches: unchanged behaviour, whatever the policy. */
+                { false, true, INSTANCE_SAME, UNKNOWN_KEYS_ALWAYS, true, SSH_KEYS_KEEP, NULL },
+                { false, true, INSTANCE_UNKNOWN, UNKNOWN_KEYS_FIRST_BOOT, true, SSH_KEYS_KEEP, NULL },
+                { false, true, INSTANCE_NEW, UNKNOWN_KEYS_NEVER, false, SSH_KEYS_REPLACE,
+                  SSHKEYS_REASON_NEW_INSTANCE },
+                /* Asked for: always. */
+                { true, true, INSTANCE_SAME, UNKNOWN_KEYS_NEVER, false, SSH_KEYS_REPLACE, SSHKEYS_REASON_ASKED },
+                { true, false, INSTANCE_UNKNOWN, UNKNOWN_KEYS_NEVER, false, SSH_KEYS_REPLACE, SSHKEYS_REASON_ASKED },
+                /* No record: the policy. */
+                { false, false, INSTANCE_UNKNOWN, UNKNOWN_KEYS_FIRST_BOOT, true, SSH_KEYS_REPLACE,
+                  SSHKEYS_REASON_FIRST_BOOT },
+                { false, false, INSTANCE_UNKNOWN, UNKNOWN_KEYS_FIRST_BOOT, false, SSH_KEYS_ADOPT,
+                  SSHKEYS_REASON_ADOPTED },
+                { false, false, INSTANCE_UNKNOWN, UNKNOWN_KEYS_ALWAYS, false, SSH_KEYS_REPLACE,
+                  SSHKEYS_REASON_UNKNOWN_ALWAYS },
+                { false, false, INSTANCE_UNKNOWN, UNKNOWN_KEYS_ALWAYS, true, SSH_KEYS_REPLACE,
+                  SSHKEYS_REASON_UNKNOWN_ALWAYS },
+                { false, false, INSTANCE_UNKNOWN, UNKNOWN_KEYS_NEVER, true, SSH_KEYS_ADOPT,
+                  SSHKEYS_REASON_ADOPTED_NEVER },
+                { false, false, INSTANCE_UNKNOWN, UNKNOWN_KEYS_NEVER, false, SSH_KEYS_ADOPT,
+                  SSHKEYS_REASON_ADOPTED_NEVER },
+        };
+
+        for (size_t i = 0; i < ELEMENTSOF(table); i++) {
+                SshKeysFacts f = { .replace = table[i].replace, .record = table[i].record, .change = table[i].change,
+                                   .policy = table[i].policy, .first_boot = table[i].first_boot };
+                const char *reason = "unset";
+
+                ck_assert_msg(sshkeys_decide(&f, &reason) == table[i].want, "row %zu", i);
+                if (table[i].reason)
+                        ck_assert_str_eq(reason, table[i].reason);
+                else
+                        ck_assert_ptr_null(reason);
+        }
+}
+END_TEST
+
+/* Keys left in the tree as an image builder leaves them: sshkeys_ensure()
+ * writes no record. */
+static void bake_keys(void) {
+        SshKeysOptions o = options(two_types, 2);
+        SshKeyResult r[2];
+        size_t n;
+
+        ck_assert_int_eq(sshkeys_ensure(&o, r, &n), 0);
+        ssh_key_results_done(r, n);
+}
+
+static InstanceState load_state(void) {
+        InstanceState s;
+        char path[4096];
+
+        snprintf(path, sizeof path, "%s%s", root, INSTANCE_STATE_FILE);
+        ck_assert_int_eq(instance_state_load(path, &s), 0);
+        return s;
+}
+
+/* One run of sshkeys_ensure_instance(), as seedbed-agent runs it, and
+ * what it must leave: each key's action and reason, the keys on disk (the
+ * ones there before when kept or adopted, others when made), and the
+ * record, which keeps why a key is this machine's while it is kept. */
+typedef struct UnknownStep {
+        const char *machine_id; /* written first; NULL: as it is */
+        UnknownKeysPolicy policy;
+        SshKeyAction action;
+        const char *reason; /* in the results (but for a kept key's) and the record */
+} UnknownStep;
+
+static void unknown_step(const UnknownStep *step) {
+        SshKeysOptions o = options(two_types, 2);
+        bool same = step->action == SSH_KEY_KEPT || step->action == SSH_KEY_ADOPTED;
+        char *before[2] = { private_fingerprint(two_types[0]), private_fingerprint(two_types[1]) };
+        SshKeyResult r[2];
+        InstanceState s;
+        size_t n;
+
+        if (step->machine_id)
+                fakeroot_write(root, "/etc/machine-id", step->machine_id);
+        o.unknown = step->policy;
+        ck_assert_int_eq(sshkeys_ensure_instance(&o, r, &n, NULL), 0);
+        ck_assert_uint_eq(n, 2);
+        check_consistent(two_types, 2, true);
+        s = load_state();
+        ck_assert_uint_eq(s.n_keys, 2);
+        for (size_t i = 0; i < n; i++) {
+                char *fp = private_fingerprint(r[i].type);
+
+                ck_assert_int_eq(r[i].action, step->action);
+                ck_assert_str_eq(r[i].fingerprint, fp);
+                ck_assert_str_eq(s.keys[i].fingerprint, fp);
+                ck_assert(streq_ptr(fp, before[i]) == same);
+                /* A kept key's result has nothing to explain. */
+                if (step->action == SSH_KEY_KEPT || !step->reason)
+                        ck_assert_ptr_null(r[i].reason);
+                else
+                        ck_assert_str_eq(r[i].reason, step->reason);
+                if (step->reason)
+                        ck_assert_str_eq(s.keys[i].reason, step->reason);
+                else
+                        ck_assert_ptr_null(s.keys[i].reason);
+                if (step->action == SSH_KEY_ADOPTED) {
+                        /* Not ours: nothing known of how it was made. */
+                        ck_assert_ptr_null(s.keys[i].created);
+                        ck_assert_int_eq(s.keys[i].crng_ready, -1);
+                } else if (!same) {
+                        ck_assert_ptr_nonnull(s.keys[i].created);
+                        ck_assert_int_eq(s.keys[i].crng_ready, 1);
+                }
+                free(fp);
+                free(before[i]);
+        }
+        instance_state_done(&s);
+        ssh_key_results_done(r, n);
+}
+
+/* Keys no record vouches for, from the tree an image builder or a
+ * running server leaves to the runs that follow. */
+START_TEST(test_unknown_keys) {
+        static const struct {
+                const char *machine_id; /* the tree's; NULL: none */
+                bool baked;             /* host keys left in the tree */
+                const char *record;     /* in place of the instance record; NULL: none */
+                unsigned n_steps;
+                UnknownStep steps[3];
+        } table[] = {
+                /* An image's first boot: the builder's keys are replaced,
+                 * and the record says why, also once they are kept: at the
+                 * next run, and once the ID is committed (a record vouches
+                 * now, whatever the policy). */
+#define FIRST_BOOT_STEPS                                                                           \
+        {                                                                                          \
+                { NULL, UNKNOWN_KEYS_FIRST_BOOT, SSH_KEY_REPLACED, SSHKEYS_REASON_FIRST_BOOT },    \
+                { NULL, UNKNOWN_KEYS_FIRST_BOOT, SSH_KEY_KEPT, SSHKEYS_REASON_FIRST_BOOT },        \
+                { MID_A "\n", UNKNOWN_KEYS_ALWAYS, SSH_KEY_KEPT, SSHKEYS_REASON_FIRST_BOOT },      \
+        }
+                { NULL, true, NULL, 3, FIRST_BOOT_STEPS },
+                { "", true, NULL, 3, FIRST_BOOT_STEPS },
+                { "\n", true, NULL, 3, FIRST_BOOT_STEPS },
+                { "uninitialized\n", true, NULL, 3, FIRST_BOOT_STEPS },
+#undef FIRST_BOOT_STEPS
+                /* seedbed newly installed on a machine that has booted
+                 * before: its keys are its identity, adopted, recorded as
+                 * such; a new instance after that replaces them as any. */
+                { MID_A "\n", true, NULL, 3, {
+                        { NULL, UNKNOWN_KEYS_FIRST_BOOT, SSH_KEY_ADOPTED, SSHKEYS_REASON_ADOPTED },
+                        { NULL, UNKNOWN_KEYS_FIRST_BOOT, SSH_KEY_KEPT, SSHKEYS_REASON_ADOPTED },
+                        { MID_B "\n", UNKNOWN_KEYS_FIRST_BOOT, SSH_KEY_REPLACED, SSHKEYS_REASON_NEW_INSTANCE },
+                } },
+                /* The policy turns either way. */
+                { "uninitialized\n", true, NULL, 1, {
+                        { NULL, UNKNOWN_KEYS_NEVER, SSH_KEY_ADOPTED, SSHKEYS_REASON_ADOPTED_NEVER },
+                } },
+                { MID_A "\n", true, NULL, 1, {
+                        { NULL, UNKNOWN_KEYS_ALWAYS, SSH_KEY_REPLACED, SSHKEYS_REASON_UNKNOWN_ALWAYS },
+                } },
+                /* No key there: made, with nothing to explain. */
+                { NULL, false, NULL, 1, {
+                        { NULL, UNKNOWN_KEYS_FIRST_BOOT, SSH_KEY_CREATED, NULL },
+                } },
+                /* A record that is not ours vouches for nothing, as none. */
+                { MID_A "\n", true, "{\"version\": 7}", 1, {
+                        { NULL, UNKNOWN_KEYS_FIRST_BOOT, SSH_KEY_ADOPTED, SSHKEYS_REASON_ADOPTED },
+                } },
+                { "", true, "not json", 1, {
+                        { NULL, UNKNOWN_KEYS_FIRST_BOOT, SSH_KEY_REPLACED, SSHKEYS_REASON_FIRST_BOOT },
+                } },
+                /* Made with a record at a known ID, the file emptied again
+                 * (an image made from this machine, say): the record still
+                 * vouches, nothing known both times differs: unchanged. */
+                { MID_A "\n", false, NULL, 2, {
+                        { NULL, UNKNOWN_KEYS_FIRST_BOOT, SSH_KEY_CREATED, NULL },
+                        { "", UNKNOWN_KEYS_ALWAYS, SSH_KEY_KEPT, NULL },
+                } },
+        };
+
+        for (size_t i = 0; i < ELEMENTSOF(table); i++) {
+                fakeroot_free(root);
+                root = fakeroot_new();
+                if (table[i].machine_id)
+                        fakeroot_write(root, "/etc/machine-id", table[i].machine_id);
+                if (table[i].baked)
+                        bake_keys();
+                if (table[i].record)
+                        fakeroot_write(root, INSTANCE_STATE_FILE, table[i].record);
+                for (size_t j = 0; j < table[i].n_steps; j++)
+                        unknown_step(&table[i].steps[j]);
+        }
+}
+END_TEST
+
+/* Adopted with a .pub to repair: the .pub is rewritten, the record still
+ * says why the key is this machine's. */
+START_TEST(test_unknown_adopted_repaired) {
+        SshKeysOptions o = options(two_types, 2);
+        SshKeyResult r[2];
+        char *baked;
+        size_t n;
+
+        fakeroot_write(root, "/etc/machine-id", MID_A "\n");
+        bake_keys();
+        baked = private_fingerprint(HOST_KEY_ECDSA);
+        ck_assert_int_eq(unlink(full("/etc/ssh/ssh_host_ecdsa_key.pub")), 0);
+        ck_assert_int_eq(sshkeys_ensure_instance(&o, r, &n, NULL), 0);
+        ck_assert_int_eq(r[0].action, SSH_KEY_ADOPTED);
+        ck_assert_int_eq(r[1].action, SSH_KEY_REPAIRED);
+        ck_assert_str_eq(r[1].reason, SSHKEYS_REASON_ADOPTED);
+        ck_assert_str_eq(r[1].fingerprint, baked);
+        check_consistent(two_types, 2, true);
+        ssh_key_results_done(r, n);
+        free(baked);
+}
+END_TEST
+
 static Suite *sshkeys_suite(void) {
         Suite *s = suite_create("sshkeys");
         TCase *tc;
@@ -1084,6 +1379,16 @@ static Suite *sshkeys_suite(void) {
         tcase_add_test(tc, test_instance_compare);
         tcase_add_test(tc, test_state_roundtrip);
         tcase_add_test(tc, test_state_build);
+        suite_add_tcase(s, tc);
+
+        tc = tcase_create("unknown");
+        tcase_add_checked_fixture(tc, setup, teardown);
+        tcase_set_timeout(tc, 60);
+        tcase_add_test(tc, test_first_boot_decide);
+        tcase_add_test(tc, test_first_boot_facts);
+        tcase_add_test(tc, test_decide);
+        tcase_add_test(tc, test_unknown_keys);
+        tcase_add_test(tc, test_unknown_adopted_repaired);
         suite_add_tcase(s, tc);
 
         tc = tcase_create("console");
