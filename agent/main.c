@@ -582,7 +582,8 @@ static int do_status(void) {
 
         if (!path)
                 return log_oom(), EXIT_ERROR;
-        r = arg_json ? record_print_json(path, stdout, &ready, &stale) : record_print(path, stdout, &ready, &stale);
+        r = arg_json ? record_print_json(path, arg_root, stdout, &ready, &stale)
+                     : record_print(path, arg_root, stdout, &ready, &stale);
         if (r == -ENOENT) {
                 log_error("No record at '%s': 'seedbed-agent seed' has not completed in this boot.", path);
                 return EXIT_NO_RECORD;

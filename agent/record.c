@@ -437,18 +437,107 @@ static int record_check(Record *rec, bool *ret_ready, bool *ret_stale) {
         return 0;
 }
 
-int record_print_json(const char *path, FILE *f, bool *ret_ready, bool *ret_stale) {
+/* A key the record lists, against what is on disk now.  -ENOENT when
+ * there is nothing to check (a failed key; an entry that names no host
+ * key file: status reads only those, whatever a record says). */
+static int key_check(const char *root, yaml_document_t *d, yaml_node_t *k, SshKeyDiskCheck *ret) {
+        const char *path = json_get_str(d, k, "path"), *fp = json_get_str(d, k, "fingerprint"), *name;
+
+        if (!path || !fp || path[0] != '/' || strstr(path, "/../"))
+                return -ENOENT;
+        name = strrchr(path, '/') + 1;
+        if (!startswith(name, "ssh_host_") || strlen(name) < 4 || !streq(name + strlen(name) - 4, "_key"))
+                return -ENOENT;
+        return sshkeys_check_on_disk(root, path, fp, ret);
+}
+
+/* The record's ssh_keys with what is on disk now added to each key:
+ * "on_disk", "on_disk_fingerprint", "on_disk_checked". */
+static int json_ssh_keys(Json *j, const char *root, yaml_document_t *d, yaml_node_t *keys) {
+        json_array_begin(j, "ssh_keys");
+        for (yaml_node_item_t *i = keys->data.sequence.items.start; i < keys->data.sequence.items.top; i++) {
+                yaml_node_t *k = yaml_document_get_node(d, *i);
+                SshKeyDiskCheck c = {};
+                int r;
+
+                if (!k || k->type != YAML_MAPPING_NODE) {
+                        json_copy(j, NULL, d, k);
+                        continue;
+                }
+                json_object_begin(j, NULL);
+                for (yaml_node_pair_t *p = k->data.mapping.pairs.start; p < k->data.mapping.pairs.top; p++) {
+                        yaml_node_t *key = yaml_document_get_node(d, p->key);
+                        const char *name = key && key->type == YAML_SCALAR_NODE ? (const char *) key->data.scalar.value
+                                                                                : NULL;
+                        /* Ours to say now, not the file's. */
+                        if (name && !startswith(name, "on_disk"))
+                                json_copy(j, name, d, yaml_document_get_node(d, p->value));
+                }
+                r = key_check(root, d, k, &c);
+                if (r == -ENOMEM)
+                        return r;
+                json_string(j, "on_disk", r >= 0 ? ssh_key_on_disk_to_string(c.state) : NULL);
+                json_string(j, "on_disk_fingerprint", r >= 0 ? c.fingerprint : NULL);
+                json_string(j, "on_disk_checked", r < 0 || c.state == SSH_KEY_ON_DISK_UNKNOWN ? NULL
+                                                  : c.public_only                            ? "public-key"
+                                                                                             : "private-key");
+                ssh_key_disk_check_done(&c);
+                json_object_end(j);
+        }
+        json_array_end(j);
+        return 0;
+}
+
+int record_print_json(const char *path, const char *root, FILE *f, bool *ret_ready, bool *ret_stale) {
+        _cleanup_free_ char *text = NULL;
+        yaml_node_t *keys;
         Record rec = {};
+        Json j = {};
+        size_t len;
         int r;
 
         r = record_load(path, &rec);
         if (r >= 0)
                 r = record_check(&rec, ret_ready, ret_stale);
-        /* The bytes that were checked, not a second read of the file. */
-        if (r >= 0)
+        if (r < 0) {
+                record_done(&rec);
+                return r;
+        }
+        keys = json_get(&rec.doc, rec.root, "ssh_keys");
+        if (!keys || keys->type != YAML_SEQUENCE_NODE) {
+                /* The bytes that were checked, not a second read of the file. */
                 (void) fwrite(rec.text, 1, rec.size, f);
+                record_done(&rec);
+                return 0;
+        }
+
+        /* Keys listed are checked now: the record must not vouch for a
+         * key another tool (cloud-init's ssh_keys, an admin) has put in
+         * its place since. */
+        json_object_begin(&j, NULL);
+        for (yaml_node_pair_t *p = rec.root->data.mapping.pairs.start; p < rec.root->data.mapping.pairs.top && r >= 0;
+             p++) {
+                yaml_node_t *k = yaml_document_get_node(&rec.doc, p->key);
+                const char *key = k && k->type == YAML_SCALAR_NODE ? (const char *) k->data.scalar.value : NULL;
+
+                if (!key)
+                        continue;
+                if (streq(key, "ssh_keys"))
+                        r = json_ssh_keys(&j, root, &rec.doc, keys);
+                else
+                        json_copy(&j, key, &rec.doc, yaml_document_get_node(&rec.doc, p->value));
+        }
+        json_object_end(&j);
         record_done(&rec);
-        return r;
+        if (r < 0) {
+                json_free(&j);
+                return r;
+        }
+        r = json_finish(&j, &text, &len);
+        if (r < 0)
+                return r;
+        (void) fwrite(text, 1, len, f);
+        return 0;
 }
 
 /* "Timeline: agent 0.812 s (initramfs), CRNG ready 1.030 s (initramfs),
@@ -477,10 +566,67 @@ static void print_timeline(FILE *f, yaml_document_t *d, yaml_node_t *boot) {
                 fputs(" (since the kernel started)\n", f);
 }
 
-int record_print(const char *path, FILE *f, bool *ret_ready, bool *ret_stale) {
+/* "    SSH keys: ed25519 SHA256:… created", one line per key, each
+ * checked against the disk: a key no longer there or replaced is never
+ * shown as seedbed's. */
+static int print_ssh_keys(FILE *f, const char *root, yaml_document_t *d, yaml_node_t *keys) {
+        const char *label = "    SSH keys:";
+        bool public_only = false;
+
+        for (yaml_node_item_t *i = keys->data.sequence.items.start; i < keys->data.sequence.items.top; i++) {
+                yaml_node_t *k = yaml_document_get_node(d, *i);
+                const char *action, *fp, *reason;
+                SshKeyDiskCheck c = {};
+                int r;
+
+                if (!k || k->type != YAML_MAPPING_NODE)
+                        continue;
+                action = strna(sstr(d, k, "action"));
+                fp = strna(sstr(d, k, "fingerprint"));
+                reason = sstr(d, k, "reason");
+                fprintf(f, "%s %-7s ", label, strna(sstr(d, k, "type")));
+                label = "             ";
+
+                if (streq(action, "failed")) {
+                        fprintf(f, "failed: %s\n", sstr(d, k, "error") ?: reason ?: "no reason recorded");
+                        continue;
+                }
+                r = key_check(root, d, k, &c);
+                if (r == -ENOMEM)
+                        return r;
+                if (r < 0)
+                        fprintf(f, "%s %s (not checked: the record names no host key file)\n", fp, action);
+                else
+                        switch (c.state) {
+                        case SSH_KEY_ON_DISK_SAME:
+                                fprintf(f, "%s %s", fp, action);
+                                if (reason)
+                                        fprintf(f, " (%s)", reason);
+                                fputc('\n', f);
+                                public_only = public_only || c.public_only;
+                                break;
+                        case SSH_KEY_ON_DISK_REPLACED:
+                                fprintf(f, "replaced by another tool: now %s (seedbed's %s, %s, is gone)\n",
+                                        c.fingerprint ?: "a file that is no key seedbed reads", fp, action);
+                                public_only = public_only || c.public_only;
+                                break;
+                        case SSH_KEY_ON_DISK_MISSING:
+                                fprintf(f, "missing: seedbed's %s (%s) is no longer on disk\n", fp, action);
+                                break;
+                        default:
+                                fprintf(f, "%s %s (not checked on disk: %s)\n", fp, action, strerror(-c.error));
+                        }
+                ssh_key_disk_check_done(&c);
+        }
+        if (public_only)
+                fputs("              (private keys are root's: compared their .pub files)\n", f);
+        return 0;
+}
+
+int record_print(const char *path, const char *root, FILE *f, bool *ret_ready, bool *ret_stale) {
         Record rec = {};
         yaml_document_t *d = &rec.doc;
-        yaml_node_t *dev, *sources;
+        yaml_node_t *dev, *sources, *keys;
         const char *ready_ms;
         bool ready, stale;
         int r;
@@ -543,6 +689,15 @@ int record_print(const char *path, FILE *f, bool *ret_ready, bool *ret_stale) {
                                 fprintf(f, " (%s)", detail);
                         fputc('\n', f);
                         label = "             ";
+                }
+        }
+
+        keys = json_get(d, rec.root, "ssh_keys");
+        if (keys && keys->type == YAML_SEQUENCE_NODE) {
+                r = print_ssh_keys(f, root, d, keys);
+                if (r < 0) {
+                        record_done(&rec);
+                        return r;
                 }
         }
 

@@ -53,9 +53,13 @@ int record_mark_firstboot_done(const char *path, bool in_initrd, usec_t start_bo
 /* Prints a record for people.  -ENOENT when there is none, -EBADMSG when
  * it is not a record (not a regular file, too large, not our JSON).
  * ret_ready says whether it records a ready CRNG in this boot; ret_stale
- * that it comes from another boot. */
-int record_print(const char *path, FILE *f, bool *ret_ready, bool *ret_stale);
+ * that it comes from another boot.  The SSH host keys it lists are
+ * compared with the files under root (NULL: /) now: a key another tool
+ * replaced is said to be so (sshkeys_check_on_disk()). */
+int record_print(const char *path, const char *root, FILE *f, bool *ret_ready, bool *ret_stale);
 
 /* Checks that the file is a record and copies what was checked to f
- * (status --json). */
-int record_print_json(const char *path, FILE *f, bool *ret_ready, bool *ret_stale);
+ * (status --json), each SSH host key it lists with what is on disk now
+ * added ("on_disk", "on_disk_fingerprint", "on_disk_checked"); a record
+ * that lists none is copied byte for byte. */
+int record_print_json(const char *path, const char *root, FILE *f, bool *ret_ready, bool *ret_stale);

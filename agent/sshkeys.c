@@ -65,6 +65,19 @@ const char *const unknown_keys_policy_names[_UNKNOWN_KEYS_POLICY_MAX + 1] = {
         NULL,
 };
 
+static const char *const ssh_key_on_disk_table[_SSH_KEY_ON_DISK_MAX] = {
+        [SSH_KEY_ON_DISK_SAME] = "same",
+        [SSH_KEY_ON_DISK_REPLACED] = "replaced-by-another-tool",
+        [SSH_KEY_ON_DISK_MISSING] = "missing",
+        [SSH_KEY_ON_DISK_UNKNOWN] = "unknown",
+};
+
+const char *ssh_key_on_disk_to_string(SshKeyOnDisk s) {
+        if (s < 0 || s >= _SSH_KEY_ON_DISK_MAX)
+                return NULL;
+        return ssh_key_on_disk_table[s];
+}
+
 static void ssh_key_freep(ssh_key *k) {
         ssh_key_free(*k);
 }
@@ -998,6 +1011,84 @@ int sshkeys_state_build(const InstanceState *old, const InstanceId *id, const Ss
         }
         *ret = s;
         return 0;
+}
+
+/* The public key of a .pub line, "ALGO BASE64[ COMMENT]". */
+static int import_pub_line(const char *text, ssh_key *ret) {
+        _cleanup_free_ char *algo = NULL, *b64 = NULL;
+        const char *p = text + strspn(text, " \t");
+        size_t al = strcspn(p, " \t\r\n"), bl;
+
+        algo = strndup(p, al);
+        p += al + strspn(p + al, " \t");
+        bl = strcspn(p, " \t\r\n");
+        b64 = strndup(p, bl);
+        if (!algo || !b64)
+                return -ENOMEM;
+        if (ssh_pki_import_pubkey_base64(b64, ssh_key_type_from_name(algo), ret) != SSH_OK)
+                return -EBADMSG;
+        return 0;
+}
+
+/* sshd serves the public half of the private key: a tool that writes
+ * only the private key (leaving our .pub) has replaced ours all the same,
+ * so the private key is what is compared.  It is root's (0600), and
+ * status serves unprivileged users too: for them the .pub, which every
+ * tool we know writes along with the key (ssh-keygen, cloud-init's
+ * ssh_keys), stands in, and the result says that is what was read. */
+int sshkeys_check_on_disk(const char *root, const char *path, const char *fingerprint, SshKeyDiskCheck *ret) {
+        _cleanup_free_ char *priv = NULL, *pub = NULL, *fp = NULL;
+        _cleanup_ssh_key_ ssh_key key = NULL;
+        SshKeyDiskCheck c = {};
+        const char *reason = NULL;
+        SecretBuf b = {};
+        int r;
+
+        priv = path_join_root(root, path);
+        if (!priv || asprintf(&pub, "%s.pub", priv) < 0)
+                return -ENOMEM;
+
+        (void) ssh_init();
+        r = read_key_file(priv, NULL, &b, &reason);
+        if (r >= 0) {
+                r = ssh_pki_import_privkey_base64(b.data, NULL, NULL, NULL, &key) == SSH_OK ? 0 : -EBADMSG;
+                secret_buf_done(&b);
+        } else if (r == -EACCES || r == -EPERM) {
+                c.public_only = true;
+                r = read_key_file(pub, NULL, &b, &reason);
+                if (r == -ENOENT)
+                        /* The key is there; what it is cannot be told. */
+                        r = -EACCES;
+                if (r >= 0) {
+                        r = import_pub_line(b.data, &key);
+                        secret_buf_done(&b);
+                }
+        }
+        if (r >= 0)
+                r = key_fingerprint(key, &fp);
+        (void) ssh_finalize();
+
+        if (r == -ENOMEM)
+                return r;
+        if (r >= 0)
+                c.state = streq_ptr(fp, fingerprint) ? SSH_KEY_ON_DISK_SAME : SSH_KEY_ON_DISK_REPLACED;
+        else if (r == -ENOENT)
+                c.state = SSH_KEY_ON_DISK_MISSING;
+        else if (r == -EBADMSG)
+                /* Something that is no key we read: not the one we made. */
+                c.state = SSH_KEY_ON_DISK_REPLACED;
+        else {
+                c.state = SSH_KEY_ON_DISK_UNKNOWN;
+                c.error = r;
+        }
+        c.fingerprint = TAKE_PTR(fp);
+        *ret = c;
+        return 0;
+}
+
+void ssh_key_disk_check_done(SshKeyDiskCheck *c) {
+        free(c->fingerprint);
+        *c = (SshKeyDiskCheck) {};
 }
 
 SshKeysExisting sshkeys_decide(const SshKeysFacts *f, const char **ret_reason) {

@@ -166,6 +166,31 @@ int sshkeys_ensure(const SshKeysOptions *o, SshKeyResult *ret, size_t *ret_n);
  * not returned (the keys are in place; the next run replaces nothing). */
 int sshkeys_ensure_instance(const SshKeysOptions *o, SshKeyResult *ret, size_t *ret_n, InstanceChange *ret_change);
 
+/* What is on disk now at a key a record lists. */
+typedef enum SshKeyOnDisk {
+        SSH_KEY_ON_DISK_SAME,     /* the recorded key */
+        SSH_KEY_ON_DISK_REPLACED, /* another key, or a file that is no key: another tool's */
+        SSH_KEY_ON_DISK_MISSING,  /* no private key */
+        SSH_KEY_ON_DISK_UNKNOWN,  /* could not be read */
+        _SSH_KEY_ON_DISK_MAX,
+} SshKeyOnDisk;
+
+/* "same", "replaced-by-another-tool", "missing", "unknown". */
+const char *ssh_key_on_disk_to_string(SshKeyOnDisk s);
+
+typedef struct SshKeyDiskCheck {
+        SshKeyOnDisk state;
+        char *fingerprint; /* of the key there now; NULL when none was read */
+        bool public_only;  /* the private key is not ours to read: its .pub was compared */
+        int error;         /* -errno with SSH_KEY_ON_DISK_UNKNOWN */
+} SshKeyDiskCheck;
+
+/* Compares the key at path (the private key, as the guest sees it; under
+ * root) with the fingerprint recorded for it.  Returns -ENOMEM, else 0
+ * with *ret filled (free with ssh_key_disk_check_done()). */
+int sshkeys_check_on_disk(const char *root, const char *path, const char *fingerprint, SshKeyDiskCheck *ret);
+void ssh_key_disk_check_done(SshKeyDiskCheck *c);
+
 /* Frees what the results hold and empties them. */
 void ssh_key_results_done(SshKeyResult *r, size_t n);
 

@@ -3,7 +3,9 @@
 # OpenSSH: keys an image builder left (ssh-keygen, as openssh-server's
 # postinst makes them) are replaced at the image's first boot and the
 # record says why; on a machine that has booted before they are adopted,
-# never replaced; ssh.replace-unknown turns either way.
+# never replaced; ssh.replace-unknown turns either way.  Then 'status'
+# compares every key the record lists with the disk, and says "replaced by
+# another tool" for the one ssh-keygen overwrote, and for no other.
 # shellcheck source=tests/integration/lib.sh
 . "${top_srcdir:?}/tests/integration/lib.sh"
 
@@ -116,3 +118,67 @@ fps "$R" >"$T/baked"
 run 0 "$AGENT" --root "$R" sshkeys
 fps "$R" | diff -u "$T/baked" - || fail "never: the keys were changed"
 expect_keys "$R" adopted "$NEVER"
+
+# --- status, after a first boot that replaced the baked keys: every key
+# in place is seedbed's as recorded.
+R=$T/status
+mkdir -p "$R/etc"
+echo uninitialized >"$R/etc/machine-id"
+bake "$R"
+run 0 "$AGENT" --root "$R" --no-cmdline sshkeys
+run 0 "$AGENT" --root "$R" status
+[ "$(grep -c "replaced ($FIRST_BOOT)" "$T/out")" = 3 ] || fail "status does not list the three keys: $(cat "$T/out")"
+! grep -q "another tool" "$T/out" || fail "status: a key in place said replaced by another tool"
+run 0 "$AGENT" --root "$R" status --json
+[ "$(json "$T/out" '[.ssh_keys[] | select(.on_disk == "same" and .on_disk_checked == "private-key")] | length')" = 3 ] ||
+	fail "status --json: $(json "$T/out" .ssh_keys)"
+
+# Another tool (cloud-init writing user-data's ssh_keys, an admin) puts its
+# own ECDSA key in place.
+rm "$R/etc/ssh/ssh_host_ecdsa_key" "$R/etc/ssh/ssh_host_ecdsa_key.pub"
+ssh-keygen -q -t ecdsa -N '' -C root@cloud-init -f "$R/etc/ssh/ssh_host_ecdsa_key" </dev/null
+other=$(ssh-keygen -l -f "$R/etc/ssh/ssh_host_ecdsa_key" | awk '{ print $2 }')
+ours=$(json "$R/run/seedbed/seed.json" '.ssh_keys[] | select(.type == "ecdsa") | .fingerprint')
+
+check_status() { # check_status WHO CHECKED: the verdicts, as WHO sees them
+	local who=$1 checked=$2 out=$T/status.$1
+	[ "$(grep -c 'replaced by another tool' "$out")" = 1 ] || fail "$who: status: $(cat "$out")"
+	grep -q "^              ecdsa   replaced by another tool: now $other (seedbed's $ours, replaced, is gone)$" "$out" ||
+		fail "$who: status does not name the ECDSA key as replaced by another tool: $(cat "$out")"
+	# Seedbed's old fingerprint is never shown as if it were in place.
+	! grep -q "ecdsa   $ours" "$out" || fail "$who: status shows the replaced key as seedbed's"
+	[ "$(json "$out.json" '.ssh_keys[] | select(.type == "ecdsa") | .on_disk')" = replaced-by-another-tool ] ||
+		fail "$who: status --json: $(json "$out.json" .ssh_keys)"
+	[ "$(json "$out.json" '.ssh_keys[] | select(.type == "ecdsa") | .on_disk_fingerprint')" = "$other" ] ||
+		fail "$who: status --json does not give the key now in place"
+	[ "$(json "$out.json" '[.ssh_keys[] | select(.type != "ecdsa" and .on_disk == "same")] | length')" = 2 ] ||
+		fail "$who: status --json: the other keys: $(json "$out.json" .ssh_keys)"
+	[ "$(json "$out.json" '[.ssh_keys[] | select(.on_disk_checked == "'"$checked"'")] | length')" = 3 ] ||
+		fail "$who: status --json did not check the ${checked}s"
+}
+run 0 "$AGENT" --root "$R" status
+cp "$T/out" "$T/status.root"
+run 0 "$AGENT" --root "$R" status --json
+cp "$T/out" "$T/status.root.json"
+check_status root private-key
+
+# As a user, who cannot read the private keys: the .pub files stand in,
+# and status says so.
+if [ -n "$(find "$AGENT" -perm -o=x)" ] && setpriv --reuid=65534 --regid=65534 --clear-groups true 2>/dev/null; then
+	chmod 0755 "$T"
+	as_nobody() { setpriv --reuid=65534 --regid=65534 --clear-groups "$@"; }
+	run 0 as_nobody "$AGENT" --root "$R" status
+	cp "$T/out" "$T/status.nobody"
+	expect_in "$T/out" "(private keys are root's: compared their .pub files)"
+	run 0 as_nobody "$AGENT" --root "$R" status --json
+	cp "$T/out" "$T/status.nobody.json"
+	check_status nobody public-key
+fi
+
+# Gone altogether.
+rm "$R/etc/ssh/ssh_host_rsa_key"
+run 0 "$AGENT" --root "$R" status
+ours=$(json "$R/run/seedbed/seed.json" '.ssh_keys[] | select(.type == "rsa") | .fingerprint')
+expect_in "$T/out" "rsa     missing: seedbed's $ours (replaced) is no longer on disk"
+run 0 "$AGENT" --root "$R" status --json
+[ "$(json "$T/out" '.ssh_keys[] | select(.type == "rsa") | .on_disk')" = missing ] || fail "status --json: rsa not missing"

@@ -53,7 +53,7 @@ static char *print(bool json, int *ret, bool *ready) {
 
         ck_assert_int_ge(asprintf(&path, "%s" RECORD_SEED, root), 0);
         f = open_memstream(&out, &size);
-        *ret = json ? record_print_json(path, f, ready, NULL) : record_print(path, f, ready, NULL);
+        *ret = json ? record_print_json(path, root, f, ready, NULL) : record_print(path, root, f, ready, NULL);
         fclose(f);
         free(path);
         return out;
@@ -237,7 +237,7 @@ START_TEST(test_stale) {
                        "{\"version\": 1, \"boot_id\": \"00000000-0000-0000-0000-000000000000\", "
                        "\"result\": \"ready\", \"ready_after\": true}\n");
         f = open_memstream(&out, &size);
-        ck_assert_int_eq(record_print(path, f, &ready, &stale), 0);
+        ck_assert_int_eq(record_print(path, root, f, &ready, &stale), 0);
         fclose(f);
         ck_assert(stale);
         ck_assert(!ready);
@@ -340,6 +340,129 @@ START_TEST(test_timeline_hostile) {
 }
 END_TEST
 
+/* status checks each key the record lists against the disk now: one
+ * another tool replaced (cloud-init writing user-data's ssh_keys) or
+ * removed is never shown as seedbed's. */
+START_TEST(test_status_keys) {
+        static const HostKeyType types[] = { HOST_KEY_ED25519, HOST_KEY_ECDSA };
+        SshKeysOptions ko = { .root = root, .types = types, .n_types = 2, .crng_ready = true };
+        RecordInput in = { .path = record_file(), .config = &c, .virtio = &v, .outcome = &o, .result = SEED_RESULT_READY,
+                           .command = "sshkeys", .have_keys = true };
+        SshKeyResult keys[2], other[1];
+        char *out, *text, *line;
+        size_t n;
+        bool ready;
+        int r;
+
+        ck_assert_int_eq(sshkeys_ensure(&ko, keys, &n), 0);
+        keys[1].action = SSH_KEY_REPLACED;
+        keys[1].reason = SSHKEYS_REASON_FIRST_BOOT;
+        in.keys = keys;
+        in.n_keys = n;
+        ck_assert_int_eq(record_write(&in), 0);
+        text = fakeroot_read(root, RECORD_SEED);
+        ck_assert_ptr_nonnull(strstr(text, "\"action\": \"replaced\",\n      \"reason\": \"" SSHKEYS_REASON_FIRST_BOOT "\","));
+        ck_assert_ptr_nonnull(strstr(text, "\"action\": \"created\",\n      \"reason\": null,"));
+
+        /* All in place. */
+        out = print(false, &r, &ready);
+        ck_assert_int_eq(r, 0);
+        ck_assert_int_ge(asprintf(&line, "    SSH keys: ed25519 %s created\n"
+                                         "              ecdsa   %s replaced (" SSHKEYS_REASON_FIRST_BOOT ")\n",
+                                  keys[0].fingerprint, keys[1].fingerprint), 0);
+        ck_assert_ptr_nonnull(strstr(out, line));
+        free(line);
+        free(out);
+        out = print(true, &r, &ready);
+        ck_assert_int_eq(r, 0);
+        ck_assert_ptr_nonnull(strstr(out, "\"on_disk\": \"same\",\n      \"on_disk_fingerprint\": \"SHA256:"));
+        ck_assert_ptr_nonnull(strstr(out, "\"on_disk_checked\": \"private-key\""));
+        ck_assert_ptr_null(strstr(out, "replaced-by-another-tool"));
+        free(out);
+
+        /* Another tool's key in place of the ECDSA one. */
+        ko.types = &types[1];
+        ko.n_types = 1;
+        ko.replace = true;
+        ck_assert_int_eq(sshkeys_ensure(&ko, other, &n), 0);
+        out = print(false, &r, &ready);
+        ck_assert_int_eq(r, 0);
+        ck_assert_int_ge(asprintf(&line, "    SSH keys: ed25519 %s created\n"
+                                         "              ecdsa   replaced by another tool: now %s (seedbed's %s, "
+                                         "replaced, is gone)\n",
+                                  keys[0].fingerprint, other[0].fingerprint, keys[1].fingerprint), 0);
+        ck_assert_ptr_nonnull(strstr(out, line));
+        free(line);
+        free(out);
+        out = print(true, &r, &ready);
+        ck_assert_int_eq(r, 0);
+        ck_assert_int_ge(asprintf(&line, "\"on_disk\": \"replaced-by-another-tool\",\n"
+                                         "      \"on_disk_fingerprint\": \"%s\",\n"
+                                         "      \"on_disk_checked\": \"private-key\"\n",
+                                  other[0].fingerprint), 0);
+        ck_assert_ptr_nonnull(strstr(out, line));
+        free(line);
+        /* The rest is the record's, as it was: up to the keys, byte for
+         * byte. */
+        ck_assert_int_eq(strncmp(out, text, (size_t) (strstr(text, "\"ssh_keys\"") - text)), 0);
+        ck_assert_ptr_nonnull(strstr(out, "\"min_entropy\": 8,"));
+        free(out);
+
+        /* Gone. */
+        ck_assert_int_ge(asprintf(&line, "%s%s", root, keys[0].path), 0);
+        ck_assert_int_eq(unlink(line), 0);
+        free(line);
+        out = print(false, &r, &ready);
+        ck_assert_int_eq(r, 0);
+        ck_assert_int_ge(asprintf(&line, "    SSH keys: ed25519 missing: seedbed's %s (created) is no longer on disk\n",
+                                  keys[0].fingerprint), 0);
+        ck_assert_ptr_nonnull(strstr(out, line));
+        free(line);
+        free(out);
+        out = print(true, &r, &ready);
+        ck_assert_ptr_nonnull(strstr(out, "\"on_disk\": \"missing\",\n      \"on_disk_fingerprint\": null,\n"
+                                          "      \"on_disk_checked\": \"private-key\""));
+        free(out);
+        free(text);
+        ssh_key_results_done(keys, 2);
+        ssh_key_results_done(other, 1);
+}
+END_TEST
+
+/* A record is data: what it says of on_disk is not taken over, and a
+ * path that names no host key file is not read. */
+START_TEST(test_status_keys_hostile) {
+        char *text, *out;
+        bool ready;
+        int r;
+
+        ck_assert_int_ge(asprintf(&text, "{\"version\": 1, \"result\": \"ready\", \"boot_id\": \"%s\", "
+                                         "\"ssh_keys\": [{\"type\": \"rsa\", \"action\": \"created\", "
+                                         "\"path\": \"/etc/ssh/ssh_host_rsa_key\", \"fingerprint\": \"SHA256:x\", "
+                                         "\"on_disk\": \"same\", \"on_disk_x\": 1}, "
+                                         "{\"type\": \"x\", \"path\": \"/etc/shadow\", \"fingerprint\": \"SHA256:y\"}, "
+                                         "{\"type\": \"x\", \"path\": \"/etc/ssh/../ssh_host_x_key\", "
+                                         "\"fingerprint\": \"SHA256:z\"}, 7]}\n",
+                                  this_boot_id()), 0);
+        fakeroot_write(root, RECORD_SEED, text);
+        free(text);
+        out = print(true, &r, &ready);
+        ck_assert_int_eq(r, 0);
+        ck_assert_ptr_nonnull(strstr(out, "\"fingerprint\": \"SHA256:x\",\n      \"on_disk\": \"missing\","));
+        ck_assert_ptr_null(strstr(out, "on_disk_x"));
+        ck_assert_ptr_nonnull(strstr(out, "\"fingerprint\": \"SHA256:y\",\n      \"on_disk\": null,"));
+        ck_assert_ptr_nonnull(strstr(out, "\"fingerprint\": \"SHA256:z\",\n      \"on_disk\": null,"));
+        ck_assert_ptr_nonnull(strstr(out, "    7\n"));
+        free(out);
+        out = print(false, &r, &ready);
+        ck_assert_int_eq(r, 0);
+        ck_assert_ptr_nonnull(strstr(out, "    SSH keys: rsa     missing: seedbed's SHA256:x (created) is no longer on disk\n"
+                                          "              x       SHA256:y n/a (not checked: the record names no host key "
+                                          "file)\n"));
+        free(out);
+}
+END_TEST
+
 static Suite *record_suite(void) {
         Suite *s = suite_create("record");
         TCase *tc = tcase_create("record");
@@ -353,6 +476,8 @@ static Suite *record_suite(void) {
         tcase_add_test(tc, test_stale);
         tcase_add_test(tc, test_timeline_carried);
         tcase_add_test(tc, test_timeline_hostile);
+        tcase_add_test(tc, test_status_keys);
+        tcase_add_test(tc, test_status_keys_hostile);
         suite_add_tcase(s, tc);
         return s;
 }

@@ -1338,6 +1338,122 @@ START_TEST(test_unknown_adopted_repaired) {
 }
 END_TEST
 
+static void check_disk(const char *path, const char *fingerprint, SshKeyOnDisk want, const char *want_fp) {
+        SshKeyDiskCheck c;
+
+        ck_assert_int_eq(sshkeys_check_on_disk(root, path, fingerprint, &c), 0);
+        ck_assert_msg(c.state == want, "'%s': %s", path, ssh_key_on_disk_to_string(c.state));
+        if (want_fp)
+                ck_assert_str_eq(c.fingerprint, want_fp);
+        else
+                ck_assert_ptr_null(c.fingerprint);
+        ck_assert(!c.public_only || geteuid() != 0);
+        ssh_key_disk_check_done(&c);
+}
+
+/* What status says of a recorded key: the private key is compared, so a
+ * tool that replaced only it (leaving our .pub) is caught. */
+START_TEST(test_check_on_disk) {
+        SshKeysOptions o = options(two_types, 2);
+        SshKeyResult a[2], b[2];
+        char *pub;
+        size_t n;
+
+        ck_assert_int_eq(sshkeys_ensure(&o, a, &n), 0);
+        check_disk(a[0].path, a[0].fingerprint, SSH_KEY_ON_DISK_SAME, a[0].fingerprint);
+        check_disk(a[1].path, a[1].fingerprint, SSH_KEY_ON_DISK_SAME, a[1].fingerprint);
+
+        /* Another key in place of the ECDSA one, .pub and all. */
+        o.types = &two_types[1];
+        o.n_types = 1;
+        o.replace = true;
+        ck_assert_int_eq(sshkeys_ensure(&o, b, &n), 0);
+        check_disk(a[0].path, a[0].fingerprint, SSH_KEY_ON_DISK_SAME, a[0].fingerprint);
+        check_disk(a[1].path, a[1].fingerprint, SSH_KEY_ON_DISK_REPLACED, b[0].fingerprint);
+
+        /* Only the private key replaced: still not ours. */
+        pub = fakeroot_read(root, "/etc/ssh/ssh_host_ecdsa_key.pub");
+        fakeroot_write(root, "/etc/ssh/ssh_host_ecdsa_key.pub", a[1].public_key);
+        check_disk(a[1].path, a[1].fingerprint, SSH_KEY_ON_DISK_REPLACED, b[0].fingerprint);
+        fakeroot_write(root, "/etc/ssh/ssh_host_ecdsa_key.pub", pub);
+        free(pub);
+
+        /* Not a key at all, or gone. */
+        fakeroot_write(root, "/etc/ssh/ssh_host_ecdsa_key", "garbage\n");
+        check_disk(a[1].path, a[1].fingerprint, SSH_KEY_ON_DISK_REPLACED, NULL);
+        ck_assert_int_eq(unlink(full("/etc/ssh/ssh_host_ecdsa_key")), 0);
+        check_disk(a[1].path, a[1].fingerprint, SSH_KEY_ON_DISK_MISSING, NULL);
+        fakeroot_symlink(root, "/etc/ssh/ssh_host_ecdsa_key", "/nowhere");
+        check_disk(a[1].path, a[1].fingerprint, SSH_KEY_ON_DISK_MISSING, NULL);
+
+        ssh_key_results_done(a, 2);
+        ssh_key_results_done(b, 1);
+}
+END_TEST
+
+/* Runs check(key) in a child process as nobody; ck_assert cannot report
+ * from there, so check returns 0 or the number of what failed. */
+static void as_nobody(int (*check)(const SshKeyResult *), const SshKeyResult *key) {
+        int status;
+        pid_t pid;
+
+        pid = fork();
+        ck_assert_int_ge(pid, 0);
+        if (pid == 0) {
+                if (setresgid(65534, 65534, 65534) < 0 || setresuid(65534, 65534, 65534) < 0)
+                        _exit(100);
+                _exit(check(key));
+        }
+        ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+        ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child: %d", status);
+}
+
+static int check_public_only(const SshKeyResult *key) {
+        SshKeyDiskCheck c;
+        int r = 0;
+
+        if (sshkeys_check_on_disk(root, key->path, key->fingerprint, &c) < 0)
+                return 1;
+        if (c.state != SSH_KEY_ON_DISK_SAME || !c.public_only || !streq_ptr(c.fingerprint, key->fingerprint))
+                r = 2;
+        ssh_key_disk_check_done(&c);
+        if (r == 0 && sshkeys_check_on_disk(root, key->path, "SHA256:other", &c) < 0)
+                return 3;
+        if (r == 0 && (c.state != SSH_KEY_ON_DISK_REPLACED || !c.public_only))
+                r = 4;
+        ssh_key_disk_check_done(&c);
+        return r;
+}
+
+static int check_cannot_tell(const SshKeyResult *key) {
+        SshKeyDiskCheck c;
+        int r;
+
+        if (sshkeys_check_on_disk(root, key->path, key->fingerprint, &c) < 0)
+                return 1;
+        r = c.state == SSH_KEY_ON_DISK_UNKNOWN && c.error == -EACCES && !c.fingerprint ? 0 : 2;
+        ssh_key_disk_check_done(&c);
+        return r;
+}
+
+/* As a user who cannot read the private key: its .pub stands in, and the
+ * check says so; with no .pub, it cannot be told. */
+START_TEST(test_check_on_disk_unprivileged) {
+        SshKeysOptions o = options(ed25519_only, 1);
+        SshKeyResult a[1];
+        size_t n;
+
+        if (geteuid() != 0)
+                return; /* a user already: the keys are its own, readable */
+        ck_assert_int_eq(sshkeys_ensure(&o, a, &n), 0);
+        ck_assert_int_eq(chmod(root, 0755), 0);
+        as_nobody(check_public_only, &a[0]);
+        ck_assert_int_eq(unlink(full("/etc/ssh/ssh_host_ed25519_key.pub")), 0);
+        as_nobody(check_cannot_tell, &a[0]);
+        ssh_key_results_done(a, n);
+}
+END_TEST
+
 static Suite *sshkeys_suite(void) {
         Suite *s = suite_create("sshkeys");
         TCase *tc;
@@ -1389,6 +1505,12 @@ static Suite *sshkeys_suite(void) {
         tcase_add_test(tc, test_decide);
         tcase_add_test(tc, test_unknown_keys);
         tcase_add_test(tc, test_unknown_adopted_repaired);
+        suite_add_tcase(s, tc);
+
+        tc = tcase_create("on-disk");
+        tcase_add_checked_fixture(tc, setup, teardown);
+        tcase_add_test(tc, test_check_on_disk);
+        tcase_add_test(tc, test_check_on_disk_unprivileged);
         suite_add_tcase(s, tc);
 
         tc = tcase_create("console");
