@@ -168,6 +168,23 @@ static bool is_mount_root(const char *path, const char *parent) {
         return sx.stx_dev_major != px.stx_dev_major || sx.stx_dev_minor != px.stx_dev_minor;
 }
 
+/* Whether path changed after the kernel started: its ctime against the
+ * boot's start in wall-clock time, taken now (as /proc/stat's btime is),
+ * so a clock set backwards since then still compares right.  A clock
+ * stepped forwards between the write and now hides the write: then the
+ * machine counts as one that booted before, the side that changes
+ * nothing. */
+static bool changed_this_boot(const char *path) {
+        struct stat st;
+        usec_t boot_start, ctime;
+
+        if (stat(path, &st) < 0)
+                return false;
+        boot_start = now_usec(CLOCK_REALTIME) - now_usec(CLOCK_BOOTTIME);
+        ctime = (usec_t) st.st_ctim.tv_sec * USEC_PER_SEC + (usec_t) st.st_ctim.tv_nsec / 1000;
+        return ctime >= boot_start;
+}
+
 void first_boot_facts_read(const char *root, FirstBootFacts *ret) {
         FirstBootFacts f = {
                 .this_system = !root || streq(root, "/"),
@@ -179,6 +196,7 @@ void first_boot_facts_read(const char *root, FirstBootFacts *ret) {
         if (f.this_system) {
                 f.flag = access("/run/systemd/first-boot", F_OK) >= 0;
                 f.machine_id_mounted = is_mount_root("/etc/machine-id", "/etc");
+                f.machine_id_this_boot = changed_this_boot("/etc/machine-id");
         }
         *ret = f;
 }
@@ -195,15 +213,18 @@ void first_boot_facts_read(const char *root, FirstBootFacts *ret) {
  *  - PID 1 touches /run/systemd/first-boot when it decided on a first
  *    boot, and then writes "uninitialized" and mounts the transient ID
  *    over the file, so by the time we run the file itself reads as set.
+ *  - an empty file on a root mounted read-write from the start (the
+ *    kernel's "rw", not a bootloader's "ro"): PID 1 writes the new ID into
+ *    it at once, before any unit runs, and leaves no other trace.
  * For host keys the question is whether the image has ever run as a
  * machine with an identity of its own.  Until an ID is committed it has
  * not, whatever systemd calls it: so the flag, the mount (seedbed-
- * firstboot.service runs before the commit) and a file that holds no ID
- * all count.  A file holding something else is not treated as a first
+ * firstboot.service runs before the commit), an ID written in this very
+ * boot, and a file that holds no ID all count.  A file holding something else is not treated as a first
  * boot: systemd does not, and on this system the mount check sees the
  * ID it replaces it with. */
 bool first_boot_decide(const FirstBootFacts *f) {
-        if (f->this_system && (f->flag || f->machine_id_mounted))
+        if (f->this_system && (f->flag || f->machine_id_mounted || f->machine_id_this_boot))
                 return true;
         switch (f->machine_id) {
         case MACHINE_ID_MISSING:

@@ -83,6 +83,7 @@ typedef struct FirstBootFacts {
         bool this_system;          /* root NULL or "/": /run and the mounts speak for the tree */
         bool flag;                 /* /run/systemd/first-boot exists */
         bool machine_id_mounted;   /* /etc/machine-id is a mount point */
+        bool machine_id_this_boot; /* /etc/machine-id was written after this boot began */
         MachineIdFile machine_id;
 } FirstBootFacts;
 

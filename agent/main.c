@@ -361,6 +361,21 @@ static int do_seed(void) {
         return status;
 }
 
+/* cloud-init's generator leaves this flag when cloud-init runs in this
+ * boot.  Its cc_keys_to_console then prints the host key blocks at the
+ * end of the boot, after every tool that writes keys (user-data's
+ * ssh_keys: are written after ours): a block of ours printed before could
+ * go stale, and no reader of the console can tell a stale block from a
+ * current one.
+ * Under --root the target's cloud-init is not running. */
+#define CLOUD_INIT_ENABLED_FLAG "/run/cloud-init/enabled"
+
+static bool cloud_init_prints_keys(void) {
+        if (arg_root && !streq(arg_root, "/"))
+                return false;
+        return access(CLOUD_INIT_ENABLED_FLAG, F_OK) >= 0;
+}
+
 /* The configured host keys, behind the gate.  A new instance (its
  * SMBIOS UUID or machine-id changed since the keys were made: a cloned
  * disk) or ssh.regenerate replaces them all.  Returns how many failed,
@@ -394,6 +409,11 @@ static int make_ssh_keys(const AgentConfig *c, const Gate *g, usec_t start, SshK
         for (unsigned i = 0; i < c->ssh_console.n; i++) {
                 fp = fp || c->ssh_console.items[i] == CONSOLE_FINGERPRINTS;
                 keys = keys || c->ssh_console.items[i] == CONSOLE_KEYS;
+        }
+        if ((fp || keys) && cloud_init_prints_keys()) {
+                log_info("cloud-init runs in this boot: its keys-to-console module prints the host key blocks "
+                         "once every tool has written its keys.");
+                return failed;
         }
         if ((fp || keys) && sshkeys_format_console(ret, *ret_n, fp, keys, &console) >= 0) {
                 fputs(console, stdout);

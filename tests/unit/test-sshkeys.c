@@ -1055,6 +1055,7 @@ START_TEST(test_first_boot_decide) {
                 bool this_system, flag, mounted;
                 MachineIdFile file;
                 bool want;
+                bool this_boot; /* last: most rows leave it false */
         } table[] = {
                 /* --root: the tree's file alone. */
                 { false, false, false, MACHINE_ID_MISSING, true },
@@ -1074,11 +1075,16 @@ START_TEST(test_first_boot_decide) {
                 { true, false, false, MACHINE_ID_MISSING, true },
                 { true, false, false, MACHINE_ID_EMPTY, true },
                 { true, false, false, MACHINE_ID_UNINITIALIZED, true },
+                /* PID 1 wrote the ID into an empty file on a root that
+                 * was read-write from the start: set, but in this boot. */
+                { true, false, false, MACHINE_ID_SET, true, true },
+                { false, false, false, MACHINE_ID_SET, false, true },
         };
 
         for (size_t i = 0; i < ELEMENTSOF(table); i++) {
                 FirstBootFacts f = { .this_system = table[i].this_system, .flag = table[i].flag,
-                                     .machine_id_mounted = table[i].mounted, .machine_id = table[i].file };
+                                     .machine_id_mounted = table[i].mounted,
+                                     .machine_id_this_boot = table[i].this_boot, .machine_id = table[i].file };
 
                 ck_assert_msg(first_boot_decide(&f) == table[i].want, "row %zu", i);
         }
