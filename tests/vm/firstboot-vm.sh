@@ -1,8 +1,9 @@
 #!/bin/bash
-# The first boot of a real Debian 12 cloud image, as a hypervisor host runs
-# it: seedbed-device on the host serves the guest's virtio-rng, the agent
-# seeds the kernel in the image's dracut initramfs, and the SSH host keys
-# and a LUKS2 volume are made in the real root before sshd starts.
+# The first boot of a real Debian 12 image with seedbed-agent and
+# seedbed-agent-dracut installed from their .debs, as a hypervisor host
+# runs it: seedbed-device on the host serves the guest's virtio-rng, the
+# agent seeds the kernel in the image's dracut initramfs, and the SSH host
+# keys and a LUKS2 volume are made in the real root before sshd starts.
 #
 #   1. first boot (EGD): the initramfs seeded; the console's fingerprint
 #      block equals what ssh-keyscan gets from the running sshd, and ssh
@@ -17,7 +18,7 @@
 #      no key, the failure on the console, ssh.service failed.
 #
 # Then the first boot's timeline and the verified fingerprints.  With
-# SEEDBED_FIRSTBOOT_DEMO=1 (tools/demo) only the first boot runs.
+# SEEDBED_FIRSTBOOT_DEMO=1 only the first boot runs.
 # shellcheck source=tests/integration/lib.sh
 . "${top_srcdir:?}/tests/integration/lib.sh"
 
@@ -31,18 +32,14 @@ done
 CACHE=${SEEDBED_TEST_CACHE:-$top_builddir/test-cache}
 DEMO=${SEEDBED_FIRSTBOOT_DEMO:-}
 IMG=$T/image
-QEMU_PID=
+# shellcheck source=tests/vm/guest.sh
+. "$top_srcdir/tests/vm/guest.sh"
 cleanup() {
 	[ -z "$QEMU_PID" ] || kill "$QEMU_PID" 2>/dev/null || true
 	[ -z "${DEVICE_PID:-}" ] || kill "$DEVICE_PID" 2>/dev/null || true
 	[ -n "${SEEDBED_KEEP_TMP:-}" ] || rm -rf "$T"
 }
 trap cleanup EXIT
-
-t0=$SECONDS
-say() {
-	printf '==> [%3ds] %s\n' $((SECONDS - t0)) "$*"
-}
 
 # --- The image. ---------------------------------------------------------
 say "building the Debian 12 image (debootstrap, cached in $CACHE/image)"
@@ -63,118 +60,6 @@ EGD_ARGS=(-chardev "socket,id=egd,path=$T/egd.sock" -object rng-egd,id=rng0,char
 VHOST_ARGS=(-object memory-backend-memfd,id=mem,size=1G,share=on -machine memory-backend=mem
 	-chardev "socket,id=vu,path=$T/vhost.sock" -device vhost-user-rng-pci,chardev=vu)
 
-# --- Driving a guest. ---------------------------------------------------
-free_port() {
-	python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-# No trusted CPU or bootloader seed (TCG's qemu64 has no RDRAND anyway);
-# systemd's status lines name the unit alone, so that 80 columns never cut
-# "ssh.service" short.
-GUEST_CMDLINE="root=LABEL=seedroot rw console=ttyS0 panic=-1 random.trust_cpu=off random.trust_bootloader=off"
-GUEST_CMDLINE+=" systemd.status_unit_format=name"
-
-# boot NAME DISK DATA UUID APPEND [QEMU ARGS...]: starts the guest in the
-# background: its serial console in $T/NAME.serial, its sshd on
-# 127.0.0.1:$PORT, QMP on $T/NAME.qmp.  The initramfs is dracut's, or
-# $INITRD.
-boot() {
-	local name=$1 disk=$2 data=$3 uuid=$4 append=$5
-	shift 5
-	PORT=$(free_port)
-	say "$name: booting (SMBIOS UUID $uuid, ssh on 127.0.0.1:$PORT)"
-	qemu-system-x86_64 -accel tcg -cpu qemu64 -m 1024 -smp 1 -display none -monitor none -no-reboot \
-		-name "guest=$name" -uuid "$uuid" \
-		-serial "file:$T/$name.serial" -qmp "unix:$T/$name.qmp,server=on,wait=off" \
-		-kernel "$IMG/vmlinuz" -initrd "${INITRD:-$IMG/initrd.img}" \
-		-append "$GUEST_CMDLINE $append" \
-		-drive "file=$disk,format=raw,if=virtio" -drive "file=$data,format=raw,if=virtio" \
-		-netdev "user,id=net0,hostfwd=tcp:127.0.0.1:$PORT-:22" -device virtio-net-pci,netdev=net0 \
-		"$@" >"$T/$name.qemu.log" 2>&1 &
-	QEMU_PID=$!
-	BOOTED=$SECONDS
-}
-
-# serial NAME: the console so far, without carriage returns and colours.
-serial() {
-	[ ! -e "$T/$1.serial" ] || tr -d '\r' <"$T/$1.serial" | sed 's/\x1b\[[0-9;]*m//g'
-}
-
-# on_console NAME TEXT: the console shows TEXT.  (Not "serial | grep -q":
-# grep's early exit fails the pipeline under pipefail.)
-on_console() {
-	serial "$1" >"$T/$1.console"
-	grep -qF -- "$2" "$T/$1.console"
-}
-
-guest_failed() { # guest_failed NAME WHAT
-	echo "--- $1: the last of the console"
-	serial "$1" | tail -40
-	fail "$1: $2"
-}
-
-# wait_ssh NAME: until sshd answers through the forwarded port; the keys
-# it offers land in $T/NAME.keyscan.
-wait_ssh() {
-	local name=$1
-	while [ $((SECONDS - BOOTED)) -lt 600 ]; do
-		kill -0 "$QEMU_PID" 2>/dev/null || guest_failed "$name" "QEMU exited before sshd answered"
-		! on_console "$name" 'Failed to start ssh.service' || guest_failed "$name" "ssh.service failed"
-		if ssh-keyscan -T 5 -p "$PORT" -t ed25519,ecdsa,rsa 127.0.0.1 >"$T/$name.keyscan" 2>/dev/null &&
-			[ -s "$T/$name.keyscan" ]; then
-			say "$name: sshd answers, $((SECONDS - BOOTED)) s after QEMU started"
-			return 0
-		fi
-		sleep 2
-	done
-	guest_failed "$name" "sshd did not answer within 600 s"
-}
-
-# console_block NAME WHAT: the lines of the console's last BEGIN/END SSH
-# HOST KEY WHAT block, as a cloud console's parser reads them: journald
-# puts "[  36.07] seedbed-agent[341]: " before each line it copies to
-# the console.
-console_block() {
-	serial "$1" | sed 's/^\[ *[0-9.]*\] seedbed-agent\[[0-9]*\]: //' |
-		awk -v b="-----BEGIN SSH HOST KEY $2-----" -v e="-----END SSH HOST KEY $2-----" '
-		$0 == b { n = 0; inside = 1; next }
-		$0 == e { inside = 0; next }
-		inside { lines[n++] = $0 }
-		END { for (i = 0; i < n; i++) print lines[i] }'
-}
-
-# fingerprints: "BITS SHA256:... (TYPE)" per key, sorted, from ssh-keygen
-# -l output on stdin (the comment differs between the console and
-# ssh-keyscan).
-fingerprints() {
-	awk 'NF >= 3 { print $1, $2, $NF }' | sort
-}
-
-# verify_keys NAME [ANNOUNCED]: the fingerprints on the console of boot
-# ANNOUNCED (default NAME: the agent prints them once per instance, as
-# cloud-init does) are the keys sshd serves now, and ssh logs in trusting
-# only that console's key block.
-verify_keys() {
-	local name=$1 from=${2:-$1}
-	console_block "$from" FINGERPRINTS | fingerprints >"$T/$name.console-fp"
-	[ "$(wc -l <"$T/$name.console-fp")" -eq 3 ] || guest_failed "$from" "no fingerprint block of three keys on the console"
-	ssh-keygen -l -f "$T/$name.keyscan" | fingerprints >"$T/$name.keyscan-fp"
-	diff -u "$T/$name.console-fp" "$T/$name.keyscan-fp" ||
-		fail "$name: sshd's keys are not the ones the console announced"
-	console_block "$from" KEYS | awk -v h="[127.0.0.1]:$PORT" 'NF >= 2 { print h, $1, $2 }' >"$T/$name.known_hosts"
-	[ -s "$T/$name.known_hosts" ] || guest_failed "$from" "no key block on the console"
-	guest "$name" true || fail "$name: ssh does not log in with the console's host keys"
-}
-
-# guest NAME COMMAND...: runs COMMAND in the guest over ssh, the host key
-# checked against the console's key block.
-guest() {
-	local name=$1
-	shift
-	ssh -q -p "$PORT" -i "$IMG/id_ed25519" -o BatchMode=yes -o ConnectTimeout=20 \
-		-o StrictHostKeyChecking=yes -o UserKnownHostsFile="$T/$name.known_hosts" root@127.0.0.1 "$@"
-}
-
 # collect NAME: what the guest says of itself, into $T/NAME.*.
 collect() {
 	local name=$1
@@ -186,48 +71,9 @@ collect() {
 	guest "$name" cryptsetup status data >"$T/$name.luks" || fail "$name: the LUKS volume 'data' is not open"
 }
 
-# poweroff NAME: a clean shutdown; QEMU exits (-no-reboot).
-poweroff() {
-	local name=$1 i
-	if [ "${2:-ssh}" = ssh ]; then
-		guest "$name" systemctl poweroff || true
-	else
-		qmp "$name" system_powerdown
-	fi
-	for i in $(seq 240); do
-		kill -0 "$QEMU_PID" 2>/dev/null || break
-		[ "$i" -lt 240 ] || { qmp "$name" quit; guest_failed "$name" "did not power off within 120 s"; }
-		sleep 0.5
-	done
-	wait "$QEMU_PID" || fail "$name: QEMU exited $?: $(cat "$T/$name.qemu.log")"
-	QEMU_PID=
-}
-
-# qmp NAME COMMAND: one QMP command without arguments.
-qmp() {
-	python3 - "$T/$1.qmp" "$2" <<'PY'
-import json, socket, sys
-s = socket.socket(socket.AF_UNIX)
-s.connect(sys.argv[1])
-f = s.makefile("rw")
-f.readline()  # the greeting
-for cmd in ("qmp_capabilities", sys.argv[2]):
-    f.write(json.dumps({"execute": cmd}) + "\n")
-    f.flush()
-    while True:
-        r = json.loads(f.readline())
-        if "return" in r or "error" in r:
-            break
-PY
-}
-
-rec() { # rec NAME FILTER
-	json "$T/$1.record.json" "$2"
-}
-
 # --- 1. First boot, entropy over EGD. -----------------------------------
 UUID1=5eedbed0-0000-4000-8000-000000000001
-boot first "$IMG/disk.img" "$IMG/data.img" "$UUID1" "" "${EGD_ARGS[@]}"
+boot first "$IMG/disk.img" "$UUID1" "" -drive "file=$IMG/data.img,format=raw,if=virtio" "${EGD_ARGS[@]}"
 wait_ssh first
 verify_keys first
 collect first
@@ -265,7 +111,7 @@ say "first: data.img holds the LUKS2 volume $(rec first '.luks_volumes[0].uuid')
 if [ -z "$DEMO" ]; then
 	# --- 2. The same instance again. --------------------------------
 	data_sum=$(sha256sum <"$IMG/data.img")
-	boot again "$IMG/disk.img" "$IMG/data.img" "$UUID1" "" "${EGD_ARGS[@]}"
+	boot again "$IMG/disk.img" "$UUID1" "" -drive "file=$IMG/data.img,format=raw,if=virtio" "${EGD_ARGS[@]}"
 	wait_ssh again
 	verify_keys again first
 	collect again
@@ -284,8 +130,8 @@ if [ -z "$DEMO" ]; then
 	# initramfs Debian's own generator (initramfs-tools) makes. ------
 	cp --sparse=always "$IMG/disk.img" "$T/clone.img"
 	cp --sparse=always "$IMG/data.img" "$T/clone-data.img"
-	INITRD=$IMG/initrd-itools.img boot clone "$T/clone.img" "$T/clone-data.img" \
-		5eedbed0-0000-4000-8000-000000000002 "" "${VHOST_ARGS[@]}"
+	INITRD=$IMG/initrd-itools.img boot clone "$T/clone.img" 5eedbed0-0000-4000-8000-000000000002 "" \
+		-drive "file=$T/clone-data.img,format=raw,if=virtio" "${VHOST_ARGS[@]}"
 	wait_ssh clone
 	verify_keys clone
 	collect clone
@@ -313,11 +159,12 @@ if [ -z "$DEMO" ]; then
 	# (no seed file yet) does: masked here, the kernel stays unready
 	# through the gates, as a kernel without that fallback would.
 	truncate -s 64M "$T/norng-data.img"
-	boot norng "$T/pristine.img" "$T/norng-data.img" 5eedbed0-0000-4000-8000-000000000003 \
-		"seedbed.entropy.sources=virtio seedbed.entropy.timeout=5s seedbed.entropy.on-timeout=fail systemd.mask=systemd-random-seed.service"
+	boot norng "$T/pristine.img" 5eedbed0-0000-4000-8000-000000000003 \
+		"seedbed.entropy.sources=virtio seedbed.entropy.timeout=5s seedbed.entropy.on-timeout=fail systemd.mask=systemd-random-seed.service" \
+		-drive "file=$T/norng-data.img,format=raw,if=virtio"
 	while ! on_console norng 'Failed to start ssh.service'; do
-		kill -0 "$QEMU_PID" 2>/dev/null || guest_failed norng "QEMU exited"
-		[ $((SECONDS - BOOTED)) -lt 600 ] || guest_failed norng "ssh.service did not fail within 600 s"
+		alive norng
+		[ $((SECONDS - BOOTED)) -lt "$WAIT_SSH" ] || guest_failed norng "ssh.service did not fail within $WAIT_SSH s"
 		sleep 2
 	done
 	on_console norng 'Nothing was created: no SSH host key, no LUKS volume' ||
@@ -340,30 +187,4 @@ fi
 stop_device
 
 # --- The first boot's timeline and its keys. ----------------------------
-# In the order they happened: the kernel's own "crng init done" (from the
-# console) may come before the agent runs, when the kernel credits the
-# virtio-rng device itself.
-crng_kernel=$(serial first | awk '/random: crng init done/ && !seen { seen = 1; sub(/^\[ */, ""); sub(/\].*/, ""); printf "%d", $1 * 1000 }')
-where() { [ "$1" = true ] && echo " (initramfs)" || echo ""; }
-{
-	printf '%s\tseedbed-agent started%s\n' "$(rec first .boot.agent_start_ms)" "$(where "$(rec first .boot.agent_start_in_initrd)")"
-	[ -z "$crng_kernel" ] || printf '%s\tkernel: "random: crng init done"\n' "$crng_kernel"
-	printf '%s\tCRNG ready, as seedbed saw it%s\n' "$(rec first .boot.crng_ready_ms)" "$(where "$(rec first .boot.crng_ready_in_initrd)")"
-	printf '%s\tSSH host keys written\n' "$keys_ms"
-	printf '%s\tLUKS volume formatted\n' "$(rec first .boot.luks_ms)"
-	printf '%s\tsshd listening (ssh.service ready)\n' "$sshd_ms"
-} | sort -n >"$T/timeline"
-echo
-echo "The guest's console, seedbed's part of its first boot (the key blocks left out):"
-serial first | awk '/ login: / { exit }
-	/seedbed-(agent|initrd|seed|firstboot)|crng init done/ &&
-	!/seedbed-agent\[[0-9]+\]: (ssh-|ecdsa-|[0-9]+ SHA256|#|-----)/ { print "  " $0 }'
-echo
-echo "The guest's 'seedbed-agent status' after its first boot:"
-sed 's/^/  /' "$T/first.status"
-echo
-echo "First boot of the image, in the guest's time since the kernel started:"
-awk -F '\t' '{ printf "  %8.3f s  %s\n", $1 / 1000, $2 }' "$T/timeline"
-echo
-echo "Host keys, as the console announced them and as ssh-keyscan verified them:"
-sed 's/^/  /' "$T/first.keyscan-fp"
+report first
