@@ -8,7 +8,7 @@ command -v shellcheck >/dev/null || skip "shellcheck is not installed"
 command -v groff >/dev/null || skip "groff is not installed"
 
 cd "$top_srcdir"
-mapfile -t scripts < <(grep -rlE '^#!/bin/(ba)?sh' tools tests .ci initramfs 2>/dev/null | sort)
+mapfile -t scripts < <(grep -rlE '^#!/bin/(ba)?sh' tools tests .ci initramfs debian 2>/dev/null | sort)
 [ ${#scripts[@]} -gt 0 ] || fail "no shell scripts found"
 shellcheck -x "${scripts[@]}" || fail "shellcheck"
 
