@@ -89,6 +89,9 @@ pkg_cached() {
 		rm -rf "$dir" "$dir.tmp"
 		mkdir "$dir.tmp"
 		work=$(mktemp -d "$pkg_cache/work-$kind.XXXXXX")
+		# Traversable by all, as a build tree is: a unit test runs a child
+		# as nobody in a fake root inside it (test-sshkeys).
+		chmod 0755 "$work"
 		mkdir "$work/seedbed"
 		tar -C "$pkg_src" --null -T "$list" -cf - | tar -C "$work/seedbed" -xf -
 		rm -f "$list"
