@@ -1451,6 +1451,14 @@ START_TEST(test_check_on_disk_unprivileged) {
 
         if (geteuid() != 0)
                 return; /* a user already: the keys are its own, readable */
+        /* nobody must reach the tree, and TMPDIR may lie under a directory
+         * only root enters (a checkout in /root): this one tree lives in
+         * /tmp, which everyone may traverse; teardown removes it. */
+        fakeroot_free(root);
+        root = strdup("/tmp/seedbed-test.XXXXXX");
+        ck_assert_ptr_nonnull(root);
+        ck_assert_ptr_nonnull(mkdtemp(root));
+        o = options(ed25519_only, 1);
         ck_assert_int_eq(sshkeys_ensure(&o, a, &n), 0);
         ck_assert_int_eq(chmod(root, 0755), 0);
         as_nobody(check_public_only, &a[0]);
