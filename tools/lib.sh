@@ -17,7 +17,7 @@ PACKAGES=(
 	openssh-server openssh-client
 	cryptsetup-bin xfsprogs dosfstools lvm2 fdisk util-linux
 	debootstrap e2fsprogs
-	dpkg-dev debhelper lintian rpm
+	dpkg-dev debhelper lintian rpm cloud-image-utils
 )
 
 install_packages() {

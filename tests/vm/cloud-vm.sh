@@ -28,24 +28,10 @@ for cmd in qemu-system-x86_64 debootstrap dpkg-buildpackage cloud-localds ssh ss
 	command -v "$cmd" >/dev/null || skip "$cmd is not installed"
 done
 
-CACHE=${SEEDBED_TEST_CACHE:-$top_builddir/test-cache}
 DEMO=${SEEDBED_FIRSTBOOT_DEMO:-}
-IMG=$T/image
 # shellcheck source=tests/vm/guest.sh
 . "$top_srcdir/tests/vm/guest.sh"
-cleanup() {
-	[ -z "$QEMU_PID" ] || kill "$QEMU_PID" 2>/dev/null || true
-	[ -z "${DEVICE_PID:-}" ] || kill "$DEVICE_PID" 2>/dev/null || true
-	[ -n "${SEEDBED_KEEP_TMP:-}" ] || rm -rf "$T"
-}
-trap cleanup EXIT
-
-# --- The image. ---------------------------------------------------------
-say "building the Debian 13 cloud image (debootstrap, cached in $CACHE/image-cloud)"
-st=0
-bash "$top_srcdir/tests/vm/build-image.sh" --profile cloud ${DEMO:+--plain} "$CACHE/image-cloud" "$top_srcdir" "$IMG" || st=$?
-[ "$st" -ne 77 ] || skip "cannot reach the Debian mirror to build the image"
-[ "$st" -eq 0 ] || fail "building the image failed"
+build_image cloud image-cloud ${DEMO:+--plain}
 
 # The host side from its package, as a hypervisor host installs it.
 set -- "$IMG"/debs/seedbed-device_*.deb

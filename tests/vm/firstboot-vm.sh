@@ -29,24 +29,10 @@ done
 # shellcheck source=tests/vm/host-device.sh
 . "$top_srcdir/tests/vm/host-device.sh"
 
-CACHE=${SEEDBED_TEST_CACHE:-$top_builddir/test-cache}
 DEMO=${SEEDBED_FIRSTBOOT_DEMO:-}
-IMG=$T/image
 # shellcheck source=tests/vm/guest.sh
 . "$top_srcdir/tests/vm/guest.sh"
-cleanup() {
-	[ -z "$QEMU_PID" ] || kill "$QEMU_PID" 2>/dev/null || true
-	[ -z "${DEVICE_PID:-}" ] || kill "$DEVICE_PID" 2>/dev/null || true
-	[ -n "${SEEDBED_KEEP_TMP:-}" ] || rm -rf "$T"
-}
-trap cleanup EXIT
-
-# --- The image. ---------------------------------------------------------
-say "building the Debian 12 image (debootstrap, cached in $CACHE/image)"
-st=0
-bash "$top_srcdir/tests/vm/build-image.sh" "$CACHE/image" "$top_srcdir" "$IMG" || st=$?
-[ "$st" -ne 77 ] || skip "cannot reach the Debian mirror to build the image"
-[ "$st" -eq 0 ] || fail "building the image failed"
+build_image lab image
 # A copy as it was shipped, for the boot without an rng device.
 cp --sparse=always "$IMG/disk.img" "$T/pristine.img"
 

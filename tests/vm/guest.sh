@@ -10,6 +10,28 @@
 # sshd 130 s after QEMU started, RSA-3072 65 s in the guest).  A guest that
 # misses one prints the last 40 lines of its console.
 
+CACHE=${SEEDBED_TEST_CACHE:-$top_builddir/test-cache}
+IMG=$T/image
+
+# Whatever a test leaves running is stopped when it exits.
+cleanup() {
+	[ -z "$QEMU_PID" ] || kill "$QEMU_PID" 2>/dev/null || true
+	[ -z "${DEVICE_PID:-}" ] || kill "$DEVICE_PID" 2>/dev/null || true
+	[ -n "${SEEDBED_KEEP_TMP:-}" ] || rm -rf "$T"
+}
+trap cleanup EXIT
+
+# build_image PROFILE CACHE_NAME [OPTIONS...]: tests/vm/build-image.sh's
+# image of PROFILE into $IMG, its base cached in $CACHE/CACHE_NAME.
+build_image() {
+	local profile=$1 cache=$2 st=0
+	shift 2
+	say "building the $profile image from seedbed's packages (its base cached in $CACHE/$cache)"
+	bash "${top_srcdir:?}/tests/vm/build-image.sh" --profile "$profile" "$@" "$CACHE/$cache" "$top_srcdir" "$IMG" || st=$?
+	[ "$st" -ne 77 ] || skip "cannot reach the Debian mirror to build the image"
+	[ "$st" -eq 0 ] || fail "building the image failed"
+}
+
 # Seconds from QEMU's start to sshd serving all its keys; and from a
 # command to its outcome (a power-off, cloud-init's last stage).
 WAIT_SSH=${SEEDBED_WAIT_SSH:-900}
