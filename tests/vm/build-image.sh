@@ -133,7 +133,10 @@ if [ ! -e "$base/.done" ]; then
 	tmp=$base.tmp
 	rm -rf --one-file-system "$tmp"
 	step "debootstrap $suite from $mirror"
-	if ! debootstrap --variant=minbase --include="$base_pkgs" "$suite" "$tmp" "$mirror" >"$cache/debootstrap.log" 2>&1; then
+	# In a private mount namespace: debootstrap mounts /proc and /sys in
+	# the target, and a killed build must not leave them on the host.
+	if ! unshare -m --propagation private -- debootstrap --variant=minbase --include="$base_pkgs" \
+		"$suite" "$tmp" "$mirror" >"$cache/debootstrap.log" 2>&1; then
 		# Offline is not a failure of the image (exit 77: the tests skip).
 		if ! curl -fsS -o /dev/null --max-time 20 "$mirror/dists/$suite/Release"; then
 			echo "build-image: cannot reach $mirror" >&2
@@ -166,6 +169,13 @@ rm -rf --one-file-system "$root"
 cp -a --reflink=auto "$base" "$root"
 rm -f "$root/.done"
 
+# As image builders leave it: no machine-id (empty: the first boot makes
+# one).
+empty_machine_id() {
+	: >"$root/etc/machine-id"
+	rm -f "$root/var/lib/dbus/machine-id"
+}
+
 # mkimage FILE: the ext4 root file system of the tree, as it is now.
 mkimage() {
 	rm -f "$1"
@@ -193,10 +203,7 @@ if [ "$profile" = cloud ]; then
 	for f in "$@"; do ssh-keygen -l -f "$f"; done | awk '{ print $1, $2, $NF }' | sort >"$out/baked-keys.fp"
 	# No NoCloud seed is looked for anywhere but the seed disk.
 	printf 'datasource_list: [ NoCloud, None ]\n' >"$root/etc/cloud/cloud.cfg.d/90_test_datasource.cfg"
-	# As image builders leave it: no machine-id (empty: the first boot
-	# makes one).
-	: >"$root/etc/machine-id"
-	rm -f "$root/var/lib/dbus/machine-id"
+	empty_machine_id
 	if [ -n "$plain" ]; then
 		# The same image without seedbed, for the demo's benchmark:
 		# cloud-init alone makes the keys.
@@ -294,10 +301,7 @@ else
 	esac
 fi
 
-# As image builders leave it: no machine-id (empty: the first boot makes
-# one).
-: >"$root/etc/machine-id"
-rm -f "$root/var/lib/dbus/machine-id"
+empty_machine_id
 
 cp "$root/boot/vmlinuz-$kver" "$out/vmlinuz"
 cp "$root/boot/initrd.img-$kver" "$out/initrd.img"

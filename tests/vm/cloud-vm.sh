@@ -107,6 +107,7 @@ cloud_collect() {
 	guest "$name" sudo -n cat /var/log/cloud-init.log >"$T/$name.cloud-init.log" || fail "$name: no cloud-init log"
 	guest "$name" cat /var/lib/cloud/data/instance-id >"$T/$name.instance-id" || fail "$name: no cloud-init instance-id"
 	guest "$name" systemctl show -p ActiveEnterTimestampMonotonic --value ssh.service >"$T/$name.sshd-us"
+	no_ordering_cycle "$name"
 }
 
 # record_fp NAME: the fingerprints of the keys seedbed's record says it

@@ -55,6 +55,7 @@ collect() {
 	guest "$name" systemctl is-active ssh.service seedbed-firstboot.service >"$T/$name.units" ||
 		{ cat "$T/$name.units"; fail "$name: ssh.service or seedbed-firstboot.service is not active"; }
 	guest "$name" cryptsetup status data >"$T/$name.luks" || fail "$name: the LUKS volume 'data' is not open"
+	no_ordering_cycle "$name"
 }
 
 # --- 1. First boot, entropy over EGD. -----------------------------------

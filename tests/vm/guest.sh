@@ -200,6 +200,19 @@ guest() {
 		-o StrictHostKeyChecking=yes -o UserKnownHostsFile="$T/$name.known_hosts" "$GUEST_USER@127.0.0.1" "$@"
 }
 
+# no_ordering_cycle NAME: systemd found no ordering cycle in this boot.
+# It breaks one by dropping a job, which a unit's Before=/After= (ours
+# before cloud-init, the machine-id commit, sshd) could cause unnoticed.
+no_ordering_cycle() {
+	local name=$1 sudo=
+	[ "$GUEST_USER" = root ] || sudo="sudo -n"
+	# shellcheck disable=SC2086 # "sudo -n" or nothing
+	guest "$name" $sudo journalctl -b -q --no-pager >"$T/$name.journal" || fail "$name: no journal"
+	if grep -i -e 'ordering cycle' -e 'Job .* deleted to break' "$T/$name.journal"; then
+		fail "$name: systemd broke an ordering cycle in this boot"
+	fi
+}
+
 # poweroff NAME [ssh|qmp]: a clean shutdown; QEMU exits (-no-reboot).
 poweroff() {
 	local name=$1 start=$SECONDS
@@ -226,6 +239,7 @@ qmp() {
 	python3 - "$T/$1.qmp" "$2" <<'PY'
 import json, socket, sys
 s = socket.socket(socket.AF_UNIX)
+s.settimeout(60)  # a wedged QEMU fails the test instead of hanging it
 s.connect(sys.argv[1])
 f = s.makefile("rw")
 f.readline()  # the greeting

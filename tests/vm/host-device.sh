@@ -8,19 +8,20 @@ command -v curl >/dev/null || skip "curl is not installed"
 
 # start_device NAME ARGS...: runs the device in the background with its
 # metrics on $T/NAME.metrics; its log in $T/NAME.device.log.  Waits until
-# it listens.
+# it listens (up to 60 s: the sources' startup tests run first, and this
+# machine may be busy with guests).
 start_device() {
 	local name=$1
 	shift
 	"$DEVICE" --metrics "unix:$T/$name.metrics" "$@" >"$T/$name.device.log" 2>&1 &
 	DEVICE_PID=$!
-	for _ in $(seq 100); do
+	for _ in $(seq 1200); do
 		[ -S "$T/$name.metrics" ] && return 0
 		kill -0 "$DEVICE_PID" 2>/dev/null || break
 		sleep 0.05
 	done
 	cat "$T/$name.device.log"
-	fail "$name: seedbed-device did not start"
+	fail "$name: seedbed-device did not listen within 60 s"
 }
 
 # stop_device: SIGTERM, as systemd stops it; it must exit 0.
