@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 #include <ctype.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <libgen.h>
 #include <sys/stat.h>
+#include <sys/timex.h>
 #include <unistd.h>
 #include <yaml.h>
 
@@ -153,52 +155,201 @@ static MachineIdFile machine_id_file_read(const char *root) {
         return instance_machine_id_normalize(line, id) ? MACHINE_ID_SET : MACHINE_ID_OTHER;
 }
 
-/* Whether path is the root of a mount (a file bind-mounted over it). */
-static bool is_mount_root(const char *path, const char *parent) {
-        struct statx sx, px;
+/* mountinfo(5) writes a space, tab, newline or backslash in a path as
+ * \ooo. */
+static void unescape_octal(char *s) {
+        char *w = s;
 
-        if (statx(AT_FDCWD, path, AT_SYMLINK_NOFOLLOW | AT_NO_AUTOMOUNT, STATX_BASIC_STATS, &sx) < 0)
-                return false;
-        if (sx.stx_attributes_mask & STATX_ATTR_MOUNT_ROOT)
-                return sx.stx_attributes & STATX_ATTR_MOUNT_ROOT;
-        /* Before Linux 5.8: systemd's transient ID comes from /run (a
-         * tmpfs), so the file is on another device than its directory. */
-        if (statx(AT_FDCWD, parent, AT_NO_AUTOMOUNT, STATX_BASIC_STATS, &px) < 0)
-                return false;
-        return sx.stx_dev_major != px.stx_dev_major || sx.stx_dev_minor != px.stx_dev_minor;
+        for (const char *p = s; *p;)
+                if (p[0] == '\\' && p[1] >= '0' && p[1] <= '3' && p[2] >= '0' && p[2] <= '7' && p[3] >= '0' &&
+                    p[3] <= '7') {
+                        *w++ = (char) ((p[1] - '0') << 6 | (p[2] - '0') << 3 | (p[3] - '0'));
+                        p += 4;
+                } else
+                        *w++ = *p++;
+        *w = 0;
 }
 
-/* Whether path changed after the kernel started: its ctime against the
- * boot's start in wall-clock time, taken now (as /proc/stat's btime is),
- * so a clock set backwards since then still compares right.  A clock
- * stepped forwards between the write and now hides the write: then the
- * machine counts as one that booted before, the side that changes
- * nothing. */
-static bool changed_this_boot(const char *path) {
-        struct stat st;
-        usec_t boot_start, ctime;
+int mountinfo_fstype(const char *mountinfo, const char *mount_point, char **ret) {
+        _cleanup_free_ char *copy = strdup(mountinfo), *found = NULL;
+        char *save = NULL;
 
-        if (stat(path, &st) < 0)
+        if (!copy)
+                return -ENOMEM;
+        /* "ID PARENT MAJ:MIN ROOT MOUNT_POINT OPTIONS [OPTIONAL…] - FSTYPE
+         * SOURCE SUPER_OPTIONS", in the order of mounting. */
+        for (char *line = strtok_r(copy, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+                char *mp = NULL, *fstype = NULL, *fsave = NULL;
+                bool separator = false;
+                unsigned i = 0;
+
+                for (char *f = strtok_r(line, " ", &fsave); f && !fstype; f = strtok_r(NULL, " ", &fsave), i++)
+                        if (i == 4)
+                                mp = f;
+                        else if (separator)
+                                fstype = f;
+                        else if (i >= 6 && streq(f, "-"))
+                                separator = true;
+                if (!mp || !fstype)
+                        continue;
+                unescape_octal(mp);
+                if (!streq(mp, mount_point))
+                        continue;
+                free(found);
+                found = strdup(fstype);
+                if (!found)
+                        return -ENOMEM;
+        }
+        if (!found)
+                return -ENOENT;
+        *ret = TAKE_PTR(found);
+        return 0;
+}
+
+/* Whether the word at p starts with key and '=', as PID 1 reads the
+ * command line: '-' and '_' alike in keys. */
+static bool cmdline_word_sets(const char *p, const char *key) {
+        for (; *key; p++, key++) {
+                char a = *p == '-' ? '_' : *p, b = *key == '-' ? '_' : *key;
+
+                if (a != b)
+                        return false;
+        }
+        return *p == '=';
+}
+
+static bool cmdline_sets(const char *cmdline, const char *key) {
+        for (const char *p = cmdline; p && *p; p += strcspn(p, " \t\n")) {
+                p += strspn(p, " \t\n");
+                if (*p == '"')
+                        p++;
+                if (cmdline_word_sets(p, key))
+                        return true;
+        }
+        return false;
+}
+
+bool first_boot_transient_mount(const char *fstype, const char *cmdline, bool container) {
+        /* systemd-machine-id-commit accepts the same two (a "temporary
+         * file system") as the transient ID it writes to the file. */
+        if (!fstype || !(streq(fstype, "tmpfs") || streq(fstype, "ramfs")))
                 return false;
-        boot_start = now_usec(CLOCK_REALTIME) - now_usec(CLOCK_BOOTTIME);
-        ctime = (usec_t) st.st_ctim.tv_sec * USEC_PER_SEC + (usec_t) st.st_ctim.tv_nsec / 1000;
-        return ctime >= boot_start;
+        /* PID 1 reads the system.machine_id credential only for a file
+         * holding no ID, as it makes one then: that is a first boot.  The
+         * command line's ID it takes without looking at the file. */
+        return !container && !cmdline_sets(cmdline, "systemd.machine_id");
+}
+
+bool first_boot_written_this_boot(usec_t mtime, usec_t boot_start, usec_t now, bool regular, bool clock_trusted) {
+        return regular && clock_trusted && mtime >= boot_start && mtime <= now;
+}
+
+/* Whether the wall clock's times from earlier boots compare with this
+ * one's: the kernel set it from a real-time clock at boot (hctosys), or
+ * it is synchronised now.  Without either it started at systemd's build
+ * time (or 1970) in every boot, and a file PID 1 wrote early in an
+ * earlier boot looks written in this one. */
+static bool clock_trusted(const char *prefix) {
+        _cleanup_free_ char *dir = path_join_root(prefix, "/sys/class/rtc");
+        struct timex tx = {};
+        bool trusted = false;
+        DIR *d;
+
+        if (!prefix && adjtimex(&tx) >= 0 && !(tx.status & STA_UNSYNC))
+                return true;
+        d = dir ? opendir(dir) : NULL;
+        if (!d)
+                return false;
+        for (struct dirent *de; !trusted && (de = readdir(d));) {
+                _cleanup_free_ char *path = NULL, *line = NULL;
+
+                if (!startswith(de->d_name, "rtc") || asprintf(&path, "%s/%s/hctosys", dir, de->d_name) < 0)
+                        continue;
+                trusted = read_one_line_file(path, &line) >= 0 && streq(line, "1");
+        }
+        closedir(d);
+        return trusted;
+}
+
+/* Whether path, a file PID 1 writes when it makes the ID, was written in
+ * this boot.  The boot's start in wall-clock time is taken now (as
+ * /proc/stat's btime is), so a clock set backwards since then still
+ * compares right.  A clock stepped forwards between the write and now
+ * hides the write: then the machine counts as one that booted before, the
+ * side that changes nothing.  lstat(): a link into /run is not the file
+ * PID 1 wrote; the mtime, which chmod, chown and a relabel leave alone. */
+static bool written_this_boot(const char *prefix, const char *path) {
+        struct stat st;
+        usec_t now, boot_start, mtime;
+
+        if (lstat(path, &st) < 0)
+                return false;
+        now = now_usec(CLOCK_REALTIME);
+        boot_start = now - now_usec(CLOCK_BOOTTIME);
+        mtime = (usec_t) st.st_mtim.tv_sec * USEC_PER_SEC + (usec_t) st.st_mtim.tv_nsec / 1000;
+        return first_boot_written_this_boot(mtime, boot_start, now, S_ISREG(st.st_mode), clock_trusted(prefix));
+}
+
+static bool in_container(const char *prefix) {
+        _cleanup_free_ char *flag = path_join_root(prefix, "/run/systemd/container");
+        const char *e = prefix ? NULL : getenv("container");
+
+        if (e && e[0])
+                return true;
+        return flag && access(flag, F_OK) >= 0;
+}
+
+/* The type of what is mounted over /etc/machine-id: 1 with *ret_fstype,
+ * 0 when nothing is, -errno when that cannot be told. */
+static int machine_id_mount(const char *prefix, char **ret_fstype) {
+        _cleanup_free_ char *path = path_join_root(prefix, "/proc/self/mountinfo"), *mountinfo = NULL;
+        int r;
+
+        if (!path)
+                return -ENOMEM;
+        /* A host with many containers has many mounts. */
+        r = read_full_file(path, 16 * 1024 * 1024, &mountinfo, NULL);
+        if (r < 0)
+                return log_debug_errno(r, "Cannot read '%s', taking no sign of a first boot from "
+                                       "/etc/machine-id's mount or time: %m", path);
+        r = mountinfo_fstype(mountinfo, "/etc/machine-id", ret_fstype);
+        return r == -ENOENT ? 0 : r < 0 ? r : 1;
+}
+
+static bool transient_mount(const char *prefix, const char *fstype) {
+        _cleanup_free_ char *path = path_join_root(prefix, "/proc/cmdline"), *cmdline = NULL;
+
+        /* A command line we cannot read may hold the ID. */
+        if (!path || read_full_file(path, 64 * 1024, &cmdline, NULL) < 0)
+                return false;
+        return first_boot_transient_mount(fstype, cmdline, in_container(prefix));
+}
+
+void first_boot_facts_read_system(const char *prefix, FirstBootFacts *ret) {
+        _cleanup_free_ char *flag = path_join_root(prefix, "/run/systemd/first-boot"),
+                            *mid = path_join_root(prefix, "/etc/machine-id"), *fstype = NULL;
+        int mounted = machine_id_mount(prefix, &fstype);
+
+        *ret = (FirstBootFacts) {
+                .this_system = true,
+                .flag = flag && access(flag, F_OK) >= 0,
+                .machine_id_transient = mounted > 0 && transient_mount(prefix, fstype),
+                /* Under a mount the file seen is not the one PID 1 writes
+                 * in place: the ID it mounted, from /run, is new on every
+                 * boot that mounts one. */
+                .machine_id_this_boot = mounted == 0 && mid && written_this_boot(prefix, mid),
+                .machine_id = machine_id_file_read(prefix),
+        };
 }
 
 void first_boot_facts_read(const char *root, FirstBootFacts *ret) {
-        FirstBootFacts f = {
-                .this_system = !root || streq(root, "/"),
-                .machine_id = machine_id_file_read(root),
-        };
-
         /* Under --root (an installer writing a target) this system's /run
          * and mounts say nothing about the tree. */
-        if (f.this_system) {
-                f.flag = access("/run/systemd/first-boot", F_OK) >= 0;
-                f.machine_id_mounted = is_mount_root("/etc/machine-id", "/etc");
-                f.machine_id_this_boot = changed_this_boot("/etc/machine-id");
+        if (!root || streq(root, "/")) {
+                first_boot_facts_read_system(NULL, ret);
+                return;
         }
-        *ret = f;
+        *ret = (FirstBootFacts) { .machine_id = machine_id_file_read(root) };
 }
 
 /* systemd decides the same question in PID 1, and has changed its mind
@@ -208,23 +359,38 @@ void first_boot_facts_read(const char *root, FirstBootFacts *ret) {
  *    malformed ID);
  *  - an empty file is not a first boot for ConditionFirstBoot= (units
  *    with it do not run, presets are not applied), but the ID is not
- *    committed either: systemd bind-mounts a transient one over the file
- *    and systemd-machine-id-commit.service writes it later;
+ *    committed either: on a root that is read-only at PID 1's start,
+ *    systemd bind-mounts a transient one from /run over the file and
+ *    systemd-machine-id-commit.service writes it later;
  *  - PID 1 touches /run/systemd/first-boot when it decided on a first
  *    boot, and then writes "uninitialized" and mounts the transient ID
- *    over the file, so by the time we run the file itself reads as set.
+ *    over the file, so by the time we run the file itself reads as set;
  *  - an empty file on a root mounted read-write from the start (the
  *    kernel's "rw", not a bootloader's "ro"): PID 1 writes the new ID into
  *    it at once, before any unit runs, and leaves no other trace.
  * For host keys the question is whether the image has ever run as a
  * machine with an identity of its own.  Until an ID is committed it has
- * not, whatever systemd calls it: so the flag, the mount (seedbed-
- * firstboot.service runs before the commit), an ID written in this very
- * boot, and a file that holds no ID all count.  A file holding something else is not treated as a first
- * boot: systemd does not, and on this system the mount check sees the
- * ID it replaces it with. */
+ * not, whatever systemd calls it: so the flag, the transient mount
+ * (seedbed-firstboot.service runs before the commit), an ID written in
+ * this very boot, and a file that holds no ID all count.  A file holding
+ * something else is not treated as a first boot: systemd does not, and
+ * on this system the mount check sees the ID it replaces it with.
+ *
+ * Each sign must also hold on a server that has run for years, or its
+ * identity is replaced the first time seedbed runs there.  So the mount
+ * counts only as systemd's transient one: a tmpfs, not a bind mount from
+ * persistent storage (impermanence setups keep the file elsewhere); not
+ * with systemd.machine_id= on the command line, with which PID 1 mounts
+ * one on every boot of a root read-only at its start; not in a container.
+ * And the write counts only for a regular file with nothing mounted
+ * over it, whose mtime (a chmod, a chown or a relabel change the ctime)
+ * lies between the boot's start and now (in the future: written in
+ * another boot, with a clock that ran ahead), on a clock that compares
+ * across boots: first_boot_written_this_boot().  Where a sign is in
+ * doubt the machine counts as one that booted before: its keys are
+ * adopted, which changes nothing. */
 bool first_boot_decide(const FirstBootFacts *f) {
-        if (f->this_system && (f->flag || f->machine_id_mounted || f->machine_id_this_boot))
+        if (f->this_system && (f->flag || f->machine_id_transient || f->machine_id_this_boot))
                 return true;
         switch (f->machine_id) {
         case MACHINE_ID_MISSING:

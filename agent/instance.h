@@ -82,14 +82,45 @@ typedef enum MachineIdFile {
 typedef struct FirstBootFacts {
         bool this_system;          /* root NULL or "/": /run and the mounts speak for the tree */
         bool flag;                 /* /run/systemd/first-boot exists */
-        bool machine_id_mounted;   /* /etc/machine-id is a mount point */
-        bool machine_id_this_boot; /* /etc/machine-id was written after this boot began */
+        bool machine_id_transient; /* systemd's transient ID is mounted over /etc/machine-id
+                                    * (first_boot_transient_mount()) */
+        bool machine_id_this_boot; /* /etc/machine-id, with nothing mounted over it, was
+                                    * written in this boot (first_boot_written_this_boot()) */
         MachineIdFile machine_id;
 } FirstBootFacts;
 
 /* Observes the facts under root; never fails (what cannot be read is
- * not there). */
+ * not there).  Under a root only its /etc/machine-id speaks. */
 void first_boot_facts_read(const char *root, FirstBootFacts *ret);
+
+/* The running system's facts, as first_boot_facts_read(NULL) observes
+ * them, with every file read under prefix (NULL: /): /run/systemd,
+ * /proc/self/mountinfo, /proc/cmdline, /sys/class/rtc and
+ * /etc/machine-id.  Only without a prefix are $container and the kernel's
+ * clock synchronisation looked at.  For tests. */
+void first_boot_facts_read_system(const char *prefix, FirstBootFacts *ret);
+
+/* The type of the file system mounted at mount_point, from the text of
+ * /proc/self/mountinfo: the last mount there, which hides the ones
+ * before it.  -ENOENT when nothing is mounted there, -ENOMEM. */
+int mountinfo_fstype(const char *mountinfo, const char *mount_point, char **ret);
+
+/* Whether a mount of type fstype (NULL: none) over /etc/machine-id is
+ * systemd's transient ID, which PID 1 mounts from /run only while no ID
+ * can be written to the file: a tmpfs (or ramfs), not a bind from
+ * persistent storage; not when the kernel command line (cmdline, NULL:
+ * none) gives PID 1 the ID (systemd.machine_id=), with which it mounts
+ * one on every boot of a root that is read-only at its start; not in a
+ * container, whose manager may do so on every start. */
+bool first_boot_transient_mount(const char *fstype, const char *cmdline, bool container);
+
+/* Whether a file was written in this boot, from its mtime, the boot's
+ * start and now (all CLOCK_REALTIME): only a regular file (not a link
+ * into /run), only between the two (a time in the future was written
+ * with a clock that ran ahead, in another boot), and only when the wall
+ * clock can be compared across boots (clock_trusted: set from an RTC at
+ * boot, or synchronised now). */
+bool first_boot_written_this_boot(usec_t mtime, usec_t boot_start, usec_t now, bool regular, bool clock_trusted);
 
 /* Whether this is the first boot of an image: the system has no
  * committed identity yet, so nothing in it was made for this machine. */

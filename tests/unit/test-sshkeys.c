@@ -4,6 +4,7 @@
  * crashes, sound keys kept and broken ones replaced, the instance record,
  * and the console blocks byte for byte as cloud-init prints them. */
 #include <dirent.h>
+#include <fcntl.h>
 #include <libssh/libssh.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -1052,7 +1053,7 @@ END_TEST
  * speaks; on this system systemd's flag and its mount over the file too. */
 START_TEST(test_first_boot_decide) {
         static const struct {
-                bool this_system, flag, mounted;
+                bool this_system, flag, transient;
                 MachineIdFile file;
                 bool want;
                 bool this_boot; /* last: most rows leave it false */
@@ -1083,7 +1084,7 @@ START_TEST(test_first_boot_decide) {
 
         for (size_t i = 0; i < ELEMENTSOF(table); i++) {
                 FirstBootFacts f = { .this_system = table[i].this_system, .flag = table[i].flag,
-                                     .machine_id_mounted = table[i].mounted,
+                                     .machine_id_transient = table[i].transient,
                                      .machine_id_this_boot = table[i].this_boot, .machine_id = table[i].file };
 
                 ck_assert_msg(first_boot_decide(&f) == table[i].want, "row %zu", i);
@@ -1116,10 +1117,253 @@ START_TEST(test_first_boot_facts) {
                 first_boot_facts_read(root, &f);
                 ck_assert_msg(f.machine_id == table[i].want, "row %zu: %d", i, f.machine_id);
                 /* Under a root, nothing of this system is looked at. */
-                ck_assert(!f.this_system && !f.flag && !f.machine_id_mounted);
+                ck_assert(!f.this_system && !f.flag && !f.machine_id_transient && !f.machine_id_this_boot);
         }
 }
 END_TEST
+
+/* Which file system is mounted over a path, as /proc/self/mountinfo
+ * says: the last mount there hides the ones before. */
+START_TEST(test_mountinfo_fstype) {
+#define MI_ROOT "22 1 252:1 / / rw,relatime shared:1 - ext4 /dev/vda1 rw,errors=remount-ro\n"
+#define MI_RUN "25 22 0:23 / /run rw,nosuid,nodev shared:5 - tmpfs tmpfs rw,size=402016k,mode=755\n"
+#define MI_TRANSIENT "31 22 0:23 /machine-id /etc/machine-id ro,nosuid,nodev shared:5 - tmpfs tmpfs rw,mode=755\n"
+#define MI_PERSIST "32 22 252:2 /state/etc/machine-id /etc/machine-id rw,relatime shared:9 - btrfs /dev/vda2 rw\n"
+        static const struct {
+                const char *text, *mount_point;
+                int ret;
+                const char *want;
+        } table[] = {
+                /* systemd's transient ID, from the tmpfs on /run. */
+                { MI_ROOT MI_RUN MI_TRANSIENT, "/etc/machine-id", 0, "tmpfs" },
+                /* Impermanence: a bind from persistent storage. */
+                { MI_ROOT MI_PERSIST, "/etc/machine-id", 0, "btrfs" },
+                /* Stacked: the one on top. */
+                { MI_ROOT MI_RUN MI_TRANSIENT MI_PERSIST, "/etc/machine-id", 0, "btrfs" },
+                { MI_ROOT MI_PERSIST MI_RUN MI_TRANSIENT, "/etc/machine-id", 0, "tmpfs" },
+                { MI_ROOT MI_RUN, "/etc/machine-id", -ENOENT, NULL },
+                { MI_ROOT MI_RUN, "/run", 0, "tmpfs" },
+                { "", "/etc/machine-id", -ENOENT, NULL },
+                /* No optional fields, or several. */
+                { "31 22 0:23 /machine-id /etc/machine-id ro - ramfs ramfs rw\n", "/etc/machine-id", 0, "ramfs" },
+                { "31 22 0:23 / /etc/machine-id ro shared:5 master:1 propagate_from:1 - xfs /dev/sdb rw",
+                  "/etc/machine-id", 0, "xfs" },
+                /* Paths are escaped; a longer one is another. */
+                { "40 22 0:23 / /etc/machine\\040id ro - tmpfs tmpfs rw\n", "/etc/machine id", 0, "tmpfs" },
+                { "40 22 0:23 / /etc/machine\\040id ro - tmpfs tmpfs rw\n", "/etc/machine-id", -ENOENT, NULL },
+                { "41 22 0:23 / /etc/machine-id.d ro - tmpfs tmpfs rw\n", "/etc/machine-id", -ENOENT, NULL },
+                /* Lines too short to be mounts are passed over. */
+                { "31 22 0:23 /machine-id /etc/machine-id\n31 22 0:23 / /etc/machine-id ro -\n" MI_PERSIST,
+                  "/etc/machine-id", 0, "btrfs" },
+                { "31 22 0:23 /machine-id /etc/machine-id ro shared:5\n", "/etc/machine-id", -ENOENT, NULL },
+        };
+#undef MI_ROOT
+#undef MI_RUN
+#undef MI_TRANSIENT
+#undef MI_PERSIST
+
+        for (size_t i = 0; i < ELEMENTSOF(table); i++) {
+                char *fstype = NULL;
+
+                ck_assert_msg(mountinfo_fstype(table[i].text, table[i].mount_point, &fstype) == table[i].ret,
+                              "row %zu", i);
+                if (table[i].want)
+                        ck_assert_str_eq(fstype, table[i].want);
+                else
+                        ck_assert_ptr_null(fstype);
+                free(fstype);
+        }
+}
+END_TEST
+
+/* Only systemd's own transient ID is a sign of a first boot: a mount that
+ * is there on every boot of a server is not. */
+START_TEST(test_first_boot_transient_mount) {
+#define CMDLINE_ID "0123456789abcdef0123456789abcdef"
+        static const struct {
+                const char *fstype, *cmdline;
+                bool container, want;
+        } table[] = {
+                { "tmpfs", "BOOT_IMAGE=/vmlinuz root=/dev/vda1 ro quiet", false, true },
+                { "ramfs", "ro", false, true },
+                { "tmpfs", NULL, false, true },
+                { "tmpfs", "", false, true },
+                /* Not mounted, or a bind from persistent storage. */
+                { NULL, "ro", false, false },
+                { "ext4", "ro", false, false },
+                { "btrfs", "ro", false, false },
+                { "xfs", "ro", false, false },
+                { "overlay", "ro", false, false },
+                /* PID 1 is handed the ID: it mounts it on every boot of a
+                 * root that is read-only at its start. */
+                { "tmpfs", "ro systemd.machine_id=" CMDLINE_ID, false, false },
+                { "tmpfs", "systemd.machine_id=" CMDLINE_ID " ro", false, false },
+                { "tmpfs", "ro systemd.machine-id=" CMDLINE_ID, false, false },
+                { "tmpfs", "ro \"systemd.machine_id=" CMDLINE_ID "\"", false, false },
+                { "tmpfs", "ro\tsystemd.machine_id=firmware\n", false, false },
+                /* Other keys: the initrd's, a longer one, no value. */
+                { "tmpfs", "ro rd.systemd.machine_id=" CMDLINE_ID, false, true },
+                { "tmpfs", "ro systemd.machine_idx=1", false, true },
+                { "tmpfs", "ro systemd.machine_id", false, true },
+                { "tmpfs", "ro xsystemd.machine_id=1", false, true },
+                /* A container's manager mounts what it likes. */
+                { "tmpfs", "ro", true, false },
+        };
+#undef CMDLINE_ID
+
+        for (size_t i = 0; i < ELEMENTSOF(table); i++)
+                ck_assert_msg(first_boot_transient_mount(table[i].fstype, table[i].cmdline, table[i].container) ==
+                                      table[i].want,
+                              "row %zu", i);
+}
+END_TEST
+
+/* Written in this boot: between its start and now, by a clock that
+ * compares across boots, a regular file. */
+START_TEST(test_first_boot_written_this_boot) {
+#define BOOT ((usec_t) 1714564800 * USEC_PER_SEC)
+#define NOW (BOOT + 60 * USEC_PER_SEC)
+        static const struct {
+                usec_t mtime;
+                bool regular, trusted, want;
+        } table[] = {
+                { BOOT + 2 * USEC_PER_SEC, true, true, true },
+                { BOOT, true, true, true },
+                { NOW, true, true, true },
+                /* Before this boot. */
+                { BOOT - 1, true, true, false },
+                { BOOT - 86400 * USEC_PER_SEC, true, true, false },
+                { 0, true, true, false },
+                /* In the future: another boot's clock ran ahead. */
+                { NOW + 1, true, true, false },
+                { NOW + 86400 * USEC_PER_SEC, true, true, false },
+                /* A link (into /run), or anything but a file. */
+                { BOOT + 2 * USEC_PER_SEC, false, true, false },
+                /* No RTC and not synchronised: every boot's clock starts
+                 * at the same time. */
+                { BOOT + 2 * USEC_PER_SEC, true, false, false },
+        };
+
+        for (size_t i = 0; i < ELEMENTSOF(table); i++)
+                ck_assert_msg(first_boot_written_this_boot(table[i].mtime, BOOT, NOW, table[i].regular,
+                                                           table[i].trusted) == table[i].want,
+                              "row %zu", i);
+#undef BOOT
+#undef NOW
+}
+END_TEST
+
+static void set_mtime(const char *path, usec_t t) {
+        struct timespec ts[2] = {
+                { .tv_sec = (time_t) (t / USEC_PER_SEC), .tv_nsec = (long) (t % USEC_PER_SEC) * 1000 },
+                { .tv_sec = (time_t) (t / USEC_PER_SEC), .tv_nsec = (long) (t % USEC_PER_SEC) * 1000 },
+        };
+
+        ck_assert_int_eq(utimensat(AT_FDCWD, full(path), ts, AT_SYMLINK_NOFOLLOW), 0);
+}
+
+#define MOUNTINFO_ROOT "22 1 252:1 / / rw,relatime shared:1 - ext4 /dev/vda1 rw\n"
+
+/* The running system's facts, from a tree laid out as / is. */
+START_TEST(test_first_boot_facts_system) {
+        usec_t now = now_usec(CLOCK_REALTIME), boot = now - now_usec(CLOCK_BOOTTIME);
+        FirstBootFacts f;
+
+        /* PID 1 wrote the ID into an empty file on a root read-write from
+         * the start: the file's time alone says so. */
+        fakeroot_write(root, "/proc/self/mountinfo", MOUNTINFO_ROOT);
+        fakeroot_write(root, "/proc/cmdline", "root=/dev/vda1 rw quiet\n");
+        fakeroot_write(root, "/sys/class/rtc/rtc0/hctosys", "1\n");
+        fakeroot_write(root, "/etc/machine-id", MID_A "\n");
+        first_boot_facts_read_system(root, &f);
+        ck_assert(f.this_system);
+        ck_assert(!f.flag);
+        ck_assert(!f.machine_id_transient);
+        ck_assert(f.machine_id_this_boot);
+        ck_assert_int_eq(f.machine_id, MACHINE_ID_SET);
+        ck_assert(first_boot_decide(&f));
+
+        /* Written long before, and chmod()ed (a relabel, a chown) in this
+         * boot: not this boot's. */
+        set_mtime("/etc/machine-id", boot - 86400 * USEC_PER_SEC);
+        ck_assert_int_eq(chmod(full("/etc/machine-id"), 0400), 0);
+        first_boot_facts_read_system(root, &f);
+        ck_assert(!f.machine_id_this_boot);
+        ck_assert(!first_boot_decide(&f));
+        /* Nor in the future. */
+        set_mtime("/etc/machine-id", now + 86400 * USEC_PER_SEC);
+        first_boot_facts_read_system(root, &f);
+        ck_assert(!f.machine_id_this_boot);
+        /* Nor a link to a file written now. */
+        ck_assert_int_eq(unlink(full("/etc/machine-id")), 0);
+        fakeroot_write(root, "/run/machine-id", MID_A "\n");
+        fakeroot_symlink(root, "/etc/machine-id", "../run/machine-id");
+        first_boot_facts_read_system(root, &f);
+        ck_assert(!f.machine_id_this_boot);
+        /* Nor written now by a clock that came from no RTC. */
+        ck_assert_int_eq(unlink(full("/etc/machine-id")), 0);
+        fakeroot_write(root, "/etc/machine-id", MID_A "\n");
+        first_boot_facts_read_system(root, &f);
+        ck_assert(f.machine_id_this_boot);
+        fakeroot_write(root, "/sys/class/rtc/rtc0/hctosys", "0\n");
+        first_boot_facts_read_system(root, &f);
+        ck_assert(!f.machine_id_this_boot);
+        fakeroot_write(root, "/sys/class/rtc/rtc1/hctosys", "1\n");
+        first_boot_facts_read_system(root, &f);
+        ck_assert(f.machine_id_this_boot);
+        /* Nor when the mounts cannot be read: a mount may hide it. */
+        ck_assert_int_eq(unlink(full("/proc/self/mountinfo")), 0);
+        first_boot_facts_read_system(root, &f);
+        ck_assert(!f.machine_id_this_boot);
+        ck_assert(!first_boot_decide(&f));
+
+        /* systemd's transient ID, from /run: a first boot.  Then the file
+         * seen is the one mounted, made in this boot: its time is not the
+         * sign. */
+        fakeroot_write(root, "/proc/self/mountinfo",
+                       MOUNTINFO_ROOT "31 22 0:23 /machine-id /etc/machine-id ro shared:5 - tmpfs tmpfs rw\n");
+        fakeroot_write(root, "/proc/cmdline", "root=/dev/vda1 ro quiet\n");
+        first_boot_facts_read_system(root, &f);
+        ck_assert(f.machine_id_transient);
+        ck_assert(!f.machine_id_this_boot);
+        ck_assert(first_boot_decide(&f));
+
+        /* The ID on the command line, a container, persistent storage
+         * bound over the file: mounted on every boot, all of them new. */
+        fakeroot_write(root, "/proc/cmdline", "ro systemd.machine_id=" MID_A "\n");
+        first_boot_facts_read_system(root, &f);
+        ck_assert(!f.machine_id_transient);
+        ck_assert(!f.machine_id_this_boot);
+        ck_assert(!first_boot_decide(&f));
+        fakeroot_write(root, "/proc/cmdline", "ro\n");
+        fakeroot_write(root, "/run/systemd/container", "podman\n");
+        first_boot_facts_read_system(root, &f);
+        ck_assert(!f.machine_id_transient);
+        ck_assert(!first_boot_decide(&f));
+        ck_assert_int_eq(unlink(full("/run/systemd/container")), 0);
+        first_boot_facts_read_system(root, &f);
+        ck_assert(f.machine_id_transient);
+        /* A command line that cannot be read may hold the ID. */
+        ck_assert_int_eq(unlink(full("/proc/cmdline")), 0);
+        first_boot_facts_read_system(root, &f);
+        ck_assert(!f.machine_id_transient);
+        fakeroot_write(root, "/proc/cmdline", "ro\n");
+        fakeroot_write(root, "/proc/self/mountinfo",
+                       MOUNTINFO_ROOT "32 22 252:2 /persist/machine-id /etc/machine-id rw shared:9 - ext4 /dev/vda2 rw\n");
+        first_boot_facts_read_system(root, &f);
+        ck_assert(!f.machine_id_transient);
+        ck_assert(!f.machine_id_this_boot);
+        ck_assert(!first_boot_decide(&f));
+
+        /* systemd's flag. */
+        fakeroot_write(root, "/run/systemd/first-boot", "");
+        first_boot_facts_read_system(root, &f);
+        ck_assert(f.flag);
+        ck_assert(first_boot_decide(&f));
+}
+END_TEST
+
+#undef MOUNTINFO_ROOT
 
 /* What becomes of the keys found in place, from everything observed. */
 START_TEST(test_decide) {
@@ -1516,6 +1760,10 @@ static Suite *sshkeys_suite(void) {
         tcase_set_timeout(tc, 60);
         tcase_add_test(tc, test_first_boot_decide);
         tcase_add_test(tc, test_first_boot_facts);
+        tcase_add_test(tc, test_mountinfo_fstype);
+        tcase_add_test(tc, test_first_boot_transient_mount);
+        tcase_add_test(tc, test_first_boot_written_this_boot);
+        tcase_add_test(tc, test_first_boot_facts_system);
         tcase_add_test(tc, test_decide);
         tcase_add_test(tc, test_unknown_keys);
         tcase_add_test(tc, test_unknown_adopted_repaired);
