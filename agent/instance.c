@@ -411,6 +411,8 @@ void instance_state_done(InstanceState *s) {
                 free(k->created);
                 free(k->reason);
         }
+        free(s->pending);
+        free(s->pending_reason);
         *s = (InstanceState) {};
 }
 
@@ -448,6 +450,11 @@ int instance_state_format(const InstanceState *s, time_t when, char **ret, size_
         json_nonempty(&j, "product_uuid", s->id.product_uuid);
         json_nonempty(&j, "machine_id", s->id.machine_id);
         json_object_end(&j);
+        /* Only while it is so: a complete record reads as it always did. */
+        if (s->pending) {
+                json_string(&j, "pending", s->pending);
+                json_string(&j, "pending_reason", s->pending_reason);
+        }
         json_array_begin(&j, "keys");
         for (size_t i = 0; i < s->n_keys; i++) {
                 const InstanceKey *k = &s->keys[i];
@@ -527,7 +534,7 @@ static int state_parse_key(yaml_document_t *doc, yaml_node_t *n, InstanceKey *k)
 
 static int state_parse(yaml_document_t *doc, InstanceState *s) {
         yaml_node_t *root = yaml_document_get_root_node(doc), *inst, *keys;
-        const char *uuid, *mid;
+        const char *uuid, *mid, *pending;
         int r;
 
         if (!root || root->type != YAML_MAPPING_NODE)
@@ -545,6 +552,12 @@ static int state_parse(yaml_document_t *doc, InstanceState *s) {
                 return -EBADMSG;
         if (mid && !instance_machine_id_normalize(mid, s->id.machine_id))
                 return -EBADMSG;
+        pending = json_get_str(doc, root, "pending");
+        if (pending && !streq(pending, INSTANCE_PENDING_REPLACE_UNKNOWN))
+                return -EBADMSG;
+        if (strdup_nonnull(pending, &s->pending) < 0 ||
+            strdup_nonnull(pending ? json_get_str(doc, root, "pending_reason") : NULL, &s->pending_reason) < 0)
+                return -ENOMEM;
 
         keys = json_get(doc, root, "keys");
         if (!keys)

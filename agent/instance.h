@@ -29,7 +29,20 @@
  * and did not make.  "reason" says why a key was replaced or adopted
  * (found in place with no record, and kept as this machine's), carried
  * over while it is kept; null for a key made where there was none.
- * Records written before it was added have none: null. */
+ * Records written before it was added have none: null.
+ *
+ * While a replacement of keys found with no record is under way, the
+ * record says so, between "instance" and "keys":
+ *     "pending": "replace-unknown",
+ *     "pending_reason": "found at the image's first boot: …",
+ * written before any key is touched, with the keys listing only those
+ * already made for this instance (none at first).  The decision to
+ * replace rests on signs of a first boot that are gone once the
+ * machine-id is committed: a run that stops half way (a key that fails,
+ * a power cut, a gate that fails) would otherwise leave the next run to
+ * adopt the image's keys.  The next run for the same instance finishes
+ * it, whatever the machine-id says by then; the complete record has
+ * neither field.  Readers that do not know them ignore them. */
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -136,10 +149,15 @@ typedef struct InstanceKey {
         char *reason;      /* why it was replaced or adopted; NULL: none given */
 } InstanceKey;
 
+/* The one "pending" value: keys found with no record are being replaced. */
+#define INSTANCE_PENDING_REPLACE_UNKNOWN "replace-unknown"
+
 typedef struct InstanceState {
         InstanceId id;
         InstanceKey keys[INSTANCE_KEYS_MAX];
         size_t n_keys;
+        char *pending;        /* INSTANCE_PENDING_REPLACE_UNKNOWN, or NULL: the record is complete */
+        char *pending_reason; /* why they are replaced; NULL: not given */
 } InstanceState;
 
 /* Frees the strings; the struct may be reused after. */
@@ -149,8 +167,8 @@ void instance_state_done(InstanceState *s);
 const InstanceKey *instance_state_find_key(const InstanceState *s, const char *fingerprint);
 
 /* Reads the record.  -ENOENT when there is none, -EBADMSG when it is not
- * one of ours (not a regular file, too large, malformed); ret is written
- * only on success. */
+ * one of ours (not a regular file, too large, malformed, a "pending" value
+ * we do not know); ret is written only on success. */
 int instance_state_load(const char *path, InstanceState *ret);
 
 /* Builds the JSON text, with the time given in UTC (for tests: 0 is now). */

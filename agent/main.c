@@ -376,19 +376,13 @@ static bool cloud_init_prints_keys(void) {
         return access(CLOUD_INIT_ENABLED_FLAG, F_OK) >= 0;
 }
 
-/* The configured host keys, behind the gate.  A new instance (its
- * SMBIOS UUID or machine-id changed since the keys were made: a cloned
- * disk) or ssh.regenerate replaces them all.  Returns how many failed,
- * or -errno. */
-static int make_ssh_keys(const AgentConfig *c, const Gate *g, usec_t start, SshKeyResult *ret, size_t *ret_n) {
-        _cleanup_free_ char *console = NULL;
-        HostKeyType types[_HOST_KEY_TYPE_MAX];
-        int failed;
-
+/* The configuration's ssh section as sshkeys options; types needs room
+ * for every type. */
+static SshKeysOptions ssh_keys_options(const AgentConfig *c, HostKeyType *types) {
         for (unsigned i = 0; i < c->ssh_key_types.n; i++)
                 types[i] = host_key_type_from_string(ssh_key_kind_to_string((SshKeyKind) c->ssh_key_types.items[i]));
 
-        SshKeysOptions o = {
+        return (SshKeysOptions) {
                 .root = arg_root,
                 .key_dir = c->ssh_key_dir,
                 .types = types,
@@ -397,9 +391,31 @@ static int make_ssh_keys(const AgentConfig *c, const Gate *g, usec_t start, SshK
                 .ecdsa_bits = agent_config_ecdsa_bits(c),
                 .replace = c->ssh_regenerate,
                 .unknown = c->ssh_replace_unknown,
-                .crng_ready = g->outcome.ready_after,
-                .start_usec = start,
         };
+}
+
+/* The gate failed: no key is made, but a decision to replace the keys in
+ * place (the image's first boot) is recorded, since its signs are gone
+ * once the machine-id is committed after this boot. */
+static void record_ssh_decision(const AgentConfig *c) {
+        HostKeyType types[_HOST_KEY_TYPE_MAX];
+        SshKeysOptions o = ssh_keys_options(c, types);
+
+        (void) sshkeys_record_decision(&o);
+}
+
+/* The configured host keys, behind the gate.  A new instance (its
+ * SMBIOS UUID or machine-id changed since the keys were made: a cloned
+ * disk) or ssh.regenerate replaces them all.  Returns how many failed,
+ * or -errno. */
+static int make_ssh_keys(const AgentConfig *c, const Gate *g, usec_t start, SshKeyResult *ret, size_t *ret_n) {
+        _cleanup_free_ char *console = NULL;
+        HostKeyType types[_HOST_KEY_TYPE_MAX];
+        SshKeysOptions o = ssh_keys_options(c, types);
+        int failed;
+
+        o.crng_ready = g->outcome.ready_after;
+        o.start_usec = start;
         failed = sshkeys_ensure_instance(&o, ret, ret_n, NULL);
         if (failed < 0)
                 return failed;
@@ -439,6 +455,7 @@ static int do_sshkeys(void) {
         if (status != EXIT_READY) {
                 /* Fail closed: no key from a pool that is not ready. */
                 log_error("No SSH host key was created.");
+                record_ssh_decision(&c);
                 (void) write_record_full(&c, &g, "sshkeys", &(RecordExtras) {});
                 return status;
         }
@@ -561,6 +578,7 @@ static int do_firstboot(void) {
         status = run_gate(&c, start, &g);
         if (status != EXIT_READY) {
                 log_error("Nothing was created: no SSH host key, no LUKS volume.");
+                record_ssh_decision(&c);
                 RecordExtras x = { .firstboot = "incomplete" };
                 (void) write_record_full(&c, &g, "firstboot", &x);
                 return status;

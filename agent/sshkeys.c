@@ -693,6 +693,33 @@ static int generate(const Context *c, SshKeyResult *res, HostKeyType t, const ch
         return 0;
 }
 
+/* In a replacement that an earlier run began and did not finish, the key
+ * that run made (the pending record lists it: SshKeysOptions.vouched) is
+ * this instance's already: clients may have seen it since.  Returns 1
+ * when it is kept (res filled), 0 when it is to be replaced, -errno. */
+static int keep_vouched(const Context *c, HostKeyType t, SshKeyResult *res, const char *priv, const char *pub) {
+        _cleanup_ssh_key_ ssh_key key = NULL;
+        _cleanup_close_ int fd = -EBADF;
+        _cleanup_free_ char *fp = NULL;
+        const InstanceKey *k = NULL;
+        const char *reason = NULL;
+        int r;
+
+        for (size_t i = 0; c->o->vouched && i < c->o->vouched->n_keys && !k; i++)
+                if (streq_ptr(c->o->vouched->keys[i].path, res->path))
+                        k = &c->o->vouched->keys[i];
+        /* Anything but the sound key it lists is replaced, as the rest. */
+        if (!k || load_private(priv, t, &key, &fd, &reason) < 0)
+                return 0;
+        r = key_fingerprint(key, &fp);
+        if (r == -ENOMEM)
+                return log_oom();
+        if (r < 0 || !streq_ptr(fp, k->fingerprint))
+                return 0;
+        r = keep_or_repair(c, res, key, fd, priv, pub);
+        return r < 0 ? r : 1;
+}
+
 static int ensure_one(const Context *c, HostKeyType t, SshKeyResult *res) {
         _cleanup_free_ char *priv = NULL, *pub = NULL;
         const char *name = host_key_type_to_string(t), *reason = NULL;
@@ -718,6 +745,11 @@ static int ensure_one(const Context *c, HostKeyType t, SshKeyResult *res) {
         else if (errno != ENOENT)
                 return log_error_errno(errno, "Failed to look at '%s': %m", res->path);
 
+        if (existed && c->o->replace) {
+                r = keep_vouched(c, t, res, priv, pub);
+                if (r != 0)
+                        return r < 0 ? r : 0;
+        }
         if (existed && !c->o->replace) {
                 _cleanup_ssh_key_ ssh_key key = NULL;
                 _cleanup_close_ int fd = -EBADF;
@@ -1101,6 +1133,12 @@ SshKeysExisting sshkeys_decide(const SshKeysFacts *f, const char **ret_reason) {
         } else if (f->record && f->change == INSTANCE_NEW) {
                 e = SSH_KEYS_REPLACE;
                 reason = SSHKEYS_REASON_NEW_INSTANCE;
+        } else if (f->record && f->pending) {
+                /* Decided in an earlier run, on signs that may be gone
+                 * now (a committed machine-id): half the keys may be new
+                 * already, and the rest the image's. */
+                e = SSH_KEYS_REPLACE_UNKNOWN;
+                reason = f->pending_reason ?: SSHKEYS_REASON_PENDING;
         } else if (f->record)
                 e = SSH_KEYS_KEEP;
         else
@@ -1108,7 +1146,7 @@ SshKeysExisting sshkeys_decide(const SshKeysFacts *f, const char **ret_reason) {
                  * instance: an image builder's, or another tool's. */
                 switch (f->policy) {
                 case UNKNOWN_KEYS_ALWAYS:
-                        e = SSH_KEYS_REPLACE;
+                        e = SSH_KEYS_REPLACE_UNKNOWN;
                         reason = SSHKEYS_REASON_UNKNOWN_ALWAYS;
                         break;
                 case UNKNOWN_KEYS_NEVER:
@@ -1120,81 +1158,172 @@ SshKeysExisting sshkeys_decide(const SshKeysFacts *f, const char **ret_reason) {
                          * this machine's keys: replacing them costs
                          * nothing.  After it, they are a running server's
                          * identity, which only its owner may change. */
-                        e = f->first_boot ? SSH_KEYS_REPLACE : SSH_KEYS_ADOPT;
+                        e = f->first_boot ? SSH_KEYS_REPLACE_UNKNOWN : SSH_KEYS_ADOPT;
                         reason = f->first_boot ? SSHKEYS_REASON_FIRST_BOOT : SSHKEYS_REASON_ADOPTED;
                 }
         *ret_reason = reason;
         return e;
 }
 
-int sshkeys_ensure_instance(const SshKeysOptions *o, SshKeyResult *ret, size_t *ret_n, InstanceChange *ret_change) {
-        _cleanup_free_ char *state_path = path_join_root(o->root, INSTANCE_STATE_FILE);
-        InstanceState old = {}, now = {};
-        SshKeysOptions opts = *o;
-        SshKeysExisting existing;
-        SshKeysFacts facts;
-        InstanceId id;
-        int r, failed;
+/* The reason a pending record gives, as the static string results carry:
+ * one of ours, or SSHKEYS_REASON_PENDING for text another version wrote. */
+static const char *pending_reason_static(const char *s) {
+        static const char *const known[] = { SSHKEYS_REASON_FIRST_BOOT, SSHKEYS_REASON_UNKNOWN_ALWAYS };
 
-        if (!state_path)
-                return log_oom();
+        for (size_t i = 0; s && i < ELEMENTSOF(known); i++)
+                if (streq(s, known[i]))
+                        return known[i];
+        return NULL;
+}
+
+/* What sshkeys_ensure_instance() and sshkeys_record_decision() both
+ * start from: the record, this instance and the decision. */
+typedef struct InstanceDecision {
+        char *state_path;
+        InstanceState old;
+        bool loaded;       /* old was read */
+        InstanceId id;
+        SshKeysFacts facts;
+        SshKeysExisting existing;
+        const char *reason; /* static */
+} InstanceDecision;
+
+static void instance_decision_done(InstanceDecision *d) {
+        free(d->state_path);
+        instance_state_done(&d->old);
+        *d = (InstanceDecision) {};
+}
+
+static int instance_decide(const SshKeysOptions *o, InstanceDecision *d) {
+        int r;
+
+        *d = (InstanceDecision) {};
         r = options_check(o);
         if (r < 0)
                 return r;
-        instance_id_read(o->root, &id);
-        r = instance_state_load(state_path, &old);
+        d->state_path = path_join_root(o->root, INSTANCE_STATE_FILE);
+        if (!d->state_path)
+                return log_oom();
+        instance_id_read(o->root, &d->id);
+        r = instance_state_load(d->state_path, &d->old);
         /* We write the record atomically: one that is not a record of ours
          * was not left by us, and vouches for nothing, as none.  Failing
          * to read it (I/O) says nothing about what it holds. */
         if (r == -EBADMSG)
-                log_warning("'%s' is not a seedbed record: taking the SSH host keys as unknown.", state_path);
+                log_warning("'%s' is not a seedbed record: taking the SSH host keys as unknown.", d->state_path);
         else if (r < 0 && r != -ENOENT)
-                log_warning_errno(r, "Ignoring the unreadable record '%s': %m", state_path);
-        facts = (SshKeysFacts) {
+                log_warning_errno(r, "Ignoring the unreadable record '%s': %m", d->state_path);
+        d->loaded = r >= 0;
+        d->facts = (SshKeysFacts) {
                 .replace = o->replace,
                 .record = r >= 0 || (r != -ENOENT && r != -EBADMSG),
-                .change = instance_compare(r >= 0 ? &old.id : NULL, &id),
+                .change = instance_compare(d->loaded ? &d->old.id : NULL, &d->id),
                 .policy = o->unknown,
+                .pending = d->loaded && d->old.pending,
+                .pending_reason = d->loaded ? pending_reason_static(d->old.pending_reason) : NULL,
         };
-        if (!facts.record && facts.policy == UNKNOWN_KEYS_FIRST_BOOT) {
+        if (!d->facts.record && d->facts.policy == UNKNOWN_KEYS_FIRST_BOOT) {
                 FirstBootFacts fb;
 
                 first_boot_facts_read(o->root, &fb);
-                facts.first_boot = first_boot_decide(&fb);
+                d->facts.first_boot = first_boot_decide(&fb);
         }
-        existing = sshkeys_decide(&facts, &opts.reason);
-        if (facts.record && facts.change == INSTANCE_NEW)
+        d->existing = sshkeys_decide(&d->facts, &d->reason);
+        return 0;
+}
+
+/* Saves the pending record: this instance, the decision, and the keys
+ * already made for it (none, or those state lists; state may be NULL). */
+static int save_pending(const InstanceDecision *d, InstanceState *state) {
+        InstanceState empty = { .id = d->id };
+        InstanceState *s = state ?: &empty;
+        int r;
+
+        s->pending = strdup(INSTANCE_PENDING_REPLACE_UNKNOWN);
+        s->pending_reason = strdup(d->reason);
+        r = s->pending && s->pending_reason ? instance_state_save(d->state_path, s) : -ENOMEM;
+        if (!state)
+                instance_state_done(&empty);
+        return r;
+}
+
+int sshkeys_record_decision(const SshKeysOptions *o) {
+        _cleanup_(instance_decision_done) InstanceDecision d = {};
+        int r;
+
+        r = instance_decide(o, &d);
+        if (r < 0)
+                return r;
+        if (d.existing != SSH_KEYS_REPLACE_UNKNOWN || d.facts.pending)
+                return 0;
+        r = save_pending(&d, NULL);
+        if (r < 0)
+                return log_error_errno(r, "Failed to record in '%s' that the SSH host keys are to be replaced: %m",
+                                       d.state_path);
+        log_notice("No SSH host key was made, but the keys in place are to be replaced (%s): recorded in '%s' "
+                   "for the next run.", d.reason, d.state_path);
+        return 1;
+}
+
+int sshkeys_ensure_instance(const SshKeysOptions *o, SshKeyResult *ret, size_t *ret_n, InstanceChange *ret_change) {
+        _cleanup_(instance_decision_done) InstanceDecision d = {};
+        InstanceState now = {};
+        SshKeysOptions opts = *o;
+        bool pending;
+        int r, failed;
+
+        r = instance_decide(o, &d);
+        if (r < 0)
+                return r;
+        pending = d.existing == SSH_KEYS_REPLACE_UNKNOWN;
+        if (d.facts.record && d.facts.change == INSTANCE_NEW)
                 log_notice("This is a new instance of the image (its UUID or machine-id changed): replacing the "
                            "SSH host keys.");
-        else if (!facts.record)
+        else if (d.facts.pending)
+                log_notice("An earlier run began to replace the SSH host keys found with no seedbed record (%s), "
+                           "and did not finish: replacing the ones it did not make.", d.reason);
+        else if (!d.facts.record)
                 log_debug("No seedbed record vouches for the SSH host keys in place: %s any (ssh.replace-unknown: "
-                         "%s%s).", existing == SSH_KEYS_REPLACE ? "replacing" : "adopting",
-                         unknown_keys_policy_names[facts.policy],
-                         facts.policy != UNKNOWN_KEYS_FIRST_BOOT ? ""
-                         : facts.first_boot                      ? ", and this is the image's first boot"
-                                                                 : ", and this machine has booted before");
+                          "%s%s).", pending ? "replacing" : "adopting", unknown_keys_policy_names[d.facts.policy],
+                          d.facts.policy != UNKNOWN_KEYS_FIRST_BOOT ? ""
+                          : d.facts.first_boot                      ? ", and this is the image's first boot"
+                                                                    : ", and this machine has booted before");
         if (ret_change)
-                *ret_change = facts.change;
+                *ret_change = d.facts.change;
 
-        opts.replace = existing == SSH_KEYS_REPLACE;
-        opts.adopt = existing == SSH_KEYS_ADOPT;
-        failed = sshkeys_ensure(&opts, ret, ret_n);
-        if (failed < 0) {
-                instance_state_done(&old);
-                return log_error_errno(failed, "Cannot make SSH host keys: %m");
-        }
-
-        /* Only a complete set is recorded: a key that failed in a
-         * replacement may still be the old instance's, and must be
-         * replaced next time. */
-        if (failed == 0) {
-                r = sshkeys_state_build(r >= 0 ? &old : NULL, &id, ret, *ret_n, &now);
-                if (r >= 0)
-                        r = instance_state_save(state_path, &now);
+        /* The decision first, then the keys: once the machine-id is
+         * committed nothing else would say this was the first boot, and a
+         * run that stops half way would leave the next to adopt the
+         * image's keys.  Without it the keys are still replaced: better
+         * than leaving the image's, though a run that stops now may
+         * leave them to the next. */
+        if (pending && !d.facts.pending) {
+                r = save_pending(&d, NULL);
                 if (r < 0)
-                        log_error_errno(r, "Failed to write '%s': %m", state_path);
-                instance_state_done(&now);
+                        log_error_errno(r, "Failed to record in '%s' that the SSH host keys are being replaced, "
+                                        "going on: %m", d.state_path);
         }
-        instance_state_done(&old);
+
+        opts.replace = pending || d.existing == SSH_KEYS_REPLACE;
+        opts.adopt = d.existing == SSH_KEYS_ADOPT;
+        opts.reason = d.reason;
+        /* Not for a new instance, nor when all are asked to be replaced. */
+        opts.vouched = pending && d.facts.pending ? &d.old : NULL;
+        failed = sshkeys_ensure(&opts, ret, ret_n);
+        if (failed < 0)
+                return log_error_errno(failed, "Cannot make SSH host keys: %m");
+
+        /* Only a complete set is recorded as such: a key that failed in a
+         * replacement may still be the old instance's (or the image's),
+         * and must be replaced next time.  A pending replacement records
+         * the keys it made, which the next run keeps. */
+        if (failed > 0 && !pending)
+                return failed;
+        r = sshkeys_state_build(d.loaded ? &d.old : NULL, &d.id, ret, *ret_n, &now);
+        if (r >= 0)
+                r = failed > 0 ? save_pending(&d, &now) : instance_state_save(d.state_path, &now);
+        if (r < 0)
+                log_error_errno(r, "Failed to write '%s': %m", d.state_path);
+        instance_state_done(&now);
         return failed;
 }

@@ -87,12 +87,19 @@ extern const char *const unknown_keys_policy_names[_UNKNOWN_KEYS_POLICY_MAX + 1]
 #define SSHKEYS_REASON_ADOPTED \
         "found with no seedbed record on a machine that has booted before: adopted as this machine's key"
 #define SSHKEYS_REASON_ADOPTED_NEVER "found with no seedbed record: adopted as this machine's key (ssh.replace-unknown: never)"
+/* A pending record whose reason is none of ours (written by another
+ * version). */
+#define SSHKEYS_REASON_PENDING "found with no seedbed record: their replacement was begun in an earlier run"
 
 /* What becomes of the keys found in place. */
 typedef enum SshKeysExisting {
-        SSH_KEYS_KEEP,    /* a record vouches for them: sound ones are kept */
-        SSH_KEYS_ADOPT,   /* nothing vouches for them; sound ones are kept, as adopted */
-        SSH_KEYS_REPLACE, /* every one is replaced */
+        SSH_KEYS_KEEP,            /* a record vouches for them: sound ones are kept */
+        SSH_KEYS_ADOPT,           /* nothing vouches for them; sound ones are kept, as adopted */
+        SSH_KEYS_REPLACE,         /* every one is replaced */
+        SSH_KEYS_REPLACE_UNKNOWN, /* nothing vouches for them, and they are replaced: the decision
+                                   * is recorded (pending) before a key is touched, and holds until
+                                   * every key is replaced; keys the pending record lists were made
+                                   * by it, and are kept */
 } SshKeysExisting;
 
 typedef struct SshKeysFacts {
@@ -102,10 +109,14 @@ typedef struct SshKeysFacts {
         InstanceChange change;    /* this instance against the record */
         UnknownKeysPolicy policy;
         bool first_boot;          /* first_boot_decide(); only looked at without a record */
+        bool pending;             /* the record read is pending (INSTANCE_PENDING_REPLACE_UNKNOWN) */
+        const char *pending_reason; /* its reason (static); NULL: SSHKEYS_REASON_PENDING */
 } SshKeysFacts;
 
 /* The decision sshkeys_ensure_instance() acts on, from what it observed;
- * *ret_reason (static, NULL with SSH_KEYS_KEEP) says why. */
+ * *ret_reason (static, NULL with SSH_KEYS_KEEP) says why.  A pending
+ * record for this instance (or one not known to be another) is finished
+ * whatever the policy and the first boot's signs say now. */
 SshKeysExisting sshkeys_decide(const SshKeysFacts *f, const char **ret_reason);
 
 typedef struct SshKeysOptions {
@@ -123,6 +134,8 @@ typedef struct SshKeysOptions {
         const char *reason;          /* why replace or adopt, for results and logs (static);
                                       * NULL: SSHKEYS_REASON_ASKED */
         UnknownKeysPolicy unknown;   /* sshkeys_ensure_instance(): keys no record vouches for */
+        const InstanceState *vouched; /* with replace: keys it lists (the same path and
+                                      * fingerprint) are kept all the same; NULL: none */
         bool crng_ready;             /* what the gate found, recorded with new keys */
         usec_t start_usec;           /* CLOCK_MONOTONIC origin of at_usec; 0: the call */
 } SshKeysOptions;
@@ -161,10 +174,21 @@ int sshkeys_ensure(const SshKeysOptions *o, SshKeyResult *ret, size_t *ret_n);
  * this instance: o->unknown and first_boot_decide() say whether they are
  * replaced or adopted (sshkeys_decide()).  A record that cannot be read
  * for another reason (I/O) proves nothing either way: the keys stay.
+ * A decision to replace keys no record vouches for is recorded first, as
+ * pending (instance.h), and a run that does not finish it records the
+ * keys it made; the next run finishes it.
  * *ret_change (may be NULL) says what the instance was.
  * Returns as sshkeys_ensure(); a failure to save the record is logged,
  * not returned (the keys are in place; the next run replaces nothing). */
 int sshkeys_ensure_instance(const SshKeysOptions *o, SshKeyResult *ret, size_t *ret_n, InstanceChange *ret_change);
+
+/* Decides as sshkeys_ensure_instance() would and, when that is to replace
+ * keys no record vouches for, records the decision as pending, touching
+ * no key: for a run that makes none (the gate failed) at an image's first
+ * boot, whose signs are gone once the machine-id is committed.  Returns 1
+ * when it recorded one, 0 when there was nothing to record (or it was
+ * already), -EINVAL for bad options, or -errno (logged). */
+int sshkeys_record_decision(const SshKeysOptions *o);
 
 /* What is on disk now at a key a record lists. */
 typedef enum SshKeyOnDisk {
@@ -213,6 +237,8 @@ int sshkeys_fingerprint_line(const SshKeyResult *r, char **ret);
  * over "created" and "crng_ready" from old (may be NULL) for keys that
  * were kept.  Save it only when sshkeys_ensure() returned 0: a key that
  * failed during a replacement may still be the old instance's, and the
- * old record makes the next run replace it again. */
+ * old record makes the next run replace it again.  (A replacement of keys
+ * no record vouched for saves it as pending, failures and all: the keys
+ * it lists are the ones made.) */
 int sshkeys_state_build(const InstanceState *old, const InstanceId *id, const SshKeyResult *r, size_t n,
                         InstanceState *ret);

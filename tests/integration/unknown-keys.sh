@@ -3,9 +3,11 @@
 # OpenSSH: keys an image builder left (ssh-keygen, as openssh-server's
 # postinst makes them) are replaced at the image's first boot and the
 # record says why; on a machine that has booted before they are adopted,
-# never replaced; ssh.replace-unknown turns either way.  Then 'status'
-# compares every key the record lists with the disk, and says "replaced by
-# another tool" for the one ssh-keygen overwrote, and for no other.
+# never replaced; ssh.replace-unknown turns either way.  A first boot
+# that fails half way is finished by the next run, after the machine-id
+# is committed.  Then 'status' compares every key the record lists with
+# the disk, and says "replaced by another tool" for the one ssh-keygen
+# overwrote, and for no other.
 # shellcheck source=tests/integration/lib.sh
 . "${top_srcdir:?}/tests/integration/lib.sh"
 
@@ -80,6 +82,41 @@ for id in uninitialized empty missing; do
 	[ "$(json "$R/run/seedbed/seed.json" '[.ssh_keys[] | select(.action == "kept")] | length')" = 3 ] ||
 		fail "$id: second run: $(json "$R/run/seedbed/seed.json" .ssh_keys)"
 done
+
+# --- The image's first boot, one key failing: the RSA key is a symbolic
+# link, which the agent does not replace.  The decision is in the record,
+# pending, with the two keys made; the machine-id is committed after that
+# boot, so nothing says first boot any more, and the next run (the link
+# put right) still replaces the image's RSA key and keeps the two made.
+R=$T/first-failing
+mkdir -p "$R/etc" "$T/elsewhere"
+echo uninitialized >"$R/etc/machine-id"
+bake "$R"
+mv "$R/etc/ssh/ssh_host_rsa_key" "$T/elsewhere/"
+ln -s "$T/elsewhere/ssh_host_rsa_key" "$R/etc/ssh/ssh_host_rsa_key"
+fps "$R" >"$T/baked"
+run 1 "$AGENT" --root "$R" --no-cmdline sshkeys
+expect_in "$T/err" "is a symbolic link: not replacing it"
+state=$R/var/lib/seedbed/ssh-keys.json
+[ "$(json "$state" .pending)" = replace-unknown ] || fail "failing: the record is not pending: $(cat "$state")"
+[ "$(json "$state" .pending_reason)" = "$FIRST_BOOT" ] || fail "failing: the pending reason: $(cat "$state")"
+[ "$(json "$state" '[.keys[] | .type] | sort | join(",")')" = ecdsa,ed25519 ] ||
+	fail "failing: the pending record does not list the keys made: $(json "$state" .keys)"
+fps "$R" | grep -v '^rsa ' >"$T/made"
+echo 0123456789abcdef0123456789abcdef >"$R/etc/machine-id"
+rm "$R/etc/ssh/ssh_host_rsa_key"
+cp -p "$T/elsewhere/ssh_host_rsa_key" "$R/etc/ssh/"
+run 0 "$AGENT" --root "$R" --no-cmdline sshkeys
+expect_in "$T/err" "An earlier run began to replace the SSH host keys"
+! grep -qFf <(awk '{ print $2 }' "$T/baked") <(fps "$R") || fail "failing: a baked key survived"
+fps "$R" | grep -v '^rsa ' | diff -u "$T/made" - || fail "failing: the keys made in the first run were replaced"
+[ "$(json "$R/run/seedbed/seed.json" '.ssh_keys[] | select(.type == "rsa") | .action')" = replaced ] ||
+	fail "failing: $(json "$R/run/seedbed/seed.json" .ssh_keys)"
+[ "$(json "$R/run/seedbed/seed.json" '[.ssh_keys[] | select(.action == "adopted")] | length')" = 0 ] ||
+	fail "failing: a key was adopted"
+[ "$(json "$state" '[.keys[] | select(.reason == "'"$FIRST_BOOT"'")] | length')" = 3 ] ||
+	fail "failing: the record does not say why: $(json "$state" .keys)"
+[ "$(json "$state" .pending)" = null ] || fail "failing: the record is still pending"
 
 # --- seedbed installed on a running server: adopted, the same keys.
 R=$T/running

@@ -463,18 +463,41 @@ START_TEST(test_fail_during_replace) {
 }
 END_TEST
 
-/* A crash (the process ends, no cleanup runs) at every step in turn,
- * in a child: what is left is no key or a complete one, and the next run
- * removes the leftovers and completes every pair. */
+/* Runs sshkeys_ensure() (instance: sshkeys_ensure_instance()) in a child
+ * that crashes (the process ends, no cleanup runs) at the at-th step of
+ * writing a file.  False when it went through with no crash. */
+static bool run_crashing(const SshKeysOptions *o, bool instance, int at) {
+        SshKeyResult r[_HOST_KEY_TYPE_MAX];
+        int status;
+        size_t n;
+        pid_t pid;
+
+        pid = fork();
+        ck_assert_int_ge(pid, 0);
+        if (pid == 0) {
+                Fault f = { .crash_at = at };
+
+                atomic_set_fault_hook(fault_hook, &f);
+                _exit((instance ? sshkeys_ensure_instance(o, r, &n, NULL) : sshkeys_ensure(o, r, &n)) == 0 ? 0 : 1);
+        }
+        ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+        ck_assert(WIFEXITED(status));
+        if (WEXITSTATUS(status) == 0)
+                return false;
+        ck_assert_int_eq(WEXITSTATUS(status), CRASHED);
+        ck_assert_int_lt(at, 100);
+        return true;
+}
+
+/* A crash at every step in turn: what is left is no key or a complete
+ * one, and the next run removes the leftovers and completes every pair. */
 static void crash_everywhere(bool replace) {
         unsigned temp_left = 0, repaired = 0;
 
         for (int at = 0;; at++) {
                 SshKeysOptions o = options(two_types, 2);
                 SshKeyResult r[2];
-                int status;
                 size_t n;
-                pid_t pid;
 
                 fakeroot_free(root);
                 root = fakeroot_new();
@@ -484,21 +507,8 @@ static void crash_everywhere(bool replace) {
                         ssh_key_results_done(r, n);
                         o.replace = true;
                 }
-
-                pid = fork();
-                ck_assert_int_ge(pid, 0);
-                if (pid == 0) {
-                        Fault f = { .crash_at = at };
-
-                        atomic_set_fault_hook(fault_hook, &f);
-                        _exit(sshkeys_ensure(&o, r, &n) == 0 ? 0 : 1);
-                }
-                ck_assert_int_eq(waitpid(pid, &status, 0), pid);
-                ck_assert(WIFEXITED(status));
-                if (WEXITSTATUS(status) == 0)
+                if (!run_crashing(&o, false, at))
                         break; /* every step passed without a crash */
-                ck_assert_int_eq(WEXITSTATUS(status), CRASHED);
-                ck_assert_int_lt(at, 100);
 
                 /* Replacing, an old .pub may sit beside a new key. */
                 check_consistent(two_types, 2, false);
@@ -914,7 +924,59 @@ START_TEST(test_state_roundtrip) {
         fakeroot_write(root, INSTANCE_STATE_FILE, "{\"version\": 1, \"instance\": {}}");
         ck_assert_int_eq(instance_state_load(path, &l), 0);
         ck_assert_uint_eq(l.n_keys, 0);
+        ck_assert_ptr_null(l.pending);
         instance_state_done(&l);
+}
+END_TEST
+
+/* A replacement under way: said between the instance and the keys, and
+ * only then; a reader that knows no "pending" reads the rest as ever. */
+START_TEST(test_state_pending) {
+        InstanceState s = { .id = iid("", MID_A), .pending = (char *) INSTANCE_PENDING_REPLACE_UNKNOWN,
+                            .pending_reason = (char *) SSHKEYS_REASON_FIRST_BOOT },
+                      l;
+        char path[4096], *text;
+        size_t len;
+
+        snprintf(path, sizeof path, "%s%s", root, INSTANCE_STATE_FILE);
+        ck_assert_int_eq(instance_state_format(&s, 1714564800, &text, &len), 0);
+        ck_assert_str_eq(text, "{\n"
+                               "  \"version\": 1,\n"
+                               "  \"time\": \"2024-05-01T12:00:00Z\",\n"
+                               "  \"instance\": {\n"
+                               "    \"product_uuid\": null,\n"
+                               "    \"machine_id\": \"" MID_A "\"\n"
+                               "  },\n"
+                               "  \"pending\": \"replace-unknown\",\n"
+                               "  \"pending_reason\": \"" SSHKEYS_REASON_FIRST_BOOT "\",\n"
+                               "  \"keys\": []\n"
+                               "}\n");
+        free(text);
+        ck_assert_int_eq(instance_state_save(path, &s), 0);
+        ck_assert_int_eq(instance_state_load(path, &l), 0);
+        ck_assert_str_eq(l.pending, INSTANCE_PENDING_REPLACE_UNKNOWN);
+        ck_assert_str_eq(l.pending_reason, SSHKEYS_REASON_FIRST_BOOT);
+        ck_assert_str_eq(l.id.machine_id, MID_A);
+        ck_assert_uint_eq(l.n_keys, 0);
+        instance_state_done(&l);
+
+        /* No reason given: still pending. */
+        fakeroot_write(root, INSTANCE_STATE_FILE,
+                       "{\"version\": 1, \"instance\": {}, \"pending\": \"replace-unknown\", \"keys\": []}");
+        ck_assert_int_eq(instance_state_load(path, &l), 0);
+        ck_assert_str_eq(l.pending, INSTANCE_PENDING_REPLACE_UNKNOWN);
+        ck_assert_ptr_null(l.pending_reason);
+        instance_state_done(&l);
+        /* A reason with nothing pending is no reason. */
+        fakeroot_write(root, INSTANCE_STATE_FILE, "{\"version\": 1, \"instance\": {}, \"pending\": null, "
+                                                  "\"pending_reason\": \"x\"}");
+        ck_assert_int_eq(instance_state_load(path, &l), 0);
+        ck_assert_ptr_null(l.pending);
+        ck_assert_ptr_null(l.pending_reason);
+        instance_state_done(&l);
+        /* Something pending we do not know how to finish is not ours. */
+        fakeroot_write(root, INSTANCE_STATE_FILE, "{\"version\": 1, \"instance\": {}, \"pending\": \"rotate\"}");
+        ck_assert_int_eq(instance_state_load(path, &l), -EBADMSG);
 }
 END_TEST
 
@@ -1374,6 +1436,8 @@ START_TEST(test_decide) {
                 bool first_boot;
                 SshKeysExisting want;
                 const char *reason;
+                bool pending;               /* last: most rows have none */
+                const char *pending_reason;
         } table[] = {
                 /* A record vouches: unchanged behaviour, whatever the policy. */
                 { false, true, INSTANCE_SAME, UNKNOWN_KEYS_ALWAYS, true, SSH_KEYS_KEEP, NULL },
@@ -1383,24 +1447,44 @@ START_TEST(test_decide) {
                 /* Asked for: always. */
                 { true, true, INSTANCE_SAME, UNKNOWN_KEYS_NEVER, false, SSH_KEYS_REPLACE, SSHKEYS_REASON_ASKED },
                 { true, false, INSTANCE_UNKNOWN, UNKNOWN_KEYS_NEVER, false, SSH_KEYS_REPLACE, SSHKEYS_REASON_ASKED },
-                /* No record: the policy. */
-                { false, false, INSTANCE_UNKNOWN, UNKNOWN_KEYS_FIRST_BOOT, true, SSH_KEYS_REPLACE,
+                /* No record: the policy.  A replacement is recorded before
+                 * it begins. */
+                { false, false, INSTANCE_UNKNOWN, UNKNOWN_KEYS_FIRST_BOOT, true, SSH_KEYS_REPLACE_UNKNOWN,
                   SSHKEYS_REASON_FIRST_BOOT },
                 { false, false, INSTANCE_UNKNOWN, UNKNOWN_KEYS_FIRST_BOOT, false, SSH_KEYS_ADOPT,
                   SSHKEYS_REASON_ADOPTED },
-                { false, false, INSTANCE_UNKNOWN, UNKNOWN_KEYS_ALWAYS, false, SSH_KEYS_REPLACE,
+                { false, false, INSTANCE_UNKNOWN, UNKNOWN_KEYS_ALWAYS, false, SSH_KEYS_REPLACE_UNKNOWN,
                   SSHKEYS_REASON_UNKNOWN_ALWAYS },
-                { false, false, INSTANCE_UNKNOWN, UNKNOWN_KEYS_ALWAYS, true, SSH_KEYS_REPLACE,
+                { false, false, INSTANCE_UNKNOWN, UNKNOWN_KEYS_ALWAYS, true, SSH_KEYS_REPLACE_UNKNOWN,
                   SSHKEYS_REASON_UNKNOWN_ALWAYS },
                 { false, false, INSTANCE_UNKNOWN, UNKNOWN_KEYS_NEVER, true, SSH_KEYS_ADOPT,
                   SSHKEYS_REASON_ADOPTED_NEVER },
                 { false, false, INSTANCE_UNKNOWN, UNKNOWN_KEYS_NEVER, false, SSH_KEYS_ADOPT,
                   SSHKEYS_REASON_ADOPTED_NEVER },
+                /* A pending replacement of this instance (or of one not
+                 * known to be another) is finished, with its reason,
+                 * whatever the signs of a first boot and the policy say
+                 * now. */
+                { false, true, INSTANCE_SAME, UNKNOWN_KEYS_FIRST_BOOT, false, SSH_KEYS_REPLACE_UNKNOWN,
+                  SSHKEYS_REASON_FIRST_BOOT, true, SSHKEYS_REASON_FIRST_BOOT },
+                { false, true, INSTANCE_UNKNOWN, UNKNOWN_KEYS_FIRST_BOOT, false, SSH_KEYS_REPLACE_UNKNOWN,
+                  SSHKEYS_REASON_FIRST_BOOT, true, SSHKEYS_REASON_FIRST_BOOT },
+                { false, true, INSTANCE_SAME, UNKNOWN_KEYS_NEVER, false, SSH_KEYS_REPLACE_UNKNOWN,
+                  SSHKEYS_REASON_UNKNOWN_ALWAYS, true, SSHKEYS_REASON_UNKNOWN_ALWAYS },
+                { false, true, INSTANCE_SAME, UNKNOWN_KEYS_FIRST_BOOT, false, SSH_KEYS_REPLACE_UNKNOWN,
+                  SSHKEYS_REASON_PENDING, true, NULL },
+                /* Another instance, or all asked for: every key, the
+                 * pending record's too. */
+                { false, true, INSTANCE_NEW, UNKNOWN_KEYS_FIRST_BOOT, false, SSH_KEYS_REPLACE,
+                  SSHKEYS_REASON_NEW_INSTANCE, true, SSHKEYS_REASON_FIRST_BOOT },
+                { true, true, INSTANCE_SAME, UNKNOWN_KEYS_FIRST_BOOT, false, SSH_KEYS_REPLACE, SSHKEYS_REASON_ASKED,
+                  true, SSHKEYS_REASON_FIRST_BOOT },
         };
 
         for (size_t i = 0; i < ELEMENTSOF(table); i++) {
                 SshKeysFacts f = { .replace = table[i].replace, .record = table[i].record, .change = table[i].change,
-                                   .policy = table[i].policy, .first_boot = table[i].first_boot };
+                                   .policy = table[i].policy, .first_boot = table[i].first_boot,
+                                   .pending = table[i].pending, .pending_reason = table[i].pending_reason };
                 const char *reason = "unset";
 
                 ck_assert_msg(sshkeys_decide(&f, &reason) == table[i].want, "row %zu", i);
@@ -1588,6 +1672,268 @@ START_TEST(test_unknown_adopted_repaired) {
 }
 END_TEST
 
+/* The image's first boot: the keys the builder left, and no record. */
+static void first_boot_tree(char *ret_baked[static 2]) {
+        fakeroot_write(root, "/etc/machine-id", "uninitialized\n");
+        bake_keys();
+        for (size_t i = 0; i < 2; i++)
+                ret_baked[i] = private_fingerprint(two_types[i]);
+}
+
+/* The keys on disk are the image's still. */
+static void check_baked(char *const baked[static 2]) {
+        for (size_t i = 0; i < 2; i++) {
+                char *fp = private_fingerprint(two_types[i]);
+
+                ck_assert_str_eq(fp, baked[i]);
+                free(fp);
+        }
+}
+
+/* The record says a replacement is under way, why, and lists n keys. */
+static InstanceState check_pending(const char *reason, size_t n) {
+        InstanceState s = load_state();
+
+        ck_assert_str_eq(s.pending, INSTANCE_PENDING_REPLACE_UNKNOWN);
+        ck_assert_str_eq(s.pending_reason, reason);
+        ck_assert_uint_eq(s.n_keys, n);
+        return s;
+}
+
+/* After a replacement of the image's keys: none of them left, each key
+ * made for this instance with the reason, none adopted, and a complete
+ * record of them. */
+static void check_replaced(char *const baked[static 2], const char *reason) {
+        InstanceState s = load_state();
+
+        check_consistent(two_types, 2, true);
+        ck_assert_ptr_null(s.pending);
+        ck_assert_ptr_null(s.pending_reason);
+        ck_assert_uint_eq(s.n_keys, 2);
+        for (size_t i = 0; i < 2; i++) {
+                char *fp = private_fingerprint(two_types[i]);
+
+                ck_assert_str_ne(fp, baked[i]);
+                ck_assert_str_eq(s.keys[i].fingerprint, fp);
+                ck_assert_str_eq(s.keys[i].reason, reason);
+                ck_assert_ptr_nonnull(s.keys[i].created);
+                ck_assert_int_eq(s.keys[i].crng_ready, 1);
+                free(fp);
+        }
+        instance_state_done(&s);
+}
+
+/* The image's first boot, one key failing to be written: the decision is
+ * recorded before any key is touched, and after the run with the keys it
+ * made.  The machine-id is committed after that boot, so nothing says
+ * first boot any more: the next run finishes the replacement all the
+ * same, keeping the key already made (clients may have seen it), adopting
+ * none of the image's. */
+START_TEST(test_unknown_pending_fault) {
+        for (size_t failing = 0; failing < 2; failing++) {
+                SshKeysOptions o = options(two_types, 2);
+                Fault f = { .step = ATOMIC_WRITE, .suffix = failing == 0 ? "_ed25519_key" : "_ecdsa_key",
+                            .crash_at = -1 };
+                size_t other = 1 - failing, n;
+                char *baked[2], *made, *fp;
+                SshKeyResult r[2];
+                InstanceState s;
+
+                fakeroot_free(root);
+                root = fakeroot_new();
+                o.root = root;
+                first_boot_tree(baked);
+
+                atomic_set_fault_hook(fault_hook, &f);
+                ck_assert_int_eq(sshkeys_ensure_instance(&o, r, &n, NULL), 1);
+                atomic_set_fault_hook(NULL, NULL);
+                ck_assert(f.hit);
+                ck_assert_int_eq(r[failing].action, SSH_KEY_FAILED);
+                ck_assert_int_eq(r[other].action, SSH_KEY_REPLACED);
+                made = strdup(r[other].fingerprint);
+                ssh_key_results_done(r, n);
+                fp = private_fingerprint(two_types[failing]);
+                ck_assert_str_eq(fp, baked[failing]);
+                free(fp);
+
+                s = check_pending(SSHKEYS_REASON_FIRST_BOOT, 1);
+                ck_assert_str_eq(s.keys[0].fingerprint, made);
+                ck_assert_str_eq(s.keys[0].reason, SSHKEYS_REASON_FIRST_BOOT);
+                instance_state_done(&s);
+
+                /* systemd-machine-id-commit.service ran after the unit. */
+                fakeroot_write(root, "/etc/machine-id", MID_A "\n");
+                ck_assert_int_eq(sshkeys_ensure_instance(&o, r, &n, NULL), 0);
+                ck_assert_int_eq(r[other].action, SSH_KEY_KEPT);
+                ck_assert_str_eq(r[other].fingerprint, made);
+                ck_assert_int_eq(r[failing].action, SSH_KEY_REPLACED);
+                ck_assert_str_eq(r[failing].reason, SSHKEYS_REASON_FIRST_BOOT);
+                ssh_key_results_done(r, n);
+                check_replaced(baked, SSHKEYS_REASON_FIRST_BOOT);
+
+                /* Complete: kept from now on. */
+                ck_assert_int_eq(sshkeys_ensure_instance(&o, r, &n, NULL), 0);
+                results_check_ok(r, n, SSH_KEY_KEPT);
+                ssh_key_results_done(r, n);
+                check_replaced(baked, SSHKEYS_REASON_FIRST_BOOT);
+                free(made);
+                free(baked[0]);
+                free(baked[1]);
+        }
+}
+END_TEST
+
+/* A crash (a power cut) at every step of that first run in turn: no key
+ * is touched before the decision is on disk, and once it is, the run
+ * after the commit replaces every key of the image's. */
+START_TEST(test_unknown_pending_crash) {
+        unsigned recorded = 0;
+
+        for (int at = 0;; at++) {
+                SshKeysOptions o = options(two_types, 2);
+                SshKeyResult r[2];
+                char *baked[2];
+                size_t n;
+
+                fakeroot_free(root);
+                root = fakeroot_new();
+                o.root = root;
+                first_boot_tree(baked);
+                if (!run_crashing(&o, true, at)) {
+                        free(baked[0]);
+                        free(baked[1]);
+                        break; /* every step passed without a crash */
+                }
+
+                if (!fakeroot_exists(root, INSTANCE_STATE_FILE))
+                        /* Nothing recorded: nothing touched. */
+                        check_baked(baked);
+                else {
+                        recorded++;
+                        fakeroot_write(root, "/etc/machine-id", MID_A "\n");
+                        ck_assert_int_eq(sshkeys_ensure_instance(&o, r, &n, NULL), 0);
+                        for (size_t i = 0; i < n; i++)
+                                ck_assert_int_ne(r[i].action, SSH_KEY_ADOPTED);
+                        ssh_key_results_done(r, n);
+                        check_replaced(baked, SSHKEYS_REASON_FIRST_BOOT);
+                }
+                free(baked[0]);
+                free(baked[1]);
+        }
+        /* The crashes after the record are most of them. */
+        ck_assert_uint_gt(recorded, 10);
+}
+END_TEST
+
+/* The gate failed at the image's first boot: no key is made, but the
+ * decision is recorded, and the run after the commit replaces them. */
+START_TEST(test_unknown_gate_failed) {
+        SshKeysOptions o = options(two_types, 2);
+        SshKeyResult r[2];
+        char *baked[2];
+        InstanceState s;
+        size_t n;
+
+        first_boot_tree(baked);
+        ck_assert_int_eq(sshkeys_record_decision(&o), 1);
+        check_baked(baked);
+        s = check_pending(SSHKEYS_REASON_FIRST_BOOT, 0);
+        instance_state_done(&s);
+        /* Failing again: recorded already. */
+        ck_assert_int_eq(sshkeys_record_decision(&o), 0);
+
+        fakeroot_write(root, "/etc/machine-id", MID_A "\n");
+        ck_assert_int_eq(sshkeys_ensure_instance(&o, r, &n, NULL), 0);
+        for (size_t i = 0; i < n; i++) {
+                ck_assert_int_eq(r[i].action, SSH_KEY_REPLACED);
+                ck_assert_str_eq(r[i].reason, SSHKEYS_REASON_FIRST_BOOT);
+        }
+        ssh_key_results_done(r, n);
+        check_replaced(baked, SSHKEYS_REASON_FIRST_BOOT);
+        free(baked[0]);
+        free(baked[1]);
+
+        /* On a server that has booted before nothing is to be replaced,
+         * and nothing is recorded; with always, it is. */
+        fakeroot_free(root);
+        root = fakeroot_new();
+        o = options(two_types, 2);
+        fakeroot_write(root, "/etc/machine-id", MID_A "\n");
+        bake_keys();
+        ck_assert_int_eq(sshkeys_record_decision(&o), 0);
+        ck_assert(!fakeroot_exists(root, INSTANCE_STATE_FILE));
+        o.unknown = UNKNOWN_KEYS_NEVER;
+        ck_assert_int_eq(sshkeys_record_decision(&o), 0);
+        ck_assert(!fakeroot_exists(root, INSTANCE_STATE_FILE));
+        o.unknown = UNKNOWN_KEYS_ALWAYS;
+        ck_assert_int_eq(sshkeys_record_decision(&o), 1);
+        s = check_pending(SSHKEYS_REASON_UNKNOWN_ALWAYS, 0);
+        instance_state_done(&s);
+}
+END_TEST
+
+/* What a pending record's keys do not keep: another instance, all keys
+ * asked for, or a key another tool put there since. */
+START_TEST(test_unknown_pending_not_kept) {
+        static const struct {
+                const char *machine_id; /* after the first run */
+                bool regenerate, swap;
+                const char *reason;
+        } table[] = {
+                { MID_B "\n", false, false, SSHKEYS_REASON_NEW_INSTANCE },
+                { MID_A "\n", true, false, SSHKEYS_REASON_ASKED },
+                { MID_A "\n", false, true, SSHKEYS_REASON_UNKNOWN_ALWAYS },
+        };
+
+        for (size_t i = 0; i < ELEMENTSOF(table); i++) {
+                SshKeysOptions o = options(two_types, 2);
+                Fault f = { .step = ATOMIC_WRITE, .suffix = "_ecdsa_key", .crash_at = -1 };
+                char *baked[2], *made;
+                SshKeyResult r[2];
+                size_t n;
+
+                fakeroot_free(root);
+                root = fakeroot_new();
+                o.root = root;
+                fakeroot_write(root, "/etc/machine-id", MID_A "\n");
+                bake_keys();
+                for (size_t j = 0; j < 2; j++)
+                        baked[j] = private_fingerprint(two_types[j]);
+                /* Replaced at a first boot (always: the machine-id is
+                 * known, so the record holds it), ECDSA failing. */
+                o.unknown = UNKNOWN_KEYS_ALWAYS;
+                atomic_set_fault_hook(fault_hook, &f);
+                ck_assert_int_eq(sshkeys_ensure_instance(&o, r, &n, NULL), 1);
+                atomic_set_fault_hook(NULL, NULL);
+                made = strdup(r[0].fingerprint);
+                ssh_key_results_done(r, n);
+
+                fakeroot_write(root, "/etc/machine-id", table[i].machine_id);
+                if (table[i].swap) {
+                        /* Another tool's Ed25519 key, .pub and all. */
+                        o.replace = true;
+                        o.types = ed25519_only;
+                        o.n_types = 1;
+                        ck_assert_int_eq(sshkeys_ensure(&o, r, &n), 0);
+                        ssh_key_results_done(r, n);
+                        o = options(two_types, 2);
+                }
+                o.replace = table[i].regenerate;
+                ck_assert_int_eq(sshkeys_ensure_instance(&o, r, &n, NULL), 0);
+                ck_assert_int_eq(r[0].action, SSH_KEY_REPLACED);
+                ck_assert_str_ne(r[0].fingerprint, made);
+                ck_assert_int_eq(r[1].action, SSH_KEY_REPLACED);
+                ck_assert_str_eq(r[0].reason, table[i].reason);
+                ck_assert_str_eq(r[1].reason, table[i].reason);
+                ssh_key_results_done(r, n);
+                check_replaced(baked, table[i].reason);
+                free(made);
+                free(baked[0]);
+                free(baked[1]);
+        }
+}
+END_TEST
+
 static void check_disk(const char *path, const char *fingerprint, SshKeyOnDisk want, const char *want_fp) {
         SshKeyDiskCheck c;
 
@@ -1752,6 +2098,7 @@ static Suite *sshkeys_suite(void) {
         tcase_add_test(tc, test_instance_read);
         tcase_add_test(tc, test_instance_compare);
         tcase_add_test(tc, test_state_roundtrip);
+        tcase_add_test(tc, test_state_pending);
         tcase_add_test(tc, test_state_build);
         suite_add_tcase(s, tc);
 
@@ -1767,6 +2114,10 @@ static Suite *sshkeys_suite(void) {
         tcase_add_test(tc, test_decide);
         tcase_add_test(tc, test_unknown_keys);
         tcase_add_test(tc, test_unknown_adopted_repaired);
+        tcase_add_test(tc, test_unknown_pending_fault);
+        tcase_add_test(tc, test_unknown_pending_crash);
+        tcase_add_test(tc, test_unknown_gate_failed);
+        tcase_add_test(tc, test_unknown_pending_not_kept);
         suite_add_tcase(s, tc);
 
         tc = tcase_create("on-disk");
