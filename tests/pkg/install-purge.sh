@@ -1,8 +1,9 @@
 #!/bin/bash
 # install-purge.sh BASE DEBS_DIR WORK: installs seedbed's .debs into a copy
 # of the Debian root BASE with "apt-get install ./….deb", as image builders
-# do, checks what the packages did, purges them and checks that nothing of
-# seedbed is left but what must outlive it.  Run by tests/pkg/packages.sh
+# do, checks what the packages did, removes them (cloud-init's drop-in must
+# go, the records stay), purges them and checks that nothing of seedbed is
+# left but what must outlive it.  Run by tests/pkg/packages.sh
 # as root in a private mount namespace (unshare -m): the copy is an
 # overlay on BASE (BASE is not written; WORK/upper holds every change),
 # mounted with /proc, /sys and /dev for the chroot, all gone with the
@@ -27,6 +28,23 @@ cp /etc/resolv.conf "$root/etc/resolv.conf"
 in_root() {
 	chroot "$root" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin \
 		DEBIAN_FRONTEND=noninteractive LC_ALL=C.UTF-8 "$@"
+}
+# cloud_ssh: the ssh module's two keys as cloud-init reads them from the
+# root's /etc/cloud/cloud.cfg.d (its own merge, later files winning), one
+# JSON object; "none" where the base has no cloud-init.
+cloud_ssh() {
+	[ -e "$root/var/lib/dpkg/info/cloud-init.list" ] || { echo none; return; }
+	in_root python3 -c 'import json
+from cloudinit import util
+c = util.read_conf_d("/etc/cloud/cloud.cfg.d")
+print(json.dumps({k: c.get(k) for k in ("ssh_deletekeys", "ssh_genkeytypes")}))'
+}
+expect_cloud_ssh() {
+	local got
+	got=$(cloud_ssh 2>&1)
+	[ "$got" = none ] && return
+	[ "$got" = "$1" ] || fail "$2: cloud-init reads $got, expected $1"
+	echo "$2: cloud-init reads $got"
 }
 # unit_state UNIT: "enabled", "disabled", ... as systemctl sees the root.
 unit_state() {
@@ -87,10 +105,31 @@ expect_state seedbed-device.socket enabled "after install"
 expect_state seedbed-device.service disabled "after install"
 [ -x "$root/usr/share/initramfs-tools/hooks/seedbed" ] || fail "no initramfs-tools hook after install"
 [ -x "$root/usr/share/initramfs-tools/scripts/init-top/seedbed" ] || fail "no init-top script after install"
-[ -s "$root/etc/cloud/cloud.cfg.d/90_seedbed.cfg" ] || fail "no cloud-init drop-in after install"
+# cloud-init's drop-in: a symlink (no conffile) to the file in /usr/share.
+dropin=/etc/cloud/cloud.cfg.d/90_seedbed.cfg
+[ -L "$root$dropin" ] || fail "after install: $dropin is no symlink"
+in_root test -s "$dropin" || fail "after install: $dropin does not lead to a file"
+! grep -q -x "$dropin" "$root/var/lib/dpkg/info/seedbed-agent.conffiles" 2>/dev/null ||
+	fail "after install: $dropin is a conffile"
+expect_cloud_ssh '{"ssh_deletekeys": false, "ssh_genkeytypes": []}' "after install"
+# An administrator's later file wins, as the drop-in's comment says.
+printf 'ssh_genkeytypes: [ed25519]\n' >"$root/etc/cloud/cloud.cfg.d/99_local.cfg"
+expect_cloud_ssh '{"ssh_deletekeys": false, "ssh_genkeytypes": ["ed25519"]}' "with 99_local.cfg"
+rm "$root/etc/cloud/cloud.cfg.d/99_local.cfg"
 expect_in "$work/install.log" "Processing triggers for $generator "
 [ "$generator" != dracut ] || [ -x "$root/usr/lib/dracut/modules.d/90seedbed/module-setup.sh" ] ||
 	fail "no dracut module after install"
+# The presets say the same as the maintainer scripts did, for image builders
+# that run "systemctl preset-all" (mkosi): on Debian, which disables no
+# unit by default, the socket-activated service too.
+units=(seedbed-seed.service seedbed-firstboot.service seedbed-device.socket seedbed-device.service)
+systemctl --root="$root" -q disable "${units[@]}"
+expect_state seedbed-seed.service disabled "before preset"
+systemctl --root="$root" -q preset "${units[@]}" || fail "systemctl preset failed"
+expect_state seedbed-seed.service enabled "after preset"
+expect_state seedbed-firstboot.service enabled "after preset"
+expect_state seedbed-device.socket enabled "after preset"
+expect_state seedbed-device.service disabled "after preset"
 
 # What the agent leaves on a machine where it ran: its records (purged
 # with it), and what must outlive the package: a LUKS key file (the
@@ -102,6 +141,40 @@ chmod 0400 "$root/etc/seedbed/keys/data.key"
 [ -e "$root/etc/ssh/ssh_host_ed25519_key" ] || echo "a host key" >"$root/etc/ssh/ssh_host_ed25519_key"
 kept=$(cd "$root" && sha256sum etc/seedbed/keys/data.key etc/ssh/ssh_host_ed25519_key)
 
+# --- Removed. ------------------------------------------------------------
+# cloud-init must make and delete host keys again on the next instance,
+# since seedbed no longer makes them: the drop-in goes with the package.
+# The records stay until purge, the keys always.
+t0=$SECONDS
+in_root apt-get remove -y "${pkgs[@]}" >"$work/remove.log" 2>&1 || {
+	cat "$work/remove.log"
+	fail "apt-get remove ${pkgs[*]} failed"
+}
+echo "apt-get remove: $((SECONDS - t0)) s"
+if [ -e "$root$dropin" ] || [ -L "$root$dropin" ]; then
+	fail "after remove: $dropin is still there"
+fi
+[ ! -e "$root/usr/share/seedbed" ] || fail "after remove: /usr/share/seedbed is still there"
+expect_cloud_ssh '{"ssh_deletekeys": null, "ssh_genkeytypes": null}' "after remove"
+[ -s "$root/var/lib/seedbed/firstboot.json" ] || fail "after remove: the records are gone"
+(cd "$root" && sha256sum -c --quiet <<<"$kept") || fail "after remove: a key file changed or is gone"
+# The initramfs is made again without seedbed (on remove: purge has no
+# files left to remove, so it activates no trigger).
+expect_in "$work/remove.log" "Processing triggers for $generator "
+# shellcheck disable=SC2016 # dpkg-query's fields, not the shell's
+status=$(in_root dpkg-query -W -f '${db:Status-Abbrev}' seedbed-agent)
+[ "$status" = "rc " ] || fail "after remove: seedbed-agent is '$status', expected 'rc ' (config-files)"
+
+# The purge of the records honours DPKG_ROOT (dpkg --root with the scripts
+# run outside the root): another root's records go, this root's stay.
+mkdir -p "$root/tmp/dpkg-root/var/lib/seedbed"
+echo '{"version": 1}' >"$root/tmp/dpkg-root/var/lib/seedbed/firstboot.json"
+in_root env DPKG_ROOT=/tmp/dpkg-root sh /var/lib/dpkg/info/seedbed-agent.postrm purge >"$work/postrm.log" 2>&1 ||
+	{ cat "$work/postrm.log"; fail "seedbed-agent's postrm purge with DPKG_ROOT failed"; }
+[ ! -e "$root/tmp/dpkg-root/var/lib/seedbed" ] || fail "postrm purge with DPKG_ROOT: its records are still there"
+[ -s "$root/var/lib/seedbed/firstboot.json" ] || fail "postrm purge with DPKG_ROOT: removed the root's records"
+rm -rf "$root/tmp/dpkg-root"
+
 # --- Purged. -------------------------------------------------------------
 t0=$SECONDS
 in_root apt-get purge -y "${pkgs[@]}" >"$work/purge.log" 2>&1 || {
@@ -109,9 +182,7 @@ in_root apt-get purge -y "${pkgs[@]}" >"$work/purge.log" 2>&1 || {
 	fail "apt-get purge ${pkgs[*]} failed"
 }
 echo "apt-get purge: $((SECONDS - t0)) s"
-# The initramfs is made again without seedbed.
-expect_in "$work/purge.log" "Processing triggers for $generator "
-for u in seedbed-seed.service seedbed-firstboot.service seedbed-device.socket seedbed-device.service; do
+for u in "${units[@]}"; do
 	case $(unit_state "$u") in
 	enabled* | static | linked* | masked* | alias | indirect | generated | transient | disabled)
 		fail "after purge: $u is '$(unit_state "$u")'"

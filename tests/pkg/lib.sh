@@ -63,11 +63,30 @@ pkg_files() {
 	done) | sort -z -u
 }
 
+# pkg_host: what of the building machine goes into the packages or into
+# how they were built: its release (another Debian builds other packages:
+# unit directory, dependencies, debhelper's scripts), and whether the unit
+# tests ran (DEB_BUILD_OPTIONS=nocheck, which build-debs.sh and
+# build-rpms.sh pass on).
+pkg_host() {
+	local osr=/etc/os-release
+	[ -e "$osr" ] || osr=/usr/lib/os-release
+	# (A field may be absent: Debian testing has no VERSION_ID.)
+	# shellcheck source=/dev/null
+	(. "$osr" && printf 'host %s %s %s\n' "${ID:-}" "${VERSION_ID:-}" "${VERSION_CODENAME:-}")
+	case " ${DEB_BUILD_OPTIONS:-} " in
+	*" nocheck "*) echo "nocheck" ;;
+	*) echo "check" ;;
+	esac
+}
+
 # pkg_cached KIND BUILD_FN: leaves in $pkg_out the packages (*.KIND) built
 # from this state of the source tree, calling "BUILD_FN SRC_COPY DEST" in
 # a scratch directory (build from the clean copy SRC_COPY, put the
-# packages in DEST) only when the cache has none.  The key is every source
-# file's path, mode and contents.  One build at a time per KIND (flock):
+# packages in DEST) only when the cache has none.  The key is the host
+# (pkg_host) and every source file's path, mode and contents, so that a
+# cache made on another release or with other options is not taken.  One
+# build at a time per KIND (flock):
 # parallel callers wait for it rather than make their own.  The three
 # states used last stay in the cache.
 pkg_cached() {
@@ -77,7 +96,8 @@ pkg_cached() {
 	list=$(mktemp "$pkg_cache/files-$kind.XXXXXX")
 	pkg_files >"$list"
 	key=$({
-		echo "$kind v1"
+		echo "$kind v2"
+		pkg_host
 		(cd "$pkg_src" && xargs -0 -r stat -c '%A %n' -- <"$list")
 		(cd "$pkg_src" && xargs -0 -r sha256sum -- <"$list")
 	} | sha256sum | cut -c1-16)
