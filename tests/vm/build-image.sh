@@ -240,7 +240,10 @@ for u in seedbed-seed.service seedbed-firstboot.service; do
 		die "the package did not enable $u: $(systemctl --root="$root" is-enabled "$u" 2>&1)"
 done
 [ -x "$root/usr/share/initramfs-tools/hooks/seedbed" ] || die "the package put no initramfs-tools hook"
-[ -s "$root/etc/cloud/cloud.cfg.d/90_seedbed.cfg" ] || die "the package put no cloud-init drop-in"
+# (The drop-in is a link to /usr/share/seedbed: read through the chroot.)
+if ! [ -L "$root/etc/cloud/cloud.cfg.d/90_seedbed.cfg" ] || ! chroot "$root" test -s /etc/cloud/cloud.cfg.d/90_seedbed.cfg; then
+	die "the package put no cloud-init drop-in"
+fi
 
 if [ "$profile" = lab ]; then
 	[ -d "$root/usr/lib/dracut/modules.d/90seedbed" ] || die "the package put no dracut module"
