@@ -229,6 +229,10 @@ static bool cmdline_sets(const char *cmdline, const char *key) {
         return false;
 }
 
+bool first_boot_id_given(const char *cmdline) {
+        return cmdline_sets(cmdline, "systemd.machine_id");
+}
+
 bool first_boot_transient_mount(const char *fstype, const char *cmdline, bool container) {
         /* systemd-machine-id-commit accepts the same two (a "temporary
          * file system") as the transient ID it writes to the file. */
@@ -237,7 +241,7 @@ bool first_boot_transient_mount(const char *fstype, const char *cmdline, bool co
         /* PID 1 reads the system.machine_id credential only for a file
          * holding no ID, as it makes one then: that is a first boot.  The
          * command line's ID it takes without looking at the file. */
-        return !container && !cmdline_sets(cmdline, "systemd.machine_id");
+        return !container && !first_boot_id_given(cmdline);
 }
 
 bool first_boot_written_this_boot(usec_t mtime, usec_t boot_start, usec_t now, bool regular, bool clock_trusted) {
@@ -316,28 +320,29 @@ static int machine_id_mount(const char *prefix, char **ret_fstype) {
         return r == -ENOENT ? 0 : r < 0 ? r : 1;
 }
 
-static bool transient_mount(const char *prefix, const char *fstype) {
-        _cleanup_free_ char *path = path_join_root(prefix, "/proc/cmdline"), *cmdline = NULL;
-
-        /* A command line we cannot read may hold the ID. */
-        if (!path || read_full_file(path, 64 * 1024, &cmdline, NULL) < 0)
-                return false;
-        return first_boot_transient_mount(fstype, cmdline, in_container(prefix));
-}
-
 void first_boot_facts_read_system(const char *prefix, FirstBootFacts *ret) {
         _cleanup_free_ char *flag = path_join_root(prefix, "/run/systemd/first-boot"),
-                            *mid = path_join_root(prefix, "/etc/machine-id"), *fstype = NULL;
+                            *mid = path_join_root(prefix, "/etc/machine-id"), *fstype = NULL,
+                            *cmdline_path = path_join_root(prefix, "/proc/cmdline"), *cmdline = NULL;
         int mounted = machine_id_mount(prefix, &fstype);
+        bool container = in_container(prefix), readable;
 
+        /* A command line we cannot read may hold the ID. */
+        readable = cmdline_path && read_full_file(cmdline_path, 64 * 1024, &cmdline, NULL) >= 0;
         *ret = (FirstBootFacts) {
                 .this_system = true,
                 .flag = flag && access(flag, F_OK) >= 0,
-                .machine_id_transient = mounted > 0 && transient_mount(prefix, fstype),
+                .machine_id_transient = mounted > 0 && readable &&
+                                        first_boot_transient_mount(fstype, cmdline, container),
                 /* Under a mount the file seen is not the one PID 1 writes
                  * in place: the ID it mounted, from /run, is new on every
-                 * boot that mounts one. */
-                .machine_id_this_boot = mounted == 0 && mid && written_this_boot(prefix, mid),
+                 * boot that mounts one.  The exclusions of the mount hold
+                 * for the time too: PID 1 rewrites a writable file with
+                 * the command line's ID on every boot, and a container's
+                 * file is younger than the host's boot, whose clock
+                 * (CLOCK_BOOTTIME) a container shares. */
+                .machine_id_this_boot = mounted == 0 && mid && readable && !container &&
+                                        !first_boot_id_given(cmdline) && written_this_boot(prefix, mid),
                 .machine_id = machine_id_file_read(prefix),
         };
 }

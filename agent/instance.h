@@ -42,7 +42,8 @@
  * a power cut, a gate that fails) would otherwise leave the next run to
  * adopt the image's keys.  The next run for the same instance finishes
  * it, whatever the machine-id says by then; the complete record has
- * neither field.  Readers that do not know them ignore them. */
+ * neither field.  A reader that did not know them would take a pending
+ * record for a complete one: no release of seedbed is such a reader. */
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -117,6 +118,12 @@ void first_boot_facts_read_system(const char *prefix, FirstBootFacts *ret);
  * /proc/self/mountinfo: the last mount there, which hides the ones
  * before it.  -ENOENT when nothing is mounted there, -ENOMEM. */
 int mountinfo_fstype(const char *mountinfo, const char *mount_point, char **ret);
+
+/* Whether the kernel command line (cmdline may be NULL) gives PID 1 the
+ * machine ID (systemd.machine_id=): then the file is rewritten, or a
+ * transient one mounted, on every boot, and neither is a sign of a first
+ * boot. */
+bool first_boot_id_given(const char *cmdline);
 
 /* Whether a mount of type fstype (NULL: none) over /etc/machine-id is
  * systemd's transient ID, which PID 1 mounts from /run only while no ID

@@ -1373,6 +1373,26 @@ START_TEST(test_first_boot_facts_system) {
         fakeroot_write(root, "/sys/class/rtc/rtc1/hctosys", "1\n");
         first_boot_facts_read_system(root, &f);
         ck_assert(f.machine_id_this_boot);
+        /* Nor when the command line gives PID 1 the ID (it rewrites a
+         * writable file with it on every boot), in a container (its file
+         * is younger than the host's boot, whose clock it shares), or
+         * when the command line cannot be read (it may give the ID). */
+        fakeroot_write(root, "/proc/cmdline", "root=/dev/vda1 rw systemd.machine_id=" MID_A "\n");
+        first_boot_facts_read_system(root, &f);
+        ck_assert(!f.machine_id_this_boot);
+        ck_assert(!first_boot_decide(&f));
+        fakeroot_write(root, "/proc/cmdline", "root=/dev/vda1 rw quiet\n");
+        fakeroot_write(root, "/run/systemd/container", "podman\n");
+        first_boot_facts_read_system(root, &f);
+        ck_assert(!f.machine_id_this_boot);
+        ck_assert(!first_boot_decide(&f));
+        ck_assert_int_eq(unlink(full("/run/systemd/container")), 0);
+        ck_assert_int_eq(unlink(full("/proc/cmdline")), 0);
+        first_boot_facts_read_system(root, &f);
+        ck_assert(!f.machine_id_this_boot);
+        fakeroot_write(root, "/proc/cmdline", "root=/dev/vda1 rw quiet\n");
+        first_boot_facts_read_system(root, &f);
+        ck_assert(f.machine_id_this_boot);
         /* Nor when the mounts cannot be read: a mount may hide it. */
         ck_assert_int_eq(unlink(full("/proc/self/mountinfo")), 0);
         first_boot_facts_read_system(root, &f);
