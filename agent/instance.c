@@ -275,14 +275,14 @@ static bool clock_trusted(const char *prefix) {
         return trusted;
 }
 
-/* Whether path, a file PID 1 writes when it makes the ID, was written in
- * this boot.  The boot's start in wall-clock time is taken now (as
+/* Whether path (the machine-id PID 1 writes when it makes the ID,
+ * cloud-init's semaphores) was written in this boot.  The boot's start in wall-clock time is taken now (as
  * /proc/stat's btime is), so a clock set backwards since then still
  * compares right.  A clock stepped forwards between the write and now
  * hides the write: then the machine counts as one that booted before, the
  * side that changes nothing.  lstat(): a link into /run is not the file
- * PID 1 wrote; the mtime, which chmod, chown and a relabel leave alone. */
-static bool written_this_boot(const char *prefix, const char *path) {
+ * its writer wrote; the mtime, which chmod, chown and a relabel leave alone. */
+bool file_written_this_boot(const char *prefix, const char *path) {
         struct stat st;
         usec_t now, boot_start, mtime;
 
@@ -342,7 +342,7 @@ void first_boot_facts_read_system(const char *prefix, FirstBootFacts *ret) {
                  * file is younger than the host's boot, whose clock
                  * (CLOCK_BOOTTIME) a container shares. */
                 .machine_id_this_boot = mounted == 0 && mid && readable && !container &&
-                                        !first_boot_id_given(cmdline) && written_this_boot(prefix, mid),
+                                        !first_boot_id_given(cmdline) && file_written_this_boot(prefix, mid),
                 .machine_id = machine_id_file_read(prefix),
         };
 }

@@ -142,6 +142,12 @@ bool first_boot_transient_mount(const char *fstype, const char *cmdline, bool co
  * boot, or synchronised now). */
 bool first_boot_written_this_boot(usec_t mtime, usec_t boot_start, usec_t now, bool regular, bool clock_trusted);
 
+/* Whether the file at path (already under prefix) was written in this
+ * boot, by first_boot_written_this_boot(), with the clock trusted as the
+ * running system's (prefix NULL: an RTC that set it at boot, or
+ * synchronised now) or, under a prefix, as its sys/class/rtc says. */
+bool file_written_this_boot(const char *prefix, const char *path);
+
 /* Whether this is the first boot of an image: the system has no
  * committed identity yet, so nothing in it was made for this machine. */
 bool first_boot_decide(const FirstBootFacts *f);

@@ -30,6 +30,7 @@ typedef enum Action {
         ACTION_SSHKEYS,
         ACTION_LUKS,
         ACTION_FIRSTBOOT,
+        ACTION_CONSOLE,
         ACTION_STATUS,
         ACTION_CONFIG,
         _ACTION_MAX,
@@ -41,6 +42,7 @@ static const char *const action_table[_ACTION_MAX] = {
         [ACTION_SSHKEYS] = "sshkeys",
         [ACTION_LUKS] = "luks",
         [ACTION_FIRSTBOOT] = "firstboot",
+        [ACTION_CONSOLE] = "console",
         [ACTION_STATUS] = "status",
         [ACTION_CONFIG] = "config",
 };
@@ -64,6 +66,8 @@ static void help(void) {
                "  sshkeys          Pass the gate, then make the SSH host keys\n"
                "  luks             Pass the gate, then set up the LUKS volumes\n"
                "  firstboot        seed, sshkeys and luks, once per instance\n"
+               "  console          Print the host key blocks that cloud-init did not print\n"
+               "                   for the keys made in this boot\n"
                "  status [--json]  Show the record of the last seed run\n"
                "  config --dump    Print the effective configuration\n"
                "\n"
@@ -369,11 +373,26 @@ static int do_seed(void) {
  * current one.
  * Under --root the target's cloud-init is not running. */
 #define CLOUD_INIT_ENABLED_FLAG "/run/cloud-init/enabled"
+/* cloud-init's per-instance semaphore of cc_keys_to_console, written when
+ * the module runs. */
+#define CLOUD_INIT_KEYS_TO_CONSOLE_SEM LOCALSTATEDIR "/lib/cloud/instance/sem/config_keys_to_console"
 
 static bool cloud_init_prints_keys(void) {
         if (arg_root && !streq(arg_root, "/"))
                 return false;
         return access(CLOUD_INIT_ENABLED_FLAG, F_OK) >= 0;
+}
+
+/* The blocks ssh.console selects. */
+static void console_blocks(const AgentConfig *c, bool *ret_fingerprints, bool *ret_keys) {
+        bool fp = false, keys = false;
+
+        for (unsigned i = 0; i < c->ssh_console.n; i++) {
+                fp = fp || c->ssh_console.items[i] == CONSOLE_FINGERPRINTS;
+                keys = keys || c->ssh_console.items[i] == CONSOLE_KEYS;
+        }
+        *ret_fingerprints = fp;
+        *ret_keys = keys;
 }
 
 /* The configuration's ssh section as sshkeys options; types needs room
@@ -421,14 +440,12 @@ static int make_ssh_keys(const AgentConfig *c, const Gate *g, usec_t start, SshK
                 return failed;
 
         /* The blocks cloud consoles parse to fill known_hosts. */
-        bool fp = false, keys = false;
-        for (unsigned i = 0; i < c->ssh_console.n; i++) {
-                fp = fp || c->ssh_console.items[i] == CONSOLE_FINGERPRINTS;
-                keys = keys || c->ssh_console.items[i] == CONSOLE_KEYS;
-        }
+        bool fp, keys;
+        console_blocks(c, &fp, &keys);
         if ((fp || keys) && cloud_init_prints_keys()) {
                 log_info("cloud-init runs in this boot: its keys-to-console module prints the host key blocks "
-                         "once every tool has written its keys.");
+                         "once every tool has written its keys (or seedbed-console.service, where it does not "
+                         "run in this boot).");
                 return failed;
         }
         if ((fp || keys) && sshkeys_format_console(ret, *ret_n, fp, keys, &console) >= 0) {
@@ -613,6 +630,71 @@ static int do_firstboot(void) {
         return rv == 1 ? EXIT_REFUSED : EXIT_READY;
 }
 
+/* seedbed-console.service, after cloud-init's last stage: the blocks of
+ * the keys made in this boot that sshkeys left to cloud-init, where its
+ * cc_keys_to_console did not run in this boot (it runs once per cloud-init
+ * instance).  Read-only: the keys are shown as they are now, after every
+ * key writer of the boot. */
+static int do_console(void) {
+        _cleanup_(agent_config_done) AgentConfig c = {};
+        _cleanup_free_ char *rec = NULL, *flag = NULL, *sem = NULL, *text = NULL;
+        SshKeyResult keys[_HOST_KEY_TYPE_MAX] = {};
+        HostKeyType types[_HOST_KEY_TYPE_MAX];
+        SshConsoleFacts f = {};
+        SshConsoleDecision d;
+        bool fp, kb;
+        size_t n = 0;
+        int r;
+
+        if (load_config(&c, NULL) < 0)
+                return EXIT_CONFIG;
+
+        rec = record_path();
+        flag = path_join_root(arg_root, CLOUD_INIT_ENABLED_FLAG);
+        sem = path_join_root(arg_root, CLOUD_INIT_KEYS_TO_CONSOLE_SEM);
+        if (!rec || !flag || !sem)
+                return log_oom(), EXIT_ERROR;
+
+        console_blocks(&c, &fp, &kb);
+        f.blocks = fp || kb;
+        /* Under --root, the tree's flag (a test's): sshkeys there printed
+         * its blocks itself, and a second print shows the same keys. */
+        f.cloud_init = access(flag, F_OK) >= 0;
+        r = record_ssh_keys_made(rec, &f.keys_made);
+        if (r < 0 && r != -ENOENT && r != -EBADMSG)
+                return log_error_errno(r, "Failed to read the record '%s': %m", rec), EXIT_ERROR;
+        f.record = r >= 0;
+        /* A clock that cannot be compared across boots counts as no
+         * write in this boot: a block too many, never one too few. */
+        f.cloud_init_printed = file_written_this_boot(arg_root, sem);
+
+        d = sshkeys_console_decide(&f);
+        if (d != SSH_CONSOLE_PRINT) {
+                log_info("No SSH host key block printed: %s.", ssh_console_decision_reason(d));
+                return EXIT_READY;
+        }
+
+        SshKeysOptions o = ssh_keys_options(&c, types);
+        r = sshkeys_load(&o, keys, &n);
+        if (r < 0)
+                return log_error_errno(r, "Failed to read the SSH host keys: %m"), EXIT_ERROR;
+        for (size_t i = 0; i < n; i++)
+                if (keys[i].action == SSH_KEY_FAILED && keys[i].reason)
+                        log_warning("SSH host key '%s' is not shown: %s.", keys[i].path, keys[i].reason);
+                else if (keys[i].action == SSH_KEY_FAILED)
+                        log_warning_errno(keys[i].error, "SSH host key '%s' is not shown: %m", keys[i].path);
+        r = sshkeys_format_console(keys, n, fp, kb, &text);
+        ssh_key_results_done(keys, n);
+        if (r < 0)
+                return log_error_errno(r, "Failed to format the SSH host key blocks: %m"), EXIT_ERROR;
+        if (!text[0])
+                return log_error("seedbed made SSH host keys in this boot, but none is in place to show."), EXIT_ERROR;
+        log_info("seedbed made SSH host keys in this boot and cloud-init printed no block for them: printing "
+                 "the keys in place now.");
+        fputs(text, stdout);
+        return EXIT_READY;
+}
+
 static int do_status(void) {
         _cleanup_free_ char *path = record_path();
         bool ready = false, stale = false;
@@ -667,6 +749,8 @@ static int run(int argc, char *argv[]) {
                 return do_luks();
         case ACTION_FIRSTBOOT:
                 return do_firstboot();
+        case ACTION_CONSOLE:
+                return do_console();
         case ACTION_STATUS:
                 return do_status();
         case ACTION_CONFIG:

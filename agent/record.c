@@ -355,6 +355,27 @@ int record_write(const RecordInput *in) {
         return atomic_write_file(in->path, text, len, 0644, (uid_t) -1, (gid_t) -1);
 }
 
+int record_ssh_keys_made(const char *path, bool *ret) {
+        Record rec = {};
+        yaml_node_t *keys;
+        bool made = false;
+        int r;
+
+        r = record_load_this_boot(path, &rec);
+        if (r < 0)
+                return r;
+        keys = json_get(&rec.doc, rec.root, "ssh_keys");
+        for (yaml_node_item_t *i = keys && keys->type == YAML_SEQUENCE_NODE ? keys->data.sequence.items.start : NULL;
+             i && i < keys->data.sequence.items.top && !made; i++) {
+                const char *action = json_get_str(&rec.doc, yaml_document_get_node(&rec.doc, *i), "action");
+
+                made = streq_ptr(action, "created") || streq_ptr(action, "replaced");
+        }
+        record_done(&rec);
+        *ret = made;
+        return 0;
+}
+
 int record_mark_firstboot_done(const char *path, bool in_initrd, usec_t start_boottime_usec) {
         _cleanup_free_ char *text = NULL;
         Record rec = {};

@@ -50,6 +50,11 @@ int record_write(const RecordInput *in);
  * no record of this boot. */
 int record_mark_firstboot_done(const char *path, bool in_initrd, usec_t start_boottime_usec);
 
+/* Whether the record of this boot at path lists an SSH host key that
+ * was created or replaced.  -ENOENT when there is no record of this boot,
+ * -EBADMSG when the file is not a record. */
+int record_ssh_keys_made(const char *path, bool *ret);
+
 /* Prints a record for people.  -ENOENT when there is none, -EBADMSG when
  * it is not a record (not a regular file, too large, not our JSON).
  * ret_ready says whether it records a ready CRNG in this boot; ret_stale

@@ -849,6 +849,28 @@ static int options_check(const SshKeysOptions *o) {
         return 0;
 }
 
+/* What is known stays for the record; a failed key shows no
+ * fingerprint. */
+static void result_failed(SshKeyResult *res, int error) {
+        res->action = SSH_KEY_FAILED;
+        res->error = error;
+        res->bits = 0;
+        res->crng_ready = false;
+        res->fingerprint = mfree(res->fingerprint);
+        res->public_key = mfree(res->public_key);
+        res->comment = mfree(res->comment);
+}
+
+/* The key directory as the guest sees it, without a trailing '/' ("" for
+ * "/"); NULL: out of memory. */
+static char *key_dir_of(const SshKeysOptions *o) {
+        char *key_dir = strdup(o->key_dir ?: SSHKEYS_KEY_DIR);
+
+        for (size_t l = key_dir ? strlen(key_dir) : 0; l > 0 && key_dir[l - 1] == '/'; l--)
+                key_dir[l - 1] = 0;
+        return key_dir;
+}
+
 void ssh_key_results_done(SshKeyResult *r, size_t n) {
         for (size_t i = 0; i < n; i++) {
                 free(r[i].path);
@@ -885,11 +907,9 @@ int sshkeys_ensure(const SshKeysOptions *o, SshKeyResult *ret, size_t *ret_n) {
                 return 0;
         }
 
-        key_dir = strdup(opts.key_dir ?: SSHKEYS_KEY_DIR);
+        key_dir = key_dir_of(&opts);
         if (!key_dir)
                 return -ENOMEM;
-        for (size_t l = strlen(key_dir); l > 0 && key_dir[l - 1] == '/'; l--)
-                key_dir[l - 1] = 0;
         dir = path_join_root(opts.root, key_dir[0] ? key_dir : "/");
         if (!dir)
                 return -ENOMEM;
@@ -917,15 +937,7 @@ int sshkeys_ensure(const SshKeysOptions *o, SshKeyResult *ret, size_t *ret_n) {
                 *res = (SshKeyResult) { .type = opts.types[i] };
                 r = ensure_one(&c, opts.types[i], res);
                 if (r < 0) {
-                        /* What is known stays for the record; a failed
-                         * key shows no fingerprint. */
-                        res->action = SSH_KEY_FAILED;
-                        res->error = r;
-                        res->bits = 0;
-                        res->crng_ready = false;
-                        res->fingerprint = mfree(res->fingerprint);
-                        res->public_key = mfree(res->public_key);
-                        res->comment = mfree(res->comment);
+                        result_failed(res, r);
                         failed++;
                 }
                 res->at_usec = since_start(&c);
@@ -1325,5 +1337,122 @@ int sshkeys_ensure_instance(const SshKeysOptions *o, SshKeyResult *ret, size_t *
         if (r < 0)
                 log_error_errno(r, "Failed to write '%s': %m", d.state_path);
         instance_state_done(&now);
+        return failed;
+}
+
+SshConsoleDecision sshkeys_console_decide(const SshConsoleFacts *f) {
+        if (!f->blocks)
+                return SSH_CONSOLE_OFF;
+        if (!f->cloud_init)
+                return SSH_CONSOLE_PRINTED_BY_AGENT;
+        if (!f->record)
+                return SSH_CONSOLE_NO_RECORD;
+        if (!f->keys_made)
+                return SSH_CONSOLE_NO_NEW_KEYS;
+        /* It runs after every key writer of cloud-init's: its blocks are
+         * as current as ours would be. */
+        if (f->cloud_init_printed)
+                return SSH_CONSOLE_PRINTED_BY_CLOUD_INIT;
+        return SSH_CONSOLE_PRINT;
+}
+
+static const char *const ssh_console_reason_table[_SSH_CONSOLE_DECISION_MAX] = {
+        [SSH_CONSOLE_OFF] = "ssh.console selects no block",
+        [SSH_CONSOLE_PRINTED_BY_AGENT] = "cloud-init does not run in this boot: the agent printed them when it made "
+                                         "the keys",
+        [SSH_CONSOLE_NO_RECORD] = "there is no seedbed record of this boot",
+        [SSH_CONSOLE_NO_NEW_KEYS] = "seedbed made no host key in this boot",
+        [SSH_CONSOLE_PRINTED_BY_CLOUD_INIT] = "cloud-init's keys-to-console module printed them in this boot",
+};
+
+const char *ssh_console_decision_reason(SshConsoleDecision d) {
+        if (d < 0 || d >= _SSH_CONSOLE_DECISION_MAX)
+                return NULL;
+        return ssh_console_reason_table[d];
+}
+
+/* One configured key as it is on disk, for sshkeys_load(). */
+static int load_one(const SshKeysOptions *o, const char *key_dir, HostKeyType t, SshKeyResult *res) {
+        _cleanup_free_ char *priv = NULL, *pub = NULL, *line = NULL, *comment = NULL;
+        _cleanup_ssh_key_ ssh_key key = NULL;
+        _cleanup_close_ int fd = -EBADF;
+        const char *reason = NULL;
+        SecretBuf b = {};
+        int r;
+
+        if (asprintf(&res->path, "%s/ssh_host_%s_key", key_dir, host_key_type_to_string(t)) < 0) {
+                res->path = NULL;
+                return -ENOMEM;
+        }
+        if (asprintf(&res->pub_path, "%s.pub", res->path) < 0) {
+                res->pub_path = NULL;
+                return -ENOMEM;
+        }
+        priv = path_join_root(o->root, res->path);
+        pub = path_join_root(o->root, res->pub_path);
+        if (!priv || !pub)
+                return -ENOMEM;
+
+        r = load_private(priv, t, &key, &fd, &reason);
+        if (r == -EACCES || r == -EPERM) {
+                /* Not root: the .pub, which every key writer we know
+                 * writes with the key, stands in. */
+                r = read_key_file(pub, NULL, &b, &reason);
+                if (r >= 0) {
+                        r = import_pub_line(b.data, &key);
+                        secret_buf_done(&b);
+                }
+                if (r >= 0 && host_key_type_of(key) != t)
+                        r = -EBADMSG;
+        }
+        if (r < 0) {
+                res->reason = r == -ENOENT ? "missing" : reason;
+                return r;
+        }
+        r = check_pub(pub, key, &line, &comment, &reason);
+        if (r == -ENOMEM)
+                return r;
+        if (r < 0) {
+                /* sshd serves the private key: its public half is shown. */
+                log_warning("'%s' does not hold the key sshd serves (%s): showing the public half of '%s'.",
+                            res->pub_path, r == -ENOENT ? "missing" : strna(reason), res->path);
+                r = pub_line(key, NULL, &line);
+                if (r < 0)
+                        return r;
+        }
+        return result_fill(res, key, TAKE_PTR(line), TAKE_PTR(comment));
+}
+
+int sshkeys_load(const SshKeysOptions *o, SshKeyResult *ret, size_t *ret_n) {
+        _cleanup_free_ char *key_dir = NULL;
+        int r, failed = 0;
+
+        if (!o || !ret || !ret_n)
+                return -EINVAL;
+        r = options_check(o);
+        if (r < 0)
+                return r;
+        key_dir = key_dir_of(o);
+        if (!key_dir)
+                return -ENOMEM;
+
+        (void) ssh_init();
+        for (size_t i = 0; i < o->n_types; i++) {
+                SshKeyResult *res = &ret[i];
+
+                *res = (SshKeyResult) { .type = o->types[i], .action = SSH_KEY_KEPT };
+                r = load_one(o, key_dir, o->types[i], res);
+                if (r == -ENOMEM) {
+                        ssh_key_results_done(ret, i + 1);
+                        (void) ssh_finalize();
+                        return r;
+                }
+                if (r < 0) {
+                        result_failed(res, r);
+                        failed++;
+                }
+        }
+        (void) ssh_finalize();
+        *ret_n = o->n_types;
         return failed;
 }

@@ -229,6 +229,44 @@ void ssh_key_results_done(SshKeyResult *r, size_t n);
  * it.  Failed results are skipped.  *ret is "" when nothing is left. */
 int sshkeys_format_console(const SshKeyResult *r, size_t n, bool fingerprints, bool keys, char **ret);
 
+/* What seedbed-agent console observed in this boot. */
+typedef struct SshConsoleFacts {
+        bool blocks;             /* ssh.console selects a block */
+        bool cloud_init;         /* cloud-init runs in this boot: sshkeys left the blocks to it */
+        bool record;             /* there is a record of this boot */
+        bool keys_made;          /* it lists a key created or replaced */
+        bool cloud_init_printed; /* cloud-init's keys-to-console semaphore was written in this boot */
+} SshConsoleFacts;
+
+typedef enum SshConsoleDecision {
+        SSH_CONSOLE_PRINT,
+        SSH_CONSOLE_OFF,                /* ssh.console is empty */
+        SSH_CONSOLE_PRINTED_BY_AGENT,   /* no cloud-init: sshkeys printed them itself */
+        SSH_CONSOLE_NO_RECORD,
+        SSH_CONSOLE_NO_NEW_KEYS,        /* the keys shown before still hold */
+        SSH_CONSOLE_PRINTED_BY_CLOUD_INIT,
+        _SSH_CONSOLE_DECISION_MAX,
+} SshConsoleDecision;
+
+/* Whether seedbed-agent console prints the blocks of the keys in place:
+ * only when seedbed made keys in this boot and left their blocks to
+ * cloud-init, whose keys-to-console module did not run in this boot (it
+ * runs once per cloud-init instance: not for a clone that keeps its
+ * instance-id, nor after ssh.regenerate). */
+SshConsoleDecision sshkeys_console_decide(const SshConsoleFacts *f);
+
+/* Why nothing is printed, for the log: "ssh.console is empty", ...;
+ * NULL for SSH_CONSOLE_PRINT. */
+const char *ssh_console_decision_reason(SshConsoleDecision d);
+
+/* The configured keys as they are on disk, touching nothing: for each
+ * type, the private key (or, where it is not ours to read, its .pub), as
+ * sshd would serve it, with the .pub's line where it holds that key.
+ * A key that is missing or unreadable is SSH_KEY_FAILED, with error; the
+ * others SSH_KEY_KEPT.  ret needs room for o->n_types.  Returns the
+ * number that failed, or -EINVAL, -ENOMEM. */
+int sshkeys_load(const SshKeysOptions *o, SshKeyResult *ret, size_t *ret_n);
+
 /* One ssh-keygen -l line for a result, without the newline:
  * "256 SHA256:… no comment (ED25519)". */
 int sshkeys_fingerprint_line(const SshKeyResult *r, char **ret);

@@ -23,6 +23,7 @@ if command -v systemd-analyze >/dev/null; then
 	mkdir -p "$T/units"
 	agent=${SEEDBED_AGENT:-$top_builddir/seedbed-agent}
 	for u in "$top_builddir/units/seedbed-seed.service" "$top_builddir/units/seedbed-firstboot.service" \
+		"$top_builddir/units/seedbed-console.service" \
 		"$top_srcdir/initramfs/dracut/90seedbed/seedbed-initrd-seed.service"; do
 		sed -E "s|/[^ ']*/seedbed-agent|$agent|g" "$u" >"$T/units/$(basename "$u")"
 	done

@@ -1516,6 +1516,90 @@ START_TEST(test_decide) {
 }
 END_TEST
 
+/* seedbed-agent console prints only what cloud-init did not, for keys
+ * made in this boot. */
+START_TEST(test_console_decide) {
+        static const struct {
+                bool blocks, cloud_init, record, keys_made, cloud_init_printed;
+                SshConsoleDecision want;
+        } table[] = {
+                /* Keys made, cloud-init's module did not run in this boot
+                 * (a clone keeping its instance-id, ssh.regenerate, the
+                 * module off): the only case that prints. */
+                { true, true, true, true, false, SSH_CONSOLE_PRINT },
+                /* It printed them, after every key writer. */
+                { true, true, true, true, true, SSH_CONSOLE_PRINTED_BY_CLOUD_INIT },
+                /* No key made in this boot: the blocks of earlier boots hold. */
+                { true, true, true, false, false, SSH_CONSOLE_NO_NEW_KEYS },
+                { true, true, true, false, true, SSH_CONSOLE_NO_NEW_KEYS },
+                { true, true, false, false, false, SSH_CONSOLE_NO_RECORD },
+                /* Without cloud-init the agent printed them itself. */
+                { true, false, true, true, false, SSH_CONSOLE_PRINTED_BY_AGENT },
+                { true, false, false, false, false, SSH_CONSOLE_PRINTED_BY_AGENT },
+                /* ssh.console: [] wins over everything. */
+                { false, true, true, true, false, SSH_CONSOLE_OFF },
+                { false, false, false, false, false, SSH_CONSOLE_OFF },
+        };
+
+        for (size_t i = 0; i < ELEMENTSOF(table); i++) {
+                SshConsoleFacts f = { .blocks = table[i].blocks, .cloud_init = table[i].cloud_init,
+                                      .record = table[i].record, .keys_made = table[i].keys_made,
+                                      .cloud_init_printed = table[i].cloud_init_printed };
+                SshConsoleDecision d = sshkeys_console_decide(&f);
+
+                ck_assert_msg(d == table[i].want, "row %zu: %d", i, (int) d);
+                if (d == SSH_CONSOLE_PRINT)
+                        ck_assert_ptr_null(ssh_console_decision_reason(d));
+                else
+                        ck_assert_ptr_nonnull(ssh_console_decision_reason(d));
+        }
+}
+END_TEST
+
+/* The keys in place, read without a byte written: the same blocks as the
+ * run that made them; a .pub another tool left stale shows what sshd
+ * serves; a missing key fails alone. */
+START_TEST(test_load) {
+        SshKeysOptions o = options(all_types, 3);
+        SshKeyResult made[3] = {}, now[3] = {};
+        _cleanup_free_ char *want = NULL, *got = NULL, *pub = NULL, *pub_after = NULL;
+        struct stat before, after;
+        size_t n = 0, m = 0;
+
+        ck_assert_int_eq(sshkeys_ensure(&o, made, &n), 0);
+        ck_assert_int_eq(sshkeys_format_console(made, n, true, true, &want), 0);
+        stat_file("/etc/ssh", &before);
+
+        ck_assert_int_eq(sshkeys_load(&o, now, &m), 0);
+        ck_assert_uint_eq(m, 3);
+        for (size_t i = 0; i < m; i++)
+                ck_assert_int_eq(now[i].action, SSH_KEY_KEPT);
+        ck_assert_int_eq(sshkeys_format_console(now, m, true, true, &got), 0);
+        ck_assert_str_eq(got, want);
+        ssh_key_results_done(now, m);
+        stat_file("/etc/ssh", &after);
+        ck_assert_int_eq(before.st_mtim.tv_sec, after.st_mtim.tv_sec);
+        ck_assert_int_eq(before.st_mtim.tv_nsec, after.st_mtim.tv_nsec);
+
+        /* The ECDSA .pub names the Ed25519 key; the RSA key is gone. */
+        pub = fakeroot_read(root, "/etc/ssh/ssh_host_ed25519_key.pub");
+        fakeroot_write(root, "/etc/ssh/ssh_host_ecdsa_key.pub", pub);
+        ck_assert_int_eq(unlink(full("/etc/ssh/ssh_host_rsa_key")), 0);
+        ck_assert_int_eq(sshkeys_load(&o, now, &m), 1);
+        ck_assert_int_eq(now[1].action, SSH_KEY_KEPT);
+        ck_assert_str_eq(now[1].fingerprint, made[1].fingerprint);
+        ck_assert_str_eq(now[1].public_key, made[1].public_key);
+        ck_assert_int_eq(now[2].action, SSH_KEY_FAILED);
+        ck_assert_int_eq(now[2].error, -ENOENT);
+        ck_assert_ptr_null(now[2].fingerprint);
+        pub_after = fakeroot_read(root, "/etc/ssh/ssh_host_ecdsa_key.pub");
+        ck_assert_str_eq(pub_after, pub);
+        ck_assert(!fakeroot_exists(root, "/etc/ssh/ssh_host_rsa_key"));
+        ssh_key_results_done(now, m);
+        ssh_key_results_done(made, n);
+}
+END_TEST
+
 /* Keys left in the tree as an image builder leaves them: sshkeys_ensure()
  * writes no record. */
 static void bake_keys(void) {
@@ -2149,6 +2233,8 @@ static Suite *sshkeys_suite(void) {
         tc = tcase_create("console");
         tcase_add_checked_fixture(tc, setup, teardown);
         tcase_add_test(tc, test_console_format);
+        tcase_add_test(tc, test_console_decide);
+        tcase_add_test(tc, test_load);
         suite_add_tcase(s, tc);
 
         return s;
