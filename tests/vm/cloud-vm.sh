@@ -16,6 +16,9 @@
 #      seedbed, cloud-init's per-instance modules ran again and wrote the
 #      given key over seedbed's; sshd serves it, the console says so, and
 #      'seedbed-agent status' says another tool replaced that key.
+#   3. clone2: the same disk and seed (cloud-init's instance-id kept) with
+#      a new SMBIOS UUID: new keys from seedbed; cloud-init prints no block
+#      (once per instance), seedbed-console.service prints them.
 #
 # With SEEDBED_FIRSTBOOT_DEMO=1 (tools/demo) the first boot runs, then the
 # same image without seedbed (cloud-init alone makes the keys) as a
@@ -209,8 +212,33 @@ grep -q 'replaced by another tool' "$T/clone.status" || {
 }
 [ "$(rec clone '[.ssh_keys[] | select(.on_disk == "replaced-by-another-tool")] | .[].type')" = ed25519 ] ||
 	fail "clone: status --json: $(rec clone .ssh_keys)"
+# cloud-init printed this instance's blocks, so seedbed printed none.
+on_console clone 'No SSH host key block printed' ||
+	guest_failed clone "seedbed-console.service did not leave the blocks to cloud-init"
 say "clone: new keys from seedbed, cloud-init ran per instance again and wrote user-data's Ed25519 key; status says so"
 poweroff clone
+
+# --- 3. A clone that keeps its cloud-init instance-id (the same seed disk)
+# but gets a new SMBIOS UUID: seedbed makes new keys, cloud-init runs no
+# per-instance module and prints no block; seedbed-console.service does.
+boot clone2 "$IMG/disk.img" 5eedbed0-0000-4000-8000-00000000c003 "" \
+	-drive "file=$T/clone.seed,format=raw,if=virtio,readonly=on" "${EGD_ARGS[@]}"
+wait_ssh clone2
+wait_console clone2 '-----END SSH HOST KEY KEYS-----' "a host key block on the console"
+verify_keys clone2
+cloud_collect clone2
+every_block_is_sshd clone2
+[ "$(cat "$T/clone2.instance-id")" = iid-seedbed-0002 ] || fail "clone2: cloud-init's instance-id is $(cat "$T/clone2.instance-id")"
+on_console clone2 'cloud-init printed no block for them: printing the keys in place now' ||
+	guest_failed clone2 "the key blocks are not seedbed-console.service's"
+awk '{ print $2 }' "$T/clone2.keyscan-fp" | sort >"$T/clone2.served"
+if grep -qFf "$T/clone.served" "$T/clone2.served"; then
+	fail "clone2: a key of the clone it was copied from survived"
+fi
+[ "$(rec clone2 '[.ssh_keys[] | select(.action == "replaced")] | length')" = 3 ] ||
+	fail "clone2: seedbed did not replace the keys: $(rec clone2 .ssh_keys)"
+say "clone2: same instance-id, new SMBIOS UUID: new keys, and seedbed printed their blocks after cloud-init's last stage"
+poweroff clone2
 stop_device
 
 echo
