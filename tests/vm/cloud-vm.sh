@@ -213,8 +213,8 @@ grep -q 'replaced by another tool' "$T/clone.status" || {
 [ "$(rec clone '[.ssh_keys[] | select(.on_disk == "replaced-by-another-tool")] | .[].type')" = ed25519 ] ||
 	fail "clone: status --json: $(rec clone .ssh_keys)"
 # cloud-init printed this instance's blocks, so seedbed printed none.
-on_console clone 'No SSH host key block printed' ||
-	guest_failed clone "seedbed-console.service did not leave the blocks to cloud-init"
+wait_console clone "No SSH host key block printed: cloud-init's keys-to-console module printed them in this boot" \
+	"seedbed-console.service leaving the blocks to cloud-init"
 say "clone: new keys from seedbed, cloud-init ran per instance again and wrote user-data's Ed25519 key; status says so"
 poweroff clone
 
@@ -231,6 +231,10 @@ every_block_is_sshd clone2
 [ "$(cat "$T/clone2.instance-id")" = iid-seedbed-0002 ] || fail "clone2: cloud-init's instance-id is $(cat "$T/clone2.instance-id")"
 on_console clone2 'cloud-init printed no block for them: printing the keys in place now' ||
 	guest_failed clone2 "the key blocks are not seedbed-console.service's"
+[ "$(serial clone2 | grep -c -- '-----BEGIN SSH HOST KEY FINGERPRINTS-----')" = 1 ] ||
+	guest_failed clone2 "not exactly one fingerprint block on the console"
+[ "$(guest clone2 systemctl show -p Result --value seedbed-console.service)" = success ] ||
+	fail "clone2: seedbed-console.service did not succeed"
 awk '{ print $2 }' "$T/clone2.keyscan-fp" | sort >"$T/clone2.served"
 if grep -qFf "$T/clone.served" "$T/clone2.served"; then
 	fail "clone2: a key of the clone it was copied from survived"
