@@ -281,8 +281,11 @@ report() {
 	} | sort -n >"$T/$name.timeline"
 	echo
 	echo "The guest's console, seedbed's part of its first boot (the key blocks left out):"
-	serial "$name" | awk '/ login: / { exit }
-		/seedbed-(agent|initrd|seed|firstboot)|crng init done/ &&
+	# Up to the login prompt; awk reads on to the end all the same (an
+	# early exit would kill serial's pipe with SIGPIPE, and cloud-init
+	# writes on after the prompt).
+	serial "$name" | awk '/ login: / { done = 1 }
+		!done && /seedbed-(agent|initrd|seed|firstboot|console)|crng init done/ &&
 		!/seedbed-agent\[[0-9]+\]: (ssh-|ecdsa-|[0-9]+ SHA256|#|-----)/ { print "  " $0 }'
 	echo
 	echo "The guest's 'seedbed-agent status' after its first boot:"
