@@ -71,12 +71,13 @@ static const ConfItem volume_items[] = {
         { "key-file", CONF_STRING, offsetof(VolumeConfig, key_file), .validate = validate_absolute },
         { "label", CONF_STRING, offsetof(VolumeConfig, label) },
         { "wipe", CONF_BOOL, offsetof(VolumeConfig, wipe) },
+        { "require-zeroes", CONF_BOOL, offsetof(VolumeConfig, require_zeroes) },
         { "crypttab", CONF_BOOL, offsetof(VolumeConfig, crypttab) },
         { "open", CONF_BOOL, offsetof(VolumeConfig, open) },
 };
 
 static void volume_init(void *e) {
-        *(VolumeConfig *) e = (VolumeConfig) { .crypttab = true, .open = true };
+        *(VolumeConfig *) e = (VolumeConfig) { .crypttab = true, .open = true, .require_zeroes = true };
 }
 
 static void volume_done(void *e) {

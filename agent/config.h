@@ -44,6 +44,7 @@ typedef struct VolumeConfig {
         char *key_file; /* NULL: /etc/seedbed/keys/NAME.key */
         char *label;    /* LUKS2 label, or NULL */
         bool wipe;
+        bool require_zeroes;
         bool crypttab;
         bool open;
 } VolumeConfig;

@@ -3,20 +3,31 @@
 
 /* LUKS volumes made at first boot: a blank device becomes LUKS2 with a
  * new key file, opened and listed in /etc/crypttab.  Nothing is lost:
- * a device that carries any signature libblkid can see (a filesystem, a
- * partition table, a RAID or LVM member, another LUKS header) is left
- * untouched unless the volume says wipe: true, and a device that is
- * already this volume counts as done, so every run may repeat the last.
+ * a device counts as blank only when libblkid sees no signature on it
+ * (no filesystem, partition table, RAID or LVM member, LUKS header) and
+ * its first and last MiB read as zeros (require_zeroes; plain dm-crypt,
+ * a detached-header LUKS volume or a raw database carry no signature).
+ * Anything else is left untouched unless the volume says wipe: true, and
+ * a device that is already this volume counts as done, so every run may
+ * repeat the last.  The decision is luks-decision.h's.
+ *
+ * From the probe to the end of the format the device is held: one
+ * exclusive fd (the kernel refuses it while the device is mounted or
+ * claimed) and the whole disk locked with flock(LOCK_EX), as systemd's
+ * block device locking convention asks, so udev does not probe a half
+ * written header.  Right before the header is written the device is
+ * probed again.  libcryptsetup opens the device itself, exclusively, so
+ * our exclusive fd is closed just before crypt_format(), whose own
+ * exclusive open checks once more that nobody mounted or claimed it; the
+ * lock is held until the header and keyslot are written.
  *
  * Paths under --root: the key file and /etc/crypttab live in the tree
  * being prepared and are prefixed with the root; the paths written into
  * crypttab are the tree's own (/etc/seedbed/keys/NAME.key), as the booted
  * system sees them.  Block devices are the running machine's, as the
- * entropy pool is: a device path is used as given and tags are evaluated
- * on this system, never inside the root (an installer's target has no
- * /dev of its own, or a bind mount of the real one).  LABEL= and UUID=
- * name what is on a device (a LUKS2 label or UUID once formatted), so a
- * blank device is found by path, PARTLABEL= or PARTUUID=.
+ * entropy pool is (blockdev.h).  LABEL= and UUID= name what is on a
+ * device (a LUKS2 label or UUID once formatted), so a blank device is
+ * found by path, PARTLABEL= or PARTUUID=.
  *
  * Already done: a clean LUKS2 header that the key file opens.  Its header
  * is never rewritten (a changed label is only reported).  A LUKS2 header
@@ -24,62 +35,24 @@
  * one without any keyslot, with its key file present, is a format cut
  * short and is formatted again.
  *
- * wipe: true destroys every signature libblkid finds (superblocks and
- * partition tables, a GPT's backup header included) before formatting,
- * as cryptsetup luksFormat does; libcryptsetup's crypt_format() alone
- * would overwrite only the first 16 MiB. */
+ * wipe: true destroys every signature libblkid finds (blockdev.h) before
+ * formatting, as cryptsetup luksFormat does. */
 
 #include <errno.h>
 #include <limits.h>
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "blockdev.h"
+#include "luks-keyfile.h"
+
 #define LUKS_KEY_DIR "/etc/seedbed/keys"
 #define LUKS_CRYPTTAB "/etc/crypttab"
-/* The key file is the passphrase of keyslot 0: 512 random bits, as
- * systemd-cryptenroll's generated keys. */
-#define LUKS_KEY_FILE_SIZE 64
 /* aes-xts-plain64 with two 256-bit AES keys. */
 #define LUKS_VOLUME_KEY_SIZE 64
 /* Marks the LUKS2 headers we write (the header's "subsystem"), so that a
  * format cut short between header and keyslot is recognised as ours. */
 #define LUKS_SUBSYSTEM "seedbed"
-
-typedef enum DeviceSpecKind {
-        DEVICE_SPEC_PATH,
-        DEVICE_SPEC_LABEL,
-        DEVICE_SPEC_UUID,
-        DEVICE_SPEC_PARTLABEL,
-        DEVICE_SPEC_PARTUUID,
-        _DEVICE_SPEC_KIND_MAX,
-        _DEVICE_SPEC_KIND_INVALID = -EINVAL,
-} DeviceSpecKind;
-
-/* A parsed "device:" value: the path, or the tag's value without quotes. */
-typedef struct DeviceSpec {
-        DeviceSpecKind kind;
-        char value[PATH_MAX];
-} DeviceSpec;
-
-/* The tag name as libblkid and crypttab write it ("PARTLABEL"); NULL for
- * a path. */
-const char *device_spec_kind_to_tag(DeviceSpecKind k);
-
-/* Parses an absolute path or TAG=VALUE (LABEL, UUID, PARTLABEL, PARTUUID;
- * the value may be in double quotes, as blkid accepts it).  -EINVAL with
- * a static reason in ret_error for anything else: "LABEL=", "FOO=bar",
- * "vdb".  Fits ConfItem.validate. */
-int device_spec_parse(const char *s, DeviceSpec *ret, const char **ret_error);
-int device_spec_validate(const char *s, const char **ret_error);
-
-/* The block device a spec names, on the running system (never under a
- * root).  A path is taken as given, symlinks resolved.  A tag is looked
- * up with blkid_evaluate_tag() (udev's /dev/disk/by-* links, else a
- * scan), then checked against a full scan: -ENOTUNIQ when two devices
- * carry it (cloned images share labels and UUIDs, and guessing would
- * format the wrong one).  -ENODEV when nothing has it, -ENOTBLK when the
- * path is not a block device.  A message for people goes to error. */
-int device_spec_resolve(const DeviceSpec *spec, char **ret_path, char *error, size_t error_size);
 
 /* One entry of luks.volumes; strings are borrowed. */
 typedef struct LuksVolume {
@@ -88,20 +61,13 @@ typedef struct LuksVolume {
         const char *key_file; /* in the tree; NULL: LUKS_KEY_DIR/NAME.key */
         const char *label;    /* LUKS2 label, or NULL */
         bool wipe;            /* may destroy what the probe finds */
+        bool require_zeroes;  /* blank needs zeros at both ends, not only no signature */
         bool crypttab;        /* make sure /etc/crypttab has its line */
         bool open;            /* activate /dev/mapper/NAME */
 } LuksVolume;
 
-/* The defaults: crypttab and open on, wipe off. */
+/* The defaults: crypttab, open and require_zeroes on, wipe off. */
 void luks_volume_init(LuksVolume *v);
-
-/* Random bytes for secrets; 0 or -errno.  userdata from LuksOptions. */
-typedef int (*LuksRandomFn)(void *buf, size_t n, void *userdata);
-
-/* The default LuksRandomFn: getrandom() until n bytes, blocking (behind
- * the gate it returns at once; were it not, waiting beats a guessable
- * key).  userdata is ignored. */
-int luks_random_blocking(void *buf, size_t n, void *userdata);
 
 typedef struct LuksOptions {
         const char *root;       /* --root, or NULL */
@@ -162,20 +128,3 @@ const char *luks_step_to_string(LuksStep s);
  * passed, or the failed step's error.  One volume's failure is its own:
  * the caller goes on with the next. */
 int luks_volume_setup(const LuksOptions *o, const LuksVolume *v, LuksResult *ret);
-
-/* A volume's key file at path (the full path, root included).  An
- * existing one is read: a regular file of 1 byte to 8 MiB (cryptsetup's
- * limit) owned by us, never through a symlink.  A missing one is made
- * when create is set: LUKS_KEY_FILE_SIZE bytes from get_random (NULL:
- * getrandom()), mode 0400, in a directory made 0700 if it is missing
- * (an existing one must be ours; its mode is left alone), written under
- * an O_EXCL temporary name, fsync()ed, renamed without replacing and the
- * directory fsync()ed: a crash leaves no key or the whole key.  The
- * bytes go to ret (erase them with luks_secret_erase()).  Returns 1
- * created, 0 read, -ENOENT missing and !create, -ENODATA empty, -EFBIG,
- * -EBADF not a regular file, -ELOOP a symlink, -EPERM not ours. */
-int luks_key_file_load(const char *path, bool create, LuksRandomFn get_random, void *userdata, void **ret,
-                       size_t *ret_size);
-
-/* explicit_bzero() and free(). */
-void luks_secret_erase(void *p, size_t n);

@@ -509,6 +509,7 @@ static int setup_volumes(const AgentConfig *c, const Gate *g, bool gate_passed, 
                 v.key_file = vc->key_file;
                 v.label = vc->label;
                 v.wipe = vc->wipe;
+                v.require_zeroes = vc->require_zeroes;
                 v.crypttab = vc->crypttab;
                 v.open = vc->open;
                 r = luks_volume_setup(&o, &v, &ret[i]);

@@ -6,7 +6,7 @@
  *
  *   luks-driver [--root DIR] --device SPEC --name NAME [--key-file PATH]
  *               [--label LABEL] [--wipe] [--no-crypttab] [--no-open]
- *               [--not-ready]
+ *               [--no-require-zeroes] [--not-ready]
  */
 #include <getopt.h>
 
@@ -23,7 +23,7 @@ static int counting_random(void *buf, size_t n, void *userdata) {
 
 int main(int argc, char *argv[]) {
         enum { ARG_ROOT = 0x100, ARG_DEVICE, ARG_NAME, ARG_KEY_FILE, ARG_LABEL, ARG_WIPE, ARG_NO_CRYPTTAB,
-               ARG_NO_OPEN, ARG_NOT_READY };
+               ARG_NO_OPEN, ARG_NO_REQUIRE_ZEROES, ARG_NOT_READY };
         static const struct option options[] = {
                 { "root", required_argument, NULL, ARG_ROOT },
                 { "device", required_argument, NULL, ARG_DEVICE },
@@ -33,6 +33,7 @@ int main(int argc, char *argv[]) {
                 { "wipe", no_argument, NULL, ARG_WIPE },
                 { "no-crypttab", no_argument, NULL, ARG_NO_CRYPTTAB },
                 { "no-open", no_argument, NULL, ARG_NO_OPEN },
+                { "no-require-zeroes", no_argument, NULL, ARG_NO_REQUIRE_ZEROES },
                 { "not-ready", no_argument, NULL, ARG_NOT_READY },
                 {}
         };
@@ -68,6 +69,9 @@ int main(int argc, char *argv[]) {
                         break;
                 case ARG_NO_OPEN:
                         v.open = false;
+                        break;
+                case ARG_NO_REQUIRE_ZEROES:
+                        v.require_zeroes = false;
                         break;
                 case ARG_NOT_READY:
                         o.crng_ready = false;

@@ -77,14 +77,30 @@ fi
 [ "$(json "$rec" '.luks_volumes[0].action')" = already-done ] || fail "the clone re-formatted the volume"
 [ "$(cryptsetup luksUUID "$LOOP")" = "$uuid" ] || fail "the volume changed"
 
+# expect_refused IMAGE NAME MESSAGE: the luks command, given IMAGE's loop
+# device as volume NAME, exits 7 saying MESSAGE, records the refusal,
+# makes no key file and leaves every byte of IMAGE as it was.
+LOOPS=("$LOOP")
+trap 'losetup -d "${LOOPS[@]}" 2>/dev/null; [ -n "${SEEDBED_KEEP_TMP:-}" ] || rm -rf "$T"' EXIT
+expect_refused() {
+	local img=$1 name=$2 message=$3 dev before
+	dev=$(losetup -f --show "$img")
+	LOOPS+=("$dev")
+	before=$(sha256sum <"$img")
+	printf 'luks:\n  volumes:\n    - device: %s\n      name: %s\n      open: false\n' "$dev" "$name" >"$T/$name.yaml"
+	run 7 "$AGENT" --root "$R" --config "$T/$name.yaml" luks
+	expect_in "$T/err" "$message"
+	[ "$(json "$rec" '.luks_volumes[0].action')" = refused ] || fail "$name: not refused"
+	[ "$(sha256sum <"$img")" = "$before" ] || fail "$name: the device was touched"
+	[ ! -e "$R/etc/seedbed/keys/$name.key" ] || fail "$name: a key file was made"
+}
+
 # A device that holds a filesystem is refused, named, and left alone.
 truncate -s 32M "$T/ext4.img"
 mkfs.ext4 -q -F "$T/ext4.img"
-LOOP2=$(losetup -f --show "$T/ext4.img")
-trap 'losetup -d "$LOOP" "$LOOP2" 2>/dev/null; [ -n "${SEEDBED_KEEP_TMP:-}" ] || rm -rf "$T"' EXIT
-sum=$(sha256sum <"$T/ext4.img")
-printf 'luks:\n  volumes:\n    - device: %s\n      name: old\n      open: false\n' "$LOOP2" >"$T/refuse.yaml"
-run 7 "$AGENT" --root "$R" --config "$T/refuse.yaml" luks
-expect_in "$T/err" "ext4"
-[ "$(json "$rec" '.luks_volumes[0].action')" = refused ] || fail "not refused"
-[ "$(sha256sum <"$T/ext4.img")" = "$sum" ] || fail "the ext4 image was touched"
+expect_refused "$T/ext4.img" old "is not blank: ext4 filesystem"
+
+# A device full of random bytes carries no signature but may hold data
+# (plain dm-crypt, a raw database): refused all the same.
+head -c 32M /dev/urandom >"$T/random.img"
+expect_refused "$T/random.img" raw "its first or last MiB is not zeros"

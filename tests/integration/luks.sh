@@ -350,3 +350,66 @@ for name in data part wiped wipedgpt cut; do
 done
 head -n 3 "$R/etc/crypttab" | cmp -s - "$T/crypttab.orig" || fail "crypttab's own lines changed"
 [ "$(wc -l <"$R/etc/crypttab")" = 8 ] || { cat "$R/etc/crypttab"; fail "crypttab line count"; }
+
+# --- Data that carries no signature (plain dm-crypt, a detached-header
+# LUKS volume, a raw database look like this): not blank, left byte for
+# byte, no secret made.  Only the edges are read: a disk that is all
+# random bytes, and one that is zeros but for its last MiB.
+head -c 64M /dev/urandom >"$T/random.img"
+attach "$T/random.img"
+RANDOM_DEV=$DEV
+before=$(sum "$RANDOM_DEV")
+run 1 "$DRIVER" --root "$R" --device "$RANDOM_DEV" --name random --no-open --no-crypttab
+expect_field action refused
+expect_field found ""
+expect_in "$T/out" "error: '$RANDOM_DEV' carries no signature, but its first or last MiB is not zeros"
+expect_field random-calls 0
+[ "$(sum "$RANDOM_DEV")" = "$before" ] || fail "random: the device changed"
+[ ! -e "$R/etc/seedbed/keys/random.key" ] || fail "random: a key file was made"
+
+img=$(image tail 64M)
+head -c 4096 /dev/urandom | dd of="$img" bs=4096 seek=$((64 * 256 - 1)) conv=notrunc status=none
+attach "$img"
+before=$(sum "$DEV")
+run 1 "$DRIVER" --root "$R" --device "$DEV" --name tail --no-open --no-crypttab
+expect_field action refused
+[ "$(sum "$DEV")" = "$before" ] || fail "tail: the device changed"
+
+# The owner's word formats it: wipe: true, or require-zeroes: false.
+run 0 "$DRIVER" --root "$R" --device "$DEV" --name tail --no-open --no-crypttab --no-require-zeroes
+expect_field action formatted
+cryptsetup open --test-passphrase --key-file "$R/etc/seedbed/keys/tail.key" "$DEV" || fail "tail: key"
+run 0 "$DRIVER" --root "$R" --device "$RANDOM_DEV" --name random --no-open --no-crypttab --wipe
+expect_field action formatted
+cryptsetup open --test-passphrase --key-file "$R/etc/seedbed/keys/random.key" "$RANDOM_DEV" || fail "random: key"
+
+# --- The whole disk is locked (systemd's block device locking: udev, a
+# partitioner): a blank partition of it waits, untouched, until the lock
+# is released, and is formatted then.
+img=$(image locked 64M)
+printf 'size=16M, name=%s\n' "$ID-locked" | sfdisk -q --label gpt "$img"
+attach "$img" -P
+LOCKED=$DEV
+[ -b "${LOCKED}p1" ] || fail "no partition on $LOCKED"
+rm -f "$T/locked"
+python3 -c 'import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDONLY)
+fcntl.flock(fd, fcntl.LOCK_EX)
+open(sys.argv[2], "w").close()
+while not os.path.exists(sys.argv[3]):
+    time.sleep(0.05)' "$LOCKED" "$T/locked" "$T/unlock" &
+HOLDER=$!
+for _ in $(seq 200); do [ -e "$T/locked" ] && break; sleep 0.05; done
+[ -e "$T/locked" ] || fail "the lock holder did not start"
+before=$(sum "${LOCKED}p1")
+"$DRIVER" --root "$R" --device "${LOCKED}p1" --name locked --no-open --no-crypttab >"$T/out" 2>"$T/err" &
+DRIVER_PID=$!
+for _ in $(seq 600); do grep -q "Waiting for another program's lock" "$T/err" && break; sleep 0.05; done
+expect_in "$T/err" "Waiting for another program's lock on disk $(lsblk -dno MAJ:MIN "$LOCKED" | tr -d ' ')"
+[ "$(sum "${LOCKED}p1")" = "$before" ] || fail "locked: written while the disk was locked"
+touch "$T/unlock"
+wait "$HOLDER" || true
+HOLDER=
+wait "$DRIVER_PID" || { cat "$T/out" "$T/err"; fail "locked: the driver failed after the lock was released"; }
+expect_field action formatted
+cryptsetup open --test-passphrase --key-file "$R/etc/seedbed/keys/locked.key" "${LOCKED}p1" || fail "locked: key"
