@@ -196,42 +196,82 @@ static VmStats *stats_for(Server *s, const char *name, Transport t) {
         return v;
 }
 
-/* The systemd scope a libvirt VM's QEMU runs in (machine.slice) names
- * that VM in a way its QEMU cannot change, unlike its command line. */
-static bool machine_cgroup(pid_t pid, char *buf, size_t size) {
+/* The cgroup a process runs in, from /proc/PID/cgroup: the unified
+ * hierarchy's path ("0::PATH"), or on a hybrid host, where everything
+ * sits in the unified root, systemd's own ("N:name=systemd:PATH"). */
+static bool peer_cgroup(pid_t pid, char *buf, size_t size) {
+        _cleanup_free_ char *text = NULL;
+        const char *unified = NULL, *named = NULL;
         char path[64];
-        _cleanup_free_ char *s = NULL;
-        const char *p;
 
         (void) snprintf(path, sizeof path, "/proc/%d/cgroup", (int) pid);
-        if (read_full_file(path, 64 * 1024, &s, NULL) < 0)
+        if (read_full_file(path, 64 * 1024, &text, NULL) < 0)
                 return false;
-        /* cgroup v2: "0::/machine.slice/machine-qemu\x2d1\x2dweb.scope/..." */
-        p = strstr(s, "0::/machine.slice/");
-        if (!p)
+        for (char *line = text, *next; line && *line; line = next) {
+                const char *colon;
+
+                next = strchr(line, '\n');
+                if (next)
+                        *next++ = 0;
+                if (startswith(line, "0::"))
+                        unified = line + 3;
+                else if ((colon = strstr(line, ":name=systemd:")))
+                        named = colon + strlen(":name=systemd:");
+        }
+        if (unified && !streq(unified, "/"))
+                (void) snprintf(buf, size, "%s", unified);
+        else if (named)
+                (void) snprintf(buf, size, "%s", named);
+        else if (unified)
+                (void) snprintf(buf, size, "%s", unified);
+        else
                 return false;
-        p += 3;
-        (void) snprintf(buf, size, "cgroup:%.*s", (int) strcspn(p, "\n"), p);
         return true;
 }
 
-/* Whose budget a connection draws from.  A VM's own scope when it has
- * one; else its -name (a peer with access to our sockets could claim
- * another's name, but not a fresh budget per process); an unnamed peer
- * shares one budget with everything of its user. */
-static void limit_key(int fd, const char *name, char *buf, size_t size) {
-        struct ucred cred;
-        socklen_t cl = sizeof cred;
+/* Whose budget a connection draws from: only what the kernel attests,
+ * never what the peer says of itself (its -name is a metrics label; a
+ * budget per name would give every new name a fresh burst and another
+ * fair share).  A libvirt VM's scope under machine.slice (its QEMU's
+ * threads sit in sub-cgroups of it: libvirt/emulator, libvirt/vcpu0);
+ * else any cgroup but the root, which every process outside systemd
+ * shares; else the peer's user.  Pure, for the table test. */
+void budget_key(const char *cgroup, uid_t uid, char *buf, size_t size) {
+        const char *scope;
 
-        if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &cl) >= 0 && cred.pid > 0) {
-                if (machine_cgroup(cred.pid, buf, size))
-                        return;
-                if (startswith(name, "pid:")) {
-                        (void) snprintf(buf, size, "uid:%u", (unsigned) cred.uid);
+        if (cgroup && (scope = strstr(cgroup, "/machine.slice/"))) {
+                const char *end = strstr(scope, ".scope");
+
+                if (end && (end[6] == '/' || end[6] == 0)) {
+                        (void) snprintf(buf, size, "cgroup:%.*s", (int) (end + 6 - cgroup), cgroup);
                         return;
                 }
         }
-        (void) snprintf(buf, size, "name:%s", name);
+        if (cgroup && cgroup[0] && !streq(cgroup, "/")) {
+                (void) snprintf(buf, size, "cgroup:%s", cgroup);
+                return;
+        }
+        (void) snprintf(buf, size, "uid:%u", (unsigned) uid);
+}
+
+/* The budget key of the peer on fd: its cgroup and user over a unix
+ * socket; a TCP peer's address (name is "tcp:ADDR"). */
+static void limit_key(int fd, const char *name, char *buf, size_t size) {
+        struct ucred cred;
+        socklen_t cl = sizeof cred;
+        char cgroup[512];
+
+        if (startswith(name, "tcp:")) {
+                (void) snprintf(buf, size, "%s", name);
+                return;
+        }
+        if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &cl) < 0) {
+                /* Nothing attested: every such peer shares one budget. */
+                (void) snprintf(buf, size, "unknown");
+                return;
+        }
+        budget_key(cred.pid > 0 && peer_cgroup(cred.pid, cgroup, sizeof cgroup) ? cgroup : NULL, cred.uid, buf,
+                   size);
 }
 
 static VmLimit *limit_for(Server *s, const char *key) {
@@ -710,7 +750,7 @@ static void vhost_io(LoopIo *io, int fd, uint32_t events, void *userdata) {
 }
 
 int server_add_client(Server *s, Transport t, int fd) {
-        char name[160], key[512];
+        char name[160], key[600];
         Client *c;
         int r;
 
@@ -759,7 +799,7 @@ int server_add_client(Server *s, Transport t, int fd) {
         c->stats->connections++;
         c->stats->last_seen = now_usec(CLOCK_MONOTONIC);
         c->limit->connections++;
-        log_info("New %s connection from %s.", transport_to_string(t), c->peer);
+        log_info("New %s connection from %s, budget '%s'.", transport_to_string(t), c->peer, c->limit->key);
         return 0;
 }
 

@@ -40,7 +40,7 @@ typedef struct VmStats {
  * vhost-user alike, and kept across reconnects, so neither a second
  * device nor reconnecting buys a VM a second budget or a fresh burst. */
 typedef struct VmLimit {
-        char *key;             /* cgroup:PATH, name:NAME or uid:UID */
+        char *key;             /* cgroup:PATH, uid:UID, tcp:ADDR (see budget_key()) */
         TokenBucket bucket;
         unsigned connections;
         unsigned waiting;      /* of its connections, how many wait for bytes */
@@ -79,6 +79,12 @@ typedef struct Server {
 
 int server_init(Server *s, Loop *loop, SourceSet *sources, const RateConfig *vm, const RateConfig *host);
 void server_done(Server *s);
+
+/* The budget key for a peer in cgroup (NULL: unknown) running as uid:
+ * "cgroup:/machine.slice/machine-qemu\x2d1\x2dweb.scope" for a libvirt
+ * VM (its sub-cgroups cut off), "cgroup:PATH" for any other cgroup but
+ * the root, else "uid:UID". */
+void budget_key(const char *cgroup, uid_t uid, char *buf, size_t size);
 
 /* Takes a connected socket (accepted, or handed over with --fd). */
 int server_add_client(Server *s, Transport t, int fd);

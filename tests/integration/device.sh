@@ -137,28 +137,41 @@ assert len(data) == 100, "got %d of 100 answers" % len(data)
 PY
 
 # The host budget is shared between VMs, not connections: a VM with eight
-# connections gets no more than a VM with one.
+# connections gets no more than a VM with one, even when it gives each
+# connection another -name (a name is a label, not an identity: budgets
+# follow the peer's cgroup).  Each "VM" runs in a cgroup of its own.
+CG=$(awk '$3 == "cgroup2" { print $2; exit }' /proc/self/mounts)
+if [ -z "$CG" ] || ! mkdir "$CG/seedbed-$$-a" "$CG/seedbed-$$-b" 2>/dev/null; then
+	skip "no writable cgroup2 hierarchy to put test VMs in"
+fi
 "$DEVICE" --egd "unix:$T/fair.sock" --host-rate 4096/1s --host-burst 256 >"$T/fair.log" 2>&1 &
 fair=$!
 for _ in $(seq 100); do [ -S "$T/fair.sock" ] && break; sleep 0.05; done
-python3 - "$T/fair.sock" "$top_srcdir/tests/integration/egd-client.py" <<'PY' || fail "one VM's eight connections took more than its share"
-import subprocess, sys, time
-sock, client = sys.argv[1], sys.argv[2]
-# Each client asks for 64 bytes 200 times; it is named by its -name.
-def start(name):
+python3 - "$T/fair.sock" "$top_srcdir/tests/integration/egd-client.py" "$CG/seedbed-$$-a" "$CG/seedbed-$$-b" <<'PY' || { rmdir "$CG/seedbed-$$-a" "$CG/seedbed-$$-b"; fail "one VM's eight connections took more than its share"; }
+import os, subprocess, sys, time
+sock, client, cg_a, cg_b = sys.argv[1:5]
+# Each client asks for 64 bytes 200 times, from its VM's cgroup.
+def start(name, cgroup):
+    def enter():
+        with open(os.path.join(cgroup, "cgroup.procs"), "w") as f:
+            f.write(str(os.getpid()))
     return subprocess.Popen(["python3", client, sock] + ["read", "64"] * 200 + ["-name", name],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-many = [start("many") for _ in range(8)]
-one = start("one")
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, preexec_fn=enter)
+many = [start("many%d" % i, cg_a) for i in range(8)]
+one = start("one", cg_b)
 time.sleep(3)
 for p in many + [one]:
     p.kill()
 def got(p):
     return sum(int(line.split()[1]) for line in p.stdout.read().splitlines() if line.startswith("read"))
 m, o = sum(got(p) for p in many), got(one)
-print("eight connections: %d bytes, one connection: %d bytes" % (m, o))
+for p in many + [one]:
+    p.wait()
+print("eight connections with eight names: %d bytes, one connection: %d bytes" % (m, o))
 assert o > 0 and 0.6 < m / o < 1.6, "shares %d vs %d" % (m, o)
 PY
+rmdir "$CG/seedbed-$$-a" "$CG/seedbed-$$-b" || fail "the test's cgroups are still in use"
+expect_in "$T/fair.log" "budget 'cgroup:/seedbed-$$-a'"
 kill -TERM "$fair"
 wait "$fair" || true
 
