@@ -107,26 +107,84 @@ static void read_value(const char *root, const char *path, bool (*normalize)(con
         }
 }
 
+/* Gives id the hash of its UUID, with the key at path (NULL: out of
+ * memory), made when make and there is none, or the file there is no key.
+ * 0 also when the UUID is unknown: there is nothing to hash. */
+static int uuid_hash(const char *path, bool make, InstanceId *id) {
+        uint8_t key[INSTANCE_KEY_SIZE];
+        int r;
+
+        if (!id->product_uuid[0])
+                return 0;
+        if (!path)
+                return -ENOMEM;
+        r = instance_key_load(path, key);
+        if (r == -EBADMSG && make)
+                log_notice("'%s' is not an instance key (%u bytes in a regular file): replacing it; a UUID "
+                           "recorded with it counts as unknown.", path, INSTANCE_KEY_SIZE);
+        if ((r == -ENOENT || r == -EBADMSG) && make)
+                r = instance_key_make(path, r == -EBADMSG, key);
+        if (r >= 0)
+                r = instance_uuid_hmac(key, id->product_uuid, id->product_uuid_hmac);
+        if (r >= 0)
+                r = instance_key_id(key, id->product_uuid_key);
+        explicit_bzero(key, sizeof key);
+        if (r < 0) {
+                id->product_uuid_hmac[0] = id->product_uuid_key[0] = 0;
+                return r;
+        }
+        return 0;
+}
+
 void instance_id_read(const char *root, InstanceId *ret) {
+        _cleanup_free_ char *key = path_join_root(root, INSTANCE_KEY_FILE);
         InstanceId id = {};
+        int r;
 
         /* Under --root both come from the tree: an image tool or a test
          * speaks about that system, not the one it runs on. */
         read_value(root, "/sys/class/dmi/id/product_uuid", instance_uuid_normalize, id.product_uuid);
         read_value(root, "/etc/machine-id", instance_machine_id_normalize, id.machine_id);
+        /* Said where it matters: when a record's hash is compared. */
+        r = uuid_hash(key, false, &id);
+        if (r < 0)
+                log_debug_errno(r, "Cannot hash the SMBIOS UUID with the instance key '%s', taking its hash "
+                                "as unknown: %m", strna(key));
         *ret = id;
+}
+
+/* 1 when the UUIDs differ, 0 when they are equal, -1 when that cannot be
+ * told: one is unknown, or the record's hash was made with another key
+ * (or none is there now to hash the current one with). */
+static int uuid_differs(const InstanceId *recorded, const InstanceId *current) {
+        if (!current->product_uuid[0])
+                return -1;
+        /* A record from before the UUID was hashed. */
+        if (recorded->product_uuid[0])
+                return !streq(recorded->product_uuid, current->product_uuid);
+        if (!recorded->product_uuid_hmac[0])
+                return -1;
+        if (!current->product_uuid_hmac[0] || !streq(recorded->product_uuid_key, current->product_uuid_key)) {
+                log_notice("A seedbed record holds the SMBIOS UUID hashed with an instance key that is %s "
+                           "('" INSTANCE_KEY_FILE "'): taking the recorded UUID as unknown, the machine-id "
+                           "decides.",
+                           current->product_uuid_hmac[0] ? "not the one in place now" : "missing or unreadable");
+                return -1;
+        }
+        return !streq(recorded->product_uuid_hmac, current->product_uuid_hmac);
 }
 
 InstanceChange instance_compare(const InstanceId *recorded, const InstanceId *current) {
         bool compared = false;
+        int d;
 
         if (!recorded)
                 return INSTANCE_UNKNOWN;
-        if (recorded->product_uuid[0] && current->product_uuid[0]) {
-                if (!streq(recorded->product_uuid, current->product_uuid))
-                        return INSTANCE_NEW;
+        d = uuid_differs(recorded, current);
+        if (d > 0)
+                return INSTANCE_NEW;
+        if (d == 0)
                 compared = true;
-        }
         if (recorded->machine_id[0] && current->machine_id[0]) {
                 if (!streq(recorded->machine_id, current->machine_id))
                         return INSTANCE_NEW;
@@ -452,7 +510,9 @@ int instance_state_format(const InstanceState *s, time_t when, char **ret, size_
         json_uint(&j, "version", INSTANCE_STATE_VERSION);
         json_string(&j, "time", now);
         json_object_begin(&j, "instance");
-        json_nonempty(&j, "product_uuid", s->id.product_uuid);
+        /* Never the UUID itself: the record is world-readable. */
+        json_nonempty(&j, "product_uuid_hmac", s->id.product_uuid_hmac);
+        json_nonempty(&j, "product_uuid_key", s->id.product_uuid_hmac[0] ? s->id.product_uuid_key : NULL);
         json_nonempty(&j, "machine_id", s->id.machine_id);
         json_object_end(&j);
         /* Only while it is so: a complete record reads as it always did. */
@@ -483,14 +543,24 @@ int instance_state_format(const InstanceState *s, time_t when, char **ret, size_
         return json_finish(&j, ret, ret_len);
 }
 
-int instance_state_save(const char *path, const InstanceState *s) {
-        _cleanup_free_ char *dir = strdup(path), *text = NULL;
+int instance_state_save(const char *root, const char *path, const InstanceState *s) {
+        _cleanup_free_ char *dir = strdup(path), *key = path_join_root(root, INSTANCE_KEY_FILE), *text = NULL;
+        InstanceState hashed = *s; /* borrows s's strings, only to format */
         size_t len;
         int r;
 
         if (!dir)
                 return -ENOMEM;
-        r = instance_state_format(s, 0, &text, &len);
+        if (!hashed.id.product_uuid_hmac[0]) {
+                r = uuid_hash(key, true, &hashed.id);
+                if (r == -EAGAIN)
+                        log_notice("The kernel's random number generator is not ready to make the instance key "
+                                   "'%s': recording the SMBIOS UUID in '%s' as unknown.", strna(key), path);
+                else if (r < 0)
+                        log_warning_errno(r, "Cannot hash the SMBIOS UUID with the instance key '%s', recording "
+                                          "it in '%s' as unknown: %m", strna(key), path);
+        }
+        r = instance_state_format(&hashed, 0, &text, &len);
         if (r < 0)
                 return r;
         r = mkdir_p(dirname(dir), 0755);
@@ -537,9 +607,17 @@ static int state_parse_key(yaml_document_t *doc, yaml_node_t *n, InstanceKey *k)
         return 0;
 }
 
+/* Exactly n lowercase hex digits, copied to out. */
+static bool parse_hex(const char *s, size_t n, char *out) {
+        if (!s || strlen(s) != n || strspn(s, "0123456789abcdef") != n)
+                return false;
+        memcpy(out, s, n + 1);
+        return true;
+}
+
 static int state_parse(yaml_document_t *doc, InstanceState *s) {
         yaml_node_t *root = yaml_document_get_root_node(doc), *inst, *keys;
-        const char *uuid, *mid, *pending;
+        const char *uuid, *hmac, *hkey, *mid, *pending;
         int r;
 
         if (!root || root->type != YAML_MAPPING_NODE)
@@ -552,8 +630,14 @@ static int state_parse(yaml_document_t *doc, InstanceState *s) {
         if (!inst || inst->type != YAML_MAPPING_NODE)
                 return -EBADMSG;
         uuid = json_get_str(doc, inst, "product_uuid");
+        hmac = json_get_str(doc, inst, "product_uuid_hmac");
+        hkey = json_get_str(doc, inst, "product_uuid_key");
         mid = json_get_str(doc, inst, "machine_id");
         if (uuid && !instance_uuid_normalize(uuid, s->id.product_uuid))
+                return -EBADMSG;
+        /* A hash is written with the key's ID; one without it is not ours. */
+        if ((hmac || hkey) && (!parse_hex(hmac, INSTANCE_UUID_HMAC_HEX, s->id.product_uuid_hmac) ||
+                               !parse_hex(hkey, INSTANCE_KEY_ID_HEX, s->id.product_uuid_key)))
                 return -EBADMSG;
         if (mid && !instance_machine_id_normalize(mid, s->id.machine_id))
                 return -EBADMSG;

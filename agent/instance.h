@@ -18,7 +18,9 @@
  *   {
  *     "version": 1,
  *     "time": "2024-05-01T12:00:00Z",
- *     "instance": { "product_uuid": "…" | null, "machine_id": "…" | null },
+ *     "instance": { "product_uuid_hmac": "<64 hex>" | null,
+ *                   "product_uuid_key": "<16 hex>" | null,
+ *                   "machine_id": "…" | null },
  *     "keys": [ { "type": "ed25519", "path": "/etc/ssh/ssh_host_ed25519_key",
  *                 "bits": 256, "fingerprint": "SHA256:…",
  *                 "created": "2024-05-01T12:00:00Z" | null,
@@ -30,6 +32,29 @@
  * (found in place with no record, and kept as this machine's), carried
  * over while it is kept; null for a key made where there was none.
  * Records written before it was added have none: null.
+ *
+ * The UUID itself is root-only in sysfs (0400) and the records are
+ * world-readable, so they hold a keyed hash of it:
+ * HMAC-SHA256(key, "seedbed instance product_uuid v1\0" || the lowercase
+ * UUID), with 32 random bytes in the root-only (0400) INSTANCE_KEY_FILE,
+ * made when a record first needs it (instance-key.h).  Keyed, because
+ * SMBIOS UUIDs are often guessable (Dell's 4c4c4544-… spell the service
+ * tag): a plain hash could be reversed by trying them all.  A cloned disk
+ * takes the key along; that is fine, its hash still changes with the
+ * UUID.  "product_uuid_key" says which key the hash was made with
+ * (instance_key_id(): it tells nothing of the key): a hash made with a key
+ * that is gone or was replaced (unreadable, deleted, not 32 bytes) cannot
+ * be compared, and must count as unknown rather than as another UUID,
+ * or losing the key would make a record that is rewritten only for a new
+ * instance (firstboot.json) call the same machine a new one.  The current
+ * UUID is hashed with the key in place and compared with the record's;
+ * with no key to compare with, the recorded UUID is unknown and the
+ * machine-id decides (a notice says so).  A record written before the UUID
+ * was hashed holds "product_uuid" in the clear: it is compared as it is,
+ * and the next write replaces it with the hash (for firstboot.json, which
+ * is otherwise not rewritten, the run that finds it).  A UUID that is
+ * unknown, or that cannot be hashed (no key can be read or made: a CRNG
+ * not ready yet), is recorded as null, never in the clear.
  *
  * While a replacement of keys found with no record is under way, the
  * record says so, between "instance" and "keys":
@@ -49,6 +74,7 @@
 #include <stddef.h>
 #include <time.h>
 
+#include "instance-key.h"
 #include "macro.h"
 
 #define INSTANCE_STATE_FILE LOCALSTATEDIR "/lib/seedbed/ssh-keys.json"
@@ -56,8 +82,15 @@
 #define INSTANCE_KEYS_MAX 8
 
 typedef struct InstanceId {
-        char product_uuid[37]; /* lowercase 8-4-4-4-12; "" when unknown */
-        char machine_id[33];   /* 32 lowercase hex digits; "" when unknown */
+        /* lowercase 8-4-4-4-12; "" when unknown.  Read from the machine, or
+         * from a record written before it was hashed; never written. */
+        char product_uuid[37];
+        /* instance_uuid_hmac() of the UUID, and instance_key_id() of the
+         * key it was made with; "" when not known (no key, or a record
+         * that holds the UUID in the clear or not at all). */
+        char product_uuid_hmac[INSTANCE_UUID_HMAC_HEX + 1];
+        char product_uuid_key[INSTANCE_KEY_ID_HEX + 1];
+        char machine_id[33]; /* 32 lowercase hex digits; "" when unknown */
 } InstanceId;
 
 typedef enum InstanceChange {
@@ -70,8 +103,10 @@ typedef enum InstanceChange {
 /* "same", "new", "unknown". */
 const char *instance_change_to_string(InstanceChange c);
 
-/* Reads the identity under root (NULL or "/": this system).  Values that
- * are absent, unreadable or not well-formed are left unknown; never fails. */
+/* Reads the identity under root (NULL or "/": this system), and hashes
+ * the UUID with the instance key under root when there is one (it is not
+ * made here).  Values that are absent, unreadable or not well-formed are
+ * left unknown; never fails. */
 void instance_id_read(const char *root, InstanceId *ret);
 
 /* Normalises one value as instance_id_read() does; false when it does
@@ -79,7 +114,9 @@ void instance_id_read(const char *root, InstanceId *ret);
 bool instance_uuid_normalize(const char *s, char out[static 37]);
 bool instance_machine_id_normalize(const char *s, char out[static 33]);
 
-/* Whether current is a new instance compared with the record. */
+/* Whether current is a new instance compared with the record: the UUIDs
+ * in the clear where the record has it so, else their hashes where both
+ * were made with the same key. */
 InstanceChange instance_compare(const InstanceId *recorded, const InstanceId *current);
 
 /* What /etc/machine-id holds. */
@@ -187,5 +224,8 @@ int instance_state_load(const char *path, InstanceState *ret);
 /* Builds the JSON text, with the time given in UTC (for tests: 0 is now). */
 int instance_state_format(const InstanceState *s, time_t when, char **ret, size_t *ret_len);
 
-/* Writes the record atomically (0644), creating its directory. */
-int instance_state_save(const char *path, const InstanceState *s);
+/* Writes the record atomically (0644), creating its directory.  A UUID
+ * that s holds in the clear goes in as its hash, with the instance key
+ * under root (made when there is none, or when the file there is no key);
+ * as null when that cannot be done (logged). */
+int instance_state_save(const char *root, const char *path, const InstanceState *s);

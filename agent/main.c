@@ -578,6 +578,18 @@ static int do_firstboot(void) {
         r = instance_state_load(state_path, &done);
         if (r >= 0) {
                 InstanceChange change = instance_compare(&done.id, &id);
+
+                /* A record from before the UUID was hashed holds it in the
+                 * clear, and this one is rewritten only for a new
+                 * instance: the same record, the UUID hashed, now. */
+                if (change != INSTANCE_NEW && done.id.product_uuid[0]) {
+                        InstanceState hashed = { .id = done.id };
+
+                        r = instance_state_save(arg_root, state_path, &hashed);
+                        if (r < 0)
+                                log_warning_errno(r, "Failed to rewrite '%s' without the SMBIOS UUID in the "
+                                                  "clear, ignoring: %m", state_path);
+                }
                 instance_state_done(&done);
                 if (change != INSTANCE_NEW) {
                         _cleanup_free_ char *rec = record_path();
@@ -621,7 +633,7 @@ static int do_firstboot(void) {
          * next boot (keys and volumes already in place are kept). */
         if (rk == 0 && rv == 0) {
                 InstanceState now = { .id = id };
-                int w = instance_state_save(state_path, &now);
+                int w = instance_state_save(arg_root, state_path, &now);
                 if (w < 0)
                         return log_error_errno(w, "Failed to write '%s': %m", state_path), EXIT_ERROR;
                 log_info("First boot done for this instance.");

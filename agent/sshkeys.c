@@ -1191,6 +1191,7 @@ static const char *pending_reason_static(const char *s) {
 /* What sshkeys_ensure_instance() and sshkeys_record_decision() both
  * start from: the record, this instance and the decision. */
 typedef struct InstanceDecision {
+        const char *root; /* o->root, for the instance key */
         char *state_path;
         InstanceState old;
         bool loaded;       /* old was read */
@@ -1209,7 +1210,7 @@ static void instance_decision_done(InstanceDecision *d) {
 static int instance_decide(const SshKeysOptions *o, InstanceDecision *d) {
         int r;
 
-        *d = (InstanceDecision) {};
+        *d = (InstanceDecision) { .root = o->root };
         r = options_check(o);
         if (r < 0)
                 return r;
@@ -1253,7 +1254,7 @@ static int save_pending(const InstanceDecision *d, InstanceState *state) {
 
         s->pending = strdup(INSTANCE_PENDING_REPLACE_UNKNOWN);
         s->pending_reason = strdup(d->reason);
-        r = s->pending && s->pending_reason ? instance_state_save(d->state_path, s) : -ENOMEM;
+        r = s->pending && s->pending_reason ? instance_state_save(d->root, d->state_path, s) : -ENOMEM;
         if (!state)
                 instance_state_done(&empty);
         return r;
@@ -1333,7 +1334,7 @@ int sshkeys_ensure_instance(const SshKeysOptions *o, SshKeyResult *ret, size_t *
                 return failed;
         r = sshkeys_state_build(d.loaded ? &d.old : NULL, &d.id, ret, *ret_n, &now);
         if (r >= 0)
-                r = failed > 0 ? save_pending(&d, &now) : instance_state_save(d.state_path, &now);
+                r = failed > 0 ? save_pending(&d, &now) : instance_state_save(d.root, d.state_path, &now);
         if (r < 0)
                 log_error_errno(r, "Failed to write '%s': %m", d.state_path);
         instance_state_done(&now);

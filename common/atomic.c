@@ -94,7 +94,23 @@ static int open_temp(const char *path, char **ret_tmp) {
         return fd;
 }
 
-int atomic_write_file(const char *path, const void *data, size_t n, mode_t mode, uid_t uid, gid_t gid) {
+/* rename(), or with replace false a rename that fails with EEXIST where
+ * path exists: RENAME_NOREPLACE, or link() on file systems that lack it. */
+static int rename_temp(const char *tmp, const char *path, bool replace) {
+        if (replace)
+                return rename(tmp, path) < 0 ? -errno : 0;
+        if (renameat2(AT_FDCWD, tmp, AT_FDCWD, path, RENAME_NOREPLACE) >= 0)
+                return 0;
+        if (errno != EINVAL && errno != ENOSYS)
+                return -errno;
+        if (link(tmp, path) < 0)
+                return -errno;
+        (void) unlink(tmp);
+        return 0;
+}
+
+static int write_file(const char *path, const void *data, size_t n, mode_t mode, uid_t uid, gid_t gid,
+                      bool replace) {
         _cleanup_free_ char *tmp = NULL;
         _cleanup_close_ int fd = -EBADF;
         int r;
@@ -141,8 +157,9 @@ int atomic_write_file(const char *path, const void *data, size_t n, mode_t mode,
         r = fault(ATOMIC_RENAME, path);
         if (r < 0)
                 goto fail;
-        if (rename(tmp, path) < 0)
-                goto fail_errno;
+        r = rename_temp(tmp, path, replace);
+        if (r < 0)
+                goto fail;
 
         /* The rename is durable only once the directory is; after this
          * point the complete file is in place whatever we return. */
@@ -153,6 +170,14 @@ fail_errno:
 fail:
         (void) unlink(tmp);
         return r;
+}
+
+int atomic_write_file(const char *path, const void *data, size_t n, mode_t mode, uid_t uid, gid_t gid) {
+        return write_file(path, data, n, mode, uid, gid, true);
+}
+
+int atomic_create_file(const char *path, const void *data, size_t n, mode_t mode, uid_t uid, gid_t gid) {
+        return write_file(path, data, n, mode, uid, gid, false);
 }
 
 bool atomic_is_temp_name(const char *name, const char *target) {

@@ -38,6 +38,11 @@ void atomic_set_fault_hook(AtomicFaultHook hook, void *userdata);
  * created.  On failure the temporary file is removed; -errno. */
 int atomic_write_file(const char *path, const void *data, size_t n, mode_t mode, uid_t uid, gid_t gid);
 
+/* As atomic_write_file(), but never over an existing path: -EEXIST then.
+ * For a file two writers may make at once, where each must go on with the
+ * one that is there (read it back) rather than replace it. */
+int atomic_create_file(const char *path, const void *data, size_t n, mode_t mode, uid_t uid, gid_t gid);
+
 /* Whether name (a directory entry) is one of our temporary files for the
  * file named target in the same directory: "TARGET.<16 hex>.tmp". */
 bool atomic_is_temp_name(const char *name, const char *target);

@@ -9,7 +9,7 @@ top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # Everything the build and the test suite use, by Debian package name.
 PACKAGES=(
 	build-essential autoconf automake pkg-config
-	libyaml-dev libblkid-dev libssh-dev libcryptsetup-dev libkmod-dev libsystemd-dev
+	libyaml-dev libblkid-dev libssh-dev libcryptsetup-dev libssl-dev libkmod-dev libsystemd-dev
 	check
 	jq xz-utils groff-base shellcheck
 	qemu-system-x86 busybox-static cpio kmod

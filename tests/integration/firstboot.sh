@@ -34,6 +34,14 @@ fingerprints() { for f in "$R"/etc/ssh/ssh_host_*_key.pub; do ssh-keygen -l -f "
 run 0 "$AGENT" --root "$R" firstboot
 rec=$R/run/seedbed/seed.json
 [ "$(json "$rec" .command)" = firstboot ] || fail "record command"
+# firstboot.json is world-readable and the UUID root-only: it holds the
+# UUID's keyed hash (so do the other records there).
+uuid_private "$R" 4c4c4544-0000-1000-8000-000000000001
+[ "$(stat -c %a "$R/var/lib/seedbed/firstboot.json")" = 644 ] || fail "firstboot.json is not 0644"
+[ "$(json "$R/var/lib/seedbed/firstboot.json" .instance.product_uuid)" = null ] || fail "the UUID in the clear"
+json "$R/var/lib/seedbed/firstboot.json" .instance.product_uuid_hmac | grep -qxE '[0-9a-f]{64}' ||
+	fail "no hash of the product UUID in firstboot.json"
+! grep -qiF 4c4c4544-0000-1000-8000-000000000001 "$T/out" "$rec" || fail "the UUID is printed or in the record"
 [ "$(json "$rec" .firstboot)" = "done" ] || fail "firstboot $(json "$rec" .firstboot)"
 [ "$(json "$rec" '.ssh_keys | length')" = 2 ] || fail "two keys expected"
 [ "$(json "$rec" '.luks_volumes[0].action')" = formatted ] || fail "volume $(json "$rec" '.luks_volumes[0].action')"
@@ -59,6 +67,7 @@ expect_in "$T/err" "already done for this instance"
 	fail "the record's last run: $(json "$rec" '.boot.runs[-1]')"
 run 0 "$AGENT" --root "$R" status
 expect_in "$T/out" "First boot: already done for this instance"
+! grep -qiF 4c4c4544-0000-1000-8000-000000000001 "$T/out" "$T/err" || fail "status prints the UUID"
 [ "$(sha256sum <"$T/disk.img")" = "$sum" ] || fail "the disk changed on the second run"
 cmp -s "$T/crypttab.before" "$R/etc/crypttab" || fail "crypttab changed on the second run"
 fingerprints | diff -u "$T/files" - || fail "keys changed on the second run"
@@ -76,6 +85,19 @@ if grep -qFf <(awk '{ print $2 }' "$T/files") "$T/files2"; then
 fi
 [ "$(json "$rec" '.luks_volumes[0].action')" = already-done ] || fail "the clone re-formatted the volume"
 [ "$(cryptsetup luksUUID "$LOOP")" = "$uuid" ] || fail "the volume changed"
+[ "$(json "$rec" .firstboot)" = "done" ] || fail "the clone: firstboot $(json "$rec" .firstboot)"
+uuid_private "$R" 4c4c4544-0000-1000-8000-000000000002
+
+# A record from before the UUID was hashed: still this instance, and the
+# run that finds it takes the UUID out (nothing else rewrites it).
+printf '{"version": 1, "instance": {"product_uuid": "%s", "machine_id": "%s"}}\n' \
+	4c4c4544-0000-1000-8000-000000000002 0123456789abcdef0123456789abcdef >"$R/var/lib/seedbed/firstboot.json"
+run 0 "$AGENT" --root "$R" firstboot
+expect_in "$T/err" "already done for this instance"
+uuid_private "$R" 4c4c4544-0000-1000-8000-000000000002
+json "$R/var/lib/seedbed/firstboot.json" .instance.product_uuid_hmac | grep -qxE '[0-9a-f]{64}' ||
+	fail "the old record was not rewritten with the UUID's hash"
+fingerprints | diff -u "$T/files2" - || fail "keys changed for an old record of this instance"
 
 # expect_refused IMAGE NAME MESSAGE: the luks command, given IMAGE's loop
 # device as volume NAME, exits 7 saying MESSAGE, records the refusal,

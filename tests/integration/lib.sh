@@ -71,3 +71,18 @@ make_fake_virtio() {
 	echo 1024 >"$root/sys/class/misc/hw_random/rng_quality"
 	cp "$data" "$root/dev/hwrng"
 }
+
+# uuid_private ROOT UUID: the SMBIOS UUID, root-only in sysfs, stands in no
+# file under ROOT/var/lib/seedbed that others may read (in either case, with
+# or without its dashes), there is such a file (a record), and the key the
+# records hash it with is root's alone.
+uuid_private() {
+	local root=$1 uuid=$2 f n=0
+	[ "$(stat -c '%a %U' "$root/var/lib/seedbed/instance-key")" = "400 root" ] ||
+		fail "instance-key: $(stat -c '%a %U' "$root/var/lib/seedbed/instance-key")"
+	while IFS= read -r -d '' f; do
+		n=$((n + 1))
+		! grep -qiF -e "$uuid" -e "${uuid//-/}" "$f" || fail "'$f' ($(stat -c %a "$f")) holds the SMBIOS UUID"
+	done < <(find "$root/var/lib/seedbed" -type f -perm -o=r -print0)
+	[ "$n" -gt 0 ] || fail "no world-readable record under '$root/var/lib/seedbed'"
+}

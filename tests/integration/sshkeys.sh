@@ -96,8 +96,13 @@ fingerprints "$T/console1" | grep -q '^256 SHA256:.* (ECDSA)$' || fail "ECDSA is
 [ "$(grep -c ' no comment (' "$T/console1")" -eq 3 ] || fail "fingerprint lines without 'no comment'"
 [ "$(json "$R/var/lib/seedbed/ssh-keys.json" .instance.machine_id)" = 0123456789abcdef0123456789abcdef ] ||
 	fail "machine ID not recorded"
-[ "$(json "$R/var/lib/seedbed/ssh-keys.json" .instance.product_uuid)" = 4c4c4544-0037-3610-8056-b4c04f4b4e32 ] ||
-	fail "product UUID not recorded"
+# The record is world-readable and the UUID root-only: the record holds
+# its keyed hash, never the UUID.
+uuid_private "$R" 4c4c4544-0037-3610-8056-b4c04f4b4e32
+[ "$(stat -c %a "$R/var/lib/seedbed/ssh-keys.json")" = 644 ] || fail "ssh-keys.json is not 0644"
+[ "$(json "$R/var/lib/seedbed/ssh-keys.json" .instance.product_uuid)" = null ] || fail "the UUID is recorded in the clear"
+json "$R/var/lib/seedbed/ssh-keys.json" .instance.product_uuid_hmac | grep -qxE '[0-9a-f]{64}' ||
+	fail "no hash of the product UUID recorded"
 [ "$(json "$R/var/lib/seedbed/ssh-keys.json" '.keys | length')" = 3 ] || fail "keys not recorded"
 [ "$(json "$R/var/lib/seedbed/ssh-keys.json" '.keys[2].fingerprint')" = \
 	"$(ssh-keygen -l -f "$R/etc/ssh/ssh_host_rsa_key.pub" | awk '{ print $2 }')" ] || fail "recorded RSA fingerprint"
@@ -107,6 +112,21 @@ run 0 "$DRIVER" --root "$R"
 expect_in "$T/err" "instance same"
 [ "$(grep -c '^key .* kept ' "$T/err")" -eq 3 ] || fail "keys not kept: $(cat "$T/err")"
 cmp -s "$T/out" "$T/console1" || fail "the second run's console blocks differ"
+
+# --- A record from before the UUID was hashed (in the clear) is still the
+# same instance, and this run's record heals it; a lost instance key
+# makes the UUID unknown, and the machine-id keeps the keys.
+jq '.instance = { product_uuid: "4c4c4544-0037-3610-8056-b4c04f4b4e32", machine_id: .instance.machine_id }' \
+	"$R/var/lib/seedbed/ssh-keys.json" >"$T/old.json"
+cp "$T/old.json" "$R/var/lib/seedbed/ssh-keys.json"
+for case in old-record lost-key; do
+	[ "$case" = old-record ] || rm "$R/var/lib/seedbed/instance-key"
+	run 0 "$DRIVER" --root "$R"
+	expect_in "$T/err" "instance same"
+	[ "$case" = old-record ] || expect_in "$T/err" "taking the recorded UUID as unknown"
+	[ "$(grep -c '^key .* kept ' "$T/err")" -eq 3 ] || fail "$case: keys not kept: $(cat "$T/err")"
+	uuid_private "$R" 4c4c4544-0037-3610-8056-b4c04f4b4e32
+done
 
 # --- A crash between the private and the public key: the .pub comes back.
 rm "$R/etc/ssh/ssh_host_ed25519_key.pub"
@@ -131,6 +151,7 @@ for change in uuid machine-id; do
 	esac
 	run 0 "$DRIVER" --root "$R"
 	expect_in "$T/err" "instance new"
+	uuid_private "$R" 4c4c4544-0037-3610-8056-b4c04f4b4e99
 	[ "$(grep -c '^key .* replaced ' "$T/err")" -eq 3 ] || fail "$change: keys not replaced: $(cat "$T/err")"
 	check_keys "$R"
 	fingerprints "$T/console1" >"$T/old.fp"

@@ -772,6 +772,9 @@ END_TEST
 #define UUID_B "4c4c4544-0037-3610-8056-b4c04f4b4e33"
 #define MID_A "0123456789abcdef0123456789abcdef"
 #define MID_B "fedcba9876543210fedcba9876543210"
+/* A hash and a key ID as a record holds them (any hex will do here). */
+#define HMAC_A "aa680a29978b95f76b83689d670a49959c3e2e3b05dbccd0dac263ad86ab37da"
+#define KEY_ID_A "44db8fef05cbd3df"
 
 START_TEST(test_instance_read) {
         InstanceId id;
@@ -847,10 +850,12 @@ START_TEST(test_instance_compare) {
 END_TEST
 
 START_TEST(test_state_roundtrip) {
-        InstanceState s = { .id = iid(UUID_A, "") }, l;
+        InstanceState s = { .id = iid("", "") }, l;
         char path[4096], *text;
         size_t len;
 
+        snprintf(s.id.product_uuid_hmac, sizeof s.id.product_uuid_hmac, "%s", HMAC_A);
+        snprintf(s.id.product_uuid_key, sizeof s.id.product_uuid_key, "%s", KEY_ID_A);
         snprintf(path, sizeof path, "%s%s", root, INSTANCE_STATE_FILE);
         ck_assert_int_eq(instance_state_load(path, &l), -ENOENT);
         s.n_keys = 2;
@@ -865,7 +870,8 @@ START_TEST(test_state_roundtrip) {
                                "  \"version\": 1,\n"
                                "  \"time\": \"2024-05-01T12:00:00Z\",\n"
                                "  \"instance\": {\n"
-                               "    \"product_uuid\": \"" UUID_A "\",\n"
+                               "    \"product_uuid_hmac\": \"" HMAC_A "\",\n"
+                               "    \"product_uuid_key\": \"" KEY_ID_A "\",\n"
                                "    \"machine_id\": null\n"
                                "  },\n"
                                "  \"keys\": [\n"
@@ -891,10 +897,14 @@ START_TEST(test_state_roundtrip) {
                                "}\n");
         free(text);
 
-        ck_assert_int_eq(instance_state_save(path, &s), 0);
+        ck_assert_int_eq(instance_state_save(root, path, &s), 0);
         ck_assert_int_eq(instance_state_load(path, &l), 0);
-        ck_assert_str_eq(l.id.product_uuid, UUID_A);
+        ck_assert_str_eq(l.id.product_uuid, "");
+        ck_assert_str_eq(l.id.product_uuid_hmac, HMAC_A);
+        ck_assert_str_eq(l.id.product_uuid_key, KEY_ID_A);
         ck_assert_str_eq(l.id.machine_id, "");
+        /* Nothing to hash: no key made. */
+        ck_assert(!fakeroot_exists(root, INSTANCE_KEY_FILE));
         ck_assert_uint_eq(l.n_keys, 2);
         ck_assert_str_eq(l.keys[0].fingerprint, "SHA256:abc");
         ck_assert_str_eq(l.keys[0].created, "2024-05-01T12:00:00Z");
@@ -912,6 +922,15 @@ START_TEST(test_state_roundtrip) {
         static const char *const bad[] = {
                 "", "[]", "{\"version\": 2, \"instance\": {}}", "{\"version\": 1}",
                 "{\"version\": 1, \"instance\": {\"machine_id\": \"nope\"}}",
+                "{\"version\": 1, \"instance\": {\"product_uuid\": \"nope\"}}",
+                /* A hash without the key's ID, or not 64 lowercase hex digits. */
+                "{\"version\": 1, \"instance\": {\"product_uuid_hmac\": \"" HMAC_A "\"}}",
+                "{\"version\": 1, \"instance\": {\"product_uuid_key\": \"" KEY_ID_A "\"}}",
+                "{\"version\": 1, \"instance\": {\"product_uuid_hmac\": \"" UUID_A "\", "
+                "\"product_uuid_key\": \"" KEY_ID_A "\"}}",
+                "{\"version\": 1, \"instance\": {\"product_uuid_hmac\": "
+                "\"AA680A29978B95F76B83689D670A49959C3E2E3B05DBCCD0DAC263AD86AB37DA\", "
+                "\"product_uuid_key\": \"" KEY_ID_A "\"}}",
                 "{\"version\": 1, \"instance\": {}, \"keys\": [{\"type\": \"rsa\"}]}",
                 "{\"version\": 1, \"instance\": {}, \"keys\": [[[[[[[[[[1]]]]]]]]]]}",
                 "{\"version\": 1, \"instance\": {}, \"keys\": [{\"type\": \"rsa\", \"fingerprint\": \"SHA256:x\", "
@@ -944,7 +963,8 @@ START_TEST(test_state_pending) {
                                "  \"version\": 1,\n"
                                "  \"time\": \"2024-05-01T12:00:00Z\",\n"
                                "  \"instance\": {\n"
-                               "    \"product_uuid\": null,\n"
+                               "    \"product_uuid_hmac\": null,\n"
+                               "    \"product_uuid_key\": null,\n"
                                "    \"machine_id\": \"" MID_A "\"\n"
                                "  },\n"
                                "  \"pending\": \"replace-unknown\",\n"
@@ -952,7 +972,7 @@ START_TEST(test_state_pending) {
                                "  \"keys\": []\n"
                                "}\n");
         free(text);
-        ck_assert_int_eq(instance_state_save(path, &s), 0);
+        ck_assert_int_eq(instance_state_save(root, path, &s), 0);
         ck_assert_int_eq(instance_state_load(path, &l), 0);
         ck_assert_str_eq(l.pending, INSTANCE_PENDING_REPLACE_UNKNOWN);
         ck_assert_str_eq(l.pending_reason, SSHKEYS_REASON_FIRST_BOOT);
@@ -1018,6 +1038,234 @@ START_TEST(test_state_build) {
         instance_state_done(&second);
         instance_state_done(&first);
         ssh_key_results_done(r, n);
+}
+END_TEST
+
+/* The record is world-readable (0644) and the SMBIOS UUID root-only
+ * (0400): an unprivileged reader of the record must not learn it. */
+#define UUID_A_UPPER "4C4C4544-0037-3610-8056-B4C04F4B4E32"
+
+static void state_path(char path[static 4096]) {
+        snprintf(path, 4096, "%s%s", root, INSTANCE_STATE_FILE);
+}
+
+/* The record holds the UUID in no form a reader could match. */
+static void check_no_uuid(const char *uuid) {
+        char *text = fakeroot_read(root, INSTANCE_STATE_FILE), bare[33];
+        size_t n = 0;
+
+        ck_assert_ptr_nonnull(text);
+        for (const char *p = uuid; *p; p++)
+                if (*p != '-')
+                        bare[n++] = *p;
+        bare[n] = 0;
+        ck_assert_msg(!strcasestr(text, uuid) && !strcasestr(text, bare), "the UUID is in the record: %s", text);
+        free(text);
+}
+
+static void set_uuid(const char *uuid) {
+        fakeroot_write(root, "/sys/class/dmi/id/product_uuid", uuid);
+}
+
+START_TEST(test_state_uuid_hashed) {
+        InstanceState s = {}, l;
+        InstanceId now;
+        char path[4096], first[INSTANCE_UUID_HMAC_HEX + 1];
+        struct stat st;
+
+        state_path(path);
+        set_uuid(UUID_A_UPPER "\n");
+        fakeroot_write(root, "/etc/machine-id", MID_A "\n");
+        instance_id_read(root, &s.id);
+        /* No key yet: it is made for the first record, not to read one. */
+        ck_assert_str_eq(s.id.product_uuid, UUID_A);
+        ck_assert_str_eq(s.id.product_uuid_hmac, "");
+        ck_assert(!fakeroot_exists(root, INSTANCE_KEY_FILE));
+
+        ck_assert_int_eq(instance_state_save(root, path, &s), 0);
+        ck_assert_int_eq(lstat(full(INSTANCE_KEY_FILE), &st), 0);
+        ck_assert(S_ISREG(st.st_mode));
+        ck_assert_uint_eq(st.st_mode & 07777, 0400);
+        ck_assert_int_eq(st.st_size, INSTANCE_KEY_SIZE);
+        check_no_uuid(UUID_A);
+
+        /* Read back: the hash of this UUID with this key, the same instance. */
+        instance_id_read(root, &now);
+        ck_assert_uint_eq(strlen(now.product_uuid_hmac), INSTANCE_UUID_HMAC_HEX);
+        ck_assert_int_eq(instance_state_load(path, &l), 0);
+        ck_assert_str_eq(l.id.product_uuid, "");
+        ck_assert_str_eq(l.id.product_uuid_hmac, now.product_uuid_hmac);
+        ck_assert_str_eq(l.id.product_uuid_key, now.product_uuid_key);
+        ck_assert_int_eq(instance_compare(&l.id, &now), INSTANCE_SAME);
+        snprintf(first, sizeof first, "%s", l.id.product_uuid_hmac);
+        instance_state_done(&l);
+
+        /* Stable: the next record, with the same key, holds the same hash. */
+        s = (InstanceState) { .id = iid(UUID_A, MID_A) };
+        ck_assert_int_eq(instance_state_save(root, path, &s), 0);
+        ck_assert_int_eq(instance_state_load(path, &l), 0);
+        ck_assert_str_eq(l.id.product_uuid_hmac, first);
+
+        /* Another UUID, the same machine-id: a new instance. */
+        set_uuid(UUID_B "\n");
+        instance_id_read(root, &now);
+        ck_assert_str_ne(now.product_uuid_hmac, first);
+        ck_assert_str_eq(now.product_uuid_key, l.id.product_uuid_key);
+        ck_assert_int_eq(instance_compare(&l.id, &now), INSTANCE_NEW);
+        instance_state_done(&l);
+}
+END_TEST
+
+/* A record written before the UUID was hashed is still understood, and
+ * the next write takes the UUID out of it. */
+START_TEST(test_state_old_record) {
+        InstanceState l;
+        InstanceId now, other;
+        char path[4096];
+
+        state_path(path);
+        set_uuid(UUID_A "\n");
+        fakeroot_write(root, "/etc/machine-id", MID_A "\n");
+        fakeroot_write(root, INSTANCE_STATE_FILE,
+                       "{\"version\": 1, \"instance\": {\"product_uuid\": \"" UUID_A "\", \"machine_id\": \"" MID_A
+                       "\"}, \"keys\": []}");
+        ck_assert_int_eq(instance_state_load(path, &l), 0);
+        ck_assert_str_eq(l.id.product_uuid, UUID_A);
+        ck_assert_str_eq(l.id.product_uuid_hmac, "");
+
+        /* Compared in the clear, key or none. */
+        instance_id_read(root, &now);
+        ck_assert_int_eq(instance_compare(&l.id, &now), INSTANCE_SAME);
+        other = iid(UUID_B, MID_A);
+        ck_assert_int_eq(instance_compare(&l.id, &other), INSTANCE_NEW);
+
+        /* Written again as it was: the UUID goes in hashed. */
+        ck_assert_int_eq(instance_state_save(root, path, &l), 0);
+        instance_state_done(&l);
+        check_no_uuid(UUID_A);
+        ck_assert_int_eq(instance_state_load(path, &l), 0);
+        ck_assert_str_eq(l.id.product_uuid, "");
+        instance_id_read(root, &now);
+        ck_assert_str_eq(l.id.product_uuid_hmac, now.product_uuid_hmac);
+        ck_assert_int_eq(instance_compare(&l.id, &now), INSTANCE_SAME);
+        ck_assert_int_eq(instance_compare(&l.id, &other), INSTANCE_SAME); /* no hash: the machine-id decides */
+        instance_state_done(&l);
+}
+END_TEST
+
+/* No key to compare with (deleted, unreadable, replaced): the recorded
+ * UUID is unknown and the machine-id decides; never a new instance for
+ * that alone. */
+START_TEST(test_state_key_missing) {
+        InstanceState s = {}, l;
+        InstanceId now;
+        char path[4096];
+        struct stat st;
+
+        state_path(path);
+        set_uuid(UUID_A "\n");
+        fakeroot_write(root, "/etc/machine-id", MID_A "\n");
+        instance_id_read(root, &s.id);
+        ck_assert_int_eq(instance_state_save(root, path, &s), 0);
+        ck_assert_int_eq(instance_state_load(path, &l), 0);
+
+        ck_assert_int_eq(unlink(full(INSTANCE_KEY_FILE)), 0);
+        instance_id_read(root, &now);
+        ck_assert_str_eq(now.product_uuid, UUID_A);
+        ck_assert_str_eq(now.product_uuid_hmac, "");
+        /* Reading makes none. */
+        ck_assert(!fakeroot_exists(root, INSTANCE_KEY_FILE));
+        ck_assert_int_eq(instance_compare(&l.id, &now), INSTANCE_SAME);
+        /* Nothing tells another UUID from this one now... */
+        set_uuid(UUID_B "\n");
+        instance_id_read(root, &now);
+        ck_assert_int_eq(instance_compare(&l.id, &now), INSTANCE_SAME);
+        /* ...but the machine-id does. */
+        snprintf(now.machine_id, sizeof now.machine_id, "%s", MID_B);
+        ck_assert_int_eq(instance_compare(&l.id, &now), INSTANCE_NEW);
+
+        /* The next write makes a new key: the old hash still proves
+         * nothing, rather than another UUID. */
+        set_uuid(UUID_A "\n");
+        s = (InstanceState) { .id = iid(UUID_A, MID_A) };
+        snprintf(path, sizeof path, "%s/other.json", root);
+        ck_assert_int_eq(instance_state_save(root, path, &s), 0);
+        ck_assert(fakeroot_exists(root, INSTANCE_KEY_FILE));
+        instance_id_read(root, &now);
+        ck_assert_str_ne(now.product_uuid_hmac, "");
+        ck_assert_str_ne(now.product_uuid_key, l.id.product_uuid_key);
+        ck_assert_int_eq(instance_compare(&l.id, &now), INSTANCE_SAME);
+        snprintf(now.machine_id, sizeof now.machine_id, "%s", MID_B);
+        ck_assert_int_eq(instance_compare(&l.id, &now), INSTANCE_NEW);
+        instance_state_done(&l);
+
+        /* A file that is no key: none, to read; replaced, to write. */
+        fakeroot_write(root, INSTANCE_KEY_FILE, "short");
+        instance_id_read(root, &now);
+        ck_assert_str_eq(now.product_uuid_hmac, "");
+        ck_assert_int_eq(instance_state_save(root, path, &s), 0);
+        ck_assert_int_eq(lstat(full(INSTANCE_KEY_FILE), &st), 0);
+        ck_assert_int_eq(st.st_size, INSTANCE_KEY_SIZE);
+        ck_assert_uint_eq(st.st_mode & 07777, 0400);
+        ck_assert_int_eq(instance_state_load(path, &l), 0);
+        ck_assert_uint_eq(strlen(l.id.product_uuid_hmac), INSTANCE_UUID_HMAC_HEX);
+        instance_state_done(&l);
+
+        /* Unknown now: recorded as null, with no key made for it. */
+        ck_assert_int_eq(unlink(full(INSTANCE_KEY_FILE)), 0);
+        s = (InstanceState) { .id = iid("", MID_A) };
+        ck_assert_int_eq(instance_state_save(root, path, &s), 0);
+        ck_assert(!fakeroot_exists(root, INSTANCE_KEY_FILE));
+        ck_assert_int_eq(instance_state_load(path, &l), 0);
+        ck_assert_str_eq(l.id.product_uuid_hmac, "");
+        instance_state_done(&l);
+}
+END_TEST
+
+/* One sshkeys_ensure_instance() of the Ed25519 key: what it found the
+ * instance to be, what it did, and the key's fingerprint after. */
+static char *ensure_ed25519(InstanceChange change, SshKeyAction action) {
+        SshKeysOptions o = options(ed25519_only, 1);
+        InstanceChange c;
+        SshKeyResult r[1];
+        size_t n;
+
+        ck_assert_int_eq(sshkeys_ensure_instance(&o, r, &n, &c), 0);
+        ck_assert_int_eq(c, change);
+        ck_assert_int_eq(r[0].action, action);
+        ssh_key_results_done(r, n);
+        return private_fingerprint(HOST_KEY_ED25519);
+}
+
+/* The whole run: a lost instance key replaces no host key, and the
+ * record is written again with a new one. */
+START_TEST(test_instance_key_lost_keeps_keys) {
+        InstanceState s;
+        char path[4096], *before, *after;
+
+        state_path(path);
+        set_uuid(UUID_A_UPPER "\n");
+        fakeroot_write(root, "/etc/machine-id", MID_A "\n");
+        before = ensure_ed25519(INSTANCE_UNKNOWN, SSH_KEY_CREATED);
+        check_no_uuid(UUID_A);
+
+        ck_assert_int_eq(unlink(full(INSTANCE_KEY_FILE)), 0);
+        after = ensure_ed25519(INSTANCE_SAME, SSH_KEY_KEPT);
+        ck_assert_str_eq(before, after);
+        free(after);
+        check_no_uuid(UUID_A);
+        ck_assert(fakeroot_exists(root, INSTANCE_KEY_FILE));
+        ck_assert_int_eq(instance_state_load(path, &s), 0);
+        ck_assert_uint_eq(strlen(s.id.product_uuid_hmac), INSTANCE_UUID_HMAC_HEX);
+        instance_state_done(&s);
+
+        /* With the new key the UUID counts again: a clone gets new keys. */
+        set_uuid(UUID_B "\n");
+        after = ensure_ed25519(INSTANCE_NEW, SSH_KEY_REPLACED);
+        ck_assert_str_ne(before, after);
+        free(after);
+        free(before);
+        check_no_uuid(UUID_B);
 }
 END_TEST
 
@@ -2204,6 +2452,10 @@ static Suite *sshkeys_suite(void) {
         tcase_add_test(tc, test_state_roundtrip);
         tcase_add_test(tc, test_state_pending);
         tcase_add_test(tc, test_state_build);
+        tcase_add_test(tc, test_state_uuid_hashed);
+        tcase_add_test(tc, test_state_old_record);
+        tcase_add_test(tc, test_state_key_missing);
+        tcase_add_test(tc, test_instance_key_lost_keeps_keys);
         suite_add_tcase(s, tc);
 
         tc = tcase_create("unknown");
