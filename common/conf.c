@@ -97,20 +97,40 @@ static int parse_u64(const char *s, uint64_t *ret) {
         return 0;
 }
 
-static const struct {
+/* A number and a unit, as in systemd's time spans and sizes.  The
+ * first entries of a table are the ones conf_format_scaled() prints. */
+typedef struct Unit {
         const char *suffix;
-        usec_t usec;
-} duration_units[] = {
-        { "h", 3600 * USEC_PER_SEC },
-        { "min", 60 * USEC_PER_SEC },
-        { "m", 60 * USEC_PER_SEC },
-        { "s", USEC_PER_SEC },
-        { "sec", USEC_PER_SEC },
-        { "ms", USEC_PER_MSEC },
-        { "us", 1 },
+        uint64_t scale;
+        bool print; /* the name used when printing this scale */
+} Unit;
+
+static const Unit duration_units[] = {
+        { "h", 3600 * USEC_PER_SEC, true },
+        { "min", 60 * USEC_PER_SEC, true },
+        { "m", 60 * USEC_PER_SEC, false },
+        { "s", USEC_PER_SEC, true },
+        { "sec", USEC_PER_SEC, false },
+        { "ms", USEC_PER_MSEC, true },
+        { "us", 1, true },
+        /* A bare number is seconds. */
+        { "", USEC_PER_SEC, false },
 };
 
-int conf_parse_duration(const char *s, usec_t *ret) {
+static const Unit size_units[] = {
+        { "T", UINT64_C(1) << 40, true },
+        { "TiB", UINT64_C(1) << 40, false },
+        { "G", UINT64_C(1) << 30, true },
+        { "GiB", UINT64_C(1) << 30, false },
+        { "M", UINT64_C(1) << 20, true },
+        { "MiB", UINT64_C(1) << 20, false },
+        { "K", UINT64_C(1) << 10, true },
+        { "KiB", UINT64_C(1) << 10, false },
+        { "B", 1, false },
+        { "", 1, true },
+};
+
+static int parse_scaled(const char *s, const Unit *units, size_t n_units, uint64_t *ret) {
         unsigned long long v;
         const char *unit;
         char *end;
@@ -124,36 +144,46 @@ int conf_parse_duration(const char *s, usec_t *ret) {
         unit = end;
         while (*unit == ' ')
                 unit++;
-
-        /* A bare number is seconds, as in systemd's time spans. */
-        if (*unit == 0) {
-                if (v > UINT64_MAX / USEC_PER_SEC)
-                        return -ERANGE;
-                *ret = v * USEC_PER_SEC;
-                return 0;
-        }
-        for (size_t i = 0; i < ELEMENTSOF(duration_units); i++)
-                if (streq(unit, duration_units[i].suffix)) {
-                        if (v > UINT64_MAX / duration_units[i].usec)
+        for (size_t i = 0; i < n_units; i++)
+                if (streq(unit, units[i].suffix)) {
+                        if (v > UINT64_MAX / units[i].scale)
                                 return -ERANGE;
-                        *ret = v * duration_units[i].usec;
+                        *ret = v * units[i].scale;
                         return 0;
                 }
         return -EINVAL;
 }
 
-void conf_format_duration(usec_t d, char *buf, size_t size) {
-        static const size_t order[] = { 0, 1, 3, 5, 6 }; /* h min s ms us */
-
-        for (size_t i = 0; i < ELEMENTSOF(order); i++) {
-                usec_t u = duration_units[order[i]].usec;
-                if (d % u == 0 && (d > 0 || u == USEC_PER_SEC)) {
-                        (void) snprintf(buf, size, "%llu%s", (unsigned long long) (d / u),
-                                        duration_units[order[i]].suffix);
+/* The largest printed unit that represents v exactly; zero in zero_unit. */
+static void format_scaled(uint64_t v, const Unit *units, size_t n_units, const char *zero_unit, char *buf,
+                          size_t size) {
+        if (v == 0) {
+                (void) snprintf(buf, size, "0%s", zero_unit);
+                return;
+        }
+        for (size_t i = 0; i < n_units; i++)
+                if (units[i].print && v % units[i].scale == 0) {
+                        (void) snprintf(buf, size, "%llu%s", (unsigned long long) (v / units[i].scale),
+                                        units[i].suffix);
                         return;
                 }
-        }
-        (void) snprintf(buf, size, "%lluus", (unsigned long long) d);
+        (void) snprintf(buf, size, "%llu", (unsigned long long) v);
+}
+
+int conf_parse_duration(const char *s, usec_t *ret) {
+        return parse_scaled(s, duration_units, ELEMENTSOF(duration_units), ret);
+}
+
+void conf_format_duration(usec_t d, char *buf, size_t size) {
+        format_scaled(d, duration_units, ELEMENTSOF(duration_units), "s", buf, size);
+}
+
+int conf_parse_size(const char *s, uint64_t *ret) {
+        return parse_scaled(s, size_units, ELEMENTSOF(size_units), ret);
+}
+
+void conf_format_size(uint64_t n, char *buf, size_t size) {
+        format_scaled(n, size_units, ELEMENTSOF(size_units), "", buf, size);
 }
 
 static int enum_from_string(const ConfItem *item, const char *s) {
@@ -200,6 +230,7 @@ static int conf_set_scalar(ConfParser *p, const ConfItem *item, const char *valu
                 bool b;
                 unsigned u;
                 usec_t d;
+                uint64_t z;
                 double x;
                 int e;
         } scratch;
@@ -229,19 +260,26 @@ static int conf_set_scalar(ConfParser *p, const ConfItem *item, const char *valu
                 *(unsigned *) field = (unsigned) v;
                 break;
         }
-        case CONF_DURATION: {
-                usec_t v;
-                int r = conf_parse_duration(value, &v);
+        case CONF_DURATION:
+        case CONF_SIZE: {
+                bool duration = item->type == CONF_DURATION;
                 char lo[32], hi[32];
+                uint64_t v;
+                int r = duration ? conf_parse_duration(value, &v) : conf_parse_size(value, &v);
                 if (r == -EINVAL)
-                        return conf_error(p, where, "'%s' must be a duration such as 30s, 500ms or 2min, not '%s'",
-                                          item->key, value);
-                conf_format_duration(item->min, lo, sizeof lo);
-                conf_format_duration(item->max, hi, sizeof hi);
+                        return conf_error(p, where, "'%s' must be %s, not '%s'", item->key,
+                                          duration ? "a duration such as 30s, 500ms or 2min"
+                                                   : "a size such as 4096, 512M or 4T",
+                                          value);
+                (duration ? conf_format_duration : conf_format_size)(item->min, lo, sizeof lo);
+                (duration ? conf_format_duration : conf_format_size)(item->max, hi, sizeof hi);
                 if (r < 0 || v < item->min || v > item->max)
                         return conf_error(p, where, "'%s' is out of range: %s (allowed %s..%s)", item->key, value,
                                           lo, hi);
-                *(usec_t *) field = v;
+                if (duration)
+                        *(usec_t *) field = v;
+                else
+                        *(uint64_t *) field = v;
                 break;
         }
         case CONF_DOUBLE: {
@@ -783,6 +821,9 @@ static void conf_format_value(const ConfParser *p, const ConfItem *item, char *b
                 break;
         case CONF_DURATION:
                 conf_format_duration(*(const usec_t *) field, buf, size);
+                break;
+        case CONF_SIZE:
+                conf_format_size(*(const uint64_t *) field, buf, size);
                 break;
         case CONF_DOUBLE:
                 (void) snprintf(buf, size, "%g", *(const double *) field);

@@ -21,6 +21,7 @@ typedef enum ConfType {
         CONF_BOOL,      /* bool */
         CONF_UINT,      /* unsigned, min..max */
         CONF_DURATION,  /* usec_t, min..max in usec; "30s", "500ms", "2min" */
+        CONF_SIZE,      /* uint64_t bytes, min..max; "4096", "512M", "4T" (powers of 1024) */
         CONF_DOUBLE,    /* double, dmin..dmax */
         CONF_ENUM,      /* int, an index into names */
         CONF_ENUM_LIST, /* ConfEnumList: distinct names, in order */
@@ -114,3 +115,8 @@ int conf_parse_duration(const char *s, usec_t *ret);
 /* "30s", "1min", "500ms": the largest unit that represents d exactly. */
 void conf_format_duration(usec_t d, char *buf, size_t size);
 int conf_parse_bool(const char *s, bool *ret);
+/* "4096", "64K", "512M", "4G", "2T" (K = 1024, as in systemd's sizes;
+ * "KiB" … "TiB" too). */
+int conf_parse_size(const char *s, uint64_t *ret);
+/* The largest unit that represents n exactly: "4T", "512M", "100". */
+void conf_format_size(uint64_t n, char *buf, size_t size);

@@ -5,6 +5,7 @@
 
 #include "address.h"
 #include "config.h"
+#include "vhost-user.h"
 
 static int validate_address(const char *s, const char **ret_error) {
         ListenAddress a;
@@ -35,6 +36,10 @@ const char *const device_source_names[] = {
         NULL,
 };
 
+/* x86-64's user address space (47 bits): no cap on mappings above it
+ * means anything. */
+#define ADDRESS_SPACE (UINT64_C(1) << 47)
+
 /* Rates are whole bytes; 1 GiB a period is far past any sane limit and
  * keeps the bucket arithmetic well inside 64 bits. */
 #define RATE_MAX (1ULL << 30)
@@ -54,6 +59,12 @@ const ConfItem device_config_items[] = {
         { "rate.host-bytes", CONF_UINT, offsetof(DeviceConfig, host_bytes), .min = 0, .max = RATE_MAX },
         { "rate.host-period", CONF_DURATION, offsetof(DeviceConfig, host_period), .min = USEC_PER_MSEC, .max = 3600 * USEC_PER_SEC },
         { "rate.host-burst", CONF_UINT, offsetof(DeviceConfig, host_burst), .min = 0, .max = RATE_MAX },
+        { "limits.connections", CONF_UINT, offsetof(DeviceConfig, max_connections), .min = 1, .max = 1000000 },
+        { "limits.vm-connections", CONF_UINT, offsetof(DeviceConfig, max_vm_connections), .min = 1, .max = 1000000 },
+        { "limits.device-memory", CONF_SIZE, offsetof(DeviceConfig, max_device_memory), .min = 1 << 20, .max = ADDRESS_SPACE },
+        { "limits.vm-memory", CONF_SIZE, offsetof(DeviceConfig, max_vm_memory), .min = 1 << 20, .max = ADDRESS_SPACE },
+        { "limits.memory", CONF_SIZE, offsetof(DeviceConfig, max_memory), .min = 1 << 20, .max = ADDRESS_SPACE },
+        { "limits.device-regions", CONF_UINT, offsetof(DeviceConfig, max_device_regions), .min = 1, .max = VHOST_USER_MAX_REGIONS },
 };
 const size_t device_config_n_items = ELEMENTSOF(device_config_items);
 
@@ -67,6 +78,17 @@ int device_config_init(DeviceConfig *c) {
                 .min_entropy = 6,
                 .vm_period = USEC_PER_SEC,
                 .host_period = USEC_PER_SEC,
+                /* One process serves every VM: no VM may take what the
+                 * others need.  Connections cost descriptors (a socket,
+                 * three eventfds); mappings cost address space, of which
+                 * a process has 128 TiB: half for all guests, 8 TiB for
+                 * one VM (two devices on 4 TiB of RAM), 4 TiB a device. */
+                .max_connections = 16384,
+                .max_vm_connections = 256,
+                .max_device_memory = UINT64_C(4) << 40,
+                .max_vm_memory = UINT64_C(8) << 40,
+                .max_memory = UINT64_C(64) << 40,
+                .max_device_regions = VHOST_USER_MAX_REGIONS,
         };
         c->hwrng_path = strdup("/dev/hwrng");
         return c->hwrng_path ? 0 : -ENOMEM;

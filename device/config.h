@@ -32,6 +32,14 @@ typedef struct DeviceConfig {
         unsigned host_bytes;
         usec_t host_period;
         unsigned host_burst;
+
+        /* Caps: what one VM, or all of them, may hold of this process. */
+        unsigned max_connections;
+        unsigned max_vm_connections;
+        uint64_t max_device_memory;
+        uint64_t max_vm_memory;
+        uint64_t max_memory;
+        unsigned max_device_regions;
 } DeviceConfig;
 
 int device_config_init(DeviceConfig *c);

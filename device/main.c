@@ -388,7 +388,8 @@ static void on_accept(LoopIo *io, int fd, uint32_t events, void *userdata) {
                         return;
                 }
                 r = server_add_client(&server, l->transport, cfd);
-                if (r < 0)
+                /* -EDQUOT: refused for a cap, logged (sparingly) there. */
+                if (r < 0 && r != -EDQUOT)
                         log_warning_errno(r, "Failed to set up a %s connection, dropped it: %m",
                                           transport_to_string(l->transport));
                 update_status();
@@ -633,7 +634,15 @@ static int run(int argc, char *argv[]) {
 
         RateConfig vm = { arg_cfg.vm_bytes, arg_cfg.vm_period, arg_cfg.vm_burst };
         RateConfig host = { arg_cfg.host_bytes, arg_cfg.host_period, arg_cfg.host_burst };
-        server_init(&server, loop, &sources, &vm, &host);
+        ServerCaps caps = {
+                .connections = arg_cfg.max_connections,
+                .vm_connections = arg_cfg.max_vm_connections,
+                .device_memory = arg_cfg.max_device_memory,
+                .vm_memory = arg_cfg.max_vm_memory,
+                .memory = arg_cfg.max_memory,
+                .device_regions = arg_cfg.max_device_regions,
+        };
+        server_init(&server, loop, &sources, &vm, &host, &caps);
 
         sigemptyset(&mask);
         sigaddset(&mask, SIGTERM);

@@ -123,6 +123,14 @@ int metrics_format(const Server *s, char **ret, size_t *ret_len) {
         for (Transport t = 0; t < _TRANSPORT_MAX; t++)
                 buf_printf(&b, "seedbed_protocol_errors_total{transport=\"%s\"} %llu\n", transport_to_string(t),
                            (unsigned long long) s->protocol_errors[t]);
+        family(&b, "seedbed_refused_total", "counter",
+               "Connections and memory mappings refused for a cap (limits.REASON in device.yaml).");
+        for (RefusalReason r = 0; r < _REFUSED_MAX; r++)
+                buf_printf(&b, "seedbed_refused_total{reason=\"%s\"} %llu\n", refusal_reason_to_string(r),
+                           (unsigned long long) s->refused[r]);
+        family(&b, "seedbed_guest_memory_mapped_bytes", "gauge",
+               "Guest memory the vhost-user devices map (as the front-ends sized their regions).");
+        buf_printf(&b, "seedbed_guest_memory_mapped_bytes %llu\n", (unsigned long long) s->mapped);
         family(&b, "seedbed_egd_received_bytes_total", "counter",
                "Bytes EGD clients wrote to the device (counted, never served to guests).");
         buf_printf(&b, "seedbed_egd_received_bytes_total %llu\n", (unsigned long long) s->egd_bytes_received);

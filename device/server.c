@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 #include <arpa/inet.h>
+#include <inttypes.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -70,10 +71,25 @@ const char *transport_to_string(Transport t) {
         return transport_table[t];
 }
 
-int server_init(Server *s, Loop *loop, SourceSet *sources, const RateConfig *vm, const RateConfig *host) {
+static const char *const refusal_reason_table[_REFUSED_MAX] = {
+        [REFUSED_CONNECTIONS] = "connections",
+        [REFUSED_VM_CONNECTIONS] = "vm-connections",
+        [REFUSED_DEVICE_MEMORY] = "device-memory",
+        [REFUSED_VM_MEMORY] = "vm-memory",
+        [REFUSED_MEMORY] = "memory",
+};
+
+const char *refusal_reason_to_string(RefusalReason r) {
+        if (r < 0 || r >= _REFUSED_MAX)
+                return NULL;
+        return refusal_reason_table[r];
+}
+
+int server_init(Server *s, Loop *loop, SourceSet *sources, const RateConfig *vm, const RateConfig *host,
+                const ServerCaps *caps) {
         usec_t now = now_usec(CLOCK_MONOTONIC);
 
-        *s = (Server) { .loop = loop, .sources = sources, .vm_rate = *vm };
+        *s = (Server) { .loop = loop, .sources = sources, .vm_rate = *vm, .caps = caps ? *caps : (ServerCaps) {} };
         bucket_init(&s->rl.host, host->bytes, host->period, host->burst, now);
         return 0;
 }
@@ -346,10 +362,17 @@ static void client_free(Client *c) {
         s->n_clients[c->transport]--;
         if (c->stats)
                 c->stats->connections--;
-        limit_release(s, c->limit);
 
         loop_io_free(c->io);
         loop_io_free(c->kick_io);
+        if (c->dev) {
+                uint64_t m = vhost_user_dev_mapped(c->dev);
+
+                s->mapped -= m;
+                if (c->limit)
+                        c->limit->mapped -= m;
+        }
+        limit_release(s, c->limit);
         if (c->dev)
                 vhost_user_dev_free(c->dev); /* closes the socket */
         else
@@ -731,9 +754,69 @@ static void vhost_kick_changed(void *userdata, int old_fd, int new_fd) {
                             c->peer);
 }
 
+/* A refusal is logged at most every 10 s per reason, with the count of
+ * those not logged since: a peer that retries in a loop must not flood
+ * the journal.  Counted always. */
+#define REFUSAL_LOG_INTERVAL_USEC (10 * USEC_PER_SEC)
+
+static void refusal(Server *s, RefusalReason reason, const char *peer, const char *why) {
+        usec_t now = now_usec(CLOCK_MONOTONIC);
+
+        s->refused[reason]++;
+        if (s->refused_logged[reason] != 0 && now - s->refused_logged[reason] < REFUSAL_LOG_INTERVAL_USEC) {
+                s->refused_quiet[reason]++;
+                return;
+        }
+        if (s->refused_quiet[reason] > 0)
+                log_warning("Refused %s: %s (and %u more refusals for limits.%s since the last message).", peer, why,
+                            s->refused_quiet[reason], refusal_reason_to_string(reason));
+        else
+                log_warning("Refused %s: %s.", peer, why);
+        s->refused_logged[reason] = now;
+        s->refused_quiet[reason] = 0;
+}
+
+/* The caps on guest memory, checked before the engine maps anything. */
+static int vhost_memory_changed(void *userdata, uint64_t old_bytes, uint64_t new_bytes, char *why, size_t why_size) {
+        Client *c = userdata;
+        Server *s = c->server;
+        const ServerCaps *caps = &s->caps;
+        RefusalReason reason;
+        uint64_t grow;
+
+        if (new_bytes <= old_bytes) {
+                s->mapped -= old_bytes - new_bytes;
+                c->limit->mapped -= old_bytes - new_bytes;
+                return 0;
+        }
+        grow = new_bytes - old_bytes;
+        if (caps->device_memory && new_bytes > caps->device_memory) {
+                reason = REFUSED_DEVICE_MEMORY;
+                (void) snprintf(why, why_size, "more than limits.device-memory (%" PRIu64 " bytes) for one device",
+                                caps->device_memory);
+        } else if (caps->vm_memory && c->limit->mapped + grow > caps->vm_memory) {
+                reason = REFUSED_VM_MEMORY;
+                (void) snprintf(why, why_size,
+                                "its VM ('%s') would map %" PRIu64 " bytes, more than limits.vm-memory (%" PRIu64 ")",
+                                c->limit->key, c->limit->mapped + grow, caps->vm_memory);
+        } else if (caps->memory && s->mapped + grow > caps->memory) {
+                reason = REFUSED_MEMORY;
+                (void) snprintf(why, why_size,
+                                "all VMs would map %" PRIu64 " bytes, more than limits.memory (%" PRIu64 ")",
+                                s->mapped + grow, caps->memory);
+        } else {
+                s->mapped += grow;
+                c->limit->mapped += grow;
+                return 0;
+        }
+        refusal(s, reason, c->peer, why);
+        return -EDQUOT;
+}
+
 static const VhostUserOps vhost_ops = {
         .fill = vhost_fill,
         .kick_changed = vhost_kick_changed,
+        .memory_changed = vhost_memory_changed,
 };
 
 static void vhost_io(LoopIo *io, int fd, uint32_t events, void *userdata) {
@@ -743,6 +826,8 @@ static void vhost_io(LoopIo *io, int fd, uint32_t events, void *userdata) {
         r = vhost_user_dev_handle_socket(c->dev);
         if (r == -ECONNRESET)
                 return client_close(c, false, "the front-end hung up");
+        if (r == -EDQUOT)
+                return client_free(c); /* a cap: refusal() said so */
         if (r < 0)
                 return client_close(c, true, vhost_user_dev_broken_reason(c->dev) ?: strerror(-r));
         /* A message may have enabled a ring with buffers already posted. */
@@ -762,9 +847,38 @@ int server_add_client(Server *s, Transport t, int fd) {
         *c = (Client) { .server = s, .transport = t, .fd = fd };
         identify_peer(fd, name, sizeof name, c->peer, sizeof c->peer);
         limit_key(fd, name, key, sizeof key);
-        c->stats = stats_for(s, name, t);
+
+        /* The caps come first: a refused peer costs no statistics entry
+         * and no budget (a budget with no connection is dropped once
+         * full, see server_tick()). */
         c->limit = limit_for(s, key);
-        if (!c->stats || !c->limit) {
+        if (!c->limit) {
+                safe_close(fd);
+                free(c);
+                return -ENOMEM;
+        }
+        if (s->caps.connections && s->n_clients[TRANSPORT_EGD] + s->n_clients[TRANSPORT_VHOST_USER] >= s->caps.connections) {
+                char why[128];
+
+                (void) snprintf(why, sizeof why, "the device holds %u connections already (limits.connections)",
+                                s->caps.connections);
+                refusal(s, REFUSED_CONNECTIONS, c->peer, why);
+                safe_close(fd);
+                free(c);
+                return -EDQUOT;
+        }
+        if (s->caps.vm_connections && c->limit->connections >= s->caps.vm_connections) {
+                char why[768];
+
+                (void) snprintf(why, sizeof why, "its VM ('%s') holds %u connections already (limits.vm-connections)",
+                                key, s->caps.vm_connections);
+                refusal(s, REFUSED_VM_CONNECTIONS, c->peer, why);
+                safe_close(fd);
+                free(c);
+                return -EDQUOT;
+        }
+        c->stats = stats_for(s, name, t);
+        if (!c->stats) {
                 safe_close(fd);
                 free(c);
                 return -ENOMEM;
@@ -778,6 +892,8 @@ int server_add_client(Server *s, Transport t, int fd) {
                         return r;
                 }
                 (void) vhost_user_dev_set_name(c->dev, c->peer);
+                if (s->caps.device_regions)
+                        (void) vhost_user_dev_set_max_regions(c->dev, s->caps.device_regions);
                 r = loop_add_io(s->loop, fd, EPOLLIN, vhost_io, c, &c->io);
         } else
                 r = loop_add_io(s->loop, fd, EPOLLIN, egd_io, c, &c->io);

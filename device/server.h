@@ -44,6 +44,7 @@ typedef struct VmLimit {
         TokenBucket bucket;
         unsigned connections;
         unsigned waiting;      /* of its connections, how many wait for bytes */
+        uint64_t mapped;       /* guest memory its vhost-user devices map */
         /* Its share of the host budget, earned at host rate / VMs asking. */
         uint64_t share;
         usec_t share_last;
@@ -57,6 +58,29 @@ typedef struct RateConfig {
         uint64_t burst;  /* 0 = one period's worth */
 } RateConfig;
 
+/* What one VM, or all of them, may hold of this shared process; 0 is
+ * no cap.  A VM is a budget key (see budget_key()). */
+typedef struct ServerCaps {
+        unsigned connections;    /* all transports together */
+        unsigned vm_connections;
+        uint64_t device_memory;  /* guest memory one vhost-user device maps */
+        uint64_t vm_memory;      /* … all of one VM's devices */
+        uint64_t memory;         /* … every device of the process */
+        unsigned device_regions; /* memory regions of one device */
+} ServerCaps;
+
+/* Why a connection or a mapping was refused, for the metrics. */
+typedef enum RefusalReason {
+        REFUSED_CONNECTIONS,
+        REFUSED_VM_CONNECTIONS,
+        REFUSED_DEVICE_MEMORY,
+        REFUSED_VM_MEMORY,
+        REFUSED_MEMORY,
+        _REFUSED_MAX,
+} RefusalReason;
+
+const char *refusal_reason_to_string(RefusalReason r);
+
 typedef struct Client Client;
 
 typedef struct Server {
@@ -64,6 +88,11 @@ typedef struct Server {
         SourceSet *sources;
         RateLimit rl;
         RateConfig vm_rate;
+        ServerCaps caps;
+        uint64_t mapped;        /* guest memory all devices map */
+        uint64_t refused[_REFUSED_MAX];
+        usec_t refused_logged[_REFUSED_MAX]; /* when a refusal was last logged */
+        unsigned refused_quiet[_REFUSED_MAX]; /* refusals not logged since */
 
         Client *clients;
         unsigned n_clients[_TRANSPORT_MAX];
@@ -77,7 +106,9 @@ typedef struct Server {
         uint64_t egd_bytes_received; /* 0x03 writes: counted, never served */
 } Server;
 
-int server_init(Server *s, Loop *loop, SourceSet *sources, const RateConfig *vm, const RateConfig *host);
+/* caps NULL: no caps. */
+int server_init(Server *s, Loop *loop, SourceSet *sources, const RateConfig *vm, const RateConfig *host,
+                const ServerCaps *caps);
 void server_done(Server *s);
 
 /* The budget key for a peer in cgroup (NULL: unknown) running as uid:

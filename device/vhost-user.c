@@ -216,6 +216,7 @@ _Static_assert(sizeof(VhostUserVringState) == 8, "vring state layout");
 _Static_assert(sizeof(VhostUserVringAddr) == 40, "vring address layout");
 _Static_assert(sizeof(VhostUserRegion) == 32, "memory region layout");
 _Static_assert(sizeof(VhostUserMemRegMsg) == 40, "single memory region layout");
+_Static_assert(VHOST_USER_MAX_REGIONS <= GUEST_MEMORY_MAX_REGIONS, "regions we may be asked to hold");
 
 struct VhostUserDev {
         int fd;
@@ -234,6 +235,8 @@ struct VhostUserDev {
         uint64_t protocol_features; /* SET_PROTOCOL_FEATURES */
 
         GuestMemory mem;
+        uint64_t mapped;       /* the sum of mem's region sizes */
+        unsigned max_regions;
         VirtQueue vq;
         int kick_fd;
         int call_fd;
@@ -294,6 +297,19 @@ _printf_(4, 5) static int dev_fail(VhostUserDev *d, const char *what, int error,
                 uint64_t one = 1;
                 (void) !write(d->err_fd, &one, sizeof one);
         }
+        return d->broken_error;
+}
+
+/* The owner refused what the front-end asked for (a cap): the device
+ * breaks as for a fault, but the owner logs it (sparingly: a peer may
+ * retry in a loop) and the error is -EDQUOT, not -EPROTO. */
+static int dev_refuse(VhostUserDev *d, const char *what, const char *reason) {
+        if (d->broken)
+                return d->broken_error;
+        (void) snprintf(d->broken_reason, sizeof d->broken_reason, "%s: %s", what, reason);
+        d->broken = true;
+        d->broken_error = -EDQUOT;
+        log_debug("vhost-user '%s': %s; serving this front-end no more.", dev_name(d), d->broken_reason);
         return d->broken_error;
 }
 
@@ -566,6 +582,35 @@ static int on_reset_device(VhostUserDev *d, Msg *m) {
         return 0;
 }
 
+/* Asks the owner before the mapped total grows to new_total; the old
+ * total stays counted until memory_commit(). */
+static int memory_reserve(VhostUserDev *d, Msg *m, uint64_t new_total) {
+        char why[160] = "";
+        int r;
+
+        if (!d->ops->memory_changed || new_total <= d->mapped)
+                return 0;
+        r = d->ops->memory_changed(d->userdata, d->mapped, new_total, why, sizeof why);
+        if (r < 0) {
+                char b[32];
+                return dev_refuse(d, msg_what(m, b), why[0] ? why : "refused");
+        }
+        return 0;
+}
+
+/* A reservation that did not happen: back to what is mapped. */
+static void memory_release(VhostUserDev *d, uint64_t reserved) {
+        if (d->ops->memory_changed && reserved > d->mapped)
+                (void) d->ops->memory_changed(d->userdata, reserved, d->mapped, NULL, 0);
+}
+
+/* The mapping now holds total bytes; a growth was reserved already. */
+static void memory_commit(VhostUserDev *d, uint64_t total) {
+        if (d->ops->memory_changed && total < d->mapped)
+                (void) d->ops->memory_changed(d->userdata, d->mapped, total, NULL, 0);
+        d->mapped = total;
+}
+
 static int map_region(VhostUserDev *d, const Msg *m, const VhostUserRegion *reg, int fd, GuestRegion *ret) {
         int r;
 
@@ -590,6 +635,7 @@ static int map_region(VhostUserDev *d, const Msg *m, const VhostUserRegion *reg,
 
 static int on_set_mem_table(VhostUserDev *d, Msg *m) {
         GuestMemory new = {};
+        uint64_t total = 0;
         uint32_t n;
         int r;
 
@@ -599,6 +645,22 @@ static int on_set_mem_table(VhostUserDev *d, Msg *m) {
         if (n > VHOST_USER_MEM_TABLE_MAX)
                 return FAIL(d, m, -EPROTO, "%" PRIu32 " regions, at most %u allowed", n, VHOST_USER_MEM_TABLE_MAX);
         r = expect(d, m, VHOST_USER_MEM_TABLE_HDR_SIZE + n * (uint32_t) sizeof(VhostUserRegion), n);
+        if (r < 0)
+                return r;
+        if (n > d->max_regions)
+                return FAIL(d, m, -EPROTO, "%" PRIu32 " regions, more than the %u allowed", n, d->max_regions);
+
+        /* The caps come before any mmap(): mapping is what a hostile
+         * front-end would exhaust the shared address space with. */
+        for (uint32_t i = 0; i < n; i++) {
+                VhostUserRegion reg;
+
+                memcpy(&reg, m->payload + VHOST_USER_MEM_TABLE_HDR_SIZE + i * sizeof reg, sizeof reg);
+                if (reg.memory_size > UINT64_MAX - total)
+                        return FAIL(d, m, -EPROTO, "the regions' sizes add up past 2^64 bytes");
+                total += reg.memory_size;
+        }
+        r = memory_reserve(d, m, total);
         if (r < 0)
                 return r;
 
@@ -624,11 +686,13 @@ static int on_set_mem_table(VhostUserDev *d, Msg *m) {
         /* The mappings keep the memory; the fds are closed by our caller. */
         guest_memory_clear(&d->mem);
         d->mem = new;
+        memory_commit(d, total);
         remap_ring(d);
         return 0;
 
 fail:
         guest_memory_clear(&new);
+        memory_release(d, total);
         return r;
 }
 
@@ -638,7 +702,7 @@ static int on_get_max_mem_slots(VhostUserDev *d, Msg *m) {
         r = expect(d, m, 0, 0);
         if (r < 0)
                 return r;
-        return reply_u64(d, m, GUEST_MEMORY_MAX_REGIONS);
+        return reply_u64(d, m, d->max_regions);
 }
 
 static int on_add_mem_reg(VhostUserDev *d, Msg *m) {
@@ -651,18 +715,26 @@ static int on_add_mem_reg(VhostUserDev *d, Msg *m) {
                 return r;
         memcpy(&p, m->payload, sizeof p);
 
-        r = map_region(d, m, &p.region, m->fds[0], &g);
+        if (d->mem.n >= d->max_regions)
+                return FAIL(d, m, -EPROTO, "more than the %u memory slots we offered", d->max_regions);
+        if (p.region.memory_size > UINT64_MAX - d->mapped)
+                return FAIL(d, m, -EPROTO, "the regions' sizes add up past 2^64 bytes");
+        r = memory_reserve(d, m, d->mapped + p.region.memory_size);
         if (r < 0)
                 return r;
+        r = map_region(d, m, &p.region, m->fds[0], &g);
+        if (r < 0) {
+                memory_release(d, d->mapped + p.region.memory_size);
+                return r;
+        }
         r = guest_memory_add(&d->mem, &g);
         if (r < 0) {
                 guest_region_unmap(&g);
-                if (r == -E2BIG)
-                        return FAIL(d, m, -EPROTO, "more than the %u memory slots we offered",
-                                    GUEST_MEMORY_MAX_REGIONS);
+                memory_release(d, d->mapped + p.region.memory_size);
                 return FAIL(d, m, -EPROTO, "region at guest 0x%" PRIx64 " overlaps one we have",
                             p.region.guest_phys_addr);
         }
+        memory_commit(d, d->mapped + p.region.memory_size);
         remap_ring(d);
         return 0;
 }
@@ -685,6 +757,8 @@ static int on_rem_mem_reg(VhostUserDev *d, Msg *m) {
                 return FAIL(d, m, -EPROTO,
                             "no region at guest 0x%" PRIx64 ", user 0x%" PRIx64 ", 0x%" PRIx64 " bytes to remove",
                             p.region.guest_phys_addr, p.region.userspace_addr, p.region.memory_size);
+        /* It was counted when added: no underflow. */
+        memory_commit(d, d->mapped - p.region.memory_size);
         remap_ring(d);
         return 0;
 }
@@ -1144,6 +1218,7 @@ int vhost_user_dev_new(int sock_fd, const VhostUserOps *ops, void *userdata, Vho
         d->ops = ops;
         d->userdata = userdata;
         d->kick_fd = d->call_fd = d->err_fd = -EBADF;
+        d->max_regions = VHOST_USER_MAX_REGIONS;
         *ret = d;
         return 0;
 }
@@ -1157,6 +1232,17 @@ int vhost_user_dev_set_name(VhostUserDev *d, const char *name) {
         free(d->name);
         d->name = s;
         return 0;
+}
+
+int vhost_user_dev_set_max_regions(VhostUserDev *d, unsigned n) {
+        if (n == 0 || n > VHOST_USER_MAX_REGIONS)
+                return -EINVAL;
+        d->max_regions = n;
+        return 0;
+}
+
+uint64_t vhost_user_dev_mapped(const VhostUserDev *d) {
+        return d->mapped;
 }
 
 VhostUserDev *vhost_user_dev_free(VhostUserDev *d) {

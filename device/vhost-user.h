@@ -31,6 +31,16 @@ typedef struct VhostUserOps {
          * does not take it out of epoll).  Not called from
          * vhost_user_dev_free(): drop the watch before freeing. */
         void (*kick_changed)(void *userdata, int old_fd, int new_fd);
+        /* The guest memory this device maps is about to change from
+         * old_bytes to new_bytes (region sizes as the front-end gave
+         * them).  Growing: return 0 to allow it, or -errno and a reason
+         * in why to refuse it (the device then breaks with -EDQUOT and
+         * logs only at debug level: the owner says why, as often as it
+         * sees fit).  Shrinking, or
+         * taking back a growth that then failed: the return is ignored.
+         * NULL: any amount.  vhost_user_dev_free() does not call it; see
+         * vhost_user_dev_mapped(). */
+        int (*memory_changed)(void *userdata, uint64_t old_bytes, uint64_t new_bytes, char *why, size_t why_size);
 } VhostUserOps;
 
 typedef struct VhostUserStats {
@@ -45,6 +55,16 @@ typedef struct VhostUserStats {
 int vhost_user_dev_new(int sock_fd, const VhostUserOps *ops, void *userdata, VhostUserDev **ret);
 /* Closes the socket, unmaps guest memory, closes every fd. NULL is fine. */
 VhostUserDev *vhost_user_dev_free(VhostUserDev *d);
+
+/* At most this many memory regions: what GET_MAX_MEM_SLOTS answers and
+ * ADD_MEM_REG may fill (a SET_MEM_TABLE carries at most 8).  1 to
+ * VHOST_USER_MAX_REGIONS; that is also the default. */
+#define VHOST_USER_MAX_REGIONS 32U
+int vhost_user_dev_set_max_regions(VhostUserDev *d, unsigned n);
+
+/* The guest memory the device maps now, in bytes as the front-end sized
+ * its regions: for the owner's accounting when it frees the device. */
+uint64_t vhost_user_dev_mapped(const VhostUserDev *d);
 
 /* Names the device in log messages (the VM, or the socket path);
  * "fd N" until then. */

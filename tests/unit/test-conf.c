@@ -164,6 +164,38 @@ START_TEST(test_durations) {
 }
 END_TEST
 
+START_TEST(test_sizes) {
+        static const struct {
+                const char *s;
+                uint64_t v;
+        } good[] = {
+                { "0", 0 }, { "4096", 4096 }, { "4096B", 4096 }, { "64K", 65536 }, { "64KiB", 65536 },
+                { "512M", UINT64_C(512) << 20 }, { "4G", UINT64_C(4) << 30 }, { "4T", UINT64_C(4) << 40 },
+                { "8 TiB", UINT64_C(8) << 40 },
+        };
+        static const char *const bad[] = { "", "T", "-1", "1.5G", "4P", "4t", " 4G", "0x10", "4Gi" };
+        char buf[32];
+        uint64_t v;
+
+        for (size_t i = 0; i < ELEMENTSOF(good); i++) {
+                ck_assert_int_eq(conf_parse_size(good[i].s, &v), 0);
+                ck_assert_uint_eq(v, good[i].v);
+        }
+        for (size_t i = 0; i < ELEMENTSOF(bad); i++)
+                ck_assert_msg(conf_parse_size(bad[i], &v) < 0, "'%s' parsed", bad[i]);
+        ck_assert_int_eq(conf_parse_size("16777216T", &v), -ERANGE);
+
+        conf_format_size(UINT64_C(4) << 40, buf, sizeof buf);
+        ck_assert_str_eq(buf, "4T");
+        conf_format_size(UINT64_C(1536) << 20, buf, sizeof buf);
+        ck_assert_str_eq(buf, "1536M");
+        conf_format_size(1000, buf, sizeof buf);
+        ck_assert_str_eq(buf, "1000");
+        conf_format_size(0, buf, sizeof buf);
+        ck_assert_str_eq(buf, "0");
+}
+END_TEST
+
 START_TEST(test_unknown_keys) {
         expect_error("a:\n  flag: true\n  colour: red\n", "test.yaml:3:3: unknown key 'a.colour'");
         expect_error("b: 1\n", "test.yaml:1:1: unknown key 'b'");
@@ -332,6 +364,7 @@ static Suite *conf_suite(void) {
         tcase_add_test(tc, test_good_file);
         tcase_add_test(tc, test_block_list_and_empty);
         tcase_add_test(tc, test_durations);
+        tcase_add_test(tc, test_sizes);
         tcase_add_test(tc, test_dump);
         suite_add_tcase(s, tc);
 

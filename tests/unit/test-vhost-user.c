@@ -53,9 +53,25 @@ static void test_kick_changed(void *userdata, int old_fd, int new_fd) {
         kick_changes++;
 }
 
+/* The owner's view of the guest memory mapped, and its cap. */
+static uint64_t mapped_seen, memory_cap;
+static unsigned memory_refusals;
+
+static int test_memory_changed(void *userdata, uint64_t old_bytes, uint64_t new_bytes, char *why, size_t why_size) {
+        ck_assert_uint_eq(old_bytes, mapped_seen);
+        if (new_bytes > old_bytes && new_bytes > memory_cap) {
+                memory_refusals++;
+                (void) snprintf(why, why_size, "over the test's cap");
+                return -ENOMEM;
+        }
+        mapped_seen = new_bytes;
+        return 0;
+}
+
 static const VhostUserOps ops = {
         .fill = test_fill,
         .kick_changed = test_kick_changed,
+        .memory_changed = test_memory_changed,
 };
 
 static int pump_dev(void *userdata) {
@@ -69,6 +85,9 @@ static void setup(void) {
         fill_calls = 0;
         kick_watched = -EBADF;
         kick_changes = 0;
+        mapped_seen = 0;
+        memory_cap = UINT64_MAX;
+        memory_refusals = 0;
 
         vhost_front_init(&f);
         ck_assert_int_eq(vhost_user_dev_new(vhost_front_take_dev_socket(&f), &ops, NULL, &dev), 0);
@@ -356,6 +375,64 @@ START_TEST(test_add_rem_mem_reg) {
         (void) vhost_front_post(&f, &s, 1, false);
         check_broken(vhost_user_dev_process(dev), "not in guest memory");
         (void) munmap(p, extra.size);
+}
+END_TEST
+
+/* The owner hears of every change to the mapped total, before a growth. */
+START_TEST(test_memory_accounting) {
+        VhostFrontRegion extra = { .gpa = UINT64_C(0x200000000), .size = 64 * 1024, .uva = 0x7f5600000000, .offset = 0 };
+        uint64_t table = f.regions[0].size + f.regions[1].size;
+        int fd;
+
+        connect_ok(4, FEATURES_ALL, PROTOCOL_ALL);
+        ck_assert_uint_eq(vhost_user_dev_mapped(dev), table);
+        ck_assert_uint_eq(mapped_seen, table);
+
+        fd = memfd_create("seedbed-test-dimm", MFD_CLOEXEC);
+        ck_assert_int_ge(fd, 0);
+        ck_assert_int_eq(ftruncate(fd, (off_t) extra.size), 0);
+        ck_assert_int_eq(vhost_front_add_mem_reg(&f, fd, &extra, true), 0);
+        (void) close(fd);
+        ck_assert_uint_eq(vhost_user_dev_mapped(dev), table + extra.size);
+        ck_assert_uint_eq(mapped_seen, table + extra.size);
+
+        ck_assert_int_eq(vhost_front_rem_mem_reg(&f, &extra, true), 0);
+        ck_assert_uint_eq(vhost_user_dev_mapped(dev), table);
+        ck_assert_uint_eq(mapped_seen, table);
+
+        /* A new table replaces the old one's count, not adds to it. */
+        ck_assert_int_eq(vhost_front_set_mem_table(&f, true), 0);
+        ck_assert_uint_eq(mapped_seen, table);
+        ck_assert(!vhost_user_dev_broken(dev));
+}
+END_TEST
+
+/* Refused before anything is mapped: the device breaks, nothing counts. */
+START_TEST(test_memory_refused) {
+        uint64_t v;
+
+        memory_cap = f.regions[0].size;
+        ck_assert_int_eq(vhost_front_get_u64(&f, VU_GET_FEATURES, &v), 0);
+        check_broken(vhost_front_set_mem_table(&f, true), "over the test's cap");
+        ck_assert_uint_eq(memory_refusals, 1);
+        ck_assert_uint_eq(vhost_user_dev_mapped(dev), 0);
+        ck_assert_uint_eq(mapped_seen, 0);
+}
+END_TEST
+
+/* A region past the device's cap on regions breaks it. */
+START_TEST(test_max_regions) {
+        VhostFrontRegion extra = { .gpa = UINT64_C(0x200000000), .size = 4096, .uva = 0x7f5600000000, .offset = 0 };
+        uint64_t v;
+
+        ck_assert_int_eq(vhost_user_dev_set_max_regions(dev, 0), -EINVAL);
+        ck_assert_int_eq(vhost_user_dev_set_max_regions(dev, VHOST_USER_MAX_REGIONS + 1), -EINVAL);
+        ck_assert_int_eq(vhost_user_dev_set_max_regions(dev, 2), 0);
+        connect_ok(4, FEATURES_ALL, PROTOCOL_ALL);
+        ck_assert_int_eq(vhost_front_get_u64(&f, VU_GET_MAX_MEM_SLOTS, &v), 0);
+        ck_assert_uint_eq(v, 2);
+        check_broken(vhost_front_add_mem_reg(&f, f.mem_fd, &extra, true), "more than the 2 memory slots");
+        ck_assert_uint_eq(mapped_seen, f.regions[0].size + f.regions[1].size);
 }
 END_TEST
 
@@ -1187,6 +1264,9 @@ static Suite *vhost_user_suite(void) {
         tcase_add_test(tc, test_mem_table_replaced);
         tcase_add_test(tc, test_add_rem_mem_reg);
         tcase_add_test(tc, test_rem_mem_reg_unknown);
+        tcase_add_test(tc, test_memory_accounting);
+        tcase_add_test(tc, test_memory_refused);
+        tcase_add_test(tc, test_max_regions);
         tcase_add_test(tc, test_add_mem_reg_overlap);
         tcase_add_test(tc, test_mem_ring_follows_regions);
         suite_add_tcase(s, tc);

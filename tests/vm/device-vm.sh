@@ -9,7 +9,7 @@
 # shellcheck source=tests/vm/host-device.sh
 . "$top_srcdir/tests/vm/host-device.sh"
 
-trap '[ -z "${DEVICE_PID:-}" ] || kill "$DEVICE_PID" 2>/dev/null || true; [ -n "${SEEDBED_KEEP_TMP:-}" ] || rm -rf "$T"' EXIT
+trap '[ -z "${DEVICE_PID:-}" ] || kill "$DEVICE_PID" 2>/dev/null || true; [ -z "${HOSTILE_PID:-}" ] || kill "$HOSTILE_PID" 2>/dev/null || true; [ -n "${SEEDBED_KEEP_TMP:-}" ] || rm -rf "$T"' EXIT
 
 # The guest reads 64 KiB from /dev/hwrng, as a user of the device would.
 cat >"$T/read.sh" <<'SCRIPT'
@@ -40,7 +40,22 @@ stop_device
 [ ! -e "$T/egd.sock" ] || fail "egd: the socket was left behind"
 
 # 2. vhost-user: guest RAM shared with the back-end through a memfd.
+#    Before the guest starts, a hostile front-end in a cgroup of its own
+#    (another VM, to the device) maps as much as it can over many
+#    connections: it gets its VM's cap (limits.vm-memory, 8 TiB by
+#    default) and is refused the rest, and the honest guest is served.
 start_device vhost --vhost-user "$T/vhost.sock"
+CG=$(awk '$3 == "cgroup2" { print $2; exit }' /proc/self/mounts)
+HOSTILE_CG=$CG/seedbed-vm-$$
+if [ -z "$CG" ] || ! mkdir "$HOSTILE_CG"; then
+	skip "no writable cgroup2 hierarchy for the hostile front-end"
+fi
+sh -c 'echo $$ >"$0/cgroup.procs" && exec "$@"' "$HOSTILE_CG" \
+	python3 "$top_srcdir/tests/integration/vhost-hostile.py" "$T/vhost.sock" 8 8 512G >"$T/hostile" 2>&1 &
+HOSTILE_PID=$!
+for _ in $(seq 600); do [ -s "$T/hostile" ] && break; sleep 0.05; done
+[ "$(cat "$T/hostile")" = "accepted 2 refused 6" ] || fail "hostile front-end: $(cat "$T/hostile")"
+[ "$(metric vhost 'seedbed_refused_total{reason="vm-memory"}')" = 6 ] || fail "vhost: vm-memory refusals not counted"
 boot vhost "$T/read.sh" "" -cpu qemu64 -name guest=vhost-guest \
 	-object memory-backend-memfd,id=mem,size=512M,share=on -machine memory-backend=mem \
 	-chardev "socket,id=vu,path=$T/vhost.sock" -device vhost-user-rng-pci,chardev=vu
@@ -48,6 +63,9 @@ check_data vhost
 served=$(metric vhost 'seedbed_vm_bytes_total{vm="vhost-guest",transport="vhost-user"}')
 [ "$served" -ge 65536 ] || fail "vhost: metrics count $served bytes for vhost-guest"
 [ "$(metric vhost 'seedbed_protocol_errors_total{transport="vhost-user"}')" = 0 ] || fail "vhost: protocol errors"
+kill "$HOSTILE_PID"
+wait "$HOSTILE_PID" 2>/dev/null || true
+for _ in $(seq 100); do rmdir "$HOSTILE_CG" 2>/dev/null && break; sleep 0.05; done
 stop_device
 
 # 3. A per-VM limit of 8 KiB/s, measured by the guest over 48 KiB after
