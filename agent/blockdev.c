@@ -318,6 +318,7 @@ int blockdev_probe(int fd, BlockProbe *ret) {
                 describe_partitions(pr, p.found, sizeof p.found);
                 describe_superblock(pr, p.found, sizeof p.found);
                 p.luks = streq_ptr(type, "crypto_LUKS");
+                p.ours = p.luks && streq_ptr(lookup(pr, "SUBSYSTEM"), BLOCKDEV_LUKS_SUBSYSTEM);
                 p.verdict = p.luks && streq_ptr(version, "2") && !lookup(pr, "PTTYPE") ? BLOCK_LUKS2 : BLOCK_OTHER;
                 *ret = p;
                 return 0;
@@ -333,8 +334,11 @@ int blockdev_probe(int fd, BlockProbe *ret) {
                         return r;
                 for (unsigned i = 0; i < WIPE_MAX_SIGNATURES && blkid_do_probe(sb) == 0; i++) {
                         describe_superblock(sb, list, sizeof list);
-                        if (streq_ptr(lookup(sb, "TYPE"), "crypto_LUKS"))
+                        if (streq_ptr(lookup(sb, "TYPE"), "crypto_LUKS")) {
                                 p.luks = true;
+                                if (streq_ptr(lookup(sb, "SUBSYSTEM"), BLOCKDEV_LUKS_SUBSYSTEM))
+                                        p.ours = true;
+                        }
                 }
                 r = probe_new(fd, false, true, &pt);
                 if (r < 0)
@@ -385,50 +389,80 @@ int blockdev_edges_zero(int fd) {
 
 /* ---- locking ---- */
 
-/* The node of the whole disk that the partition dev is part of, from
- * sysfs (udev's /dev/block links may be missing: an initramfs without
- * udev, a container): -ENOENT when dev is no partition.  The node found
- * must be that disk's, or it is not used. */
-static int whole_disk_node(dev_t dev, char *ret, size_t size, dev_t *ret_disk) {
-        _cleanup_fclose_ FILE *f = NULL;
-        char path[128], line[256], name[128] = "";
-        unsigned maj = 0, min = 0;
-        bool have_maj = false, have_min = false;
-        struct stat st;
+/* The whole disk that the partition dev is part of, from sysfs: 0 and
+ * its number, or -ENOENT when dev is no partition. */
+static int whole_disk_of(dev_t dev, dev_t *ret) {
+        char path[128], buf[32];
+        _cleanup_close_ int fd = -EBADF;
+        unsigned maj, min;
+        ssize_t k;
 
         (void) snprintf(path, sizeof path, "/sys/dev/block/%u:%u/partition", major(dev), minor(dev));
         if (access(path, F_OK) < 0)
-                return -ENOENT;
+                return errno == ENOENT ? -ENOENT : -errno;
         /* The kernel resolves ".." after the symlink: the disk's directory. */
-        (void) snprintf(path, sizeof path, "/sys/dev/block/%u:%u/../uevent", major(dev), minor(dev));
-        f = fopen(path, "re");
-        if (!f)
+        (void) snprintf(path, sizeof path, "/sys/dev/block/%u:%u/../dev", major(dev), minor(dev));
+        fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
                 return -errno;
-        while (fgets(line, sizeof line, f)) {
-                line[strcspn(line, "\n")] = 0;
-                if (startswith(line, "MAJOR="))
-                        have_maj = sscanf(line + 6, "%u", &maj) == 1;
-                else if (startswith(line, "MINOR="))
-                        have_min = sscanf(line + 6, "%u", &min) == 1;
-                else if (startswith(line, "DEVNAME=") && !strchr(line + 8, '/') && strlen(line + 8) < sizeof name)
-                        strcpy(name, line + 8);
-        }
-        if (!have_maj || !have_min || !name[0])
+        k = read(fd, buf, sizeof buf - 1);
+        if (k <= 0)
+                return k < 0 ? -errno : -ENODATA;
+        buf[k] = 0;
+        if (sscanf(buf, "%u:%u", &maj, &min) != 2)
                 return -ENODATA;
-        (void) snprintf(ret, size, "/dev/%s", name);
-        if (stat(ret, &st) < 0)
-                return -errno;
-        if (!S_ISBLK(st.st_mode) || st.st_rdev != makedev(maj, min))
-                return -ENODEV;
-        *ret_disk = st.st_rdev;
+        *ret = makedev(maj, min);
         return 0;
 }
 
-int blockdev_lock_whole_disk(int fd, unsigned long long timeout_usec) {
+/* Opens the block device node of disk: udev's /dev/block/M:m, else the
+ * kernel's name for it in /dev (an initramfs or a container without
+ * udev's links).  A node must be that very device: a flock on another
+ * inode would protect nothing. */
+static int open_disk_node(dev_t disk, char *ret_path, size_t size) {
+        char path[PATH_MAX], line[256], name[128] = "";
+        _cleanup_fclose_ FILE *f = NULL;
+        struct stat st;
+        int fd;
+
+        (void) snprintf(path, sizeof path, "/dev/block/%u:%u", major(disk), minor(disk));
+        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+        if (fd < 0) {
+                (void) snprintf(path, sizeof path, "/sys/dev/block/%u:%u/uevent", major(disk), minor(disk));
+                f = fopen(path, "re");
+                if (!f)
+                        return -errno;
+                while (fgets(line, sizeof line, f))
+                        if (startswith(line, "DEVNAME=")) {
+                                line[strcspn(line, "\n")] = 0;
+                                (void) snprintf(name, sizeof name, "%s", line + 8);
+                        }
+                /* DEVNAME may have a directory: cciss/c0d0. */
+                if (!name[0] || strstr(name, ".."))
+                        return -ENODATA;
+                (void) snprintf(path, sizeof path, "/dev/%s", name);
+                fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+                if (fd < 0)
+                        return -errno;
+        }
+        if (fstat(fd, &st) < 0 || !S_ISBLK(st.st_mode) || st.st_rdev != disk) {
+                safe_close(fd);
+                return -ENODEV;
+        }
+        (void) snprintf(ret_path, size, "%s", path);
+        return fd;
+}
+
+/* After this long without the lock, say that we wait: udev takes its
+ * shared lock for every event, briefly, and that is no news. */
+#define LOCK_QUIET_USEC (1 * USEC_PER_SEC)
+
+int blockdev_lock_whole_disk(int fd, usec_t timeout_usec, char *ret_disk, size_t size) {
         _cleanup_close_ int lock_fd = -EBADF;
         char path[PATH_MAX];
-        usec_t deadline;
+        usec_t start, now;
         struct stat st;
+        bool said = false;
         dev_t disk;
         int r;
 
@@ -439,39 +473,56 @@ int blockdev_lock_whole_disk(int fd, unsigned long long timeout_usec) {
 
         /* A file of its own: a flock belongs to an open file description,
          * and one shared with fd (dup()) would end when fd is closed. */
-        r = whole_disk_node(st.st_rdev, path, sizeof path, &disk);
-        if (r >= 0) {
-                lock_fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-                if (lock_fd < 0)
-                        log_debug_errno(errno, "Cannot open the whole disk '%s', locking the partition: %m", path);
-        } else if (r != -ENOENT)
-                log_debug_errno(r, "Cannot find the whole disk of %u:%u, locking the partition: %m",
-                                major(st.st_rdev), minor(st.st_rdev));
-        if (lock_fd < 0) {
+        r = whole_disk_of(st.st_rdev, &disk);
+        if (r == -ENOENT) {
                 disk = st.st_rdev;
                 (void) snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
                 lock_fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
                 if (lock_fd < 0)
                         return -errno;
+                (void) snprintf(path, sizeof path, "%u:%u", major(disk), minor(disk));
+        } else if (r < 0)
+                return r;
+        else {
+                /* A lock on the partition would not keep udev from
+                 * probing the disk: no lock, no format. */
+                lock_fd = open_disk_node(disk, path, sizeof path);
+                if (lock_fd < 0)
+                        return lock_fd == -ENOENT ? -ENODEV : lock_fd;
         }
+        (void) snprintf(ret_disk, size, "%s", path);
 
-        deadline = now_usec(CLOCK_MONOTONIC) + timeout_usec;
-        for (bool waiting = false; flock(lock_fd, LOCK_EX | LOCK_NB) < 0;) {
+        start = now_usec(CLOCK_MONOTONIC);
+        while (flock(lock_fd, LOCK_EX | LOCK_NB) < 0) {
                 if (errno != EWOULDBLOCK && errno != EINTR)
                         return -errno;
-                if (now_usec(CLOCK_MONOTONIC) >= deadline)
+                now = now_usec(CLOCK_MONOTONIC);
+                if (now - start >= timeout_usec)
                         return -EBUSY;
-                if (!waiting)
-                        log_info("Waiting for another program's lock on disk %u:%u.", major(disk), minor(disk));
-                waiting = true;
+                if (!said && now - start >= LOCK_QUIET_USEC) {
+                        log_info("Another program holds the lock on disk '%s'; waiting up to %llu s for it.", path,
+                                 (unsigned long long) (timeout_usec / USEC_PER_SEC));
+                        said = true;
+                }
                 (void) usleep(50 * 1000);
         }
         return TAKE_FD(lock_fd);
 }
 
+int blockdev_reread_partitions(int fd) {
+        /* The kernel re-reads a disk's partition table only when none of
+         * its partitions is open (by anyone, exclusively or not): EBUSY
+         * says one is.  Asked through a file without the exclusive claim
+         * it also says EBUSY for our own claim.  A device without
+         * partitions says EINVAL. */
+        if (ioctl(fd, BLKRRPART) >= 0 || errno == EINVAL)
+                return 0;
+        return errno == EBUSY ? 1 : -errno;
+}
+
 /* ---- wiping ---- */
 
-int blockdev_wipe_signatures(int fd, const char *path, char *wiped, size_t size) {
+int blockdev_wipe_signatures(int fd, char *wiped, size_t size) {
         bool partition_table = false;
         int r;
 
@@ -512,10 +563,5 @@ int blockdev_wipe_signatures(int fd, const char *path, char *wiped, size_t size)
 
         if (fsync(fd) < 0)
                 return -errno;
-        /* The kernel still has the partitions of a table we wiped; a stale
-         * /dev/vdb1 written to later would land inside the new volume.  Not
-         * every device has partitions (EINVAL): nothing to drop then. */
-        if (partition_table && ioctl(fd, BLKRRPART) < 0)
-                log_debug_errno(errno, "Re-reading the partition table of '%s' failed, ignoring: %m", path);
-        return 0;
+        return partition_table;
 }

@@ -14,6 +14,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "macro.h"
+
 typedef enum DeviceSpecKind {
         DEVICE_SPEC_PATH,
         DEVICE_SPEC_LABEL,
@@ -59,9 +61,13 @@ typedef enum BlockVerdict {
         _BLOCK_VERDICT_INVALID = -EINVAL,
 } BlockVerdict;
 
+/* The LUKS2 "subsystem" our headers carry (luks.h). */
+#define BLOCKDEV_LUKS_SUBSYSTEM "seedbed"
+
 typedef struct BlockProbe {
         BlockVerdict verdict;
         bool luks;       /* a LUKS header (any version) is among the signatures */
+        bool ours;       /* one of them a LUKS2 header of ours, as libblkid reads it */
         char found[512]; /* for people: "ext4 filesystem (UUID …)", "" for nothing */
 } BlockProbe;
 
@@ -84,10 +90,24 @@ int blockdev_edges_zero(int fd);
 /* Takes the BSD lock on the whole disk that fd's device is (or is a
  * partition of), as systemd's block device locking convention asks of a
  * tool that writes a partition table or a superblock: udev does not
- * probe a locked disk, and systemd's tools wait for it.  Waits up to
- * timeout_usec for a holder (udev probes under a shared lock) and
- * returns the locking fd, -EBUSY when the wait ran out, or -errno. */
-int blockdev_lock_whole_disk(int fd, unsigned long long timeout_usec);
+ * probe a locked disk, and systemd's tools wait for it.  The disk's node
+ * is found through sysfs (/dev/block/M:m, else its kernel name in /dev);
+ * when a partition's disk has no node here, -ENODEV: a lock on the
+ * partition alone would keep nobody away.  Waits up to timeout_usec for
+ * another holder (saying so after a second) and returns the locking fd
+ * with the disk's name in ret_disk, -EBUSY when the wait ran out, or
+ * -errno.  flock() works on inodes: a node made with mknod outside
+ * devtmpfs (some installers' chroots) does not meet udev's lock. */
+int blockdev_lock_whole_disk(int fd, usec_t timeout_usec, char *ret_disk, size_t size);
+
+/* Has the kernel read the partition table of the whole disk fd again:
+ * 0 done (or it has none), 1 when one of its partitions is open
+ * (mounted, or opened by anyone at all) so the kernel keeps them, or
+ * -errno.  fd must be the file holding our exclusive claim: through any
+ * other, the claim itself counts as a user.  Before a wipe, it says
+ * whether a partition is in use; after one, it drops the partitions of
+ * the table wiped, which would otherwise overlap the new header. */
+int blockdev_reread_partitions(int fd);
 
 /* Destroys every signature libblkid finds on fd (opened read-write),
  * superblocks and partition tables alike (a GPT's backup header at the
@@ -95,6 +115,6 @@ int blockdev_lock_whole_disk(int fd, unsigned long long timeout_usec);
  * it writes a header: libcryptsetup's crypt_format() alone overwrites
  * only the first 16 MiB, and a stale backup GPT or RAID superblock at
  * the end would invite some tool to "repair" the disk over our header.
- * What was destroyed is listed in wiped.  path is for the kernel's
- * message only. */
-int blockdev_wipe_signatures(int fd, const char *path, char *wiped, size_t size);
+ * What was destroyed is listed in wiped.  Returns 1 when a partition
+ * table was among it (see blockdev_reread_partitions()), 0, or -errno. */
+int blockdev_wipe_signatures(int fd, char *wiped, size_t size);

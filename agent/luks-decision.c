@@ -26,6 +26,8 @@ bool luks_decision_writes(LuksDecision d) {
 }
 
 LuksDecision luks_decide(const LuksFacts *f) {
+        bool ours = f->ours_signature || (f->header_read && f->header_ours);
+
         if (f->luks && f->header_read) {
                 /* Done already: a clean LUKS2 header the key file opens.
                  * Also while in use: a later boot opened it from crypttab
@@ -35,16 +37,17 @@ LuksDecision luks_decide(const LuksFacts *f) {
                 /* Our header, no keyslot, and the key file that a format
                  * writes before the header: the format was cut short
                  * before its keyslot.  Nobody can have opened it, so
-                 * nothing on it is lost by formatting again. */
-                if (f->verdict == BLOCK_LUKS2 && f->header_ours && f->keyslots == 0 && f->key_file && !f->busy)
-                        return LUKS_DECISION_RESUME;
-                /* Never wipe our own volume, whatever the settings say: a
-                 * stray signature beside it, a key file moved or lost, is
-                 * no reason to destroy what it protects. */
-                if (f->header_ours)
-                        return f->verdict == BLOCK_LUKS2 ? LUKS_DECISION_REFUSE_OURS
-                                                         : LUKS_DECISION_REFUSE_OURS_MIXED;
+                 * nothing on it is lost by formatting again — unless
+                 * someone holds it now. */
+                if (f->verdict == BLOCK_LUKS2 && f->header_ours && f->keyslots == 0 && f->key_file)
+                        return f->busy ? LUKS_DECISION_BUSY : LUKS_DECISION_RESUME;
         }
+        /* Never wipe our own volume, whatever the settings say: a stray
+         * signature beside it, a key file moved or lost, a header
+         * libcryptsetup cannot read (cryptsetup repair may), is no reason
+         * to destroy what it protects. */
+        if (f->luks && ours)
+                return f->verdict == BLOCK_LUKS2 ? LUKS_DECISION_REFUSE_OURS : LUKS_DECISION_REFUSE_OURS_MIXED;
         /* A clean LUKS2 header libcryptsetup cannot read stops us; next
          * to other signatures it is one of many. */
         if (f->luks && !f->header_read && f->verdict == BLOCK_LUKS2)
@@ -59,7 +62,7 @@ LuksDecision luks_decide(const LuksFacts *f) {
         /* No signature: plain dm-crypt, a detached-header LUKS volume, a
          * raw database look like that too.  Zeros are what a new disk
          * reads as; wipe: true is the owner saying the data may go. */
-        if (f->wipe || !f->require_zeroes)
+        if (f->wipe || f->zeroes_optional)
                 return LUKS_DECISION_FORMAT;
         if (f->edges_zero < 0)
                 return LUKS_DECISION_UNKNOWN;

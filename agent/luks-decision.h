@@ -14,17 +14,20 @@
 typedef struct LuksFacts {
         BlockVerdict verdict;
         bool luks;           /* a LUKS header among the signatures */
+        bool ours_signature; /* libblkid reads our subsystem mark in one */
         bool busy;           /* an exclusive open was refused: mounted or held */
-        int edges_zero;      /* blockdev_edges_zero(): 1, 0, or <0 not known */
+        /* blockdev_edges_zero() for a device without signatures: 1 zeros,
+         * 0 data, -errno could not tell.  Left 0 it counts as data. */
+        int edges_zero;
         /* The header, when luks is set and libcryptsetup could read it. */
         bool header_read;
         bool header_ours;    /* our subsystem mark */
         unsigned keyslots;   /* in use */
         bool key_opens;      /* the key file opens a keyslot */
         bool key_file;       /* the key file exists */
-        /* Settings. */
+        /* Settings; left false, the safe ones. */
         bool wipe;
-        bool require_zeroes;
+        bool zeroes_optional; /* require-zeroes: false */
 } LuksFacts;
 
 typedef enum LuksDecision {
@@ -46,7 +49,7 @@ typedef enum LuksDecision {
 /* The decision for f.  Nothing is ever formatted that could hold
  * someone's data: our own volume is never wiped, even with wipe: true;
  * a device in use is never written; a device without signatures is
- * blank only when its edges read as zeros (unless require_zeroes is off). */
+ * blank only when its edges read as zeros (unless zeroes_optional). */
 LuksDecision luks_decide(const LuksFacts *f);
 
 /* "already-done", "format", …, for logs and tests. */

@@ -5,6 +5,7 @@
  * and never replaced (it may be the only way into the volume), and the
  * erasing of secrets held in memory. */
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "macro.h"

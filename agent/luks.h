@@ -11,15 +11,18 @@
  * a device that is already this volume counts as done, so every run may
  * repeat the last.  The decision is luks-decision.h's.
  *
- * From the probe to the end of the format the device is held: one
- * exclusive fd (the kernel refuses it while the device is mounted or
- * claimed) and the whole disk locked with flock(LOCK_EX), as systemd's
- * block device locking convention asks, so udev does not probe a half
- * written header.  Right before the header is written the device is
- * probed again.  libcryptsetup opens the device itself, exclusively, so
- * our exclusive fd is closed just before crypt_format(), whose own
- * exclusive open checks once more that nobody mounted or claimed it; the
- * lock is held until the header and keyslot are written.
+ * From the probe to the last write the device is held: one exclusive
+ * fd (the kernel refuses it while the device is mounted or claimed, and
+ * refuses others a mount or a claim while we hold it) and the whole disk
+ * locked with flock(LOCK_EX), as systemd's block device locking
+ * convention asks, so udev does not probe a half-written header.  Right
+ * before the header is written the device is probed again.
+ * libcryptsetup never opens the device: it reads a copy of the header
+ * (its load would "repair" a damaged one on the device) and builds the
+ * new one in memory, which we write: the header without a keyslot, the
+ * keyslots area, the header with the keyslot, so a crash leaves a format
+ * the next run recognises and redoes.  Data starts after a 16 MiB header
+ * area, as with cryptsetup luksFormat; smaller devices are not used.
  *
  * Paths under --root: the key file and /etc/crypttab live in the tree
  * being prepared and are prefixed with the root; the paths written into
@@ -52,7 +55,7 @@
 #define LUKS_VOLUME_KEY_SIZE 64
 /* Marks the LUKS2 headers we write (the header's "subsystem"), so that a
  * format cut short between header and keyslot is recognised as ours. */
-#define LUKS_SUBSYSTEM "seedbed"
+#define LUKS_SUBSYSTEM BLOCKDEV_LUKS_SUBSYSTEM
 
 /* One entry of luks.volumes; strings are borrowed. */
 typedef struct LuksVolume {

@@ -23,8 +23,11 @@ done
 ID=sb$$
 LOOPS=()
 HOLDER=
+DRIVER_PID=
 cleanup() {
 	local l
+	# A driver still waiting for a lock must not format after the test.
+	[ -z "$DRIVER_PID" ] || kill "$DRIVER_PID" 2>/dev/null || true
 	[ -z "$HOLDER" ] || kill "$HOLDER" 2>/dev/null || true
 	[ ! -e "/dev/mapper/$ID-open" ] || cryptsetup close "$ID-open" || true
 	for l in "${LOOPS[@]}"; do
@@ -176,7 +179,7 @@ sig_image() {
 	vfat) mkfs.vfat "$img" >/dev/null ;;
 	swap) mkswap "$img" >/dev/null 2>&1 ;;
 	mbr) echo 'size=16M, type=83' | sfdisk -q --label dos "$img" ;;
-	gpt) printf 'size=16M, name=%s\n' "$ID-gpt" | sfdisk -q --label gpt "$img" ;;
+	gpt) printf 'size=24M, name=%s\n' "$ID-gpt" | sfdisk -q --label gpt "$img" ;;
 	# Two filesystems at once (blkid: "ambivalent result"): ext4, with
 	# the xfs image's superblock in the first sector it leaves alone.
 	ambivalent)
@@ -387,7 +390,7 @@ cryptsetup open --test-passphrase --key-file "$R/etc/seedbed/keys/random.key" "$
 # partitioner): a blank partition of it waits, untouched, until the lock
 # is released, and is formatted then.
 img=$(image locked 64M)
-printf 'size=16M, name=%s\n' "$ID-locked" | sfdisk -q --label gpt "$img"
+printf 'size=24M, name=%s\n' "$ID-locked" | sfdisk -q --label gpt "$img"
 attach "$img" -P
 LOCKED=$DEV
 [ -b "${LOCKED}p1" ] || fail "no partition on $LOCKED"
@@ -404,12 +407,52 @@ for _ in $(seq 200); do [ -e "$T/locked" ] && break; sleep 0.05; done
 before=$(sum "${LOCKED}p1")
 "$DRIVER" --root "$R" --device "${LOCKED}p1" --name locked --no-open --no-crypttab >"$T/out" 2>"$T/err" &
 DRIVER_PID=$!
-for _ in $(seq 600); do grep -q "Waiting for another program's lock" "$T/err" && break; sleep 0.05; done
-expect_in "$T/err" "Waiting for another program's lock on disk $(lsblk -dno MAJ:MIN "$LOCKED" | tr -d ' ')"
+for _ in $(seq 400); do grep -q "holds the lock on disk" "$T/err" && break; sleep 0.05; done
+expect_in "$T/err" "Another program holds the lock on disk '$LOCKED'; waiting up to 30 s for it."
 [ "$(sum "${LOCKED}p1")" = "$before" ] || fail "locked: written while the disk was locked"
 touch "$T/unlock"
 wait "$HOLDER" || true
 HOLDER=
 wait "$DRIVER_PID" || { cat "$T/out" "$T/err"; fail "locked: the driver failed after the lock was released"; }
+DRIVER_PID=
 expect_field action formatted
 cryptsetup open --test-passphrase --key-file "$R/etc/seedbed/keys/locked.key" "${LOCKED}p1" || fail "locked: key"
+
+# --- A refused device stays as it was, even where libcryptsetup would
+# "repair" it: a foreign LUKS2 volume whose primary header is damaged.
+img=$(image damaged 64M)
+attach "$img"
+head -c 32 /dev/urandom >"$T/damaged.key"
+cryptsetup -q luksFormat --type luks2 --pbkdf pbkdf2 --pbkdf-force-iterations 1000 --key-file "$T/damaged.key" "$DEV"
+printf 'garbage' | dd of="$DEV" bs=1 seek=5000 conv=notrunc status=none
+before=$(sum "$DEV")
+run 1 "$DRIVER" --root "$R" --device "$DEV" --name damaged --no-open --no-crypttab
+expect_field action refused
+[ "$(sum "$DEV")" = "$before" ] || fail "damaged: a refused device was written"
+
+# --- wipe: true on a disk whose partition someone has open: the kernel
+# would keep that partition over the new keyslots; refused, untouched.
+img=$(image openpart 64M)
+printf 'size=24M, name=%s\n' "$ID-openpart" | sfdisk -q --label gpt "$img"
+attach "$img" -P
+OPENPART=$DEV
+before=$(sum "$OPENPART")
+exec 9<"${OPENPART}p1"
+run 1 "$DRIVER" --root "$R" --device "$OPENPART" --name openpart --wipe --no-open --no-crypttab
+exec 9<&-
+expect_field action failed
+expect_in "$T/out" "a partition of '$OPENPART' is in use"
+expect_field random-calls 0
+[ "$(sum "$OPENPART")" = "$before" ] || fail "openpart: the disk was written"
+[ ! -e "$R/etc/seedbed/keys/openpart.key" ] || fail "openpart: a key file was made"
+
+# --- Too small for a LUKS2 header and data: failed before any key file.
+attach "$(image tiny 2M)"
+run 1 "$DRIVER" --root "$R" --device "$DEV" --name tiny --no-open --no-crypttab
+expect_in "$T/out" "less than a LUKS2 header area"
+[ ! -e "$R/etc/seedbed/keys/tiny.key" ] || fail "tiny: a key file was made"
+
+# The volumes formatted here are what cryptsetup luksFormat makes: the
+# data starts after a 16 MiB header area.
+[ "$(cryptsetup luksDump "$BLANK" | awk '$1 == "offset:" { print $2; exit }')" = 16777216 ] ||
+	fail "the data offset is not 16 MiB: $(cryptsetup luksDump "$BLANK")"
