@@ -3,18 +3,12 @@
 #include "json-read.h"
 #include "json.h"
 
-int json_record_load(const char *path, size_t max_size, unsigned max_depth, yaml_document_t *ret_doc, char **ret_text,
-                     size_t *ret_size) {
-        _cleanup_free_ char *text = NULL;
+int json_object_parse(const char *text, size_t size, unsigned max_depth, yaml_document_t *ret_doc) {
         yaml_parser_t parser;
         yaml_document_t doc;
         yaml_node_t *root;
-        size_t size;
         int r;
 
-        r = read_regular_file(path, max_size, &text, &size);
-        if (r < 0)
-                return r;
         if (!json_object_text_ok(text, size, max_depth))
                 return -EBADMSG;
         if (!yaml_parser_initialize(&parser))
@@ -29,8 +23,22 @@ int json_record_load(const char *path, size_t max_size, unsigned max_depth, yaml
                 yaml_document_delete(&doc);
                 return -EBADMSG;
         }
-
         *ret_doc = doc;
+        return 0;
+}
+
+int json_record_load(const char *path, size_t max_size, unsigned max_depth, yaml_document_t *ret_doc, char **ret_text,
+                     size_t *ret_size) {
+        _cleanup_free_ char *text = NULL;
+        size_t size;
+        int r;
+
+        r = read_regular_file(path, max_size, &text, &size);
+        if (r < 0)
+                return r;
+        r = json_object_parse(text, size, max_depth, ret_doc);
+        if (r < 0)
+                return r;
         if (ret_text)
                 *ret_text = TAKE_PTR(text);
         if (ret_size)

@@ -17,6 +17,9 @@
 int json_record_load(const char *path, size_t max_size, unsigned max_depth, yaml_document_t *ret_doc, char **ret_text,
                      size_t *ret_size);
 
+/* Parses text (size bytes, NUL-terminated) as json_record_load() does. */
+int json_object_parse(const char *text, size_t size, unsigned max_depth, yaml_document_t *ret_doc);
+
 /* The member key of the object map, or NULL. */
 yaml_node_t *json_get(yaml_document_t *doc, yaml_node_t *map, const char *key);
 /* Writes node n (from a document json_record_load() made) to j as member

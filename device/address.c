@@ -93,11 +93,11 @@ int listen_address_parse(const char *s, ListenAddress *ret, const char **ret_err
         return *ret_error = "expected unix:PATH, an absolute path, or tcp:HOST:PORT", -EINVAL;
 }
 
-int listen_address_open(const ListenAddress *a, mode_t mode, gid_t gid, int *ret_fd) {
+int listen_address_open(const ListenAddress *a, int type, mode_t mode, gid_t gid, int *ret_fd) {
         _cleanup_close_ int fd = -EBADF;
         int one = 1;
 
-        fd = socket(a->family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        fd = socket(a->family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
         if (fd < 0)
                 return -errno;
 
@@ -111,7 +111,7 @@ int listen_address_open(const ListenAddress *a, mode_t mode, gid_t gid, int *ret
                         if (!S_ISSOCK(st.st_mode))
                                 return -EEXIST;
                         /* A socket someone still listens on is not stale. */
-                        probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+                        probe = socket(AF_UNIX, type | SOCK_CLOEXEC, 0);
                         if (probe >= 0 && connect(probe, (const struct sockaddr *) &a->sa, a->sa_len) >= 0)
                                 return -EADDRINUSE;
                         (void) unlink(un->sun_path);

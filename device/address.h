@@ -17,10 +17,11 @@ typedef struct ListenAddress {
 /* -EINVAL with a static message in *ret_error for anything malformed. */
 int listen_address_parse(const char *s, ListenAddress *ret, const char **ret_error);
 
-/* A non-blocking, close-on-exec listening socket.  A stale unix socket
+/* A non-blocking, close-on-exec listening socket of type (SOCK_STREAM,
+ * SOCK_SEQPACKET).  A stale unix socket
  * file (nobody listening) is replaced; anything else at the path is an
  * error.  mode applies to unix sockets (0 leaves the umask's). */
-int listen_address_open(const ListenAddress *a, mode_t mode, gid_t gid, int *ret_fd);
+int listen_address_open(const ListenAddress *a, int type, mode_t mode, gid_t gid, int *ret_fd);
 
 /* Removes the unix socket file, if it is one. */
 void listen_address_cleanup(const ListenAddress *a);

@@ -12,15 +12,24 @@ static int validate_address(const char *s, const char **ret_error) {
         return listen_address_parse(s, &a, ret_error);
 }
 
-static int validate_unix_address(const char *s, const char **ret_error) {
+/* A unix address, or why: what says "needs a unix socket". */
+static int validate_unix(const char *s, const char *what, const char **ret_error) {
         ListenAddress a;
         int r = listen_address_parse(s, &a, ret_error);
 
         if (r < 0)
                 return r;
         if (a.family != AF_UNIX)
-                return *ret_error = "vhost-user needs a unix socket", -EINVAL;
+                return *ret_error = what, -EINVAL;
         return 0;
+}
+
+static int validate_unix_address(const char *s, const char **ret_error) {
+        return validate_unix(s, "vhost-user needs a unix socket", ret_error);
+}
+
+static int validate_control_address(const char *s, const char **ret_error) {
+        return validate_unix(s, "the control socket must be a unix socket", ret_error);
 }
 
 static int validate_group(const char *s, const char **ret_error) {
@@ -48,6 +57,7 @@ const ConfItem device_config_items[] = {
         { "listen.egd", CONF_STRING_LIST, offsetof(DeviceConfig, egd), .validate = validate_address },
         { "listen.vhost-user", CONF_STRING_LIST, offsetof(DeviceConfig, vhost_user), .validate = validate_unix_address },
         { "listen.metrics", CONF_STRING, offsetof(DeviceConfig, metrics), .validate = validate_address },
+        { "listen.control", CONF_STRING, offsetof(DeviceConfig, control), .validate = validate_control_address },
         { "listen.socket-mode", CONF_MODE, offsetof(DeviceConfig, socket_mode) },
         { "listen.socket-group", CONF_STRING, offsetof(DeviceConfig, socket_group), .validate = validate_group },
         { "sources.use", CONF_ENUM_LIST, offsetof(DeviceConfig, sources), .names = device_source_names },
@@ -98,6 +108,7 @@ void device_config_done(DeviceConfig *c) {
         conf_string_list_clear(&c->egd);
         conf_string_list_clear(&c->vhost_user);
         free(c->metrics);
+        free(c->control);
         free(c->socket_group);
         free(c->hwrng_path);
 }

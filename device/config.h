@@ -19,6 +19,7 @@ typedef struct DeviceConfig {
         ConfStringList egd;
         ConfStringList vhost_user;
         char *metrics;
+        char *control;
         unsigned socket_mode;
         char *socket_group;
 

@@ -6,7 +6,9 @@
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
+#include <inttypes.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #ifdef HAVE_SYSTEMD
 #include <systemd/sd-daemon.h>
 #endif
@@ -16,9 +18,12 @@
 #include "fileio.h"
 #include "log.h"
 #include "loop.h"
+#include "handover.h"
+#include "json-read.h"
 #include "metrics.h"
 #include "server.h"
 #include "source.h"
+#include "state.h"
 
 /* Exit statuses: documented in seedbed-device(8). */
 enum {
@@ -30,17 +35,25 @@ enum {
 
 typedef struct Listener {
         ListenAddress address;
-        bool have_address; /* not for inherited fds */
+        bool have_address; /* ours to remove on exit: not systemd's */
         Transport transport;
         bool metrics;
+        bool control;
         int fd;
         LoopIo *io;
         usec_t paused_until; /* out of fds: accepting again then */
 } Listener;
 
+/* Where --replace looks for the running instance without --control. */
+#define DEFAULT_CONTROL "unix:/run/seedbed/control.sock"
+
 static const char *arg_config = NULL;
 static DeviceConfig arg_cfg;
 static bool arg_print_capabilities = false;
+static bool arg_replace = false;
+static char *arg_control = NULL;
+/* Handed over to a successor: its sockets now, not ours to remove. */
+static bool handed_over = false;
 static int arg_vhost_fd = -EBADF;
 /* Started for one front-end on a connected --fd: its session is ours. */
 static bool arg_exit_when_alone = false;
@@ -53,28 +66,54 @@ static long long arg_burst = -1, arg_host_burst = -1;
 
 static Server server;
 static Listener *listeners;
+static Loop *main_loop;
 static size_t n_listeners;
 
-/* Sockets passed by systemd, matched to configured addresses by path. */
+/* Sockets passed by systemd or a predecessor, matched to configured
+ * addresses by path. */
 typedef struct Inherited {
         int fd;
         char *name;
         struct sockaddr_storage sa;
         socklen_t sa_len;
         bool used;
+        char *address; /* a predecessor's own socket: ours to remove now */
 } Inherited;
 static Inherited *inherited;
 static size_t n_inherited;
 
-static int take_inherited(const ListenAddress *a) {
+static int take_inherited(const ListenAddress *a, bool *ret_owned) {
         for (size_t i = 0; i < n_inherited; i++) {
                 Inherited *in = &inherited[i];
                 if (!in->used && in->sa_len == a->sa_len && memcmp(&in->sa, &a->sa, a->sa_len) == 0) {
                         in->used = true;
+                        *ret_owned = in->address;
                         return in->fd;
                 }
         }
         return -EBADF;
+}
+
+static int add_inherited(int fd, const char *name, const char *address) {
+        Inherited *v = realloc(inherited, (n_inherited + 1) * sizeof *v), *in;
+
+        if (!v)
+                return -ENOMEM;
+        inherited = v;
+        in = &inherited[n_inherited];
+        *in = (Inherited) { .fd = fd, .sa_len = sizeof in->sa };
+        in->name = name ? strdup(name) : NULL;
+        in->address = address ? strdup(address) : NULL;
+        if ((name && !in->name) || (address && !in->address)) {
+                free(in->name);
+                free(in->address);
+                return -ENOMEM;
+        }
+        if (getsockname(fd, (struct sockaddr *) &in->sa, &in->sa_len) < 0)
+                in->sa_len = 0;
+        (void) fd_set_nonblock(fd);
+        n_inherited++;
+        return 0;
 }
 
 static void help(void) {
@@ -97,6 +136,9 @@ static void help(void) {
                "     --host-rate=BYTES[/TIME]  Host-wide budget shared fairly by asking VMs\n"
                "     --host-burst=BYTES   Host-wide burst\n"
                "     --metrics=ADDR       Serve Prometheus metrics on tcp:HOST:PORT or unix:PATH\n"
+               "     --control=PATH       Accept a successor's --replace on this unix socket\n"
+               "     --replace            Take over the running instance's sockets, connections\n"
+               "                          and state through its control socket, then serve\n"
                "     --log-level=LEVEL    debug, info, notice, warning, err\n"
                "     --log-target=TARGET  auto, console, journal, kmsg\n"
                "  -h --help               Show this help\n"
@@ -139,6 +181,8 @@ static int parse_argv(int argc, char *argv[]) {
                 ARG_HOST_RATE,
                 ARG_HOST_BURST,
                 ARG_METRICS,
+                ARG_CONTROL,
+                ARG_REPLACE,
                 ARG_LOG_LEVEL,
                 ARG_LOG_TARGET,
                 ARG_VERSION,
@@ -156,6 +200,8 @@ static int parse_argv(int argc, char *argv[]) {
                 { "host-rate", required_argument, NULL, ARG_HOST_RATE },
                 { "host-burst", required_argument, NULL, ARG_HOST_BURST },
                 { "metrics", required_argument, NULL, ARG_METRICS },
+                { "control", required_argument, NULL, ARG_CONTROL },
+                { "replace", no_argument, NULL, ARG_REPLACE },
                 { "log-level", required_argument, NULL, ARG_LOG_LEVEL },
                 { "log-target", required_argument, NULL, ARG_LOG_TARGET },
                 { "help", no_argument, NULL, 'h' },
@@ -239,6 +285,18 @@ static int parse_argv(int argc, char *argv[]) {
                         arg_metrics = strdup(optarg);
                         break;
                 }
+                case ARG_CONTROL: {
+                        ListenAddress a;
+                        const char *error;
+                        if (listen_address_parse(optarg, &a, &error) < 0 || a.family != AF_UNIX)
+                                return log_error_errno(EINVAL, "Invalid control socket '%s': a unix socket path.", optarg);
+                        free(arg_control);
+                        arg_control = strdup(optarg);
+                        break;
+                }
+                case ARG_REPLACE:
+                        arg_replace = true;
+                        break;
                 case ARG_LOG_LEVEL:
                         r = log_set_max_level_from_string(optarg);
                         if (r < 0)
@@ -311,6 +369,10 @@ static int load_config(void) {
         if (arg_metrics) {
                 free(arg_cfg.metrics);
                 arg_cfg.metrics = TAKE_PTR(arg_metrics);
+        }
+        if (arg_control) {
+                free(arg_cfg.control);
+                arg_cfg.control = TAKE_PTR(arg_control);
         }
         if (arg_rate)
                 (void) parse_rate(arg_rate, &arg_cfg.vm_bytes, &arg_cfg.vm_period);
@@ -396,7 +458,8 @@ static void on_accept(LoopIo *io, int fd, uint32_t events, void *userdata) {
         }
 }
 
-static int add_listener(const char *text, Transport t, bool metrics, int inherited_fd) {
+static int add_listener(const char *text, Transport t, bool metrics, bool control, int inherited_fd,
+                        const char *owned_address) {
         Listener *v = realloc(listeners, (n_listeners + 1) * sizeof *v), *l;
         gid_t gid = (gid_t) -1;
         const char *error;
@@ -406,15 +469,24 @@ static int add_listener(const char *text, Transport t, bool metrics, int inherit
                 return log_oom();
         listeners = v;
         l = &listeners[n_listeners];
-        *l = (Listener) { .transport = t, .metrics = metrics, .fd = inherited_fd };
+        *l = (Listener) { .transport = t, .metrics = metrics, .control = control, .fd = inherited_fd };
+
+        /* A predecessor's socket not in our configuration: still ours to
+         * serve, and to remove when we stop. */
+        if (inherited_fd >= 0 && owned_address && listen_address_parse(owned_address, &l->address, &error) >= 0)
+                l->have_address = true;
 
         if (inherited_fd < 0) {
+                bool owned = false;
+
                 r = listen_address_parse(text, &l->address, &error);
                 if (r < 0)
                         return log_error_errno(r, "Invalid address '%s': %s.", text, error);
-                /* systemd already listens there (seedbed-device.socket). */
-                l->fd = take_inherited(&l->address);
+                /* systemd already listens there (seedbed-device.socket),
+                 * or the instance we replace did. */
+                l->fd = take_inherited(&l->address, &owned);
                 if (l->fd >= 0) {
+                        l->have_address = owned;
                         n_listeners++;
                         return 0;
                 }
@@ -424,13 +496,169 @@ static int add_listener(const char *text, Transport t, bool metrics, int inherit
                                 return log_error_errno(ENOENT, "Unknown group '%s' for the sockets.", arg_cfg.socket_group);
                         gid = g->gr_gid;
                 }
-                r = listen_address_open(&l->address, (mode_t) arg_cfg.socket_mode, gid, &l->fd);
+                /* The control socket hands over every VM's memory: root
+                 * (and our own user) only, whatever the other sockets'
+                 * mode and group. */
+                r = listen_address_open(&l->address, control ? SOCK_SEQPACKET : SOCK_STREAM,
+                                        control ? 0600 : (mode_t) arg_cfg.socket_mode, control ? (gid_t) -1 : gid,
+                                        &l->fd);
                 if (r < 0)
                         return log_error_errno(r, "Cannot listen on '%s': %m", text);
                 l->have_address = true;
         }
         n_listeners++;
         return 0;
+}
+
+static MetricsServer *metrics;
+
+static const char *listener_kind(const Listener *l) {
+        return l->control ? "control" : l->metrics ? "metrics" : transport_to_string(l->transport);
+}
+
+/* The whole state for a successor, in a memfd; fds gets what it names. */
+static int save_state(StateFds *fds) {
+        _cleanup_(json_free) Json j = {};
+        int r;
+
+        json_object_begin(&j, NULL);
+        json_uint(&j, "version", STATE_VERSION);
+        json_uint(&j, "pid", (uint64_t) getpid());
+        json_array_begin(&j, "listeners");
+        for (size_t i = 0; i < n_listeners; i++) {
+                const Listener *l = &listeners[i];
+
+                json_object_begin(&j, NULL);
+                json_string(&j, "kind", listener_kind(l));
+                state_write_fd(&j, fds, "fd", l->metrics ? metrics_server_fd(metrics) : l->fd);
+                /* Ours to remove on exit: the successor's now. */
+                json_string(&j, "address", l->have_address ? l->address.text : NULL);
+                json_object_end(&j);
+        }
+        json_array_end(&j);
+        json_object_begin(&j, "server");
+        r = server_save(&server, &j, fds);
+        json_object_end(&j);
+        if (r < 0)
+                return r;
+        json_object_end(&j);
+        return state_memfd(&j);
+}
+
+/* A successor connected to the control socket: hand everything over,
+ * and exit once it serves, or serve on if it does not. */
+static void on_control(LoopIo *io, int fd, uint32_t events, void *userdata) {
+        _cleanup_close_ int conn = -EBADF, memfd = -EBADF;
+        _cleanup_(state_fds_done) StateFds fds = {};
+        struct ucred cred;
+        socklen_t cl = sizeof cred;
+        unsigned version;
+        int r;
+
+        conn = accept4(fd, NULL, NULL, SOCK_CLOEXEC);
+        if (conn < 0)
+                return;
+        /* The socket's mode keeps others out; this too. */
+        if (getsockopt(conn, SOL_SOCKET, SO_PEERCRED, &cred, &cl) < 0 || (cred.uid != 0 && cred.uid != geteuid())) {
+                log_warning("Refused a handover to uid %u: only root may replace this instance.", (unsigned) cred.uid);
+                return;
+        }
+        r = handover_read_request(conn, &version);
+        if (r < 0) {
+                log_warning_errno(r, "A handover request on the control socket was not one, ignoring: %m");
+                return;
+        }
+        if (version < STATE_VERSION) {
+                char reason[160];
+
+                (void) snprintf(reason, sizeof reason,
+                                "this instance writes state version %u; the new binary reads up to version %u",
+                                STATE_VERSION, version);
+                log_warning("Refused a handover to pid %d: %s.", (int) cred.pid, reason);
+                handover_refuse(conn, reason);
+                return;
+        }
+
+        memfd = save_state(&fds);
+        if (memfd < 0) {
+                log_warning_errno(memfd, "Failed to write the state for pid %d: %m; serving on.", (int) cred.pid);
+                handover_refuse(conn, "the running instance could not write its state");
+                return;
+        }
+        log_info("Handing over %u connections to pid %d.",
+                 server.n_clients[TRANSPORT_EGD] + server.n_clients[TRANSPORT_VHOST_USER], (int) cred.pid);
+        r = handover_send(conn, memfd, fds.fds, fds.n);
+        if (r < 0) {
+                log_warning_errno(r, "The successor (pid %d) did not take over: %m; serving on.", (int) cred.pid);
+                return;
+        }
+        log_info("pid %d serves now; exiting.", (int) cred.pid);
+        handed_over = true;
+        loop_exit(main_loop, EXIT_OK);
+}
+
+/* --replace: takes the state of the instance on the control socket.
+ * 1 taken (*ret_conn: tell it when we serve), 0 none runs there, <0
+ * failed (it serves on). */
+static int take_over(int *ret_conn) {
+        const char *path = arg_cfg.control ?: DEFAULT_CONTROL;
+        _cleanup_close_ int conn = -EBADF, memfd = -EBADF;
+        _cleanup_(state_reader_done) StateReader reader = {};
+        yaml_node_t *root, *list, *srv;
+        ListenAddress a;
+        const char *error_text;
+        char error[256] = "";
+        uint64_t version;
+        size_t n_fds = 0, n;
+        int *fds = NULL;
+        int r;
+
+        if (listen_address_parse(path, &a, &error_text) < 0)
+                return log_error_errno(EINVAL, "Invalid control socket '%s': %s.", path, error_text);
+        r = handover_request(((const struct sockaddr_un *) &a.sa)->sun_path, &conn, &memfd, &fds, &n_fds, error,
+                             sizeof error);
+        if (r == -ENOENT || r == -ECONNREFUSED) {
+                log_notice("No instance listens on '%s'; starting fresh.", path);
+                return 0;
+        }
+        if (r == -EPROTO)
+                return log_error_errno(r, "The running instance refused the handover: %s", error);
+        if (r < 0)
+                return log_error_errno(r, "Failed to take over through '%s': %m", path);
+
+        r = state_reader_open(&reader, memfd, fds, n_fds);
+        root = state_root(&reader);
+        if (r >= 0)
+                r = state_get_u64(&reader, root, "version", UINT32_MAX, &version);
+        if (r >= 0 && (version == 0 || version > STATE_VERSION_READ))
+                r = state_error(&reader, "state version %" PRIu64 " is newer than this binary reads (%u)", version,
+                                STATE_VERSION_READ);
+        if (r >= 0)
+                r = state_get_array(&reader, root, "listeners", &list, &n);
+        for (size_t i = 0; r >= 0 && i < n; i++) {
+                yaml_node_t *it = state_item(&reader, list, i);
+                const char *kind, *address;
+                int fd;
+
+                r = state_get_str(&reader, it, "kind", &kind);
+                if (r >= 0)
+                        r = state_take_fd(&reader, it, "fd", &fd);
+                if (r < 0)
+                        break;
+                address = json_get_str(&reader.doc, it, "address");
+                r = add_inherited(fd, kind, address);
+                if (r < 0)
+                        safe_close(fd);
+        }
+        if (r >= 0)
+                r = state_get_object(&reader, root, "server", &srv);
+        if (r >= 0)
+                r = server_restore(&server, &reader, srv);
+        if (r < 0)
+                return log_error_errno(r, "Cannot take over from the running instance: %s; it serves on.",
+                                       reader.error[0] ? reader.error : strerror(-r));
+        *ret_conn = TAKE_FD(conn);
+        return 1;
 }
 
 static int setup_listeners(Loop *loop, MetricsServer **ret_metrics) {
@@ -441,33 +669,33 @@ static int setup_listeners(Loop *loop, MetricsServer **ret_metrics) {
         int n = sd_listen_fds_with_names(true, &names);
         if (n < 0)
                 return log_error_errno(n, "Failed to take the sockets systemd passed: %m");
-        inherited = calloc((size_t) MAX(n, 1), sizeof *inherited);
-        if (!inherited)
-                return log_oom();
         for (int i = 0; i < n; i++) {
-                Inherited *in = &inherited[n_inherited++];
-                in->fd = SD_LISTEN_FDS_START + i;
-                in->name = names ? names[i] : NULL;
-                in->sa_len = sizeof in->sa;
-                if (getsockname(in->fd, (struct sockaddr *) &in->sa, &in->sa_len) < 0)
-                        in->sa_len = 0;
-                (void) fd_set_nonblock(in->fd);
+                r = add_inherited(SD_LISTEN_FDS_START + i, names ? names[i] : NULL, NULL);
+                if (r < 0)
+                        return log_oom();
         }
+        for (int i = 0; names && i < n; i++)
+                free(names[i]);
         free(names);
 #endif
 
         for (unsigned i = 0; i < arg_cfg.egd.n; i++) {
-                r = add_listener(arg_cfg.egd.items[i], TRANSPORT_EGD, false, -EBADF);
+                r = add_listener(arg_cfg.egd.items[i], TRANSPORT_EGD, false, false, -EBADF, NULL);
                 if (r < 0)
                         return r;
         }
         for (unsigned i = 0; i < arg_cfg.vhost_user.n; i++) {
-                r = add_listener(arg_cfg.vhost_user.items[i], TRANSPORT_VHOST_USER, false, -EBADF);
+                r = add_listener(arg_cfg.vhost_user.items[i], TRANSPORT_VHOST_USER, false, false, -EBADF, NULL);
                 if (r < 0)
                         return r;
         }
         if (arg_cfg.metrics) {
-                r = add_listener(arg_cfg.metrics, TRANSPORT_EGD, true, -EBADF);
+                r = add_listener(arg_cfg.metrics, TRANSPORT_EGD, true, false, -EBADF, NULL);
+                if (r < 0)
+                        return r;
+        }
+        if (arg_cfg.control) {
+                r = add_listener(arg_cfg.control, TRANSPORT_EGD, false, true, -EBADF, NULL);
                 if (r < 0)
                         return r;
         }
@@ -480,7 +708,7 @@ static int setup_listeners(Loop *loop, MetricsServer **ret_metrics) {
                 /* libvirt hands a listening socket, QEMU's own helpers a
                  * connected one: take either. */
                 if (getsockopt(arg_vhost_fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &sl) >= 0 && listening) {
-                        r = add_listener("--fd", TRANSPORT_VHOST_USER, false, arg_vhost_fd);
+                        r = add_listener("--fd", TRANSPORT_VHOST_USER, false, false, arg_vhost_fd, NULL);
                         if (r < 0)
                                 return r;
                 } else {
@@ -502,14 +730,17 @@ static int setup_listeners(Loop *loop, MetricsServer **ret_metrics) {
                         continue;
                 in->used = true;
                 if (streq(name, "egd"))
-                        r = add_listener(name, TRANSPORT_EGD, false, in->fd);
+                        r = add_listener(name, TRANSPORT_EGD, false, false, in->fd, in->address);
                 else if (streq(name, "vhost-user"))
-                        r = add_listener(name, TRANSPORT_VHOST_USER, false, in->fd);
+                        r = add_listener(name, TRANSPORT_VHOST_USER, false, false, in->fd, in->address);
                 else if (streq(name, "metrics"))
-                        r = add_listener(name, TRANSPORT_EGD, true, in->fd);
+                        r = add_listener(name, TRANSPORT_EGD, true, false, in->fd, in->address);
+                else if (streq(name, "control"))
+                        r = add_listener(name, TRANSPORT_EGD, false, true, in->fd, in->address);
                 else
                         r = log_error_errno(EINVAL, "A socket passed by systemd ('%s') matches no configured address "
-                                            "and has no FileDescriptorName= of egd, vhost-user or metrics.", name);
+                                            "and has no FileDescriptorName= of egd, vhost-user, metrics or control.",
+                                            name);
                 if (r < 0)
                         return r;
         }
@@ -527,10 +758,11 @@ static int setup_listeners(Loop *loop, MetricsServer **ret_metrics) {
                         r = metrics_server_new(loop, &server, l->fd, ret_metrics);
                         l->fd = -EBADF; /* the metrics server owns it */
                 } else
-                        r = loop_add_io(loop, l->fd, EPOLLIN, on_accept, l, &l->io);
+                        r = loop_add_io(loop, l->fd, EPOLLIN, l->control ? on_control : on_accept, l, &l->io);
                 if (r < 0)
                         return log_error_errno(r, "Failed to watch a listening socket: %m");
-                log_info("Serving %s on %s.", l->metrics ? "metrics" : transport_to_string(l->transport),
+                log_info("Serving %s on %s.",
+                         l->metrics ? "metrics" : l->control ? "handovers" : transport_to_string(l->transport),
                          l->have_address ? l->address.text : "an inherited socket");
         }
         return 0;
@@ -586,9 +818,8 @@ static void tick(usec_t now, void *userdata) {
 }
 
 static int run(int argc, char *argv[]) {
-        _cleanup_close_ int sfd = -EBADF;
+        _cleanup_close_ int sfd = -EBADF, predecessor = -EBADF;
         SourceSet sources = {};
-        MetricsServer *metrics = NULL;
         Loop *loop = NULL;
         sigset_t mask;
         int r;
@@ -632,6 +863,7 @@ static int run(int argc, char *argv[]) {
                 goto finish;
         }
 
+        main_loop = loop;
         RateConfig vm = { arg_cfg.vm_bytes, arg_cfg.vm_period, arg_cfg.vm_burst };
         RateConfig host = { arg_cfg.host_bytes, arg_cfg.host_period, arg_cfg.host_burst };
         ServerCaps caps = {
@@ -657,12 +889,30 @@ static int run(int argc, char *argv[]) {
                 goto finish;
         }
 
+        /* The sources are tested and running before we ask: the guests'
+         * gap is the handover alone. */
+        if (arg_replace && take_over(&predecessor) < 0) {
+                r = EXIT_ERROR;
+                goto finish;
+        }
+
         if (setup_listeners(loop, &metrics) < 0) {
                 r = EXIT_ERROR;
                 goto finish;
         }
 
         loop_set_hooks(loop, prepare, tick, loop);
+        if (predecessor >= 0) {
+                r = handover_serving(predecessor);
+                if (r < 0) {
+                        /* It may serve on: two instances must not. */
+                        log_error_errno(r, "Failed to tell the instance we replace that we serve: %m");
+                        r = EXIT_ERROR;
+                        goto finish;
+                }
+                predecessor = safe_close(predecessor);
+                log_info("Took over from the running instance.");
+        }
 #ifdef HAVE_SYSTEMD
         (void) sd_notify(false, "READY=1");
 #endif
@@ -678,13 +928,19 @@ finish:
         for (size_t i = 0; i < n_listeners; i++) {
                 loop_io_free(listeners[i].io);
                 safe_close(listeners[i].fd);
-                /* Only sockets we created are ours to remove. */
-                if (listeners[i].have_address)
+                /* Only sockets we created are ours to remove, and not
+                 * once a successor serves on them. */
+                if (listeners[i].have_address && !handed_over)
                         listen_address_cleanup(&listeners[i].address);
         }
         free(listeners);
-        for (size_t i = 0; i < n_inherited; i++)
+        for (size_t i = 0; i < n_inherited; i++) {
+                /* A predecessor's socket no listener took. */
+                if (!inherited[i].used && inherited[i].address)
+                        safe_close(inherited[i].fd);
                 free(inherited[i].name);
+                free(inherited[i].address);
+        }
         free(inherited);
         loop_free(loop);
         source_set_free(&sources);

@@ -291,6 +291,10 @@ int metrics_server_new(Loop *loop, const Server *s, int listen_fd, MetricsServer
         return 0;
 }
 
+int metrics_server_fd(const MetricsServer *m) {
+        return m->fd;
+}
+
 MetricsServer *metrics_server_free(MetricsServer *m) {
         if (!m)
                 return NULL;

@@ -16,3 +16,5 @@ typedef struct MetricsServer MetricsServer;
 /* Serves GET /metrics on the listening socket fd (owned from now on). */
 int metrics_server_new(Loop *loop, const Server *s, int listen_fd, MetricsServer **ret);
 MetricsServer *metrics_server_free(MetricsServer *m);
+/* Its listening socket, for handing it to a successor. */
+int metrics_server_fd(const MetricsServer *m);

@@ -9,6 +9,7 @@
 #include "fileio.h"
 #include "log.h"
 #include "server.h"
+#include "state.h"
 #include "vhost-user.h"
 
 /* EGD requests a connection may have queued; QEMU keeps a handful at
@@ -917,6 +918,353 @@ int server_add_client(Server *s, Transport t, int fd) {
         c->limit->connections++;
         log_info("New %s connection from %s, budget '%s'.", transport_to_string(t), c->peer, c->limit->key);
         return 0;
+}
+
+/* ---- handing over to a successor ---- */
+
+static void save_bucket(Json *j, const char *key, const TokenBucket *b) {
+        json_object_begin(j, key);
+        json_uint(j, "tokens", b->tokens);
+        json_uint(j, "frac", b->frac);
+        json_uint(j, "last", b->last);
+        json_object_end(j);
+}
+
+static void save_egd(Json *j, const Client *c) {
+        json_object_begin(j, "egd");
+        json_bool(j, "read_closed", c->read_closed);
+        state_write_hex(j, "in", c->in, c->in_len);
+        json_array_begin(j, "queue");
+        for (unsigned i = 0; i < c->q_len; i++) {
+                const EgdPending *p = &c->queue[(c->q_head + i) % EGD_QUEUE_MAX];
+
+                json_object_begin(j, NULL);
+                json_uint(j, "command", p->command);
+                json_uint(j, "left", p->left);
+                json_object_end(j);
+        }
+        json_array_end(j);
+        state_write_hex(j, "out", c->out, c->out_len);
+        json_object_end(j);
+}
+
+int server_save(const Server *s, Json *j, StateFds *fds) {
+        int r;
+
+        json_array_begin(j, "connections_total");
+        for (Transport t = 0; t < _TRANSPORT_MAX; t++)
+                json_uint(j, NULL, s->connections_total[t]);
+        json_array_end(j);
+        json_array_begin(j, "protocol_errors");
+        for (Transport t = 0; t < _TRANSPORT_MAX; t++)
+                json_uint(j, NULL, s->protocol_errors[t]);
+        json_array_end(j);
+        json_array_begin(j, "refused");
+        for (RefusalReason reason = 0; reason < _REFUSED_MAX; reason++)
+                json_uint(j, NULL, s->refused[reason]);
+        json_array_end(j);
+        json_uint(j, "egd_bytes_received", s->egd_bytes_received);
+        save_bucket(j, "host", &s->rl.host);
+
+        json_array_begin(j, "limits");
+        for (const VmLimit *l = s->limits; l; l = l->next) {
+                json_object_begin(j, NULL);
+                json_string(j, "key", l->key);
+                save_bucket(j, "bucket", &l->bucket);
+                json_uint(j, "share", l->share);
+                json_uint(j, "share_last", l->share_last);
+                json_uint(j, "last_ask", l->last_ask);
+                json_object_end(j);
+        }
+        json_array_end(j);
+
+        json_array_begin(j, "stats");
+        for (const VmStats *v = s->stats; v; v = v->next) {
+                json_object_begin(j, NULL);
+                json_string(j, "name", v->name);
+                json_string(j, "transport", transport_to_string(v->transport));
+                json_uint(j, "bytes", v->bytes);
+                json_uint(j, "requests", v->requests);
+                json_uint(j, "throttled_usec", v->throttled_usec);
+                json_uint(j, "last_seen", v->last_seen);
+                json_object_end(j);
+        }
+        json_array_end(j);
+
+        json_array_begin(j, "clients");
+        for (const Client *c = s->clients; c; c = c->next) {
+                /* A broken device has nothing to hand over; it is closed
+                 * with this process. */
+                if (c->dev && vhost_user_dev_broken(c->dev))
+                        continue;
+                json_object_begin(j, NULL);
+                json_string(j, "transport", transport_to_string(c->transport));
+                state_write_fd(j, fds, "fd", c->fd);
+                json_string(j, "peer", c->peer);
+                json_string(j, "stats", c->stats->name);
+                json_string(j, "limit", c->limit->key);
+                if (c->dev) {
+                        json_uint(j, "vhost_requests", c->vhost_requests);
+                        json_object_begin(j, "vhost");
+                        r = vhost_user_dev_save(c->dev, j, fds);
+                        json_object_end(j);
+                        if (r < 0)
+                                return r;
+                } else
+                        save_egd(j, c);
+                json_object_end(j);
+        }
+        json_array_end(j);
+        return j->failed ? -ENOMEM : 0;
+}
+
+static Transport transport_from_string(const char *s) {
+        for (Transport t = 0; t < _TRANSPORT_MAX; t++)
+                if (streq(s, transport_table[t]))
+                        return t;
+        return _TRANSPORT_MAX;
+}
+
+static int restore_bucket(StateReader *r, yaml_node_t *map, const char *key, TokenBucket *b) {
+        yaml_node_t *n;
+        uint64_t tokens, frac, last;
+
+        if (state_get_object(r, map, key, &n) < 0 || state_get_u64(r, n, "tokens", UINT64_MAX, &tokens) < 0 ||
+            state_get_u64(r, n, "frac", UINT64_MAX, &frac) < 0 || state_get_u64(r, n, "last", UINT64_MAX, &last) < 0)
+                return -EBADMSG;
+        /* The configuration may have changed with the binary: the rate is
+         * the new one, the level what the VM had (CLOCK_MONOTONIC is the
+         * machine's, not the process's). */
+        if (!b->unlimited) {
+                b->tokens = MIN(tokens, b->burst);
+                b->frac = frac;
+                b->last = last;
+        }
+        return 0;
+}
+
+/* An array of counters; a newer predecessor's extra ones are dropped. */
+static int restore_counter_array(StateReader *r, yaml_node_t *root, const char *key, uint64_t *v, size_t max) {
+        yaml_node_t *a;
+        size_t n;
+
+        if (state_get_array(r, root, key, &a, &n) < 0)
+                return -EBADMSG;
+        for (size_t i = 0; i < n && i < max; i++)
+                if (state_item_u64(r, a, i, UINT64_MAX, &v[i]) < 0)
+                        return -EBADMSG;
+        return 0;
+}
+
+static int restore_counters(Server *s, StateReader *r, yaml_node_t *root) {
+        if (restore_counter_array(r, root, "connections_total", s->connections_total, _TRANSPORT_MAX) < 0 ||
+            restore_counter_array(r, root, "protocol_errors", s->protocol_errors, _TRANSPORT_MAX) < 0 ||
+            restore_counter_array(r, root, "refused", s->refused, _REFUSED_MAX) < 0)
+                return -EBADMSG;
+        if (state_get_u64(r, root, "egd_bytes_received", UINT64_MAX, &s->egd_bytes_received) < 0)
+                return -EBADMSG;
+        return restore_bucket(r, root, "host", &s->rl.host);
+}
+
+static int restore_limits(Server *s, StateReader *r, yaml_node_t *root) {
+        yaml_node_t *a;
+        size_t n;
+
+        if (state_get_array(r, root, "limits", &a, &n) < 0)
+                return -EBADMSG;
+        for (size_t i = 0; i < n; i++) {
+                yaml_node_t *it = state_item(r, a, i);
+                const char *key;
+                VmLimit *l;
+
+                if (state_get_str(r, it, "key", &key) < 0)
+                        return -EBADMSG;
+                l = limit_for(s, key);
+                if (!l)
+                        return -ENOMEM;
+                if (restore_bucket(r, it, "bucket", &l->bucket) < 0 ||
+                    state_get_u64(r, it, "share", UINT64_MAX, &l->share) < 0 ||
+                    state_get_u64(r, it, "share_last", UINT64_MAX, &l->share_last) < 0 ||
+                    state_get_u64(r, it, "last_ask", UINT64_MAX, &l->last_ask) < 0)
+                        return -EBADMSG;
+        }
+        return 0;
+}
+
+static int restore_stats(Server *s, StateReader *r, yaml_node_t *root) {
+        yaml_node_t *a;
+        size_t n;
+
+        if (state_get_array(r, root, "stats", &a, &n) < 0)
+                return -EBADMSG;
+        for (size_t i = 0; i < n; i++) {
+                yaml_node_t *it = state_item(r, a, i);
+                const char *name, *transport;
+                Transport t;
+                VmStats *v;
+
+                if (state_get_str(r, it, "name", &name) < 0 || state_get_str(r, it, "transport", &transport) < 0)
+                        return -EBADMSG;
+                t = transport_from_string(transport);
+                if (t == _TRANSPORT_MAX)
+                        return state_error(r, "unknown transport '%.32s'", transport);
+                v = stats_for(s, name, t);
+                if (!v)
+                        return -ENOMEM;
+                if (state_get_u64(r, it, "bytes", UINT64_MAX, &v->bytes) < 0 ||
+                    state_get_u64(r, it, "requests", UINT64_MAX, &v->requests) < 0 ||
+                    state_get_u64(r, it, "throttled_usec", UINT64_MAX, &v->throttled_usec) < 0 ||
+                    state_get_u64(r, it, "last_seen", UINT64_MAX, &v->last_seen) < 0)
+                        return -EBADMSG;
+        }
+        return 0;
+}
+
+static int restore_egd(Client *c, StateReader *r, yaml_node_t *it) {
+        yaml_node_t *egd, *queue;
+        size_t n;
+
+        if (state_get_object(r, it, "egd", &egd) < 0 || state_get_bool(r, egd, "read_closed", &c->read_closed) < 0 ||
+            state_get_hex(r, egd, "in", c->in, sizeof c->in, &c->in_len) < 0 ||
+            state_get_array(r, egd, "queue", &queue, &n) < 0)
+                return -EBADMSG;
+        if (n > EGD_QUEUE_MAX)
+                return state_error(r, "%zu queued EGD requests, more than %u", n, EGD_QUEUE_MAX);
+        for (size_t i = 0; i < n; i++) {
+                yaml_node_t *q = state_item(r, queue, i);
+                uint64_t command, left;
+
+                if (state_get_u64(r, q, "command", UINT8_MAX, &command) < 0 ||
+                    state_get_u64(r, q, "left", UINT8_MAX, &left) < 0)
+                        return -EBADMSG;
+                c->queue[i] = (EgdPending) { .command = (uint8_t) command, .left = (uint8_t) left };
+        }
+        c->q_head = 0;
+        c->q_len = (unsigned) n;
+        /* The unsent answer: at most what EGD_OUT_MAX let build up, and a
+         * bit (one request's answer may cross it). */
+        {
+                _cleanup_free_ uint8_t *out = malloc(2 * EGD_OUT_MAX);
+                size_t len;
+
+                if (!out)
+                        return -ENOMEM;
+                if (state_get_hex(r, egd, "out", out, 2 * EGD_OUT_MAX, &len) < 0)
+                        return -EBADMSG;
+                if (len > 0 && egd_out_append(c, out, len) < 0)
+                        return -ENOMEM;
+                explicit_bzero(out, len);
+        }
+        return 0;
+}
+
+/* One connection as the predecessor left it; on failure it is closed,
+ * and the others go on. */
+static int restore_client(Server *s, StateReader *r, yaml_node_t *it) {
+        const char *transport, *peer, *stats, *limit;
+        _cleanup_close_ int fd = -EBADF;
+        Client *c;
+        Transport t;
+        int k;
+
+        if (state_get_str(r, it, "transport", &transport) < 0 || state_take_fd(r, it, "fd", &fd) < 0 ||
+            state_get_str(r, it, "peer", &peer) < 0 || state_get_str(r, it, "stats", &stats) < 0 ||
+            state_get_str(r, it, "limit", &limit) < 0)
+                return -EBADMSG;
+        t = transport_from_string(transport);
+        if (t == _TRANSPORT_MAX || fd < 0)
+                return state_error(r, "a connection of transport '%.32s' without a socket", transport);
+
+        c = calloc(1, sizeof *c);
+        if (!c)
+                return -ENOMEM;
+        *c = (Client) { .server = s, .transport = t, .fd = fd };
+        (void) snprintf(c->peer, sizeof c->peer, "%s", peer);
+        c->stats = stats_for(s, stats, t);
+        c->limit = limit_for(s, limit);
+        if (!c->stats || !c->limit) {
+                free(c);
+                return -ENOMEM;
+        }
+        /* Linked first: the engine's kick_changed() and client_free()
+         * expect a client of the server. */
+        c->next = s->clients;
+        if (s->clients)
+                s->clients->prev = c;
+        s->clients = c;
+        s->n_clients[t]++;
+        c->stats->connections++;
+        c->limit->connections++;
+
+        if (t == TRANSPORT_VHOST_USER) {
+                yaml_node_t *vhost;
+                uint64_t seen;
+
+                if (state_get_u64(r, it, "vhost_requests", UINT64_MAX, &seen) < 0 ||
+                    state_get_object(r, it, "vhost", &vhost) < 0) {
+                        k = -EBADMSG;
+                        goto fail;
+                }
+                c->vhost_requests = seen;
+                k = vhost_user_dev_restore(TAKE_FD(fd), &vhost_ops, c, r, vhost, &c->dev);
+                if (k < 0) {
+                        c->fd = -EBADF; /* the engine closed it */
+                        goto fail;
+                }
+                (void) vhost_user_dev_set_name(c->dev, c->peer);
+                c->limit->mapped += vhost_user_dev_mapped(c->dev);
+                s->mapped += vhost_user_dev_mapped(c->dev);
+                k = loop_add_io(s->loop, c->fd, EPOLLIN, vhost_io, c, &c->io);
+        } else {
+                fd = -EBADF; /* the client's now */
+                k = restore_egd(c, r, it);
+                if (k >= 0)
+                        k = loop_add_io(s->loop, c->fd, EPOLLIN, egd_io, c, &c->io);
+        }
+        if (k < 0)
+                goto fail;
+        /* Nothing is served before the predecessor has let go (it waits,
+         * and takes over again if we fail): the loop does it, a vhost
+         * device's ring on its self-kick, EGD requests on this wake. */
+        if (!c->dev) {
+                egd_update_events(c);
+                client_set_waiting(c, true, now_usec(CLOCK_MONOTONIC));
+        }
+        return 0;
+
+fail:
+        client_free(c);
+        return k;
+}
+
+int server_restore(Server *s, StateReader *r, yaml_node_t *root) {
+        yaml_node_t *clients;
+        size_t n, restored = 0;
+        int k;
+
+        k = restore_counters(s, r, root);
+        if (k >= 0)
+                k = restore_limits(s, r, root);
+        if (k >= 0)
+                k = restore_stats(s, r, root);
+        if (k >= 0)
+                k = state_get_array(r, root, "clients", &clients, &n);
+        if (k < 0)
+                return k;
+        for (size_t i = 0; i < n; i++) {
+                k = restore_client(s, r, state_item(r, clients, i));
+                if (k < 0) {
+                        /* One connection lost is its VM's; the rest are
+                         * served.  Say it, and go on. */
+                        log_warning("Could not take over connection %zu: %s; it is closed.", i,
+                                    r->error[0] ? r->error : strerror(-k));
+                        r->error[0] = 0;
+                        continue;
+                }
+                restored++;
+        }
+        log_info("Took over %zu of %zu connections.", restored, n);
+        return (int) MIN(restored, (size_t) INT_MAX);
 }
 
 usec_t server_next_wake(Server *s) {

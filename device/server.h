@@ -14,6 +14,7 @@
 #include "loop.h"
 #include "ratelimit.h"
 #include "source.h"
+#include "state.h"
 
 typedef enum Transport {
         TRANSPORT_EGD,
@@ -119,6 +120,20 @@ void budget_key(const char *cgroup, uid_t uid, char *buf, size_t size);
 
 /* Takes a connected socket (accepted, or handed over with --fd). */
 int server_add_client(Server *s, Transport t, int fd);
+
+/* Writes the server's state for a successor (state.h): counters,
+ * budgets, statistics, and every connection with what it was in the
+ * middle of (EGD requests read and not answered, answers not sent, a
+ * vhost-user device's whole negotiation and ring).  The caller stops the
+ * loop before, and never serves again after, unless the successor
+ * fails. */
+int server_save(const Server *s, Json *j, StateFds *fds);
+
+/* Takes up what a predecessor saved at root: returns how many
+ * connections it serves now (one that cannot be taken over is closed and
+ * logged, the others go on), or -EBADMSG (r->error) when the counters,
+ * budgets or statistics cannot be read. */
+int server_restore(Server *s, StateReader *r, yaml_node_t *root);
 
 /* Loop hooks: when throttled VMs must be tried again, and trying them. */
 usec_t server_next_wake(Server *s);

@@ -28,6 +28,7 @@
 #include <stdarg.h>
 #include <sys/socket.h>
 
+#include "fdpass.h"
 #include "fileio.h"
 #include "log.h"
 #include "vhost-user.h"
@@ -1058,26 +1059,10 @@ static void rx_reset(VhostUserDev *d) {
  * when there were more than a message may carry (the kernel closes what
  * did not fit our buffer, we close what we got). */
 static bool rx_take_fds(VhostUserDev *d, struct msghdr *mh) {
-        bool ok = !(mh->msg_flags & MSG_CTRUNC);
+        size_t n = d->rx_n_fds;
+        bool ok = fdpass_collect(mh, d->rx_fds, VHOST_USER_MAX_FDS, &n);
 
-        for (struct cmsghdr *c = CMSG_FIRSTHDR(mh); c; c = CMSG_NXTHDR(mh, c)) {
-                size_t n;
-
-                if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
-                        continue;
-                n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-                for (size_t i = 0; i < n; i++) {
-                        int fd;
-
-                        memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
-                        if (d->rx_n_fds < VHOST_USER_MAX_FDS)
-                                d->rx_fds[d->rx_n_fds++] = fd;
-                        else {
-                                (void) safe_close(fd);
-                                ok = false;
-                        }
-                }
-        }
+        d->rx_n_fds = (unsigned) n;
         return ok;
 }
 
@@ -1232,6 +1217,215 @@ int vhost_user_dev_set_name(VhostUserDev *d, const char *name) {
         free(d->name);
         d->name = s;
         return 0;
+}
+
+/* ---- handing over to a successor ---- */
+
+int vhost_user_dev_save(const VhostUserDev *d, Json *j, StateFds *fds) {
+        if (d->broken)
+                return -EPROTO;
+
+        json_uint(j, "features", d->features);
+        json_uint(j, "protocol_features", d->protocol_features);
+        json_uint(j, "max_regions", d->max_regions);
+        json_array_begin(j, "regions");
+        for (unsigned i = 0; i < d->mem.n; i++) {
+                const GuestRegion *g = &d->mem.regions[i];
+
+                json_object_begin(j, NULL);
+                json_uint(j, "gpa", g->gpa);
+                json_uint(j, "size", g->size);
+                json_uint(j, "uva", g->uva);
+                json_uint(j, "mmap_offset", g->mmap_offset);
+                state_write_fd(j, fds, "fd", g->fd);
+                json_object_end(j);
+        }
+        json_array_end(j);
+
+        json_object_begin(j, "ring");
+        json_uint(j, "num", d->vq.num);
+        json_bool(j, "have_addr", d->vq.have_addr);
+        json_uint(j, "desc", d->vq.desc_uva);
+        json_uint(j, "avail", d->vq.avail_uva);
+        json_uint(j, "used", d->vq.used_uva);
+        json_uint(j, "last_avail_idx", d->vq.last_avail_idx);
+        json_uint(j, "used_idx", d->vq.used_idx);
+        json_uint(j, "signalled_used", d->vq.signalled_used);
+        json_bool(j, "signalled_used_valid", d->vq.signalled_used_valid);
+        json_bool(j, "started", d->started);
+        json_bool(j, "enabled", d->enabled);
+        state_write_fd(j, fds, "kick", d->kick_fd);
+        state_write_fd(j, fds, "call", d->call_fd);
+        state_write_fd(j, fds, "err", d->err_fd);
+        json_object_end(j);
+
+        /* A message that has only partly arrived: the rest is in the
+         * socket, for the successor to read. */
+        json_object_begin(j, "rx");
+        state_write_hex(j, "bytes", d->rx, d->rx_got);
+        json_array_begin(j, "fds");
+        for (unsigned i = 0; i < d->rx_n_fds; i++)
+                state_write_fd(j, fds, NULL, d->rx_fds[i]);
+        json_array_end(j);
+        json_object_end(j);
+
+        json_object_begin(j, "stats");
+        json_uint(j, "bytes", d->stats.bytes);
+        json_uint(j, "requests", d->stats.requests);
+        json_uint(j, "messages", d->stats.messages);
+        json_object_end(j);
+        return 0;
+}
+
+static int restore_regions(VhostUserDev *d, StateReader *r, yaml_node_t *node) {
+        yaml_node_t *regions;
+        size_t n;
+        int k;
+
+        k = state_get_array(r, node, "regions", &regions, &n);
+        if (k < 0)
+                return k;
+        if (n > d->max_regions)
+                return state_error(r, "%zu memory regions, more than the %u the device allows", n, d->max_regions);
+        for (size_t i = 0; i < n; i++) {
+                yaml_node_t *it = state_item(r, regions, i);
+                uint64_t gpa, size, uva, offset;
+                _cleanup_close_ int fd = -EBADF;
+                GuestRegion g;
+
+                if (state_get_u64(r, it, "gpa", UINT64_MAX, &gpa) < 0 ||
+                    state_get_u64(r, it, "size", UINT64_MAX, &size) < 0 ||
+                    state_get_u64(r, it, "uva", UINT64_MAX, &uva) < 0 ||
+                    state_get_u64(r, it, "mmap_offset", UINT64_MAX, &offset) < 0 ||
+                    state_take_fd(r, it, "fd", &fd) < 0)
+                        return -EBADMSG;
+                k = guest_region_map(fd, gpa, size, uva, offset, &g);
+                if (k < 0)
+                        return state_error(r, "memory region %zu at guest 0x%" PRIx64 " cannot be mapped again: %s", i,
+                                           gpa, strerror(-k));
+                if (guest_memory_add(&d->mem, &g) < 0) {
+                        guest_region_unmap(&g);
+                        return state_error(r, "memory region %zu at guest 0x%" PRIx64 " overlaps another", i, gpa);
+                }
+                d->mapped += size;
+        }
+        return 0;
+}
+
+static int restore_ring(VhostUserDev *d, StateReader *r, yaml_node_t *node) {
+        uint64_t num, desc, avail, used, last_avail, used_idx, signalled;
+        bool have_addr, signalled_valid, started, enabled;
+        yaml_node_t *ring;
+        int kick;
+
+        if (state_get_object(r, node, "ring", &ring) < 0 ||
+            state_get_u64(r, ring, "num", VIRTQ_MAX_SIZE, &num) < 0 ||
+            state_get_bool(r, ring, "have_addr", &have_addr) < 0 ||
+            state_get_u64(r, ring, "desc", UINT64_MAX, &desc) < 0 ||
+            state_get_u64(r, ring, "avail", UINT64_MAX, &avail) < 0 ||
+            state_get_u64(r, ring, "used", UINT64_MAX, &used) < 0 ||
+            state_get_u64(r, ring, "last_avail_idx", UINT16_MAX, &last_avail) < 0 ||
+            state_get_u64(r, ring, "used_idx", UINT16_MAX, &used_idx) < 0 ||
+            state_get_u64(r, ring, "signalled_used", UINT16_MAX, &signalled) < 0 ||
+            state_get_bool(r, ring, "signalled_used_valid", &signalled_valid) < 0 ||
+            state_get_bool(r, ring, "started", &started) < 0 || state_get_bool(r, ring, "enabled", &enabled) < 0 ||
+            state_take_fd(r, ring, "kick", &kick) < 0 || state_take_fd(r, ring, "call", &d->call_fd) < 0 ||
+            state_take_fd(r, ring, "err", &d->err_fd) < 0)
+                return -EBADMSG;
+        /* A ring size the protocol allows: a power of two (SET_VRING_NUM
+         * checked it at the predecessor). */
+        if (num & (num - 1))
+                return state_error(r, "ring size %" PRIu64 " is not a power of two", num);
+
+        d->vq.num = (unsigned) num;
+        d->vq.have_addr = have_addr;
+        d->vq.desc_uva = desc;
+        d->vq.avail_uva = avail;
+        d->vq.used_uva = used;
+        d->vq.indirect = d->features & BIT(VIRTIO_RING_F_INDIRECT_DESC);
+        d->vq.event_idx = d->features & BIT(VIRTIO_RING_F_EVENT_IDX);
+        d->vq.last_avail_idx = (uint16_t) last_avail;
+        d->vq.used_idx = (uint16_t) used_idx;
+        d->vq.signalled_used = (uint16_t) signalled;
+        d->vq.signalled_used_valid = signalled_valid;
+        d->started = started;
+        d->enabled = enabled;
+        set_kick(d, kick);
+        remap_ring(d);
+        return 0;
+}
+
+static int restore_rx(VhostUserDev *d, StateReader *r, yaml_node_t *node) {
+        yaml_node_t *rx, *fds;
+        size_t n, n_fds;
+
+        if (state_get_object(r, node, "rx", &rx) < 0 || state_get_hex(r, rx, "bytes", d->rx, sizeof d->rx, &n) < 0 || state_get_array(r, rx, "fds", &fds, &n_fds) < 0)
+                return -EBADMSG;
+        if (n_fds > VHOST_USER_MAX_FDS)
+                return state_error(r, "a message with %zu fds", n_fds);
+        d->rx_got = n;
+        if (n >= VHOST_USER_HDR_SIZE) {
+                memcpy(&d->rx_hdr, d->rx, sizeof d->rx_hdr);
+                if (VHOST_USER_HDR_SIZE + d->rx_hdr.size < n || d->rx_hdr.size > VHOST_USER_PAYLOAD_MAX)
+                        return state_error(r, "a partial message longer than its header says");
+        }
+        for (size_t i = 0; i < n_fds; i++) {
+                uint64_t idx;
+
+                if (state_item_u64(r, fds, i, SIZE_MAX, &idx) < 0)
+                        return -EBADMSG;
+                if (idx >= r->n_fds || r->fds[idx] < 0)
+                        return state_error(r, "'rx.fds' names an fd that is not there or used twice");
+                d->rx_fds[d->rx_n_fds++] = TAKE_FD(r->fds[idx]);
+        }
+        return 0;
+}
+
+int vhost_user_dev_restore(int sock_fd, const VhostUserOps *ops, void *userdata, StateReader *r, yaml_node_t *node,
+                           VhostUserDev **ret) {
+        VhostUserDev *d = NULL;
+        uint64_t features, protocol, max_regions;
+        yaml_node_t *stats;
+        int k;
+
+        k = vhost_user_dev_new(sock_fd, ops, userdata, &d);
+        if (k < 0)
+                return k;
+        if (state_get_u64(r, node, "features", UINT64_MAX, &features) < 0 ||
+            state_get_u64(r, node, "protocol_features", UINT64_MAX, &protocol) < 0 ||
+            state_get_u64(r, node, "max_regions", VHOST_USER_MAX_REGIONS, &max_regions) < 0 || max_regions == 0) {
+                k = state_error(r, "'max_regions' is 0");
+                goto fail;
+        }
+        d->features = features;
+        d->protocol_features = protocol;
+        d->max_regions = (unsigned) max_regions;
+        /* Growing memory the predecessor mapped is not a change the owner
+         * is asked about: it accounts for vhost_user_dev_mapped(). */
+        k = restore_regions(d, r, node);
+        if (k >= 0)
+                k = restore_ring(d, r, node);
+        if (k >= 0)
+                k = restore_rx(d, r, node);
+        if (k < 0)
+                goto fail;
+        if (state_get_object(r, node, "stats", &stats) < 0 || state_get_u64(r, stats, "bytes", UINT64_MAX, &d->stats.bytes) < 0 ||
+            state_get_u64(r, stats, "requests", UINT64_MAX, &d->stats.requests) < 0 ||
+            state_get_u64(r, stats, "messages", UINT64_MAX, &d->stats.messages) < 0) {
+                k = -EBADMSG;
+                goto fail;
+        }
+        /* Buffers the guest posted while nobody served it. */
+        if (ring_running(d))
+                self_kick(d);
+        *ret = d;
+        return 0;
+
+fail:
+        /* Its kick fd is watched by now: the owner drops the watch. */
+        set_kick(d, -EBADF);
+        vhost_user_dev_free(d);
+        return k < 0 ? k : -EBADMSG;
 }
 
 int vhost_user_dev_set_max_regions(VhostUserDev *d, unsigned n) {

@@ -13,6 +13,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "state.h"
+
 typedef struct VhostUserDev VhostUserDev;
 
 typedef struct VhostUserOps {
@@ -92,6 +94,22 @@ int vhost_user_dev_process(VhostUserDev *d);
  * the engine writes the kick eventfd itself, so the loop comes back
  * without a timer. */
 bool vhost_user_dev_pending(const VhostUserDev *d);
+
+/* Writes what a successor needs to go on serving this front-end as if
+ * nothing happened (state.h): the negotiated features, the memory
+ * regions (their fds), the ring's configuration and our indices, the
+ * eventfds, a message that has only partly arrived, the counters.  The
+ * caller stops calling in after this: from here on the state is the
+ * successor's.  A broken device has nothing to hand over: -EPROTO. */
+int vhost_user_dev_save(const VhostUserDev *d, Json *j, StateFds *fds);
+
+/* The device a predecessor saved at node, on its socket sock_fd (taken,
+ * closed on failure too).  Memory is mapped again, the ring found where
+ * it was, the kick fd handed to ops->kick_changed(), and the ring looked
+ * at once (buffers posted meanwhile were kicked at the predecessor).
+ * -EBADMSG (the reason in r->error) for a state it cannot take. */
+int vhost_user_dev_restore(int sock_fd, const VhostUserOps *ops, void *userdata, StateReader *r, yaml_node_t *node,
+                           VhostUserDev **ret);
 
 bool vhost_user_dev_broken(const VhostUserDev *d);
 const char *vhost_user_dev_broken_reason(const VhostUserDev *d);

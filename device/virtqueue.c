@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 #include <endian.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <sys/mman.h>
@@ -31,6 +32,7 @@ static bool ranges_overlap(uint64_t a, uint64_t a_size, uint64_t b, uint64_t b_s
 int guest_region_map(int fd, uint64_t gpa, uint64_t size, uint64_t uva, uint64_t mmap_offset, GuestRegion *ret) {
         uint64_t align, start, end;
         struct stat st;
+        int keep;
         void *p;
 
         if (fd < 0)
@@ -63,10 +65,18 @@ int guest_region_map(int fd, uint64_t gpa, uint64_t size, uint64_t uva, uint64_t
         if (end - start > SIZE_MAX || start > (uint64_t) INT64_MAX)
                 return -EINVAL;
 
+        /* A copy of the fd goes with the mapping: a successor process is
+         * handed the region by it (state.h). */
+        keep = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+        if (keep < 0)
+                return -errno;
         p = mmap(NULL, (size_t) (end - start), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd,
                  (off_t) start);
-        if (p == MAP_FAILED)
-                return -errno;
+        if (p == MAP_FAILED) {
+                int e = errno;
+                safe_close(keep);
+                return -e;
+        }
         /* Guest RAM does not belong in our core dumps. */
         (void) madvise(p, (size_t) (end - start), MADV_DONTDUMP);
 
@@ -75,6 +85,7 @@ int guest_region_map(int fd, uint64_t gpa, uint64_t size, uint64_t uva, uint64_t
                 .size = size,
                 .uva = uva,
                 .mmap_offset = mmap_offset,
+                .fd = keep,
                 .map = p,
                 .map_size = (size_t) (end - start),
                 .host = (uint8_t *) p + (mmap_offset - start),
@@ -83,8 +94,11 @@ int guest_region_map(int fd, uint64_t gpa, uint64_t size, uint64_t uva, uint64_t
 }
 
 void guest_region_unmap(GuestRegion *r) {
-        if (r->map)
+        /* Only a mapped region has an fd: a zeroed one's 0 is not it. */
+        if (r->map) {
                 (void) munmap(r->map, r->map_size);
+                (void) safe_close(r->fd);
+        }
         *r = (GuestRegion) {};
 }
 

@@ -73,6 +73,7 @@ typedef struct GuestRegion {
         uint64_t size;
         uint64_t uva;         /* the front-end's address of its start */
         uint64_t mmap_offset; /* where it starts in the fd */
+        int fd;               /* the memory file (ours, a dup), while mapped */
         void *map;            /* our mapping, from an aligned offset */
         size_t map_size;
         uint8_t *host;        /* gpa maps here */

@@ -8,6 +8,7 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 
+#include "fdpass.h"
 #include "macro.h"
 #include "vhost-front.h"
 
@@ -98,17 +99,7 @@ int vhost_front_send_bytes(VhostFront *f, const void *buf, size_t n, const int *
         ssize_t k;
 
         ck_assert_uint_le(n_fds, MAX_SEND_FDS);
-        if (n_fds > 0) {
-                struct cmsghdr *c;
-
-                mh.msg_control = &control;
-                mh.msg_controllen = CMSG_SPACE(sizeof(int) * n_fds);
-                c = CMSG_FIRSTHDR(&mh);
-                c->cmsg_level = SOL_SOCKET;
-                c->cmsg_type = SCM_RIGHTS;
-                c->cmsg_len = CMSG_LEN(sizeof(int) * n_fds);
-                memcpy(CMSG_DATA(c), fds, sizeof(int) * n_fds);
-        }
+        fdpass_attach(&mh, &control, fds, n_fds);
 
         k = sendmsg(f->sock, &mh, MSG_NOSIGNAL);
         if (k < 0)

@@ -436,6 +436,129 @@ START_TEST(test_max_regions) {
 }
 END_TEST
 
+/* What a successor process does with a device: the state and every fd
+ * it names change hands (here: dup()ed, as SCM_RIGHTS would), the old
+ * device goes, and the new one serves the same ring on, mid-stream. */
+static void hand_over(void) {
+        _cleanup_(json_free) Json j = {};
+        _cleanup_(state_fds_done) StateFds t = {};
+        StateReader r;
+        int memfd, sock, *fds;
+        VhostUserDev *next = NULL;
+
+        json_object_begin(&j, NULL);
+        ck_assert_int_eq(vhost_user_dev_save(dev, &j, &t), 0);
+        json_object_end(&j);
+        memfd = state_memfd(&j);
+        ck_assert_int_ge(memfd, 0);
+        fds = calloc(t.n + 1, sizeof *fds);
+        ck_assert_ptr_nonnull(fds);
+        for (size_t i = 0; i < t.n; i++) {
+                fds[i] = fcntl(t.fds[i], F_DUPFD_CLOEXEC, 3);
+                ck_assert_int_ge(fds[i], 0);
+        }
+        sock = fcntl(vhost_user_dev_socket(dev), F_DUPFD_CLOEXEC, 3);
+        ck_assert_int_ge(sock, 0);
+
+        /* The owner drops its watch before freeing (vhost-user.h). */
+        kick_watched = -EBADF;
+        dev = vhost_user_dev_free(dev);
+
+        ck_assert_int_eq(state_reader_open(&r, memfd, fds, t.n), 0);
+        ck_assert_int_eq(vhost_user_dev_restore(sock, &ops, NULL, &r, state_root(&r), &next), 0);
+        state_reader_done(&r);
+        (void) close(memfd);
+        dev = next;
+        ck_assert_int_ge(kick_watched, 0);
+}
+
+START_TEST(test_hand_over) {
+        uint64_t table = f.regions[0].size + f.regions[1].size;
+        uint64_t gpa, pos;
+        uint16_t head;
+
+        connect_ok(4, FEATURES_ALL, PROTOCOL_ALL);
+        for (unsigned i = 0; i < 3; i++) {
+                gpa = vhost_front_alloc(&f, 64, i % 2);
+                pos = fill_pos;
+                head = serve_one(gpa, 64);
+                check_used(head, 64);
+                check_bytes(gpa, 64, pos);
+        }
+        /* A buffer posted and kicked, not yet served: the successor
+         * finds it. */
+        gpa = vhost_front_alloc(&f, 64, false);
+        head = vhost_front_post(&f, &(VhostFrontSeg) { .gpa = gpa, .len = 64 }, 1, false);
+        vhost_front_kick(&f);
+
+        hand_over();
+        ck_assert_uint_eq(vhost_user_dev_mapped(dev), table);
+        ck_assert_uint_eq(vhost_user_dev_stats(dev)->requests, 3);
+        pos = fill_pos;
+        ck_assert_int_eq(vhost_user_dev_process(dev), 0);
+        check_used(head, 64);
+        check_bytes(gpa, 64, pos);
+
+        /* Around the 4-entry ring and on, and messages still work. */
+        for (unsigned i = 0; i < 6; i++) {
+                gpa = vhost_front_alloc(&f, 64, i % 2);
+                pos = fill_pos;
+                head = serve_one(gpa, 64);
+                check_used(head, 64);
+                check_bytes(gpa, 64, pos);
+        }
+        ck_assert_uint_eq(vhost_user_dev_stats(dev)->requests, 10);
+        ck_assert_int_eq(vhost_front_set_mem_table(&f, true), 0);
+        ck_assert(!vhost_user_dev_broken(dev));
+}
+END_TEST
+
+/* A message cut in two by the handover: its first half goes with the
+ * state, the second is read from the socket by the successor. */
+START_TEST(test_hand_over_partial_message) {
+        uint8_t msg[12] = { 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0 }; /* GET_FEATURES, version 1 */
+        uint32_t request, flags, size;
+        uint64_t v;
+
+        connect_ok(4, FEATURES_ALL, PROTOCOL_ALL);
+        ck_assert_int_eq(vhost_front_send_bytes(&f, msg, 5, NULL, 0), 0);
+        ck_assert_int_eq(vhost_user_dev_handle_socket(dev), 0);
+        hand_over();
+        ck_assert_int_eq(vhost_front_send_bytes(&f, msg + 5, 7, NULL, 0), 0);
+        ck_assert_int_eq(vhost_user_dev_handle_socket(dev), 0);
+        ck_assert_int_eq(vhost_front_recv(&f, &request, &flags, &v, sizeof v, &size, 1000), 0);
+        ck_assert_uint_eq(size, sizeof v);
+        ck_assert_uint_eq(request, 1);
+        ck_assert(v & VU_F_VERSION_1);
+}
+END_TEST
+
+/* A state that is not whole is refused, and nothing leaks. */
+START_TEST(test_hand_over_bad_state) {
+        static const char *const docs[] = {
+                "{}",
+                "{\"features\": 1, \"protocol_features\": 0, \"max_regions\": 0}",
+                "{\"features\": 1, \"protocol_features\": 0, \"max_regions\": 8, \"regions\": [{\"gpa\": 0, "
+                "\"size\": 4096, \"uva\": 0, \"mmap_offset\": 0, \"fd\": 7}]}",
+        };
+
+        for (size_t i = 0; i < ELEMENTSOF(docs); i++) {
+                int memfd = memfd_create("state", MFD_CLOEXEC), sock = fcntl(f.sock, F_DUPFD_CLOEXEC, 3);
+                VhostUserDev *d = NULL;
+                StateReader r;
+
+                ck_assert_int_ge(memfd, 0);
+                ck_assert_int_eq(write(memfd, docs[i], strlen(docs[i])), (ssize_t) strlen(docs[i]));
+                ck_assert_int_eq(state_reader_open(&r, memfd, NULL, 0), 0);
+                ck_assert_int_eq(vhost_user_dev_restore(sock, &ops, NULL, &r, state_root(&r), &d), -EBADMSG);
+                ck_assert_msg(r.error[0], "no reason for document %zu", i);
+                ck_assert_ptr_null(d);
+                state_reader_done(&r);
+                (void) close(memfd);
+        }
+}
+END_TEST
+
 START_TEST(test_rem_mem_reg_unknown) {
         VhostFrontRegion nowhere = { .gpa = UINT64_C(0x300000000), .size = 4096, .uva = 0x1000, .offset = 0 };
 
@@ -1267,6 +1390,9 @@ static Suite *vhost_user_suite(void) {
         tcase_add_test(tc, test_memory_accounting);
         tcase_add_test(tc, test_memory_refused);
         tcase_add_test(tc, test_max_regions);
+        tcase_add_test(tc, test_hand_over);
+        tcase_add_test(tc, test_hand_over_partial_message);
+        tcase_add_test(tc, test_hand_over_bad_state);
         tcase_add_test(tc, test_add_mem_reg_overlap);
         tcase_add_test(tc, test_mem_ring_follows_regions);
         suite_add_tcase(s, tc);

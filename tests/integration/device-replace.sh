@@ -1,0 +1,116 @@
+#!/bin/bash
+# seedbed-device --replace on this machine: an EGD client reads without
+# a pause while the device is replaced three times; it never notices
+# (its longest wait is printed), every old instance exits 0, the
+# metrics go on from where they were, and the last instance removes the
+# sockets when it stops.  A successor that fails leaves the running
+# instance serving; --replace with nothing running starts fresh.
+# shellcheck source=tests/integration/lib.sh
+. "${top_srcdir:?}/tests/integration/lib.sh"
+
+DEVICE=${SEEDBED_DEVICE:-$top_builddir/seedbed-device}
+command -v python3 >/dev/null || skip "python3 is not installed"
+command -v curl >/dev/null || skip "curl is not installed"
+
+PIDS=()
+cleanup() {
+	local p
+	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+	for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+	[ -n "${SEEDBED_KEEP_TMP:-}" ] || rm -rf "$T"
+}
+trap cleanup EXIT
+
+ARGS=(--egd "unix:$T/egd.sock" --metrics "unix:$T/metrics.sock" --control "$T/control.sock")
+metric() {
+	curl -sf --unix-socket "$T/metrics.sock" http://localhost/metrics | awk -v m="$1" '$1 == m { print $2 }'
+}
+
+# Nothing runs: --replace starts fresh.
+"$DEVICE" "${ARGS[@]}" --replace >"$T/d0.log" 2>&1 &
+pid=$!
+PIDS+=("$pid")
+for _ in $(seq 100); do [ -S "$T/control.sock" ] && break; sleep 0.05; done
+[ -S "$T/control.sock" ] || { cat "$T/d0.log"; fail "the device did not start"; }
+expect_in "$T/d0.log" "No instance listens on '$T/control.sock'; starting fresh."
+
+# A client that reads 32 bytes every 10 ms until told to stop, and says
+# how long it ever waited for an answer.
+python3 - "$T/egd.sock" "$T/stop" >"$T/client" <<'PY' &
+import os, socket, sys, time
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+s.settimeout(30)
+n, longest, last = 0, 0.0, time.monotonic()
+while not os.path.exists(sys.argv[2]):
+    s.sendall(b"\x02\x20")
+    data = b""
+    while len(data) < 32:
+        chunk = s.recv(32 - len(data))
+        assert chunk, "the device closed the connection"
+        data += chunk
+    now = time.monotonic()
+    longest, last, n = max(longest, now - last), now, n + 1
+    time.sleep(0.01)
+print("reads %d longest %.3f" % (n, longest))
+PY
+CLIENT=$!
+PIDS+=("$CLIENT")
+
+bytes_total() { metric 'seedbed_vm_bytes_total{vm="pid:'"$CLIENT"'",transport="egd"}'; }
+for _ in $(seq 100); do [ -n "$(bytes_total)" ] && break; sleep 0.05; done
+for round in 1 2 3; do
+	sleep 0.3
+	before=$(bytes_total)
+	"$DEVICE" "${ARGS[@]}" --replace >"$T/d$round.log" 2>&1 &
+	new=$!
+	PIDS+=("$new")
+	wait "$pid" || fail "round $round: the replaced instance exited $?"
+	expect_in "$T/d$((round - 1)).log" "serves now; exiting."
+	expect_in "$T/d$round.log" "Took over 1 of 1 connections."
+	pid=$new
+	sleep 0.3
+	after=$(bytes_total)
+	if [ -z "$after" ] || [ "$after" -le "$before" ]; then
+		fail "round $round: served bytes went from $before to '$after'"
+	fi
+done
+[ "$(metric 'seedbed_connections_total{transport="egd"}')" = 1 ] || fail "the connection was counted again"
+
+# A successor that asks and then goes away: the instance serves on.
+python3 - "$T/control.sock" <<'PY' || fail "the fake successor"
+import socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+s.connect(sys.argv[1])
+s.send(b"HANDOVER 1")
+s.recv(64)
+s.close()
+PY
+for _ in $(seq 100); do grep -q "did not take over" "$T/d3.log" && break; sleep 0.05; done
+expect_in "$T/d3.log" "did not take over"
+kill -0 "$pid" || fail "the instance died when its successor failed"
+# Nonsense on the control socket (version 0 does not exist) is ignored.
+python3 - "$T/control.sock" >"$T/refused" <<'PY' || fail "the old successor"
+import socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+s.connect(sys.argv[1])
+s.send(b"HANDOVER 0")
+print(s.recv(256).decode() or "closed")
+PY
+expect_in "$T/refused" "closed"
+expect_in "$T/d3.log" "A handover request on the control socket was not one, ignoring"
+before=$(bytes_total)
+sleep 0.3
+[ "$(bytes_total)" -gt "$before" ] || fail "the client was not served after the failed handovers"
+
+touch "$T/stop"
+wait "$CLIENT" || fail "the client failed: $(cat "$T/client")"
+echo "EGD client: $(cat "$T/client")"
+longest=$(awk '{ print $4 }' "$T/client")
+awk -v l="$longest" 'BEGIN { exit !(l < 2) }' || fail "the client waited $longest s for an answer"
+
+kill -TERM "$pid"
+wait "$pid" || fail "the last instance exited $? on SIGTERM"
+for s in egd.sock metrics.sock control.sock; do
+	[ ! -e "$T/$s" ] || fail "$s was left behind"
+done

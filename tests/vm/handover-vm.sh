@@ -1,0 +1,106 @@
+#!/bin/bash
+# seedbed-device replaced under running guests: two QEMU guests (Debian
+# 12's kernel) read /dev/hwrng without a pause, one over EGD (rng-egd),
+# one over vhost-user (vhost-user-rng-pci), while the device is replaced
+# three times with 'seedbed-device --replace'.  Both keep reading (each
+# guest's longest gap between reads is printed and bounded), QEMU reports
+# no error, every old instance exits 0, and the metrics go on counting
+# from where they were.
+# shellcheck source=tests/vm/lib.sh
+. "${top_srcdir:?}/tests/vm/lib.sh"
+# shellcheck source=tests/vm/host-device.sh
+. "$top_srcdir/tests/vm/host-device.sh"
+
+GUESTS=()
+cleanup() {
+	local p
+	for p in "${GUESTS[@]}" ${DEVICE_PID:+"$DEVICE_PID"}; do kill "$p" 2>/dev/null || true; done
+	for p in "${GUESTS[@]}" ${DEVICE_PID:+"$DEVICE_PID"}; do wait "$p" 2>/dev/null || true; done
+	[ -n "${SEEDBED_KEEP_TMP:-}" ] || rm -rf "$T"
+}
+trap cleanup EXIT
+
+# The guest reads 1 KiB at a time, for as long as it runs, and says so
+# on its console with its uptime: a stall shows as a gap.
+cat >"$T/read.sh" <<'SCRIPT'
+modprobe virtio_rng
+# The kernel's own hwrng thread would compete with us for the device.
+echo 0 >/sys/class/misc/hw_random/rng_quality 2>/dev/null
+i=0
+while :; do
+	head -c 1024 /dev/hwrng >/dev/null
+	i=$((i + 1))
+	read -r up _ </proc/uptime
+	echo "tick $i $up" >/dev/ttyS0
+	sleep 0.2
+done
+SCRIPT
+bash "$top_srcdir/tests/vm/mkinitramfs.sh" "$T/initrd.gz" "$KDIR" "$AGENT" "$T/read.sh" || fail "building the initramfs"
+
+ARGS=(--egd "unix:$T/egd.sock" --vhost-user "$T/vhost.sock" --control "$T/control.sock")
+start_device ho "${ARGS[@]}"
+
+# guest NAME ARGS...: a guest in the background, its console in $T/NAME.log.
+guest() {
+	local name=$1
+	shift
+	qemu-system-x86_64 -accel tcg -m 512 -smp 1 -display none -monitor none -no-reboot \
+		-serial "file:$T/$name.log" -kernel "$KDIR/vmlinuz" -initrd "$T/initrd.gz" \
+		-append "$GUEST_CMDLINE" -cpu qemu64 -name "guest=$name" "$@" 2>"$T/$name.qemu" &
+	GUESTS+=($!)
+}
+guest egd-guest -chardev "socket,id=egd,path=$T/egd.sock" -object rng-egd,id=rng0,chardev=egd \
+	-device virtio-rng-pci,rng=rng0
+guest vhost-guest -object memory-backend-memfd,id=mem,size=512M,share=on -machine memory-backend=mem \
+	-chardev "socket,id=vu,path=$T/vhost.sock" -device vhost-user-rng-pci,chardev=vu
+
+ticks() { grep -c '^tick ' "$T/$1.log" 2>/dev/null || true; }
+
+# wait_ticks N: until both guests have read N more times than now (the
+# guests boot under TCG: minutes on a slow machine).
+wait_ticks() {
+	local want_e want_v
+	want_e=$(($(ticks egd-guest) + $1)) want_v=$(($(ticks vhost-guest) + $1))
+	for _ in $(seq 1800); do
+		[ "$(ticks egd-guest)" -ge "$want_e" ] && [ "$(ticks vhost-guest)" -ge "$want_v" ] && return 0
+		for p in "${GUESTS[@]}"; do kill -0 "$p" 2>/dev/null || fail "a guest exited: $(cat "$T"/*.qemu)"; done
+		sleep 0.5
+	done
+	tail -5 "$T/egd-guest.log" "$T/vhost-guest.log"
+	fail "the guests did not read $1 more times within 900 s (egd $(ticks egd-guest), vhost $(ticks vhost-guest))"
+}
+
+served() { # served TRANSPORT: bytes the device counts for that guest
+	metric ho "seedbed_vm_bytes_total{vm=\"$1-guest\",transport=\"$2\"}"
+}
+
+wait_ticks 5
+for round in 1 2 3; do
+	egd_before=$(served egd egd) vhost_before=$(served vhost vhost-user)
+	old=$DEVICE_PID
+	"$DEVICE" --metrics "unix:$T/ho.metrics" "${ARGS[@]}" --replace >"$T/ho.device.log.$round" 2>&1 &
+	DEVICE_PID=$!
+	wait "$old" || fail "round $round: the replaced instance exited $?"
+	grep -q "Took over 2 of 2 connections" "$T/ho.device.log.$round" ||
+		{ cat "$T/ho.device.log.$round"; fail "round $round: not both connections taken over"; }
+	wait_ticks 5
+	egd_after=$(served egd egd) vhost_after=$(served vhost vhost-user)
+	echo "round $round: egd-guest served $egd_before -> $egd_after bytes, vhost-guest $vhost_before -> $vhost_after"
+	if [ "$egd_after" -le "$egd_before" ] || [ "$vhost_after" -le "$vhost_before" ]; then
+		fail "round $round: the metrics did not go on from where they were"
+	fi
+done
+
+# Longest gap between two reads, from each guest's own clock.
+for name in egd-guest vhost-guest; do
+	gap=$(awk '$1 == "tick" { if (prev != "" && $3 - prev > max) max = $3 - prev; prev = $3 } END { printf "%.1f", max }' "$T/$name.log")
+	echo "$name: $(ticks "$name") reads, longest gap ${gap} s"
+	awk -v g="$gap" 'BEGIN { exit !(g < 20) }' || fail "$name: a gap of $gap s between two reads"
+done
+for name in egd-guest vhost-guest; do
+	if grep -qiE 'error|fail' "$T/$name.qemu"; then
+		cat "$T/$name.qemu"
+		fail "$name: QEMU reported an error"
+	fi
+done
+stop_device
