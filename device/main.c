@@ -39,6 +39,7 @@ typedef struct Listener {
         Transport transport;
         bool metrics;
         bool control;
+        bool systemd;      /* passed by seedbed-device.socket: it passes it again */
         int fd;
         LoopIo *io;
         usec_t paused_until; /* out of fds: accepting again then */
@@ -78,30 +79,39 @@ typedef struct Inherited {
         socklen_t sa_len;
         bool used;
         char *address; /* a predecessor's own socket: ours to remove now */
+        bool systemd;  /* from the socket unit, not a predecessor */
 } Inherited;
 static Inherited *inherited;
 static size_t n_inherited;
 
-static int take_inherited(const ListenAddress *a, bool *ret_owned) {
+static Inherited *find_inherited(const struct sockaddr_storage *sa, socklen_t sa_len) {
         for (size_t i = 0; i < n_inherited; i++) {
                 Inherited *in = &inherited[i];
-                if (!in->used && in->sa_len == a->sa_len && memcmp(&in->sa, &a->sa, a->sa_len) == 0) {
-                        in->used = true;
-                        *ret_owned = in->address;
-                        return in->fd;
-                }
+                if (!in->used && in->sa_len == sa_len && sa_len > 0 && memcmp(&in->sa, sa, sa_len) == 0)
+                        return in;
         }
-        return -EBADF;
+        return NULL;
 }
 
-static int add_inherited(int fd, const char *name, const char *address) {
+static int take_inherited(const ListenAddress *a, bool *ret_owned, bool *ret_systemd) {
+        Inherited *in = find_inherited(&a->sa, a->sa_len);
+
+        if (!in)
+                return -EBADF;
+        in->used = true;
+        *ret_owned = in->address;
+        *ret_systemd = in->systemd;
+        return in->fd;
+}
+
+static int add_inherited(int fd, const char *name, const char *address, bool systemd) {
         Inherited *v = realloc(inherited, (n_inherited + 1) * sizeof *v), *in;
 
         if (!v)
                 return -ENOMEM;
         inherited = v;
         in = &inherited[n_inherited];
-        *in = (Inherited) { .fd = fd, .sa_len = sizeof in->sa };
+        *in = (Inherited) { .fd = fd, .sa_len = sizeof in->sa, .systemd = systemd };
         in->name = name ? strdup(name) : NULL;
         in->address = address ? strdup(address) : NULL;
         if ((name && !in->name) || (address && !in->address)) {
@@ -112,6 +122,13 @@ static int add_inherited(int fd, const char *name, const char *address) {
         if (getsockname(fd, (struct sockaddr *) &in->sa, &in->sa_len) < 0)
                 in->sa_len = 0;
         (void) fd_set_nonblock(fd);
+        /* A predecessor's copy of a socket systemd passes us itself. */
+        if (!systemd && find_inherited(&in->sa, in->sa_len)) {
+                free(in->name);
+                free(in->address);
+                safe_close(fd);
+                return 0;
+        }
         n_inherited++;
         return 0;
 }
@@ -477,16 +494,17 @@ static int add_listener(const char *text, Transport t, bool metrics, bool contro
                 l->have_address = true;
 
         if (inherited_fd < 0) {
-                bool owned = false;
+                bool owned = false, systemd = false;
 
                 r = listen_address_parse(text, &l->address, &error);
                 if (r < 0)
                         return log_error_errno(r, "Invalid address '%s': %s.", text, error);
                 /* systemd already listens there (seedbed-device.socket),
                  * or the instance we replace did. */
-                l->fd = take_inherited(&l->address, &owned);
+                l->fd = take_inherited(&l->address, &owned, &systemd);
                 if (l->fd >= 0) {
                         l->have_address = owned;
+                        l->systemd = systemd;
                         n_listeners++;
                         return 0;
                 }
@@ -517,7 +535,7 @@ static const char *listener_kind(const Listener *l) {
 }
 
 /* The whole state for a successor, in a memfd; fds gets what it names. */
-static int save_state(StateFds *fds) {
+static int save_state(StateFds *fds, bool fdstore) {
         _cleanup_(json_free) Json j = {};
         int r;
 
@@ -528,6 +546,9 @@ static int save_state(StateFds *fds) {
         for (size_t i = 0; i < n_listeners; i++) {
                 const Listener *l = &listeners[i];
 
+                /* systemd passes its sockets to the next start itself. */
+                if (fdstore && l->systemd)
+                        continue;
                 json_object_begin(&j, NULL);
                 json_string(&j, "kind", listener_kind(l));
                 state_write_fd(&j, fds, "fd", l->metrics ? metrics_server_fd(metrics) : l->fd);
@@ -579,7 +600,7 @@ static void on_control(LoopIo *io, int fd, uint32_t events, void *userdata) {
                 return;
         }
 
-        memfd = save_state(&fds);
+        memfd = save_state(&fds, false);
         if (memfd < 0) {
                 log_warning_errno(memfd, "Failed to write the state for pid %d: %m; serving on.", (int) cred.pid);
                 handover_refuse(conn, "the running instance could not write its state");
@@ -597,34 +618,15 @@ static void on_control(LoopIo *io, int fd, uint32_t events, void *userdata) {
         loop_exit(main_loop, EXIT_OK);
 }
 
-/* --replace: takes the state of the instance on the control socket.
- * 1 taken (*ret_conn: tell it when we serve), 0 none runs there, <0
- * failed (it serves on). */
-static int take_over(int *ret_conn) {
-        const char *path = arg_cfg.control ?: DEFAULT_CONTROL;
-        _cleanup_close_ int conn = -EBADF, memfd = -EBADF;
+/* Takes up a predecessor's state: its listening sockets become inherited
+ * ones (matched to the configuration as systemd's are), its connections
+ * the server's.  fds (n_fds, owned from here on) are what it names. */
+static int restore_state(int memfd, int *fds, size_t n_fds) {
         _cleanup_(state_reader_done) StateReader reader = {};
         yaml_node_t *root, *list, *srv;
-        ListenAddress a;
-        const char *error_text;
-        char error[256] = "";
         uint64_t version;
-        size_t n_fds = 0, n;
-        int *fds = NULL;
+        size_t n = 0;
         int r;
-
-        if (listen_address_parse(path, &a, &error_text) < 0)
-                return log_error_errno(EINVAL, "Invalid control socket '%s': %s.", path, error_text);
-        r = handover_request(((const struct sockaddr_un *) &a.sa)->sun_path, &conn, &memfd, &fds, &n_fds, error,
-                             sizeof error);
-        if (r == -ENOENT || r == -ECONNREFUSED) {
-                log_notice("No instance listens on '%s'; starting fresh.", path);
-                return 0;
-        }
-        if (r == -EPROTO)
-                return log_error_errno(r, "The running instance refused the handover: %s", error);
-        if (r < 0)
-                return log_error_errno(r, "Failed to take over through '%s': %m", path);
 
         r = state_reader_open(&reader, memfd, fds, n_fds);
         root = state_root(&reader);
@@ -646,7 +648,7 @@ static int take_over(int *ret_conn) {
                 if (r < 0)
                         break;
                 address = json_get_str(&reader.doc, it, "address");
-                r = add_inherited(fd, kind, address);
+                r = add_inherited(fd, kind, address, false);
                 if (r < 0)
                         safe_close(fd);
         }
@@ -655,29 +657,159 @@ static int take_over(int *ret_conn) {
         if (r >= 0)
                 r = server_restore(&server, &reader, srv);
         if (r < 0)
-                return log_error_errno(r, "Cannot take over from the running instance: %s; it serves on.",
+                return log_error_errno(r, "Cannot take up the state of the previous instance: %s",
                                        reader.error[0] ? reader.error : strerror(-r));
+        return 0;
+}
+
+/* --replace: takes the state of the instance on the control socket.
+ * 1 taken (*ret_conn: tell it when we serve), 0 none runs there, <0
+ * failed (it serves on). */
+static int take_over(int *ret_conn) {
+        const char *path = arg_cfg.control ?: DEFAULT_CONTROL;
+        _cleanup_close_ int conn = -EBADF, memfd = -EBADF;
+        ListenAddress a;
+        const char *error_text;
+        char error[256] = "";
+        size_t n_fds = 0;
+        int *fds = NULL;
+        int r;
+
+        if (listen_address_parse(path, &a, &error_text) < 0)
+                return log_error_errno(EINVAL, "Invalid control socket '%s': %s.", path, error_text);
+        r = handover_request(((const struct sockaddr_un *) &a.sa)->sun_path, &conn, &memfd, &fds, &n_fds, error,
+                             sizeof error);
+        if (r == -ENOENT || r == -ECONNREFUSED) {
+                log_notice("No instance listens on '%s'; starting fresh.", path);
+                return 0;
+        }
+        if (r == -EPROTO)
+                return log_error_errno(r, "The running instance refused the handover: %s", error);
+        if (r < 0)
+                return log_error_errno(r, "Failed to take over through '%s': %m", path);
+        r = restore_state(memfd, fds, n_fds);
+        if (r < 0)
+                return log_error_errno(r, "Not taking over; the running instance serves on.");
         *ret_conn = TAKE_FD(conn);
         return 1;
 }
 
-static int setup_listeners(Loop *loop, MetricsServer **ret_metrics) {
+/* ---- systemd's file descriptor store ----
+ *
+ * Under systemd, a stop (systemctl restart, an upgrade's restart) hands
+ * the state to the service manager instead of a successor process: every
+ * fd the state names goes to the store (FileDescriptorStoreMax= in the
+ * unit) as "seedbed-fd-N", the state memfd as "seedbed-state", and the
+ * next start gets them back in LISTEN_FDS / LISTEN_FDNAMES beside the
+ * socket unit's sockets.  The same state as for --replace: one
+ * mechanism, two ways to carry it. */
+#define FDSTORE_STATE "seedbed-state"
+#define FDSTORE_FD_PREFIX "seedbed-fd-"
+
+static bool fdstore_wanted(void) {
+#ifdef HAVE_SYSTEMD
+        const char *max = getenv("FDSTORE");
+
+        /* systemd 254 and later say how many the store takes; earlier
+         * ones do not, and a unit without a store drops what we send. */
+        return getenv("NOTIFY_SOCKET") && (!max || strtoul(max, NULL, 10) > 0);
+#else
+        return false;
+#endif
+}
+
+/* Hands the state to the fd store; 0 when it has all of it. */
+static int fdstore_save(void) {
+#ifdef HAVE_SYSTEMD
+        _cleanup_(state_fds_done) StateFds fds = {};
+        _cleanup_close_ int memfd = -EBADF;
+        char msg[64];
         int r;
 
+        memfd = save_state(&fds, true);
+        if (memfd < 0)
+                return memfd;
+        for (size_t i = 0; i < fds.n; i++) {
+                (void) snprintf(msg, sizeof msg, "FDSTORE=1\nFDNAME=" FDSTORE_FD_PREFIX "%zu", i);
+                r = sd_pid_notify_with_fds(0, false, msg, &fds.fds[i], 1);
+                if (r <= 0)
+                        return r < 0 ? r : -EOPNOTSUPP;
+        }
+        /* The state last: a start that finds it finds every fd it names. */
+        r = sd_pid_notify_with_fds(0, false, "FDSTORE=1\nFDNAME=" FDSTORE_STATE, &memfd, 1);
+        return r < 0 ? r : r == 0 ? -EOPNOTSUPP : 0;
+#else
+        return -EOPNOTSUPP;
+#endif
+}
+
+/* The sockets systemd passed, and a state it kept for us: 1 when a
+ * state was taken up, 0 when there was none, <0 on failure (the fds
+ * are closed; guests reconnect). */
+static int take_systemd_fds(void) {
 #ifdef HAVE_SYSTEMD
+        _cleanup_free_ int *fds = NULL;
         char **names = NULL;
-        int n = sd_listen_fds_with_names(true, &names);
+        int state = -EBADF, n, r = 0;
+        size_t n_fds = 0;
+
+        n = sd_listen_fds_with_names(true, &names);
         if (n < 0)
                 return log_error_errno(n, "Failed to take the sockets systemd passed: %m");
+        fds = calloc((size_t) MAX(n, 1), sizeof *fds);
+        if (!fds)
+                return log_oom();
+        for (int i = 0; i < n; i++)
+                fds[i] = -EBADF;
         for (int i = 0; i < n; i++) {
-                r = add_inherited(SD_LISTEN_FDS_START + i, names ? names[i] : NULL, NULL);
-                if (r < 0)
-                        return log_oom();
+                int fd = SD_LISTEN_FDS_START + i;
+                const char *name = names ? names[i] : NULL, *idx;
+
+                if (streq_ptr(name, FDSTORE_STATE))
+                        state = fd;
+                else if (name && (idx = startswith(name, FDSTORE_FD_PREFIX))) {
+                        unsigned long k = strtoul(idx, NULL, 10);
+                        if (k < (unsigned long) n && fds[k] < 0) {
+                                fds[k] = fd;
+                                n_fds = MAX(n_fds, (size_t) k + 1);
+                        } else
+                                safe_close(fd);
+                } else if (r >= 0)
+                        r = add_inherited(fd, name, NULL, true);
         }
         for (int i = 0; names && i < n; i++)
                 free(names[i]);
         free(names);
+        if (r < 0)
+                return log_oom();
+
+        /* What the store kept is ours now: out of it, or the next start
+         * would get it again beside the new. */
+        (void) sd_notify(false, "FDSTOREREMOVE=1\nFDNAME=" FDSTORE_STATE);
+        for (size_t i = 0; i < n_fds; i++) {
+                char msg[64];
+
+                (void) snprintf(msg, sizeof msg, "FDSTOREREMOVE=1\nFDNAME=" FDSTORE_FD_PREFIX "%zu", i);
+                (void) sd_notify(false, msg);
+        }
+        if (state < 0) {
+                for (size_t i = 0; i < n_fds; i++)
+                        safe_close(fds[i]);
+                return 0;
+        }
+        r = restore_state(state, TAKE_PTR(fds), n_fds);
+        safe_close(state);
+        if (r < 0)
+                return r;
+        log_info("Took up the state systemd kept from the previous instance.");
+        return 1;
+#else
+        return 0;
 #endif
+}
+
+static int setup_listeners(Loop *loop, MetricsServer **ret_metrics) {
+        int r;
 
         for (unsigned i = 0; i < arg_cfg.egd.n; i++) {
                 r = add_listener(arg_cfg.egd.items[i], TRANSPORT_EGD, false, false, -EBADF, NULL);
@@ -729,6 +861,7 @@ static int setup_listeners(Loop *loop, MetricsServer **ret_metrics) {
                 if (in->used)
                         continue;
                 in->used = true;
+                r = 0;
                 if (streq(name, "egd"))
                         r = add_listener(name, TRANSPORT_EGD, false, false, in->fd, in->address);
                 else if (streq(name, "vhost-user"))
@@ -743,6 +876,7 @@ static int setup_listeners(Loop *loop, MetricsServer **ret_metrics) {
                                             name);
                 if (r < 0)
                         return r;
+                listeners[n_listeners - 1].systemd = in->systemd;
         }
 
         if (n_listeners == 0 && arg_vhost_fd < 0)
@@ -779,6 +913,19 @@ static void on_signal(LoopIo *io, int fd, uint32_t events, void *userdata) {
         if (sig == SIGHUP) {
                 log_info("Received SIGHUP: nothing to reload, ignoring.");
                 return;
+        }
+        if (sig == SIGTERM && fdstore_wanted()) {
+                int r = fdstore_save();
+                if (r >= 0) {
+                        log_info("Received SIGTERM: the state and %u connections are in systemd's store for the "
+                                 "next start; exiting.",
+                                 server.n_clients[TRANSPORT_EGD] + server.n_clients[TRANSPORT_VHOST_USER]);
+                        handed_over = true;
+                        loop_exit(userdata, EXIT_OK);
+                        return;
+                }
+                log_warning_errno(r, "Failed to hand the state to systemd's store (FileDescriptorStoreMax=): %m; "
+                                  "the guests lose their connections.");
         }
         log_info("Received signal %d, exiting.", sig);
         loop_exit(userdata, EXIT_OK);
@@ -889,9 +1036,14 @@ static int run(int argc, char *argv[]) {
                 goto finish;
         }
 
-        /* The sources are tested and running before we ask: the guests'
-         * gap is the handover alone. */
-        if (arg_replace && take_over(&predecessor) < 0) {
+        /* The sources are tested and running before we take anything up:
+         * the guests' gap is the handover alone. */
+        r = take_systemd_fds();
+        if (r < 0) {
+                r = EXIT_ERROR;
+                goto finish;
+        }
+        if (r == 0 && arg_replace && take_over(&predecessor) < 0) {
                 r = EXIT_ERROR;
                 goto finish;
         }

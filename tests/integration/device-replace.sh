@@ -34,26 +34,7 @@ for _ in $(seq 100); do [ -S "$T/control.sock" ] && break; sleep 0.05; done
 [ -S "$T/control.sock" ] || { cat "$T/d0.log"; fail "the device did not start"; }
 expect_in "$T/d0.log" "No instance listens on '$T/control.sock'; starting fresh."
 
-# A client that reads 32 bytes every 10 ms until told to stop, and says
-# how long it ever waited for an answer.
-python3 - "$T/egd.sock" "$T/stop" >"$T/client" <<'PY' &
-import os, socket, sys, time
-s = socket.socket(socket.AF_UNIX)
-s.connect(sys.argv[1])
-s.settimeout(30)
-n, longest, last = 0, 0.0, time.monotonic()
-while not os.path.exists(sys.argv[2]):
-    s.sendall(b"\x02\x20")
-    data = b""
-    while len(data) < 32:
-        chunk = s.recv(32 - len(data))
-        assert chunk, "the device closed the connection"
-        data += chunk
-    now = time.monotonic()
-    longest, last, n = max(longest, now - last), now, n + 1
-    time.sleep(0.01)
-print("reads %d longest %.3f" % (n, longest))
-PY
+python3 "$top_srcdir/tests/integration/egd-reader.py" "$T/egd.sock" "$T/stop" >"$T/client" &
 CLIENT=$!
 PIDS+=("$CLIENT")
 

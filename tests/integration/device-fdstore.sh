@@ -1,0 +1,62 @@
+#!/bin/bash
+# seedbed-device restarted by systemd with a file descriptor store
+# (FileDescriptorStoreMax=): on SIGTERM it hands its state and every
+# connection to the store, and the next start takes them back from
+# LISTEN_FDS/LISTEN_FDNAMES.  systemd's side is played by fdstore.py
+# exactly as sd_notify(3) and sd_listen_fds(3) specify it (no systemd is
+# PID 1 here).  An EGD client reading without a pause through three
+# restarts never notices; the metrics go on from where they were.
+# shellcheck source=tests/integration/lib.sh
+. "${top_srcdir:?}/tests/integration/lib.sh"
+
+DEVICE=${SEEDBED_DEVICE:-$top_builddir/seedbed-device}
+command -v python3 >/dev/null || skip "python3 is not installed"
+command -v curl >/dev/null || skip "curl is not installed"
+"$DEVICE" --version >/dev/null || fail "no device"
+
+exec 7> >(python3 "$top_srcdir/tests/integration/fdstore.py" "$T" "$DEVICE" --egd "unix:$T/egd.sock" \
+	--metrics "unix:$T/metrics.sock" >"$T/systemd.log" 2>&1)
+cleanup() {
+	echo stop >&7 2>/dev/null || true
+	exec 7>&-
+	[ -z "${CLIENT:-}" ] || kill "$CLIENT" 2>/dev/null || true
+	wait 2>/dev/null || true
+	[ -n "${SEEDBED_KEEP_TMP:-}" ] || rm -rf "$T"
+}
+trap cleanup EXIT
+
+metric() {
+	curl -sf --unix-socket "$T/metrics.sock" http://localhost/metrics | awk -v m="$1" '$1 == m { print $2 }'
+}
+wait_ready() { # wait_ready N: the Nth start said READY=1
+	for _ in $(seq 600); do grep -qx "ready $1" "$T/ready" 2>/dev/null && return 0; sleep 0.05; done
+	cat "$T/systemd.log"
+	fail "start $1 did not say READY=1"
+}
+wait_ready 1
+
+python3 "$top_srcdir/tests/integration/egd-reader.py" "$T/egd.sock" "$T/stop" >"$T/client" &
+CLIENT=$!
+bytes_total() { metric 'seedbed_vm_bytes_total{vm="pid:'"$CLIENT"'",transport="egd"}'; }
+for _ in $(seq 100); do [ -n "$(bytes_total)" ] && break; sleep 0.05; done
+
+for round in 2 3 4; do
+	sleep 0.3
+	before=$(bytes_total)
+	echo restart >&7
+	wait_ready "$round"
+	sleep 0.3
+	after=$(bytes_total)
+	echo "restart $((round - 1)): served $before -> $after bytes"
+	if [ -z "$after" ] || [ "$after" -le "$before" ]; then
+		fail "restart $((round - 1)): the metrics did not go on ($before -> '$after')"
+	fi
+done
+[ "$(metric 'seedbed_connections_total{transport="egd"}')" = 1 ] || fail "the connection was counted again"
+
+touch "$T/stop"
+wait "$CLIENT" || fail "the client failed: $(cat "$T/client")"
+CLIENT=
+echo "EGD client: $(cat "$T/client")"
+longest=$(awk '{ print $4 }' "$T/client")
+awk -v l="$longest" 'BEGIN { exit !(l < 2) }' || fail "the client waited $longest s for an answer"
