@@ -504,7 +504,7 @@ int instance_state_format(const InstanceState *s, time_t when, char **ret, size_
         char now[64];
         Json j = {};
 
-        format_time(when ? when : time(NULL), now, sizeof now);
+        format_time(when ?: s->time ?: time(NULL), now, sizeof now);
 
         json_object_begin(&j, NULL);
         json_uint(&j, "version", INSTANCE_STATE_VERSION);
@@ -569,6 +569,17 @@ int instance_state_save(const char *root, const char *path, const InstanceState 
         return atomic_write_file(path, text, len, 0644, (uid_t) -1, (gid_t) -1);
 }
 
+int instance_state_heal(const char *root, const char *path, const InstanceState *s, const InstanceId *current) {
+        InstanceState hashed = *s; /* borrows s's strings, only to format */
+        int r;
+
+        if (!s->id.product_uuid[0] || instance_compare(&s->id, current) == INSTANCE_NEW)
+                return 0;
+        hashed.id.product_uuid_hmac[0] = hashed.id.product_uuid_key[0] = 0;
+        r = instance_state_save(root, path, &hashed);
+        return r < 0 ? r : 1;
+}
+
 /* Reading.  JSON is YAML's flow style, so libyaml reads the record as it
  * reads the seed record: only a small regular file, never through a link
  * or a FIFO someone left in its place (read_regular_file()). */
@@ -607,6 +618,22 @@ static int state_parse_key(yaml_document_t *doc, yaml_node_t *n, InstanceKey *k)
         return 0;
 }
 
+/* The record's "time", as format_time() writes it; 0 when it is absent
+ * or in another form. */
+static time_t parse_time(const char *s) {
+        struct tm tm = {};
+        const char *end;
+        time_t t;
+
+        if (!s)
+                return 0;
+        end = strptime(s, "%Y-%m-%dT%H:%M:%SZ", &tm);
+        if (!end || *end)
+                return 0;
+        t = timegm(&tm);
+        return t > 0 ? t : 0;
+}
+
 /* Exactly n lowercase hex digits, copied to out. */
 static bool parse_hex(const char *s, size_t n, char *out) {
         if (!s || strlen(s) != n || strspn(s, "0123456789abcdef") != n)
@@ -641,6 +668,7 @@ static int state_parse(yaml_document_t *doc, InstanceState *s) {
                 return -EBADMSG;
         if (mid && !instance_machine_id_normalize(mid, s->id.machine_id))
                 return -EBADMSG;
+        s->time = parse_time(json_get_str(doc, root, "time"));
         pending = json_get_str(doc, root, "pending");
         if (pending && !streq(pending, INSTANCE_PENDING_REPLACE_UNKNOWN))
                 return -EBADMSG;

@@ -51,10 +51,12 @@
  * with no key to compare with, the recorded UUID is unknown and the
  * machine-id decides (a notice says so).  A record written before the UUID
  * was hashed holds "product_uuid" in the clear: it is compared as it is,
- * and the next write replaces it with the hash (for firstboot.json, which
- * is otherwise not rewritten, the run that finds it).  A UUID that is
- * unknown, or that cannot be hashed (no key can be read or made: a CRNG
- * not ready yet), is recorded as null, never in the clear.
+ * and the next write replaces it with the hash.  Neither record is
+ * rewritten at boot but for a new instance, so the firstboot run that
+ * finds this instance done writes both again (instance_state_heal()),
+ * only the UUID changed.  A UUID that is unknown, or that cannot be
+ * hashed (no key can be read or made: a CRNG not ready yet), is recorded
+ * as null, never in the clear.
  *
  * While a replacement of keys found with no record is under way, the
  * record says so, between "instance" and "keys":
@@ -204,6 +206,8 @@ typedef struct InstanceKey {
 
 typedef struct InstanceState {
         InstanceId id;
+        time_t time;          /* the record's "time"; 0: not known, or not yet written (a save
+                               * writes the time of the save) */
         InstanceKey keys[INSTANCE_KEYS_MAX];
         size_t n_keys;
         char *pending;        /* INSTANCE_PENDING_REPLACE_UNKNOWN, or NULL: the record is complete */
@@ -221,7 +225,8 @@ const InstanceKey *instance_state_find_key(const InstanceState *s, const char *f
  * we do not know); ret is written only on success. */
 int instance_state_load(const char *path, InstanceState *ret);
 
-/* Builds the JSON text, with the time given in UTC (for tests: 0 is now). */
+/* Builds the JSON text, with the time given in UTC (0: s->time, or now
+ * when that is 0 too). */
 int instance_state_format(const InstanceState *s, time_t when, char **ret, size_t *ret_len);
 
 /* Writes the record atomically (0644), creating its directory.  A UUID
@@ -229,3 +234,10 @@ int instance_state_format(const InstanceState *s, time_t when, char **ret, size_
  * under root (made when there is none, or when the file there is no key);
  * as null when that cannot be done (logged). */
 int instance_state_save(const char *root, const char *path, const InstanceState *s);
+
+/* For the boots that write no record (the instance is not new): writes
+ * the record at path (read into s) again with the UUID hashed, when it
+ * holds it in the clear and current is not a new instance compared with
+ * it.  Nothing else in it changes, its "time" neither.  Returns 1 when it
+ * was written, 0 when there was nothing to do, or -errno. */
+int instance_state_heal(const char *root, const char *path, const InstanceState *s, const InstanceId *current);

@@ -551,6 +551,41 @@ static int do_luks(void) {
 
 #define FIRSTBOOT_STATE LOCALSTATEDIR "/lib/seedbed/firstboot.json"
 
+/* One record of this instance, s as read from path, written again with
+ * the UUID hashed where it holds it in the clear (instance_state_heal()). */
+static void heal_record(const char *path, const InstanceState *s, const InstanceId *id) {
+        int r = instance_state_heal(arg_root, path, s, id);
+
+        if (r < 0)
+                log_warning_errno(r, "Failed to rewrite '%s' without the SMBIOS UUID in the clear, ignoring: %m",
+                                  path);
+}
+
+/* Records from before the UUID was hashed hold it in the clear, and
+ * neither is rewritten at boot but for a new instance: the runs that
+ * find this instance done take it out of both, firstboot.json (done, as
+ * read from path) and ssh-keys.json. */
+static void heal_records(const char *path, const InstanceState *done, const InstanceId *id) {
+        _cleanup_free_ char *ssh_path = path_join_root(arg_root, INSTANCE_STATE_FILE);
+        InstanceState s;
+        int r;
+
+        heal_record(path, done, id);
+        if (!ssh_path) {
+                (void) log_oom();
+                return;
+        }
+        /* One that cannot be read is sshkeys' to report, and to replace. */
+        r = instance_state_load(ssh_path, &s);
+        if (r < 0) {
+                if (r != -ENOENT)
+                        log_debug_errno(r, "Cannot read '%s', leaving it as it is: %m", ssh_path);
+                return;
+        }
+        heal_record(ssh_path, &s, id);
+        instance_state_done(&s);
+}
+
 /* seed, sshkeys and luks, once per instance: /var/lib/seedbed records the
  * instance it was done for, so a second boot of it does nothing, and a
  * clone (another SMBIOS UUID or machine-id) does it all again. */
@@ -579,17 +614,8 @@ static int do_firstboot(void) {
         if (r >= 0) {
                 InstanceChange change = instance_compare(&done.id, &id);
 
-                /* A record from before the UUID was hashed holds it in the
-                 * clear, and this one is rewritten only for a new
-                 * instance: the same record, the UUID hashed, now. */
-                if (change != INSTANCE_NEW && done.id.product_uuid[0]) {
-                        InstanceState hashed = { .id = done.id };
-
-                        r = instance_state_save(arg_root, state_path, &hashed);
-                        if (r < 0)
-                                log_warning_errno(r, "Failed to rewrite '%s' without the SMBIOS UUID in the "
-                                                  "clear, ignoring: %m", state_path);
-                }
+                if (change != INSTANCE_NEW)
+                        heal_records(state_path, &done, &id);
                 instance_state_done(&done);
                 if (change != INSTANCE_NEW) {
                         _cleanup_free_ char *rec = record_path();

@@ -88,15 +88,29 @@ fi
 [ "$(json "$rec" .firstboot)" = "done" ] || fail "the clone: firstboot $(json "$rec" .firstboot)"
 uuid_private "$R" 4c4c4544-0000-1000-8000-000000000002
 
-# A record from before the UUID was hashed: still this instance, and the
-# run that finds it takes the UUID out (nothing else rewrites it).
-printf '{"version": 1, "instance": {"product_uuid": "%s", "machine_id": "%s"}}\n' \
-	4c4c4544-0000-1000-8000-000000000002 0123456789abcdef0123456789abcdef >"$R/var/lib/seedbed/firstboot.json"
+# Records from before the UUID was hashed: still this instance, and the
+# run that finds it takes the UUID out of both (nothing else rewrites them
+# at boot), with everything else in them as it was.
+S=$R/var/lib/seedbed
+old_time=2021-02-03T04:05:06Z
+printf '{"version": 1, "time": "%s", "instance": {"product_uuid": "%s", "machine_id": "%s"}}\n' \
+	"$old_time" 4c4c4544-0000-1000-8000-000000000002 0123456789abcdef0123456789abcdef >"$S/firstboot.json"
+jq --arg t "$old_time" '.time = $t | .instance = { product_uuid: "4c4c4544-0000-1000-8000-000000000002",
+	machine_id: .instance.machine_id }' "$S/ssh-keys.json" >"$T/old.json"
+cp "$T/old.json" "$S/ssh-keys.json"
 run 0 "$AGENT" --root "$R" firstboot
 expect_in "$T/err" "already done for this instance"
 uuid_private "$R" 4c4c4544-0000-1000-8000-000000000002
-json "$R/var/lib/seedbed/firstboot.json" .instance.product_uuid_hmac | grep -qxE '[0-9a-f]{64}' ||
-	fail "the old record was not rewritten with the UUID's hash"
+for f in firstboot.json ssh-keys.json; do
+	json "$S/$f" .instance.product_uuid_hmac | grep -qxE '[0-9a-f]{64}' ||
+		fail "the old $f was not rewritten with the UUID's hash"
+	[ "$(json "$S/$f" .time)" = "$old_time" ] || fail "the old $f's time changed: $(json "$S/$f" .time)"
+done
+hash=$(json "$S/firstboot.json" .instance.product_uuid_hmac)
+[ "$(json "$S/ssh-keys.json" .instance.product_uuid_hmac)" = "$hash" ] ||
+	fail "the records hold different hashes of one UUID"
+[ "$(jq -S 'del(.instance)' "$S/ssh-keys.json")" = "$(jq -S 'del(.instance)' "$T/old.json")" ] ||
+	fail "ssh-keys.json changed beyond its UUID: $(cat "$S/ssh-keys.json")"
 fingerprints | diff -u "$T/files2" - || fail "keys changed for an old record of this instance"
 
 # expect_refused IMAGE NAME MESSAGE: the luks command, given IMAGE's loop

@@ -944,6 +944,23 @@ START_TEST(test_state_roundtrip) {
         ck_assert_int_eq(instance_state_load(path, &l), 0);
         ck_assert_uint_eq(l.n_keys, 0);
         ck_assert_ptr_null(l.pending);
+        ck_assert_int_eq(l.time, 0);
+        instance_state_done(&l);
+
+        /* Its time is read back, and written again as it was; one in
+         * another form is not known (a save writes its own). */
+        fakeroot_write(root, INSTANCE_STATE_FILE,
+                       "{\"version\": 1, \"time\": \"2024-05-01T12:00:00Z\", \"instance\": {}}");
+        ck_assert_int_eq(instance_state_load(path, &l), 0);
+        ck_assert_int_eq(l.time, 1714564800);
+        ck_assert_int_eq(instance_state_format(&l, 0, &text, &len), 0);
+        ck_assert_ptr_nonnull(strstr(text, "\"time\": \"2024-05-01T12:00:00Z\""));
+        free(text);
+        instance_state_done(&l);
+        fakeroot_write(root, INSTANCE_STATE_FILE,
+                       "{\"version\": 1, \"time\": \"2024-05-01 12:00\", \"instance\": {}}");
+        ck_assert_int_eq(instance_state_load(path, &l), 0);
+        ck_assert_int_eq(l.time, 0);
         instance_state_done(&l);
 }
 END_TEST
