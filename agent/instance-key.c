@@ -11,6 +11,28 @@
 #define UUID_LABEL "seedbed instance product_uuid v1"
 #define KEY_ID_LABEL "seedbed instance key id v1"
 
+static InstanceKeyRandomFn random_fn;
+
+void instance_key_set_random(InstanceKeyRandomFn fn) {
+        random_fn = fn;
+}
+
+/* The key is all that keeps a low-entropy UUID (Dell's come from the
+ * service tag) from being guessed back from its hash: only bytes from a
+ * ready CRNG, and no waiting for one in early boot. */
+static int random_bytes(void *buf, size_t n) {
+        ssize_t k;
+
+        if (random_fn)
+                return random_fn(buf, n);
+        do
+                k = getrandom(buf, n, GRND_NONBLOCK);
+        while (k < 0 && errno == EINTR);
+        if (k < 0)
+                return -errno;
+        return (size_t) k == n ? 0 : -EIO;
+}
+
 int instance_key_load(const char *path, uint8_t ret[static INSTANCE_KEY_SIZE]) {
         _cleanup_free_ char *buf = NULL;
         size_t size;
@@ -29,21 +51,15 @@ int instance_key_load(const char *path, uint8_t ret[static INSTANCE_KEY_SIZE]) {
 int instance_key_make(const char *path, bool replace, uint8_t ret[static INSTANCE_KEY_SIZE]) {
         _cleanup_free_ char *dir = strdup(path);
         uint8_t key[INSTANCE_KEY_SIZE];
-        ssize_t k;
         int r;
 
         if (!dir)
                 return -ENOMEM;
-        /* The key is all that keeps a low-entropy UUID (Dell's come from
-         * the service tag) from being guessed back from its hash: only
-         * bytes from a ready CRNG, and no waiting for one in early boot. */
-        do
-                k = getrandom(key, sizeof key, GRND_NONBLOCK);
-        while (k < 0 && errno == EINTR);
-        if (k < 0)
-                return -errno;
-        if ((size_t) k != sizeof key)
-                return -EIO;
+        r = random_bytes(key, sizeof key);
+        if (r < 0) {
+                explicit_bzero(key, sizeof key);
+                return r;
+        }
 
         r = mkdir_p(dirname(dir), 0755);
         if (r >= 0)

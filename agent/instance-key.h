@@ -27,6 +27,12 @@ int instance_key_load(const char *path, uint8_t ret[static INSTANCE_KEY_SIZE]);
  * makes a key of weaker bytes. */
 int instance_key_make(const char *path, bool replace, uint8_t ret[static INSTANCE_KEY_SIZE]);
 
+/* Where instance_key_make() takes its bytes, for tests: fills buf (0) or
+ * fails as getrandom(GRND_NONBLOCK) would (-EAGAIN: the CRNG is not
+ * ready).  NULL, as the program always has it: getrandom(). */
+typedef int (*InstanceKeyRandomFn)(void *buf, size_t n);
+void instance_key_set_random(InstanceKeyRandomFn fn);
+
 /* HMAC-SHA256(key, "seedbed instance product_uuid v1\0" || uuid) in
  * lowercase hex; uuid is normalised (instance_uuid_normalize()).
  * -EINVAL for an empty uuid, -EIO when libcrypto fails. */

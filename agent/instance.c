@@ -543,14 +543,28 @@ int instance_state_format(const InstanceState *s, time_t when, char **ret, size_
         return json_finish(&j, ret, ret_len);
 }
 
-int instance_state_save(const char *root, const char *path, const InstanceState *s) {
-        _cleanup_free_ char *dir = strdup(path), *key = path_join_root(root, INSTANCE_KEY_FILE), *text = NULL;
-        InstanceState hashed = *s; /* borrows s's strings, only to format */
+/* Writes s as it is: whatever it holds of the UUID is its hash. */
+static int state_write(const char *path, const InstanceState *s) {
+        _cleanup_free_ char *dir = strdup(path), *text = NULL;
         size_t len;
         int r;
 
         if (!dir)
                 return -ENOMEM;
+        r = instance_state_format(s, 0, &text, &len);
+        if (r < 0)
+                return r;
+        r = mkdir_p(dirname(dir), 0755);
+        if (r < 0)
+                return r;
+        return atomic_write_file(path, text, len, 0644, (uid_t) -1, (gid_t) -1);
+}
+
+int instance_state_save(const char *root, const char *path, const InstanceState *s) {
+        _cleanup_free_ char *key = path_join_root(root, INSTANCE_KEY_FILE);
+        InstanceState hashed = *s; /* borrows s's strings, only to format */
+        int r;
+
         if (!hashed.id.product_uuid_hmac[0]) {
                 r = uuid_hash(key, true, &hashed.id);
                 if (r == -EAGAIN)
@@ -560,23 +574,25 @@ int instance_state_save(const char *root, const char *path, const InstanceState 
                         log_warning_errno(r, "Cannot hash the SMBIOS UUID with the instance key '%s', recording "
                                           "it in '%s' as unknown: %m", strna(key), path);
         }
-        r = instance_state_format(&hashed, 0, &text, &len);
-        if (r < 0)
-                return r;
-        r = mkdir_p(dirname(dir), 0755);
-        if (r < 0)
-                return r;
-        return atomic_write_file(path, text, len, 0644, (uid_t) -1, (gid_t) -1);
+        return state_write(path, &hashed);
 }
 
 int instance_state_heal(const char *root, const char *path, const InstanceState *s, const InstanceId *current) {
+        _cleanup_free_ char *key = path_join_root(root, INSTANCE_KEY_FILE);
         InstanceState hashed = *s; /* borrows s's strings, only to format */
         int r;
 
         if (!s->id.product_uuid[0] || instance_compare(&s->id, current) == INSTANCE_NEW)
                 return 0;
         hashed.id.product_uuid_hmac[0] = hashed.id.product_uuid_key[0] = 0;
-        r = instance_state_save(root, path, &hashed);
+        /* Never null for a UUID the record holds: that would lose the
+         * comparison for good, and this record is seldom written.  With
+         * no key (none can be made before the CRNG is ready, and this
+         * runs before the gate) it waits for a later boot. */
+        r = uuid_hash(key, true, &hashed.id);
+        if (r < 0)
+                return r;
+        r = state_write(path, &hashed);
         return r < 0 ? r : 1;
 }
 

@@ -54,9 +54,11 @@
  * and the next write replaces it with the hash.  Neither record is
  * rewritten at boot but for a new instance, so the firstboot run that
  * finds this instance done writes both again (instance_state_heal()),
- * only the UUID changed.  A UUID that is unknown, or that cannot be
- * hashed (no key can be read or made: a CRNG not ready yet), is recorded
- * as null, never in the clear.
+ * only the UUID changed, or when it cannot be hashed yet (no key, and
+ * none can be made: a CRNG not ready this early in boot), leaves it as it
+ * is for a later boot.  A record written for this instance behind the
+ * gate holds a UUID that is unknown, or that cannot be hashed (on-timeout
+ * continue: a CRNG still not ready), as null, never in the clear.
  *
  * While a replacement of keys found with no record is under way, the
  * record says so, between "instance" and "keys":
@@ -232,12 +234,18 @@ int instance_state_format(const InstanceState *s, time_t when, char **ret, size_
 /* Writes the record atomically (0644), creating its directory.  A UUID
  * that s holds in the clear goes in as its hash, with the instance key
  * under root (made when there is none, or when the file there is no key);
- * as null when that cannot be done (logged). */
+ * as null when that cannot be done (logged).  Only for a record of what
+ * was just done for this instance (keys made or kept, a first boot done),
+ * behind the gate: a null there is a UUID not known, and the machine-id
+ * decides until the record is written again.  Never to heal a record
+ * (instance_state_heal()). */
 int instance_state_save(const char *root, const char *path, const InstanceState *s);
 
 /* For the boots that write no record (the instance is not new): writes
  * the record at path (read into s) again with the UUID hashed, when it
  * holds it in the clear and current is not a new instance compared with
  * it.  Nothing else in it changes, its "time" neither.  Returns 1 when it
- * was written, 0 when there was nothing to do, or -errno. */
+ * was written, 0 when there was nothing to do, or -errno, with the record
+ * left as it was: -EAGAIN when the key is to be made and the CRNG is not
+ * ready. */
 int instance_state_heal(const char *root, const char *path, const InstanceState *s, const InstanceId *current);

@@ -552,13 +552,18 @@ static int do_luks(void) {
 #define FIRSTBOOT_STATE LOCALSTATEDIR "/lib/seedbed/firstboot.json"
 
 /* One record of this instance, s as read from path, written again with
- * the UUID hashed where it holds it in the clear (instance_state_heal()). */
+ * the UUID hashed where it holds it in the clear (instance_state_heal()).
+ * This runs before the gate: a key that cannot be made yet is made on a
+ * later boot, and the record stays as it is until then. */
 static void heal_record(const char *path, const InstanceState *s, const InstanceId *id) {
         int r = instance_state_heal(arg_root, path, s, id);
 
-        if (r < 0)
-                log_warning_errno(r, "Failed to rewrite '%s' without the SMBIOS UUID in the clear, ignoring: %m",
-                                  path);
+        if (r == -EAGAIN)
+                log_notice("The kernel's random number generator is not ready to make the instance key: '%s' is "
+                           "left as it is until a later boot.", path);
+        else if (r < 0)
+                log_warning_errno(r, "Failed to rewrite '%s' without the SMBIOS UUID in the clear, leaving it as it "
+                                  "is until a later boot: %m", path);
 }
 
 /* Records from before the UUID was hashed hold it in the clear, and
@@ -658,6 +663,9 @@ static int do_firstboot(void) {
         /* Done only when everything is: what failed is tried again on the
          * next boot (keys and volumes already in place are kept). */
         if (rk == 0 && rv == 0) {
+                /* Behind the gate: a UUID with no key to hash it with (the
+                 * CRNG still not ready, on-timeout continue) goes in as
+                 * null, and the machine-id decides. */
                 InstanceState now = { .id = id };
                 int w = instance_state_save(arg_root, state_path, &now);
                 if (w < 0)

@@ -30,6 +30,7 @@ static void setup(void) {
 
 static void teardown(void) {
         atomic_set_fault_hook(NULL, NULL);
+        instance_key_set_random(NULL);
         fakeroot_free(root);
         root = NULL;
 }
@@ -1236,6 +1237,67 @@ START_TEST(test_state_key_missing) {
         ck_assert_int_eq(instance_state_load(path, &l), 0);
         ck_assert_str_eq(l.id.product_uuid_hmac, "");
         instance_state_done(&l);
+}
+END_TEST
+
+/* The kernel's CRNG early in boot, before it is ready. */
+static int random_not_ready(_unused_ void *buf, _unused_ size_t n) {
+        return -EAGAIN;
+}
+
+#define OLD_TIME "2021-02-03T04:05:06Z"
+#define OLD_RECORD                                                                                      \
+        "{\"version\": 1, \"time\": \"" OLD_TIME "\", \"instance\": {\"product_uuid\": \"" UUID_A \
+        "\", \"machine_id\": \"" MID_A "\"}, \"keys\": []}"
+
+/* The boot that finds this instance done writes a record from before the
+ * UUID was hashed again, hashed; with no key to hash it with (and none to
+ * be made: the CRNG is not ready before the gate), it leaves the record
+ * as it is for a later boot, never the UUID replaced with null. */
+START_TEST(test_state_heal) {
+        InstanceState l, h;
+        InstanceId now;
+        char path[4096], *text;
+
+        state_path(path);
+        set_uuid(UUID_A "\n");
+        fakeroot_write(root, "/etc/machine-id", MID_A "\n");
+        fakeroot_write(root, INSTANCE_STATE_FILE, OLD_RECORD);
+        instance_id_read(root, &now);
+        ck_assert_int_eq(instance_state_load(path, &l), 0);
+
+        instance_key_set_random(random_not_ready);
+        ck_assert_int_eq(instance_state_heal(root, path, &l, &now), -EAGAIN);
+        text = fakeroot_read(root, INSTANCE_STATE_FILE);
+        ck_assert_str_eq(text, OLD_RECORD);
+        free(text);
+        ck_assert(!fakeroot_exists(root, INSTANCE_KEY_FILE));
+
+        /* A later boot: the hash, and the record's time as it was. */
+        instance_key_set_random(NULL);
+        ck_assert_int_eq(instance_state_heal(root, path, &l, &now), 1);
+        instance_state_done(&l);
+        check_no_uuid(UUID_A);
+        instance_id_read(root, &now);
+        ck_assert_int_eq(instance_state_load(path, &h), 0);
+        ck_assert_str_eq(h.id.product_uuid_hmac, now.product_uuid_hmac);
+        ck_assert_str_eq(h.id.product_uuid_key, now.product_uuid_key);
+        ck_assert_str_eq(h.id.machine_id, MID_A);
+        ck_assert_int_eq(h.time, 1612325106);
+        /* Nothing left to do. */
+        ck_assert_int_eq(instance_state_heal(root, path, &h, &now), 0);
+        instance_state_done(&h);
+
+        /* Another instance's record is not this one's to rewrite. */
+        fakeroot_write(root, INSTANCE_STATE_FILE, OLD_RECORD);
+        ck_assert_int_eq(instance_state_load(path, &l), 0);
+        set_uuid(UUID_B "\n");
+        instance_id_read(root, &now);
+        ck_assert_int_eq(instance_state_heal(root, path, &l, &now), 0);
+        instance_state_done(&l);
+        text = fakeroot_read(root, INSTANCE_STATE_FILE);
+        ck_assert_str_eq(text, OLD_RECORD);
+        free(text);
 }
 END_TEST
 
@@ -2472,6 +2534,7 @@ static Suite *sshkeys_suite(void) {
         tcase_add_test(tc, test_state_uuid_hashed);
         tcase_add_test(tc, test_state_old_record);
         tcase_add_test(tc, test_state_key_missing);
+        tcase_add_test(tc, test_state_heal);
         tcase_add_test(tc, test_instance_key_lost_keeps_keys);
         suite_add_tcase(s, tc);
 
