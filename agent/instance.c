@@ -153,6 +153,18 @@ void instance_id_read(const char *root, InstanceId *ret) {
         *ret = id;
 }
 
+int instance_key_renew(const char *root) {
+        _cleanup_free_ char *path = path_join_root(root, INSTANCE_KEY_FILE);
+        uint8_t key[INSTANCE_KEY_SIZE];
+        int r;
+
+        if (!path)
+                return -ENOMEM;
+        r = instance_key_make(path, true, key);
+        explicit_bzero(key, sizeof key);
+        return r;
+}
+
 /* 1 when the UUIDs differ, 0 when they are equal, -1 when that cannot be
  * told: one is unknown, or the record's hash was made with another key
  * (or none is there now to hash the current one with). */
@@ -575,6 +587,30 @@ int instance_state_save(const char *root, const char *path, const InstanceState 
                                           "it in '%s' as unknown: %m", strna(key), path);
         }
         return state_write(path, &hashed);
+}
+
+int instance_state_rekey(const char *path, const InstanceId *was, const InstanceId *now) {
+        InstanceState s;
+        int r;
+
+        /* A UUID not hashed with the new key would go in as null. */
+        if (now->product_uuid[0] && !now->product_uuid_hmac[0])
+                return -ENOKEY;
+        r = instance_state_load(path, &s);
+        if (r == -ENOENT)
+                return 0;
+        if (r < 0)
+                return r;
+        /* Another instance's record (this run failed to replace it) must
+         * keep telling it apart. */
+        if (s.id.product_uuid[0] || instance_compare(&s.id, was) != INSTANCE_SAME) {
+                instance_state_done(&s);
+                return 0;
+        }
+        s.id = *now;
+        r = state_write(path, &s);
+        instance_state_done(&s);
+        return r < 0 ? r : 1;
 }
 
 int instance_state_heal(const char *root, const char *path, const InstanceState *s, const InstanceId *current) {

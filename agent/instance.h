@@ -40,8 +40,10 @@
  * made when a record first needs it (instance-key.h).  Keyed, because
  * SMBIOS UUIDs are often guessable (Dell's 4c4c4544-… spell the service
  * tag): a plain hash could be reversed by trying them all.  A cloned disk
- * takes the key along; that is fine, its hash still changes with the
- * UUID.  "product_uuid_key" says which key the hash was made with
+ * takes the key along, and so does everyone who has the image: its first
+ * boot, once both records are compared with the image's key, makes a key
+ * of its own and writes both again with it (instance_key_renew()).
+ * "product_uuid_key" says which key the hash was made with
  * (instance_key_id(): it tells nothing of the key): a hash made with a key
  * that is gone or was replaced (unreadable, deleted, not 32 bytes) cannot
  * be compared, and must count as unknown rather than as another UUID,
@@ -112,6 +114,15 @@ const char *instance_change_to_string(InstanceChange c);
  * made here).  Values that are absent, unreadable or not well-formed are
  * left unknown; never fails. */
 void instance_id_read(const char *root, InstanceId *ret);
+
+/* Replaces the instance key under root with a new one, atomically.  For
+ * a first boot done: a clone's key came with its image, so that anyone
+ * who has the image could test guesses of the clone's UUID against its
+ * world-readable records (and the key's ID would link the clones).  Every
+ * record hashed with the old key is to be written again after, or its
+ * UUID counts as unknown.  -EAGAIN when the CRNG is not ready; on failure
+ * the old key stays. */
+int instance_key_renew(const char *root);
 
 /* Normalises one value as instance_id_read() does; false when it does
  * not count as known (malformed, all zeros, all ones, "uninitialized"). */
@@ -240,6 +251,13 @@ int instance_state_format(const InstanceState *s, time_t when, char **ret, size_
  * decides until the record is written again.  Never to heal a record
  * (instance_state_heal()). */
 int instance_state_save(const char *root, const char *path, const InstanceState *s);
+
+/* After instance_key_renew(): writes the record at path again with now
+ * (instance_id_read() after the renewal) when it records was (the same,
+ * before it), nothing else in it changed; a record of anything else is
+ * left as it is.  Returns 1 when it was written, 0 when it was not this
+ * instance's (or there is none), or -errno. */
+int instance_state_rekey(const char *path, const InstanceId *was, const InstanceId *now);
 
 /* For the boots that write no record (the instance is not new): writes
  * the record at path (read into s) again with the UUID hashed, when it

@@ -591,6 +591,35 @@ static void heal_records(const char *path, const InstanceState *done, const Inst
         instance_state_done(&s);
 }
 
+/* A first boot done: a key of this instance's own, not the one its image
+ * came with (instance_key_renew()), made only now that both records have
+ * been compared with the old one (here, and in sshkeys) and are to be
+ * written: ssh-keys.json again, and firstboot.json from id after. */
+static void renew_instance_key(InstanceId *id) {
+        _cleanup_free_ char *ssh_path = path_join_root(arg_root, INSTANCE_STATE_FILE),
+                            *key = path_join_root(arg_root, INSTANCE_KEY_FILE);
+        InstanceId was, now;
+        int r;
+
+        if (!ssh_path || !key) {
+                (void) log_oom();
+                return;
+        }
+        instance_id_read(arg_root, &was);
+        r = instance_key_renew(arg_root);
+        if (r < 0) {
+                log_warning_errno(r, "Failed to make a new instance key '%s', keeping the one in place: %m", key);
+                return;
+        }
+        instance_id_read(arg_root, &now);
+        r = instance_state_rekey(ssh_path, &was, &now);
+        if (r < 0)
+                log_warning_errno(r, "Failed to write '%s' again with the new instance key '%s', ignoring: %m",
+                                  ssh_path, key);
+        /* Hashed again, with the new key, when firstboot.json is saved. */
+        id->product_uuid_hmac[0] = id->product_uuid_key[0] = 0;
+}
+
 /* seed, sshkeys and luks, once per instance: /var/lib/seedbed records the
  * instance it was done for, so a second boot of it does nothing, and a
  * clone (another SMBIOS UUID or machine-id) does it all again. */
@@ -663,11 +692,15 @@ static int do_firstboot(void) {
         /* Done only when everything is: what failed is tried again on the
          * next boot (keys and volumes already in place are kept). */
         if (rk == 0 && rv == 0) {
+                InstanceState now = {};
+                int w;
+
+                renew_instance_key(&id);
                 /* Behind the gate: a UUID with no key to hash it with (the
                  * CRNG still not ready, on-timeout continue) goes in as
                  * null, and the machine-id decides. */
-                InstanceState now = { .id = id };
-                int w = instance_state_save(arg_root, state_path, &now);
+                now.id = id;
+                w = instance_state_save(arg_root, state_path, &now);
                 if (w < 0)
                         return log_error_errno(w, "Failed to write '%s': %m", state_path), EXIT_ERROR;
                 log_info("First boot done for this instance.");

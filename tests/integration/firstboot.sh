@@ -9,9 +9,11 @@
 [ "$(id -u)" -eq 0 ] || skip "needs root"
 command -v cryptsetup >/dev/null || skip "cryptsetup is not installed"
 command -v ssh-keygen >/dev/null || skip "ssh-keygen is not installed"
+command -v python3 >/dev/null || skip "python3 is not installed"
 losetup -f >/dev/null 2>&1 || skip "no loop devices"
 
 R=$T/root
+S=$R/var/lib/seedbed
 mkdir -p "$R/etc/seedbed" "$R/sys/class/dmi/id"
 echo "4c4c4544-0000-1000-8000-000000000001" >"$R/sys/class/dmi/id/product_uuid"
 echo "0123456789abcdef0123456789abcdef" >"$R/etc/machine-id"
@@ -77,6 +79,9 @@ run 0 "$AGENT" --root "$R" luks
 [ "$(json "$rec" '.luks_volumes[0].action')" = already-done ] || fail "luks: $(json "$rec" '.luks_volumes[0].action')"
 
 # A clone: another SMBIOS UUID.  New keys; the volume (data) stays.
+records_hash "$R" 4c4c4544-0000-1000-8000-000000000001
+cp "$S/instance-key" "$T/image-key"
+image_key=$(json "$S/firstboot.json" .instance.product_uuid_key)
 echo "4c4c4544-0000-1000-8000-000000000002" >"$R/sys/class/dmi/id/product_uuid"
 run 0 "$AGENT" --root "$R" firstboot
 fingerprints >"$T/files2"
@@ -87,11 +92,26 @@ fi
 [ "$(cryptsetup luksUUID "$LOOP")" = "$uuid" ] || fail "the volume changed"
 [ "$(json "$rec" .firstboot)" = "done" ] || fail "the clone: firstboot $(json "$rec" .firstboot)"
 uuid_private "$R" 4c4c4544-0000-1000-8000-000000000002
+# Its own instance key: the image's came with it, and anyone who has the
+# image could test guesses of the clone's UUID against its records (and
+# the key's ID would link the clones).  Both records are hashed with it.
+! cmp -s "$T/image-key" "$S/instance-key" || fail "the clone kept the image's instance key"
+for f in firstboot.json ssh-keys.json; do
+	[ "$(json "$S/$f" .instance.product_uuid_key)" != "$image_key" ] || fail "$f: the image's key ID"
+done
+records_hash "$R" 4c4c4544-0000-1000-8000-000000000002
+[ "$(json "$S/ssh-keys.json" '[.keys[].fingerprint] | sort | join(" ")')" = \
+	"$(awk '{ print $2 }' "$T/files2" | sort | tr '\n' ' ' | sed 's/ $//')" ] || fail "ssh-keys.json lost the new keys"
+cp "$S/ssh-keys.json" "$T/ssh-keys.json"
+run 0 "$AGENT" --root "$R" firstboot
+expect_in "$T/err" "already done for this instance"
+fingerprints | diff -u "$T/files2" - || fail "the clone's keys changed on its second boot"
+cmp -s "$T/ssh-keys.json" "$S/ssh-keys.json" || fail "ssh-keys.json was written again on the clone's second boot"
+! grep -q "instance key" "$T/err" || fail "the clone's records do not hold up against its key: $(cat "$T/err")"
 
 # Records from before the UUID was hashed: still this instance, and the
 # run that finds it takes the UUID out of both (nothing else rewrites them
 # at boot), with everything else in them as it was.
-S=$R/var/lib/seedbed
 old_time=2021-02-03T04:05:06Z
 printf '{"version": 1, "time": "%s", "instance": {"product_uuid": "%s", "machine_id": "%s"}}\n' \
 	"$old_time" 4c4c4544-0000-1000-8000-000000000002 0123456789abcdef0123456789abcdef >"$S/firstboot.json"

@@ -1316,6 +1316,63 @@ static char *ensure_ed25519(InstanceChange change, SshKeyAction action) {
         return private_fingerprint(HOST_KEY_ED25519);
 }
 
+/* A first boot done gets a key of its own: the record just written for
+ * this instance is hashed again with it; one of another instance is not
+ * (it must still tell that one apart), and with the CRNG not ready the
+ * old key stays. */
+START_TEST(test_key_renew) {
+        InstanceState before, after;
+        InstanceId was, now;
+        char path[4096], *fp, *old_key, *text;
+
+        state_path(path);
+        set_uuid(UUID_A "\n");
+        fakeroot_write(root, "/etc/machine-id", MID_A "\n");
+        fp = ensure_ed25519(INSTANCE_UNKNOWN, SSH_KEY_CREATED);
+        free(fp);
+        ck_assert_int_eq(instance_state_load(path, &before), 0);
+        old_key = fakeroot_read(root, INSTANCE_KEY_FILE);
+
+        instance_key_set_random(random_not_ready);
+        ck_assert_int_eq(instance_key_renew(root), -EAGAIN);
+        text = fakeroot_read(root, INSTANCE_KEY_FILE);
+        ck_assert_mem_eq(text, old_key, INSTANCE_KEY_SIZE);
+        free(text);
+        instance_key_set_random(NULL);
+
+        instance_id_read(root, &was);
+        ck_assert_int_eq(instance_key_renew(root), 0);
+        text = fakeroot_read(root, INSTANCE_KEY_FILE);
+        ck_assert(memcmp(text, old_key, INSTANCE_KEY_SIZE) != 0);
+        free(text);
+        instance_id_read(root, &now);
+        ck_assert_str_ne(now.product_uuid_key, was.product_uuid_key);
+        ck_assert_int_eq(instance_state_rekey(path, &was, &now), 1);
+        ck_assert_int_eq(instance_state_load(path, &after), 0);
+        ck_assert_str_eq(after.id.product_uuid_hmac, now.product_uuid_hmac);
+        ck_assert_str_eq(after.id.product_uuid_key, now.product_uuid_key);
+        ck_assert_int_eq(instance_compare(&after.id, &now), INSTANCE_SAME);
+        ck_assert_int_eq(after.time, before.time);
+        ck_assert_uint_eq(after.n_keys, 1);
+        ck_assert_str_eq(after.keys[0].fingerprint, before.keys[0].fingerprint);
+        instance_state_done(&before);
+        instance_state_done(&after);
+
+        /* The record is another instance's: left as it is. */
+        set_uuid(UUID_B "\n");
+        instance_id_read(root, &was);
+        ck_assert_int_eq(instance_key_renew(root), 0);
+        instance_id_read(root, &now);
+        text = fakeroot_read(root, INSTANCE_STATE_FILE);
+        ck_assert_int_eq(instance_state_rekey(path, &was, &now), 0);
+        fp = fakeroot_read(root, INSTANCE_STATE_FILE);
+        ck_assert_str_eq(fp, text);
+        free(fp);
+        free(text);
+        free(old_key);
+}
+END_TEST
+
 /* The whole run: a lost instance key replaces no host key, and the
  * record is written again with a new one. */
 START_TEST(test_instance_key_lost_keeps_keys) {
@@ -2536,6 +2593,7 @@ static Suite *sshkeys_suite(void) {
         tcase_add_test(tc, test_state_key_missing);
         tcase_add_test(tc, test_state_heal);
         tcase_add_test(tc, test_instance_key_lost_keeps_keys);
+        tcase_add_test(tc, test_key_renew);
         suite_add_tcase(s, tc);
 
         tc = tcase_create("unknown");
