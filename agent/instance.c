@@ -165,37 +165,43 @@ int instance_key_renew(const char *root) {
         return r;
 }
 
-/* 1 when the UUIDs differ, 0 when they are equal, -1 when that cannot be
- * told: one is unknown, or the record's hash was made with another key
- * (or none is there now to hash the current one with). */
-static int uuid_differs(const InstanceId *recorded, const InstanceId *current) {
+/* What the UUIDs compare as. */
+typedef enum UuidCheck {
+        UUID_EQUAL,
+        UUID_DIFFERENT,
+        UUID_UNKNOWN,   /* on either side */
+        UUID_UNCHECKED, /* the record's hash was made with another key than the one in place, or
+                         * none is there now to hash the current UUID with */
+} UuidCheck;
+
+static UuidCheck uuid_check(const InstanceId *recorded, const InstanceId *current) {
         if (!current->product_uuid[0])
-                return -1;
+                return UUID_UNKNOWN;
         /* A record from before the UUID was hashed. */
         if (recorded->product_uuid[0])
-                return !streq(recorded->product_uuid, current->product_uuid);
+                return streq(recorded->product_uuid, current->product_uuid) ? UUID_EQUAL : UUID_DIFFERENT;
         if (!recorded->product_uuid_hmac[0])
-                return -1;
-        if (!current->product_uuid_hmac[0] || !streq(recorded->product_uuid_key, current->product_uuid_key)) {
-                log_notice("A seedbed record holds the SMBIOS UUID hashed with an instance key that is %s "
-                           "('" INSTANCE_KEY_FILE "'): taking the recorded UUID as unknown, the machine-id "
-                           "decides.",
-                           current->product_uuid_hmac[0] ? "not the one in place now" : "missing or unreadable");
-                return -1;
-        }
-        return !streq(recorded->product_uuid_hmac, current->product_uuid_hmac);
+                return UUID_UNKNOWN;
+        if (!current->product_uuid_hmac[0] || !streq(recorded->product_uuid_key, current->product_uuid_key))
+                return UUID_UNCHECKED;
+        return streq(recorded->product_uuid_hmac, current->product_uuid_hmac) ? UUID_EQUAL : UUID_DIFFERENT;
 }
 
 InstanceChange instance_compare(const InstanceId *recorded, const InstanceId *current) {
         bool compared = false;
-        int d;
+        UuidCheck u;
 
         if (!recorded)
                 return INSTANCE_UNKNOWN;
-        d = uuid_differs(recorded, current);
-        if (d > 0)
+        u = uuid_check(recorded, current);
+        if (u == UUID_UNCHECKED)
+                log_notice("A seedbed record holds the SMBIOS UUID hashed with an instance key that is %s "
+                           "('" INSTANCE_KEY_FILE "'): taking the recorded UUID as unknown, the machine-id "
+                           "decides.",
+                           current->product_uuid_hmac[0] ? "not the one in place now" : "missing or unreadable");
+        if (u == UUID_DIFFERENT)
                 return INSTANCE_NEW;
-        if (d == 0)
+        if (u == UUID_EQUAL)
                 compared = true;
         if (recorded->machine_id[0] && current->machine_id[0]) {
                 if (!streq(recorded->machine_id, current->machine_id))
@@ -616,10 +622,21 @@ int instance_state_rekey(const char *path, const InstanceId *was, const Instance
 int instance_state_heal(const char *root, const char *path, const InstanceState *s, const InstanceId *current) {
         _cleanup_free_ char *key = path_join_root(root, INSTANCE_KEY_FILE);
         InstanceState hashed = *s; /* borrows s's strings, only to format */
+        InstanceChange change = instance_compare(&s->id, current);
         int r;
 
-        if (!s->id.product_uuid[0] || instance_compare(&s->id, current) == INSTANCE_NEW)
+        if (change == INSTANCE_NEW)
                 return 0;
+        /* A record from before the UUID was hashed gets that UUID hashed.
+         * One whose UUID cannot be compared (its key is lost or replaced,
+         * or it was not known) where the machine-id says this is the
+         * instance gets its UUID now: left so, the UUID would never again
+         * tell a clone apart. */
+        if (!s->id.product_uuid[0]) {
+                if (change != INSTANCE_SAME || !current->product_uuid[0] || uuid_check(&s->id, current) == UUID_EQUAL)
+                        return 0;
+                memcpy(hashed.id.product_uuid, current->product_uuid, sizeof hashed.id.product_uuid);
+        }
         hashed.id.product_uuid_hmac[0] = hashed.id.product_uuid_key[0] = 0;
         /* Never null for a UUID the record holds: that would lose the
          * comparison for good, and this record is seldom written.  With

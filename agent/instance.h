@@ -51,7 +51,10 @@
  * instance (firstboot.json) call the same machine a new one.  The current
  * UUID is hashed with the key in place and compared with the record's;
  * with no key to compare with, the recorded UUID is unknown and the
- * machine-id decides (a notice says so).  A record written before the UUID
+ * machine-id decides (a notice says so).  Where it says this is the
+ * instance, the firstboot run records the UUID again with the key in
+ * place (made when there is none), so that a clone booted later is told
+ * apart by its UUID again.  A record written before the UUID
  * was hashed holds "product_uuid" in the clear: it is compared as it is,
  * and the next write replaces it with the hash.  Neither record is
  * rewritten at boot but for a new instance, so the firstboot run that
@@ -262,7 +265,11 @@ int instance_state_rekey(const char *path, const InstanceId *was, const Instance
 /* For the boots that write no record (the instance is not new): writes
  * the record at path (read into s) again with the UUID hashed, when it
  * holds it in the clear and current is not a new instance compared with
- * it.  Nothing else in it changes, its "time" neither.  Returns 1 when it
+ * it; or with current's UUID hashed with the key in place (made when
+ * there is none), when its own cannot be compared (a hash made with a key
+ * that is lost or replaced, or null) and the machine-id says current is
+ * the same instance.  Nothing else in it changes, its "time" neither.
+ * Returns 1 when it
  * was written, 0 when there was nothing to do, or -errno, with the record
  * left as it was: -EAGAIN when the key is to be made and the CRNG is not
  * ready. */

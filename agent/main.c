@@ -552,24 +552,30 @@ static int do_luks(void) {
 #define FIRSTBOOT_STATE LOCALSTATEDIR "/lib/seedbed/firstboot.json"
 
 /* One record of this instance, s as read from path, written again with
- * the UUID hashed where it holds it in the clear (instance_state_heal()).
- * This runs before the gate: a key that cannot be made yet is made on a
- * later boot, and the record stays as it is until then. */
+ * the UUID hashed where it holds it in the clear, or a hash no key in
+ * place can check (instance_state_heal()).  This runs before the gate: a
+ * key that cannot be made yet is made on a later boot, and the record
+ * stays as it is until then. */
 static void heal_record(const char *path, const InstanceState *s, const InstanceId *id) {
+        _cleanup_free_ char *key = path_join_root(arg_root, INSTANCE_KEY_FILE);
         int r = instance_state_heal(arg_root, path, s, id);
 
-        if (r == -EAGAIN)
+        if (r > 0)
+                log_info("Wrote '%s' again with the SMBIOS UUID hashed with the instance key '%s'.", path,
+                         strna(key));
+        else if (r == -EAGAIN)
                 log_notice("The kernel's random number generator is not ready to make the instance key: '%s' is "
                            "left as it is until a later boot.", path);
         else if (r < 0)
-                log_warning_errno(r, "Failed to rewrite '%s' without the SMBIOS UUID in the clear, leaving it as it "
-                                  "is until a later boot: %m", path);
+                log_warning_errno(r, "Failed to write '%s' again with the SMBIOS UUID hashed, leaving it as it is "
+                                  "until a later boot: %m", path);
 }
 
-/* Records from before the UUID was hashed hold it in the clear, and
- * neither is rewritten at boot but for a new instance: the runs that
- * find this instance done take it out of both, firstboot.json (done, as
- * read from path) and ssh-keys.json. */
+/* Records from before the UUID was hashed hold it in the clear, records
+ * whose key is lost hold a hash that counts as unknown, and neither is
+ * rewritten at boot but for a new instance: the runs that find this
+ * instance done heal both, firstboot.json (done, as read from path) and
+ * ssh-keys.json. */
 static void heal_records(const char *path, const InstanceState *done, const InstanceId *id) {
         _cleanup_free_ char *ssh_path = path_join_root(arg_root, INSTANCE_STATE_FILE);
         InstanceState s;

@@ -133,6 +133,31 @@ hash=$(json "$S/firstboot.json" .instance.product_uuid_hmac)
 	fail "ssh-keys.json changed beyond its UUID: $(cat "$S/ssh-keys.json")"
 fingerprints | diff -u "$T/files2" - || fail "keys changed for an old record of this instance"
 
+# The instance key lost, then another in its place: the records' UUID
+# cannot be checked, the machine-id says this is the instance, and both
+# records are hashed again with the key in place, once; later clones are
+# told apart by their UUID again.
+for case in lost other; do
+	rm "$S/instance-key"
+	[ "$case" = lost ] || { head -c 32 /dev/urandom >"$S/instance-key"; chmod 400 "$S/instance-key"; }
+	run 0 "$AGENT" --root "$R" firstboot
+	expect_in "$T/err" "already done for this instance"
+	expect_in "$T/err" "taking the recorded UUID as unknown"
+	records_hash "$R" 4c4c4544-0000-1000-8000-000000000002
+	uuid_private "$R" 4c4c4544-0000-1000-8000-000000000002
+	fingerprints | diff -u "$T/files2" - || fail "$case key: the host keys changed"
+	run 0 "$AGENT" --root "$R" firstboot
+	! grep -q "instance key" "$T/err" || fail "$case key: said again: $(cat "$T/err")"
+done
+echo "4c4c4544-0000-1000-8000-000000000003" >"$R/sys/class/dmi/id/product_uuid"
+run 0 "$AGENT" --root "$R" firstboot
+expect_in "$T/err" "new instance"
+fingerprints >"$T/files3"
+if grep -qFf <(awk '{ print $2 }' "$T/files2") "$T/files3"; then
+	fail "a clone after a lost instance key kept a host key"
+fi
+records_hash "$R" 4c4c4544-0000-1000-8000-000000000003
+
 # expect_refused IMAGE NAME MESSAGE: the luks command, given IMAGE's loop
 # device as volume NAME, exits 7 saying MESSAGE, records the refusal,
 # makes no key file and leaves every byte of IMAGE as it was.

@@ -101,7 +101,7 @@ PY
 # records_hash ROOT UUID: both records hold UUID hashed with ROOT's key.
 records_hash() {
 	local root=$1 uuid=$2 f want
-	want=$(uuid_hash "$root" "$uuid")
+	want=$(uuid_hash "$root" "$uuid") || fail "no instance key to check the records with"
 	for f in firstboot.json ssh-keys.json; do
 		[ "$(json "$root/var/lib/seedbed/$f" '.instance.product_uuid_hmac + " " + .instance.product_uuid_key')" = \
 			"$want" ] || fail "$f does not hold the UUID hashed with the instance key: $(cat "$root/var/lib/seedbed/$f")"

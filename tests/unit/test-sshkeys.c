@@ -1288,6 +1288,61 @@ START_TEST(test_state_heal) {
         ck_assert_int_eq(instance_state_heal(root, path, &h, &now), 0);
         instance_state_done(&h);
 
+        /* The key lost, then another in its place: the recorded hash
+         * cannot be checked, the machine-id says this is the instance, and
+         * its UUID is hashed again with the key in place (made when there
+         * is none, and only when it can be). */
+        for (unsigned i = 0; i < 2; i++) {
+                InstanceId other;
+
+                ck_assert_int_eq(unlink(full(INSTANCE_KEY_FILE)), 0);
+                if (i == 1) {
+                        /* Another record's write makes another key. */
+                        InstanceState o = { .id = iid(UUID_B, MID_B) };
+
+                        ck_assert_int_eq(instance_state_save(root, full("/other.json"), &o), 0);
+                }
+                instance_id_read(root, &now);
+                ck_assert_int_eq(instance_state_load(path, &l), 0);
+                ck_assert_int_eq(instance_compare(&l.id, &now), INSTANCE_SAME);
+                if (i == 0) {
+                        instance_key_set_random(random_not_ready);
+                        ck_assert_int_eq(instance_state_heal(root, path, &l, &now), -EAGAIN);
+                        ck_assert(!fakeroot_exists(root, INSTANCE_KEY_FILE));
+                        instance_key_set_random(NULL);
+                }
+                ck_assert_int_eq(instance_state_heal(root, path, &l, &now), 1);
+                instance_state_done(&l);
+                instance_id_read(root, &now);
+                ck_assert_int_eq(instance_state_load(path, &l), 0);
+                ck_assert_str_eq(l.id.product_uuid_hmac, now.product_uuid_hmac);
+                ck_assert_str_eq(l.id.product_uuid_key, now.product_uuid_key);
+                ck_assert_int_eq(l.time, 1612325106);
+                /* Told apart again: another UUID is another instance. */
+                set_uuid(UUID_B "\n");
+                instance_id_read(root, &other);
+                set_uuid(UUID_A "\n");
+                ck_assert_int_eq(instance_compare(&l.id, &other), INSTANCE_NEW);
+                instance_state_done(&l);
+        }
+
+        /* Unknown where it was recorded (null): recorded now. */
+        fakeroot_write(root, INSTANCE_STATE_FILE, "{\"version\": 1, \"instance\": {\"product_uuid_hmac\": null, "
+                                                  "\"product_uuid_key\": null, \"machine_id\": \"" MID_A "\"}}");
+        ck_assert_int_eq(instance_state_load(path, &l), 0);
+        ck_assert_int_eq(instance_state_heal(root, path, &l, &now), 1);
+        instance_state_done(&l);
+        ck_assert_int_eq(instance_state_load(path, &l), 0);
+        ck_assert_str_eq(l.id.product_uuid_hmac, now.product_uuid_hmac);
+        instance_state_done(&l);
+        /* Not when the machine-id does not say it is the same instance. */
+        fakeroot_write(root, INSTANCE_STATE_FILE, "{\"version\": 1, \"instance\": {\"product_uuid_hmac\": null, "
+                                                  "\"product_uuid_key\": null, \"machine_id\": null}}");
+        ck_assert_int_eq(instance_state_load(path, &l), 0);
+        ck_assert_int_eq(instance_compare(&l.id, &now), INSTANCE_UNKNOWN);
+        ck_assert_int_eq(instance_state_heal(root, path, &l, &now), 0);
+        instance_state_done(&l);
+
         /* Another instance's record is not this one's to rewrite. */
         fakeroot_write(root, INSTANCE_STATE_FILE, OLD_RECORD);
         ck_assert_int_eq(instance_state_load(path, &l), 0);
