@@ -17,7 +17,8 @@
 
 /* Reads the key at path.  -ENOENT when there is none, -EBADMSG when the
  * file is not one (a link, not a regular file, not INSTANCE_KEY_SIZE
- * bytes), or -errno; ret is written only on success. */
+ * bytes, owned by another user than the effective one, or open to group
+ * or others in its mode), or -errno; ret is written only on success. */
 int instance_key_load(const char *path, uint8_t ret[static INSTANCE_KEY_SIZE]);
 
 /* Makes a new key at path (0400, atomically, its directory 0755), and

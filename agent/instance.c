@@ -120,8 +120,9 @@ static int uuid_hash(const char *path, bool make, InstanceId *id) {
                 return -ENOMEM;
         r = instance_key_load(path, key);
         if (r == -EBADMSG && make)
-                log_notice("'%s' is not an instance key (%u bytes in a regular file): replacing it; a UUID "
-                           "recorded with it counts as unknown.", path, INSTANCE_KEY_SIZE);
+                log_notice("'%s' is not an instance key (%u bytes in a regular file that only its owner, this "
+                           "user, may read): replacing it; a UUID recorded with it counts as unknown.",
+                           path, INSTANCE_KEY_SIZE);
         if ((r == -ENOENT || r == -EBADMSG) && make)
                 r = instance_key_make(path, r == -EBADMSG, key);
         if (r >= 0)

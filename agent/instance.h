@@ -34,36 +34,36 @@
  * Records written before it was added have none: null.
  *
  * The UUID itself is root-only in sysfs (0400) and the records are
- * world-readable, so they hold a keyed hash of it:
- * HMAC-SHA256(key, "seedbed instance product_uuid v1\0" || the lowercase
- * UUID), with 32 random bytes in the root-only (0400) INSTANCE_KEY_FILE,
- * made when a record first needs it (instance-key.h).  Keyed, because
- * SMBIOS UUIDs are often guessable (Dell's 4c4c4544-… spell the service
- * tag): a plain hash could be reversed by trying them all.  A cloned disk
- * takes the key along, and so does everyone who has the image: its first
- * boot, once both records are compared with the image's key, makes a key
- * of its own and writes both again with it (instance_key_renew()).
- * "product_uuid_key" says which key the hash was made with
- * (instance_key_id(): it tells nothing of the key): a hash made with a key
- * that is gone or was replaced (unreadable, deleted, not 32 bytes) cannot
- * be compared, and must count as unknown rather than as another UUID,
- * or losing the key would make a record that is rewritten only for a new
- * instance (firstboot.json) call the same machine a new one.  The current
- * UUID is hashed with the key in place and compared with the record's;
- * with no key to compare with, the recorded UUID is unknown and the
- * machine-id decides (a notice says so).  Where it says this is the
- * instance, the firstboot run records the UUID again with the key in
- * place (made when there is none), so that a clone booted later is told
- * apart by its UUID again.  A record written before the UUID
- * was hashed holds "product_uuid" in the clear: it is compared as it is,
- * and the next write replaces it with the hash.  Neither record is
- * rewritten at boot but for a new instance, so the firstboot run that
- * finds this instance done writes both again (instance_state_heal()),
- * only the UUID changed, or when it cannot be hashed yet (no key, and
- * none can be made: a CRNG not ready this early in boot), leaves it as it
- * is for a later boot.  A record written for this instance behind the
- * gate holds a UUID that is unknown, or that cannot be hashed (on-timeout
- * continue: a CRNG still not ready), as null, never in the clear.
+ * world-readable, so they hold a keyed hash of it: HMAC-SHA256(key,
+ * "seedbed instance product_uuid v1\0" || the lowercase UUID), with 32
+ * random bytes in the root-only (0400) INSTANCE_KEY_FILE, made when a
+ * record first needs it (instance-key.h).  Keyed, because SMBIOS UUIDs are
+ * often guessable (Dell's 4c4c4544-… spell the service tag): a plain hash
+ * could be reversed by trying them all.  A cloned disk takes the key along,
+ * and so does everyone who has the image: its first boot, once both records
+ * are compared with the image's key, makes a key of its own and writes both
+ * again with it (instance_key_renew()).  "product_uuid_key" says which key
+ * the hash was made with (instance_key_id(): it tells nothing of the key):
+ * a hash made with a key that is gone or was replaced (unreadable, deleted,
+ * not 32 bytes, open to others or another user's: instance_key_load())
+ * cannot be compared, and must count as unknown rather than as another
+ * UUID, or losing the key would make a record that is rewritten only for a
+ * new instance (firstboot.json) call the same machine a new one.  The
+ * current UUID is hashed with the key in place and compared with the
+ * record's; with no key to compare with, the recorded UUID is unknown and
+ * the machine-id decides (a notice says so).  Where it says this is the
+ * instance, the firstboot run records the UUID again with the key in place
+ * (made when there is none), so that a clone booted later is told apart by
+ * its UUID again.  A record written before the UUID was hashed holds
+ * "product_uuid" in the clear: it is compared as it is, and the next write
+ * replaces it with the hash.  Neither record is rewritten at boot but for a
+ * new instance, so the firstboot run that finds this instance done writes
+ * both again (instance_state_heal()), only the UUID changed, or when it
+ * cannot be hashed yet (no key, and none can be made: a CRNG not ready this
+ * early in boot), leaves it as it is for a later boot.  A record written
+ * for this instance behind the gate holds a UUID that is unknown, or that
+ * cannot be hashed (on-timeout continue: a CRNG still not ready), as null,
+ * never in the clear.
  *
  * While a replacement of keys found with no record is under way, the
  * record says so, between "instance" and "keys":

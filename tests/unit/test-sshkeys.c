@@ -1217,17 +1217,28 @@ START_TEST(test_state_key_missing) {
         ck_assert_int_eq(instance_compare(&l.id, &now), INSTANCE_NEW);
         instance_state_done(&l);
 
-        /* A file that is no key: none, to read; replaced, to write. */
-        fakeroot_write(root, INSTANCE_KEY_FILE, "short");
-        instance_id_read(root, &now);
-        ck_assert_str_eq(now.product_uuid_hmac, "");
-        ck_assert_int_eq(instance_state_save(root, path, &s), 0);
-        ck_assert_int_eq(lstat(full(INSTANCE_KEY_FILE), &st), 0);
-        ck_assert_int_eq(st.st_size, INSTANCE_KEY_SIZE);
-        ck_assert_uint_eq(st.st_mode & 07777, 0400);
-        ck_assert_int_eq(instance_state_load(path, &l), 0);
-        ck_assert_uint_eq(strlen(l.id.product_uuid_hmac), INSTANCE_UUID_HMAC_HEX);
-        instance_state_done(&l);
+        /* A file that is no key (cut short, or 32 bytes anyone may read):
+         * none, to read; replaced, to write. */
+        for (unsigned i = 0; i < 2; i++) {
+                char *old = i == 0 ? strdup("short") : fakeroot_read(root, INSTANCE_KEY_FILE), *text;
+
+                ck_assert_ptr_nonnull(old);
+                fakeroot_write_bytes(root, INSTANCE_KEY_FILE, old, i == 0 ? 5 : INSTANCE_KEY_SIZE);
+                ck_assert_int_eq(chmod(full(INSTANCE_KEY_FILE), 0644), 0);
+                instance_id_read(root, &now);
+                ck_assert_str_eq(now.product_uuid_hmac, "");
+                ck_assert_int_eq(instance_state_save(root, path, &s), 0);
+                ck_assert_int_eq(lstat(full(INSTANCE_KEY_FILE), &st), 0);
+                ck_assert_int_eq(st.st_size, INSTANCE_KEY_SIZE);
+                ck_assert_uint_eq(st.st_mode & 07777, 0400);
+                text = fakeroot_read(root, INSTANCE_KEY_FILE);
+                ck_assert(memcmp(text, old, 5) != 0);
+                free(text);
+                free(old);
+                ck_assert_int_eq(instance_state_load(path, &l), 0);
+                ck_assert_uint_eq(strlen(l.id.product_uuid_hmac), INSTANCE_UUID_HMAC_HEX);
+                instance_state_done(&l);
+        }
 
         /* Unknown now: recorded as null, with no key made for it. */
         ck_assert_int_eq(unlink(full(INSTANCE_KEY_FILE)), 0);
