@@ -188,18 +188,14 @@ static UuidCheck uuid_check(const InstanceId *recorded, const InstanceId *curren
         return streq(recorded->product_uuid_hmac, current->product_uuid_hmac) ? UUID_EQUAL : UUID_DIFFERENT;
 }
 
-InstanceChange instance_compare(const InstanceId *recorded, const InstanceId *current) {
+InstanceChange instance_compare(const InstanceId *recorded, const InstanceId *current, bool *ret_uuid_unchecked) {
         bool compared = false;
-        UuidCheck u;
+        UuidCheck u = recorded ? uuid_check(recorded, current) : UUID_UNKNOWN;
 
+        if (ret_uuid_unchecked)
+                *ret_uuid_unchecked = u == UUID_UNCHECKED;
         if (!recorded)
                 return INSTANCE_UNKNOWN;
-        u = uuid_check(recorded, current);
-        if (u == UUID_UNCHECKED)
-                log_notice("A seedbed record holds the SMBIOS UUID hashed with an instance key that is %s "
-                           "('" INSTANCE_KEY_FILE "'): taking the recorded UUID as unknown, the machine-id "
-                           "decides.",
-                           current->product_uuid_hmac[0] ? "not the one in place now" : "missing or unreadable");
         if (u == UUID_DIFFERENT)
                 return INSTANCE_NEW;
         if (u == UUID_EQUAL)
@@ -210,6 +206,15 @@ InstanceChange instance_compare(const InstanceId *recorded, const InstanceId *cu
                 compared = true;
         }
         return compared ? INSTANCE_SAME : INSTANCE_UNKNOWN;
+}
+
+void instance_notice_uuid_unchecked(const char *root, const char *path, const InstanceId *current) {
+        _cleanup_free_ char *key = path_join_root(root, INSTANCE_KEY_FILE);
+
+        log_notice("'%s' holds the SMBIOS UUID hashed with an instance key that is %s ('%s'): taking the recorded "
+                   "UUID as unknown, the machine-id decides.",
+                   path, current->product_uuid_hmac[0] ? "not the one in place now" : "missing or unreadable",
+                   strna(key));
 }
 
 static MachineIdFile machine_id_file_read(const char *root) {
@@ -610,7 +615,7 @@ int instance_state_rekey(const char *path, const InstanceId *was, const Instance
                 return r;
         /* Another instance's record (this run failed to replace it) must
          * keep telling it apart. */
-        if (s.id.product_uuid[0] || instance_compare(&s.id, was) != INSTANCE_SAME) {
+        if (s.id.product_uuid[0] || instance_compare(&s.id, was, NULL) != INSTANCE_SAME) {
                 instance_state_done(&s);
                 return 0;
         }
@@ -623,7 +628,7 @@ int instance_state_rekey(const char *path, const InstanceId *was, const Instance
 int instance_state_heal(const char *root, const char *path, const InstanceState *s, const InstanceId *current) {
         _cleanup_free_ char *key = path_join_root(root, INSTANCE_KEY_FILE);
         InstanceState hashed = *s; /* borrows s's strings, only to format */
-        InstanceChange change = instance_compare(&s->id, current);
+        InstanceChange change = instance_compare(&s->id, current, NULL);
         int r;
 
         if (change == INSTANCE_NEW)

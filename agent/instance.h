@@ -134,8 +134,16 @@ bool instance_machine_id_normalize(const char *s, char out[static 33]);
 
 /* Whether current is a new instance compared with the record: the UUIDs
  * in the clear where the record has it so, else their hashes where both
- * were made with the same key. */
-InstanceChange instance_compare(const InstanceId *recorded, const InstanceId *current);
+ * were made with the same key.  *ret_uuid_unchecked (may be NULL): the
+ * record's hash was made with another key than the one in place, or none
+ * is there to hash the current UUID with, so the recorded UUID counted as
+ * unknown.  Says nothing: the caller, which decides, says so
+ * (instance_notice_uuid_unchecked()). */
+InstanceChange instance_compare(const InstanceId *recorded, const InstanceId *current, bool *ret_uuid_unchecked);
+
+/* The notice for a record at path whose UUID counted as unknown for want
+ * of its key (instance_compare()), naming the key under root. */
+void instance_notice_uuid_unchecked(const char *root, const char *path, const InstanceId *current);
 
 /* What /etc/machine-id holds. */
 typedef enum MachineIdFile {

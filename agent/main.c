@@ -652,8 +652,11 @@ static int do_firstboot(void) {
         instance_id_read(arg_root, &id);
         r = instance_state_load(state_path, &done);
         if (r >= 0) {
-                InstanceChange change = instance_compare(&done.id, &id);
+                bool unchecked;
+                InstanceChange change = instance_compare(&done.id, &id, &unchecked);
 
+                if (unchecked)
+                        instance_notice_uuid_unchecked(arg_root, state_path, &id);
                 if (change != INSTANCE_NEW)
                         heal_records(state_path, &done, &id);
                 instance_state_done(&done);

@@ -142,7 +142,10 @@ for case in lost other; do
 	[ "$case" = lost ] || { head -c 32 /dev/urandom >"$S/instance-key"; chmod 400 "$S/instance-key"; }
 	run 0 "$AGENT" --root "$R" firstboot
 	expect_in "$T/err" "already done for this instance"
-	expect_in "$T/err" "taking the recorded UUID as unknown"
+	# Said once, where it is decided, naming the key under --root.
+	expect_in "$T/err" "'$S/firstboot.json' holds the SMBIOS UUID hashed with an instance key"
+	expect_in "$T/err" "('$S/instance-key'): taking the recorded UUID as unknown"
+	[ "$(grep -c "taking the recorded UUID as unknown" "$T/err")" -eq 1 ] || fail "$case key: said more than once"
 	records_hash "$R" 4c4c4544-0000-1000-8000-000000000002
 	uuid_private "$R" 4c4c4544-0000-1000-8000-000000000002
 	fingerprints | diff -u "$T/files2" - || fail "$case key: the host keys changed"

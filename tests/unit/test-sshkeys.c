@@ -828,24 +828,24 @@ static InstanceId iid(const char *uuid, const char *mid) {
 START_TEST(test_instance_compare) {
         InstanceId a = iid(UUID_A, MID_A), b;
 
-        ck_assert_int_eq(instance_compare(NULL, &a), INSTANCE_UNKNOWN);
-        ck_assert_int_eq(instance_compare(&a, &a), INSTANCE_SAME);
+        ck_assert_int_eq(instance_compare(NULL, &a, NULL), INSTANCE_UNKNOWN);
+        ck_assert_int_eq(instance_compare(&a, &a, NULL), INSTANCE_SAME);
         /* The VM's UUID changed: a clone on a new VM. */
         b = iid(UUID_B, MID_A);
-        ck_assert_int_eq(instance_compare(&a, &b), INSTANCE_NEW);
+        ck_assert_int_eq(instance_compare(&a, &b, NULL), INSTANCE_NEW);
         /* The machine ID changed: the image booted again from scratch. */
         b = iid(UUID_A, MID_B);
-        ck_assert_int_eq(instance_compare(&a, &b), INSTANCE_NEW);
+        ck_assert_int_eq(instance_compare(&a, &b, NULL), INSTANCE_NEW);
         /* Unknown before, known now: proves nothing. */
         b = iid("", "");
-        ck_assert_int_eq(instance_compare(&b, &a), INSTANCE_UNKNOWN);
-        ck_assert_int_eq(instance_compare(&a, &b), INSTANCE_UNKNOWN);
+        ck_assert_int_eq(instance_compare(&b, &a, NULL), INSTANCE_UNKNOWN);
+        ck_assert_int_eq(instance_compare(&a, &b, NULL), INSTANCE_UNKNOWN);
         b = iid("", MID_A);
-        ck_assert_int_eq(instance_compare(&b, &a), INSTANCE_SAME);
+        ck_assert_int_eq(instance_compare(&b, &a, NULL), INSTANCE_SAME);
         b = iid(UUID_B, "");
-        ck_assert_int_eq(instance_compare(&b, &a), INSTANCE_NEW);
+        ck_assert_int_eq(instance_compare(&b, &a, NULL), INSTANCE_NEW);
         b = iid("", MID_B);
-        ck_assert_int_eq(instance_compare(&b, &a), INSTANCE_NEW);
+        ck_assert_int_eq(instance_compare(&b, &a, NULL), INSTANCE_NEW);
         ck_assert_str_eq(instance_change_to_string(INSTANCE_NEW), "new");
 }
 END_TEST
@@ -1088,6 +1088,7 @@ static void set_uuid(const char *uuid) {
 START_TEST(test_state_uuid_hashed) {
         InstanceState s = {}, l;
         InstanceId now;
+        bool unchecked;
         char path[4096], first[INSTANCE_UUID_HMAC_HEX + 1];
         struct stat st;
 
@@ -1114,7 +1115,8 @@ START_TEST(test_state_uuid_hashed) {
         ck_assert_str_eq(l.id.product_uuid, "");
         ck_assert_str_eq(l.id.product_uuid_hmac, now.product_uuid_hmac);
         ck_assert_str_eq(l.id.product_uuid_key, now.product_uuid_key);
-        ck_assert_int_eq(instance_compare(&l.id, &now), INSTANCE_SAME);
+        ck_assert_int_eq(instance_compare(&l.id, &now, &unchecked), INSTANCE_SAME);
+        ck_assert(!unchecked);
         snprintf(first, sizeof first, "%s", l.id.product_uuid_hmac);
         instance_state_done(&l);
 
@@ -1129,7 +1131,7 @@ START_TEST(test_state_uuid_hashed) {
         instance_id_read(root, &now);
         ck_assert_str_ne(now.product_uuid_hmac, first);
         ck_assert_str_eq(now.product_uuid_key, l.id.product_uuid_key);
-        ck_assert_int_eq(instance_compare(&l.id, &now), INSTANCE_NEW);
+        ck_assert_int_eq(instance_compare(&l.id, &now, NULL), INSTANCE_NEW);
         instance_state_done(&l);
 }
 END_TEST
@@ -1153,9 +1155,9 @@ START_TEST(test_state_old_record) {
 
         /* Compared in the clear, key or none. */
         instance_id_read(root, &now);
-        ck_assert_int_eq(instance_compare(&l.id, &now), INSTANCE_SAME);
+        ck_assert_int_eq(instance_compare(&l.id, &now, NULL), INSTANCE_SAME);
         other = iid(UUID_B, MID_A);
-        ck_assert_int_eq(instance_compare(&l.id, &other), INSTANCE_NEW);
+        ck_assert_int_eq(instance_compare(&l.id, &other, NULL), INSTANCE_NEW);
 
         /* Written again as it was: the UUID goes in hashed. */
         ck_assert_int_eq(instance_state_save(root, path, &l), 0);
@@ -1165,8 +1167,8 @@ START_TEST(test_state_old_record) {
         ck_assert_str_eq(l.id.product_uuid, "");
         instance_id_read(root, &now);
         ck_assert_str_eq(l.id.product_uuid_hmac, now.product_uuid_hmac);
-        ck_assert_int_eq(instance_compare(&l.id, &now), INSTANCE_SAME);
-        ck_assert_int_eq(instance_compare(&l.id, &other), INSTANCE_SAME); /* no hash: the machine-id decides */
+        ck_assert_int_eq(instance_compare(&l.id, &now, NULL), INSTANCE_SAME);
+        ck_assert_int_eq(instance_compare(&l.id, &other, NULL), INSTANCE_SAME); /* no hash: the machine-id decides */
         instance_state_done(&l);
 }
 END_TEST
@@ -1179,6 +1181,7 @@ START_TEST(test_state_key_missing) {
         InstanceId now;
         char path[4096];
         struct stat st;
+        bool unchecked;
 
         state_path(path);
         set_uuid(UUID_A "\n");
@@ -1193,14 +1196,15 @@ START_TEST(test_state_key_missing) {
         ck_assert_str_eq(now.product_uuid_hmac, "");
         /* Reading makes none. */
         ck_assert(!fakeroot_exists(root, INSTANCE_KEY_FILE));
-        ck_assert_int_eq(instance_compare(&l.id, &now), INSTANCE_SAME);
+        ck_assert_int_eq(instance_compare(&l.id, &now, &unchecked), INSTANCE_SAME);
+        ck_assert(unchecked);
         /* Nothing tells another UUID from this one now... */
         set_uuid(UUID_B "\n");
         instance_id_read(root, &now);
-        ck_assert_int_eq(instance_compare(&l.id, &now), INSTANCE_SAME);
+        ck_assert_int_eq(instance_compare(&l.id, &now, NULL), INSTANCE_SAME);
         /* ...but the machine-id does. */
         snprintf(now.machine_id, sizeof now.machine_id, "%s", MID_B);
-        ck_assert_int_eq(instance_compare(&l.id, &now), INSTANCE_NEW);
+        ck_assert_int_eq(instance_compare(&l.id, &now, NULL), INSTANCE_NEW);
 
         /* The next write makes a new key: the old hash still proves
          * nothing, rather than another UUID. */
@@ -1212,9 +1216,11 @@ START_TEST(test_state_key_missing) {
         instance_id_read(root, &now);
         ck_assert_str_ne(now.product_uuid_hmac, "");
         ck_assert_str_ne(now.product_uuid_key, l.id.product_uuid_key);
-        ck_assert_int_eq(instance_compare(&l.id, &now), INSTANCE_SAME);
+        ck_assert_int_eq(instance_compare(&l.id, &now, &unchecked), INSTANCE_SAME);
+        ck_assert(unchecked);
         snprintf(now.machine_id, sizeof now.machine_id, "%s", MID_B);
-        ck_assert_int_eq(instance_compare(&l.id, &now), INSTANCE_NEW);
+        ck_assert_int_eq(instance_compare(&l.id, &now, &unchecked), INSTANCE_NEW);
+        ck_assert(unchecked);
         instance_state_done(&l);
 
         /* A file that is no key (cut short, or 32 bytes anyone may read):
@@ -1315,7 +1321,7 @@ START_TEST(test_state_heal) {
                 }
                 instance_id_read(root, &now);
                 ck_assert_int_eq(instance_state_load(path, &l), 0);
-                ck_assert_int_eq(instance_compare(&l.id, &now), INSTANCE_SAME);
+                ck_assert_int_eq(instance_compare(&l.id, &now, NULL), INSTANCE_SAME);
                 if (i == 0) {
                         instance_key_set_random(random_not_ready);
                         ck_assert_int_eq(instance_state_heal(root, path, &l, &now), -EAGAIN);
@@ -1333,7 +1339,7 @@ START_TEST(test_state_heal) {
                 set_uuid(UUID_B "\n");
                 instance_id_read(root, &other);
                 set_uuid(UUID_A "\n");
-                ck_assert_int_eq(instance_compare(&l.id, &other), INSTANCE_NEW);
+                ck_assert_int_eq(instance_compare(&l.id, &other, NULL), INSTANCE_NEW);
                 instance_state_done(&l);
         }
 
@@ -1350,7 +1356,7 @@ START_TEST(test_state_heal) {
         fakeroot_write(root, INSTANCE_STATE_FILE, "{\"version\": 1, \"instance\": {\"product_uuid_hmac\": null, "
                                                   "\"product_uuid_key\": null, \"machine_id\": null}}");
         ck_assert_int_eq(instance_state_load(path, &l), 0);
-        ck_assert_int_eq(instance_compare(&l.id, &now), INSTANCE_UNKNOWN);
+        ck_assert_int_eq(instance_compare(&l.id, &now, NULL), INSTANCE_UNKNOWN);
         ck_assert_int_eq(instance_state_heal(root, path, &l, &now), 0);
         instance_state_done(&l);
 
@@ -1417,7 +1423,7 @@ START_TEST(test_key_renew) {
         ck_assert_int_eq(instance_state_load(path, &after), 0);
         ck_assert_str_eq(after.id.product_uuid_hmac, now.product_uuid_hmac);
         ck_assert_str_eq(after.id.product_uuid_key, now.product_uuid_key);
-        ck_assert_int_eq(instance_compare(&after.id, &now), INSTANCE_SAME);
+        ck_assert_int_eq(instance_compare(&after.id, &now, NULL), INSTANCE_SAME);
         ck_assert_int_eq(after.time, before.time);
         ck_assert_uint_eq(after.n_keys, 1);
         ck_assert_str_eq(after.keys[0].fingerprint, before.keys[0].fingerprint);
