@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: MIT */
+#include <fcntl.h>
 #include <libgen.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <sys/random.h>
+#include <sys/stat.h>
 
 #include "atomic.h"
 #include "fileio.h"
@@ -11,39 +13,69 @@
 #define UUID_LABEL "seedbed instance product_uuid v1"
 #define KEY_ID_LABEL "seedbed instance key id v1"
 
-int instance_key_load(const char *path, uint8_t ret[static INSTANCE_KEY_SIZE]) {
-        _cleanup_free_ char *buf = NULL;
-        size_t size;
-        int r;
+static InstanceKeyRandomFn random_fn;
 
-        /* One byte more than a key, so a longer file shows as one. */
-        r = read_regular_file(path, INSTANCE_KEY_SIZE + 1, &buf, &size);
-        if (r < 0)
-                return r;
-        if (size == INSTANCE_KEY_SIZE)
+void instance_key_set_random(InstanceKeyRandomFn fn) {
+        random_fn = fn;
+}
+
+/* The key is all that keeps a low-entropy UUID (Dell's come from the
+ * service tag) from being guessed back from its hash: only bytes from a
+ * ready CRNG, and no waiting for one in early boot. */
+static int random_bytes(void *buf, size_t n) {
+        ssize_t k;
+
+        if (random_fn)
+                return random_fn(buf, n);
+        do
+                k = getrandom(buf, n, GRND_NONBLOCK);
+        while (k < 0 && errno == EINTR);
+        if (k < 0)
+                return -errno;
+        return (size_t) k == n ? 0 : -EIO;
+}
+
+int instance_key_load(const char *path, uint8_t ret[static INSTANCE_KEY_SIZE]) {
+        _cleanup_close_ int fd = -EBADF;
+        uint8_t buf[INSTANCE_KEY_SIZE + 1];
+        struct stat st;
+        ssize_t k;
+
+        /* Never through a link, nor waiting on a FIFO left in its place. */
+        fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+        if (fd < 0)
+                return errno == ELOOP ? -EBADMSG : -errno;
+        if (fstat(fd, &st) < 0)
+                return -errno;
+        /* Whoever else may read it knows it, and whoever else owns it may
+         * have chosen it (or may read it tomorrow): not a key to hash a
+         * UUID that only we may read with.  Replaced, as any file that is
+         * no key. */
+        if (!S_ISREG(st.st_mode) || st.st_uid != geteuid() || (st.st_mode & 0077) != 0 ||
+            st.st_size != INSTANCE_KEY_SIZE)
+                return -EBADMSG;
+        /* One byte more than a key, so a file that grew shows as one. */
+        k = loop_read(fd, buf, sizeof buf);
+        if (k == INSTANCE_KEY_SIZE)
                 memcpy(ret, buf, INSTANCE_KEY_SIZE);
-        explicit_bzero(buf, size);
-        return size == INSTANCE_KEY_SIZE ? 0 : -EBADMSG;
+        explicit_bzero(buf, sizeof buf);
+        if (k < 0)
+                return (int) k;
+        return k == INSTANCE_KEY_SIZE ? 0 : -EBADMSG;
 }
 
 int instance_key_make(const char *path, bool replace, uint8_t ret[static INSTANCE_KEY_SIZE]) {
         _cleanup_free_ char *dir = strdup(path);
         uint8_t key[INSTANCE_KEY_SIZE];
-        ssize_t k;
         int r;
 
         if (!dir)
                 return -ENOMEM;
-        /* The key is all that keeps a low-entropy UUID (Dell's come from
-         * the service tag) from being guessed back from its hash: only
-         * bytes from a ready CRNG, and no waiting for one in early boot. */
-        do
-                k = getrandom(key, sizeof key, GRND_NONBLOCK);
-        while (k < 0 && errno == EINTR);
-        if (k < 0)
-                return -errno;
-        if ((size_t) k != sizeof key)
-                return -EIO;
+        r = random_bytes(key, sizeof key);
+        if (r < 0) {
+                explicit_bzero(key, sizeof key);
+                return r;
+        }
 
         r = mkdir_p(dirname(dir), 0755);
         if (r >= 0)

@@ -17,7 +17,8 @@
 
 /* Reads the key at path.  -ENOENT when there is none, -EBADMSG when the
  * file is not one (a link, not a regular file, not INSTANCE_KEY_SIZE
- * bytes), or -errno; ret is written only on success. */
+ * bytes, owned by another user than the effective one, or open to group
+ * or others in its mode), or -errno; ret is written only on success. */
 int instance_key_load(const char *path, uint8_t ret[static INSTANCE_KEY_SIZE]);
 
 /* Makes a new key at path (0400, atomically, its directory 0755), and
@@ -26,6 +27,12 @@ int instance_key_load(const char *path, uint8_t ret[static INSTANCE_KEY_SIZE]);
  * -EAGAIN when the kernel's CRNG is not ready: never blocks, and never
  * makes a key of weaker bytes. */
 int instance_key_make(const char *path, bool replace, uint8_t ret[static INSTANCE_KEY_SIZE]);
+
+/* Where instance_key_make() takes its bytes, for tests: fills buf (0) or
+ * fails as getrandom(GRND_NONBLOCK) would (-EAGAIN: the CRNG is not
+ * ready).  NULL, as the program always has it: getrandom(). */
+typedef int (*InstanceKeyRandomFn)(void *buf, size_t n);
+void instance_key_set_random(InstanceKeyRandomFn fn);
 
 /* HMAC-SHA256(key, "seedbed instance product_uuid v1\0" || uuid) in
  * lowercase hex; uuid is normalised (instance_uuid_normalize()).

@@ -120,8 +120,9 @@ static int uuid_hash(const char *path, bool make, InstanceId *id) {
                 return -ENOMEM;
         r = instance_key_load(path, key);
         if (r == -EBADMSG && make)
-                log_notice("'%s' is not an instance key (%u bytes in a regular file): replacing it; a UUID "
-                           "recorded with it counts as unknown.", path, INSTANCE_KEY_SIZE);
+                log_notice("'%s' is not an instance key (%u bytes in a regular file that only its owner, this "
+                           "user, may read): replacing it; a UUID recorded with it counts as unknown.",
+                           path, INSTANCE_KEY_SIZE);
         if ((r == -ENOENT || r == -EBADMSG) && make)
                 r = instance_key_make(path, r == -EBADMSG, key);
         if (r >= 0)
@@ -153,37 +154,51 @@ void instance_id_read(const char *root, InstanceId *ret) {
         *ret = id;
 }
 
-/* 1 when the UUIDs differ, 0 when they are equal, -1 when that cannot be
- * told: one is unknown, or the record's hash was made with another key
- * (or none is there now to hash the current one with). */
-static int uuid_differs(const InstanceId *recorded, const InstanceId *current) {
-        if (!current->product_uuid[0])
-                return -1;
-        /* A record from before the UUID was hashed. */
-        if (recorded->product_uuid[0])
-                return !streq(recorded->product_uuid, current->product_uuid);
-        if (!recorded->product_uuid_hmac[0])
-                return -1;
-        if (!current->product_uuid_hmac[0] || !streq(recorded->product_uuid_key, current->product_uuid_key)) {
-                log_notice("A seedbed record holds the SMBIOS UUID hashed with an instance key that is %s "
-                           "('" INSTANCE_KEY_FILE "'): taking the recorded UUID as unknown, the machine-id "
-                           "decides.",
-                           current->product_uuid_hmac[0] ? "not the one in place now" : "missing or unreadable");
-                return -1;
-        }
-        return !streq(recorded->product_uuid_hmac, current->product_uuid_hmac);
+int instance_key_renew(const char *root) {
+        _cleanup_free_ char *path = path_join_root(root, INSTANCE_KEY_FILE);
+        uint8_t key[INSTANCE_KEY_SIZE];
+        int r;
+
+        if (!path)
+                return -ENOMEM;
+        r = instance_key_make(path, true, key);
+        explicit_bzero(key, sizeof key);
+        return r;
 }
 
-InstanceChange instance_compare(const InstanceId *recorded, const InstanceId *current) {
-        bool compared = false;
-        int d;
+/* What the UUIDs compare as. */
+typedef enum UuidCheck {
+        UUID_EQUAL,
+        UUID_DIFFERENT,
+        UUID_UNKNOWN,   /* on either side */
+        UUID_UNCHECKED, /* the record's hash was made with another key than the one in place, or
+                         * none is there now to hash the current UUID with */
+} UuidCheck;
 
+static UuidCheck uuid_check(const InstanceId *recorded, const InstanceId *current) {
+        if (!current->product_uuid[0])
+                return UUID_UNKNOWN;
+        /* A record from before the UUID was hashed. */
+        if (recorded->product_uuid[0])
+                return streq(recorded->product_uuid, current->product_uuid) ? UUID_EQUAL : UUID_DIFFERENT;
+        if (!recorded->product_uuid_hmac[0])
+                return UUID_UNKNOWN;
+        if (!current->product_uuid_hmac[0] || !streq(recorded->product_uuid_key, current->product_uuid_key))
+                return UUID_UNCHECKED;
+        return streq(recorded->product_uuid_hmac, current->product_uuid_hmac) ? UUID_EQUAL : UUID_DIFFERENT;
+}
+
+InstanceChange instance_compare(const InstanceId *recorded, const InstanceId *current, bool *ret_uuid_unchecked) {
+        bool compared = false;
+        UuidCheck u = recorded ? uuid_check(recorded, current) : UUID_UNKNOWN;
+
+        if (ret_uuid_unchecked)
+                *ret_uuid_unchecked = u == UUID_UNCHECKED;
         if (!recorded)
                 return INSTANCE_UNKNOWN;
-        d = uuid_differs(recorded, current);
-        if (d > 0)
+        if (u == UUID_DIFFERENT)
                 return INSTANCE_NEW;
-        if (d == 0)
+        if (u == UUID_EQUAL)
                 compared = true;
         if (recorded->machine_id[0] && current->machine_id[0]) {
                 if (!streq(recorded->machine_id, current->machine_id))
@@ -191,6 +206,15 @@ InstanceChange instance_compare(const InstanceId *recorded, const InstanceId *cu
                 compared = true;
         }
         return compared ? INSTANCE_SAME : INSTANCE_UNKNOWN;
+}
+
+void instance_notice_uuid_unchecked(const char *root, const char *path, const InstanceId *current) {
+        _cleanup_free_ char *key = path_join_root(root, INSTANCE_KEY_FILE);
+
+        log_notice("'%s' holds the SMBIOS UUID hashed with an instance key that is %s ('%s'): taking the recorded "
+                   "UUID as unknown, the machine-id decides.",
+                   path, current->product_uuid_hmac[0] ? "not the one in place now" : "missing or unreadable",
+                   strna(key));
 }
 
 static MachineIdFile machine_id_file_read(const char *root) {
@@ -504,7 +528,7 @@ int instance_state_format(const InstanceState *s, time_t when, char **ret, size_
         char now[64];
         Json j = {};
 
-        format_time(when ? when : time(NULL), now, sizeof now);
+        format_time(when ?: s->time ?: time(NULL), now, sizeof now);
 
         json_object_begin(&j, NULL);
         json_uint(&j, "version", INSTANCE_STATE_VERSION);
@@ -543,14 +567,28 @@ int instance_state_format(const InstanceState *s, time_t when, char **ret, size_
         return json_finish(&j, ret, ret_len);
 }
 
-int instance_state_save(const char *root, const char *path, const InstanceState *s) {
-        _cleanup_free_ char *dir = strdup(path), *key = path_join_root(root, INSTANCE_KEY_FILE), *text = NULL;
-        InstanceState hashed = *s; /* borrows s's strings, only to format */
+/* Writes s as it is: whatever it holds of the UUID is its hash. */
+static int state_write(const char *path, const InstanceState *s) {
+        _cleanup_free_ char *dir = strdup(path), *text = NULL;
         size_t len;
         int r;
 
         if (!dir)
                 return -ENOMEM;
+        r = instance_state_format(s, 0, &text, &len);
+        if (r < 0)
+                return r;
+        r = mkdir_p(dirname(dir), 0755);
+        if (r < 0)
+                return r;
+        return atomic_write_file(path, text, len, 0644, (uid_t) -1, (gid_t) -1);
+}
+
+int instance_state_save(const char *root, const char *path, const InstanceState *s) {
+        _cleanup_free_ char *key = path_join_root(root, INSTANCE_KEY_FILE);
+        InstanceState hashed = *s; /* borrows s's strings, only to format */
+        int r;
+
         if (!hashed.id.product_uuid_hmac[0]) {
                 r = uuid_hash(key, true, &hashed.id);
                 if (r == -EAGAIN)
@@ -560,13 +598,61 @@ int instance_state_save(const char *root, const char *path, const InstanceState 
                         log_warning_errno(r, "Cannot hash the SMBIOS UUID with the instance key '%s', recording "
                                           "it in '%s' as unknown: %m", strna(key), path);
         }
-        r = instance_state_format(&hashed, 0, &text, &len);
+        return state_write(path, &hashed);
+}
+
+int instance_state_rekey(const char *path, const InstanceId *was, const InstanceId *now) {
+        InstanceState s;
+        int r;
+
+        /* A UUID not hashed with the new key would go in as null. */
+        if (now->product_uuid[0] && !now->product_uuid_hmac[0])
+                return -ENOKEY;
+        r = instance_state_load(path, &s);
+        if (r == -ENOENT)
+                return 0;
         if (r < 0)
                 return r;
-        r = mkdir_p(dirname(dir), 0755);
+        /* Another instance's record (this run failed to replace it) must
+         * keep telling it apart. */
+        if (s.id.product_uuid[0] || instance_compare(&s.id, was, NULL) != INSTANCE_SAME) {
+                instance_state_done(&s);
+                return 0;
+        }
+        s.id = *now;
+        r = state_write(path, &s);
+        instance_state_done(&s);
+        return r < 0 ? r : 1;
+}
+
+int instance_state_heal(const char *root, const char *path, const InstanceState *s, const InstanceId *current) {
+        _cleanup_free_ char *key = path_join_root(root, INSTANCE_KEY_FILE);
+        InstanceState hashed = *s; /* borrows s's strings, only to format */
+        InstanceChange change = instance_compare(&s->id, current, NULL);
+        int r;
+
+        if (change == INSTANCE_NEW)
+                return 0;
+        /* A record from before the UUID was hashed gets that UUID hashed.
+         * One whose UUID cannot be compared (its key is lost or replaced,
+         * or it was not known) where the machine-id says this is the
+         * instance gets its UUID now: left so, the UUID would never again
+         * tell a clone apart. */
+        if (!s->id.product_uuid[0]) {
+                if (change != INSTANCE_SAME || !current->product_uuid[0] || uuid_check(&s->id, current) == UUID_EQUAL)
+                        return 0;
+                memcpy(hashed.id.product_uuid, current->product_uuid, sizeof hashed.id.product_uuid);
+        }
+        hashed.id.product_uuid_hmac[0] = hashed.id.product_uuid_key[0] = 0;
+        /* Never null for a UUID the record holds: that would lose the
+         * comparison for good, and this record is seldom written.  With
+         * no key (none can be made before the CRNG is ready, and this
+         * runs before the gate) it waits for a later boot. */
+        r = uuid_hash(key, true, &hashed.id);
         if (r < 0)
                 return r;
-        return atomic_write_file(path, text, len, 0644, (uid_t) -1, (gid_t) -1);
+        r = state_write(path, &hashed);
+        return r < 0 ? r : 1;
 }
 
 /* Reading.  JSON is YAML's flow style, so libyaml reads the record as it
@@ -607,6 +693,22 @@ static int state_parse_key(yaml_document_t *doc, yaml_node_t *n, InstanceKey *k)
         return 0;
 }
 
+/* The record's "time", as format_time() writes it; 0 when it is absent
+ * or in another form. */
+static time_t parse_time(const char *s) {
+        struct tm tm = {};
+        const char *end;
+        time_t t;
+
+        if (!s)
+                return 0;
+        end = strptime(s, "%Y-%m-%dT%H:%M:%SZ", &tm);
+        if (!end || *end)
+                return 0;
+        t = timegm(&tm);
+        return t > 0 ? t : 0;
+}
+
 /* Exactly n lowercase hex digits, copied to out. */
 static bool parse_hex(const char *s, size_t n, char *out) {
         if (!s || strlen(s) != n || strspn(s, "0123456789abcdef") != n)
@@ -641,6 +743,7 @@ static int state_parse(yaml_document_t *doc, InstanceState *s) {
                 return -EBADMSG;
         if (mid && !instance_machine_id_normalize(mid, s->id.machine_id))
                 return -EBADMSG;
+        s->time = parse_time(json_get_str(doc, root, "time"));
         pending = json_get_str(doc, root, "pending");
         if (pending && !streq(pending, INSTANCE_PENDING_REPLACE_UNKNOWN))
                 return -EBADMSG;

@@ -34,27 +34,36 @@
  * Records written before it was added have none: null.
  *
  * The UUID itself is root-only in sysfs (0400) and the records are
- * world-readable, so they hold a keyed hash of it:
- * HMAC-SHA256(key, "seedbed instance product_uuid v1\0" || the lowercase
- * UUID), with 32 random bytes in the root-only (0400) INSTANCE_KEY_FILE,
- * made when a record first needs it (instance-key.h).  Keyed, because
- * SMBIOS UUIDs are often guessable (Dell's 4c4c4544-… spell the service
- * tag): a plain hash could be reversed by trying them all.  A cloned disk
- * takes the key along; that is fine, its hash still changes with the
- * UUID.  "product_uuid_key" says which key the hash was made with
- * (instance_key_id(): it tells nothing of the key): a hash made with a key
- * that is gone or was replaced (unreadable, deleted, not 32 bytes) cannot
- * be compared, and must count as unknown rather than as another UUID,
- * or losing the key would make a record that is rewritten only for a new
- * instance (firstboot.json) call the same machine a new one.  The current
- * UUID is hashed with the key in place and compared with the record's;
- * with no key to compare with, the recorded UUID is unknown and the
- * machine-id decides (a notice says so).  A record written before the UUID
- * was hashed holds "product_uuid" in the clear: it is compared as it is,
- * and the next write replaces it with the hash (for firstboot.json, which
- * is otherwise not rewritten, the run that finds it).  A UUID that is
- * unknown, or that cannot be hashed (no key can be read or made: a CRNG
- * not ready yet), is recorded as null, never in the clear.
+ * world-readable, so they hold a keyed hash of it: HMAC-SHA256(key,
+ * "seedbed instance product_uuid v1\0" || the lowercase UUID), with 32
+ * random bytes in the root-only (0400) INSTANCE_KEY_FILE, made when a
+ * record first needs it (instance-key.h).  Keyed, because SMBIOS UUIDs are
+ * often guessable (Dell's 4c4c4544-… spell the service tag): a plain hash
+ * could be reversed by trying them all.  A cloned disk takes the key along,
+ * and so does everyone who has the image: its first boot, once both records
+ * are compared with the image's key, makes a key of its own and writes both
+ * again with it (instance_key_renew()).  "product_uuid_key" says which key
+ * the hash was made with (instance_key_id(): it tells nothing of the key):
+ * a hash made with a key that is gone or was replaced (unreadable, deleted,
+ * not 32 bytes, open to others or another user's: instance_key_load())
+ * cannot be compared, and must count as unknown rather than as another
+ * UUID, or losing the key would make a record that is rewritten only for a
+ * new instance (firstboot.json) call the same machine a new one.  The
+ * current UUID is hashed with the key in place and compared with the
+ * record's; with no key to compare with, the recorded UUID is unknown and
+ * the machine-id decides (a notice says so).  Where it says this is the
+ * instance, the firstboot run records the UUID again with the key in place
+ * (made when there is none), so that a clone booted later is told apart by
+ * its UUID again.  A record written before the UUID was hashed holds
+ * "product_uuid" in the clear: it is compared as it is, and the next write
+ * replaces it with the hash.  Neither record is rewritten at boot but for a
+ * new instance, so the firstboot run that finds this instance done writes
+ * both again (instance_state_heal()), only the UUID changed, or when it
+ * cannot be hashed yet (no key, and none can be made: a CRNG not ready this
+ * early in boot), leaves it as it is for a later boot.  A record written
+ * for this instance behind the gate holds a UUID that is unknown, or that
+ * cannot be hashed (on-timeout continue: a CRNG still not ready), as null,
+ * never in the clear.
  *
  * While a replacement of keys found with no record is under way, the
  * record says so, between "instance" and "keys":
@@ -109,6 +118,15 @@ const char *instance_change_to_string(InstanceChange c);
  * left unknown; never fails. */
 void instance_id_read(const char *root, InstanceId *ret);
 
+/* Replaces the instance key under root with a new one, atomically.  For
+ * a first boot done: a clone's key came with its image, so that anyone
+ * who has the image could test guesses of the clone's UUID against its
+ * world-readable records (and the key's ID would link the clones).  Every
+ * record hashed with the old key is to be written again after, or its
+ * UUID counts as unknown.  -EAGAIN when the CRNG is not ready; on failure
+ * the old key stays. */
+int instance_key_renew(const char *root);
+
 /* Normalises one value as instance_id_read() does; false when it does
  * not count as known (malformed, all zeros, all ones, "uninitialized"). */
 bool instance_uuid_normalize(const char *s, char out[static 37]);
@@ -116,8 +134,16 @@ bool instance_machine_id_normalize(const char *s, char out[static 33]);
 
 /* Whether current is a new instance compared with the record: the UUIDs
  * in the clear where the record has it so, else their hashes where both
- * were made with the same key. */
-InstanceChange instance_compare(const InstanceId *recorded, const InstanceId *current);
+ * were made with the same key.  *ret_uuid_unchecked (may be NULL): the
+ * record's hash was made with another key than the one in place, or none
+ * is there to hash the current UUID with, so the recorded UUID counted as
+ * unknown.  Says nothing: the caller, which decides, says so
+ * (instance_notice_uuid_unchecked()). */
+InstanceChange instance_compare(const InstanceId *recorded, const InstanceId *current, bool *ret_uuid_unchecked);
+
+/* The notice for a record at path whose UUID counted as unknown for want
+ * of its key (instance_compare()), naming the key under root. */
+void instance_notice_uuid_unchecked(const char *root, const char *path, const InstanceId *current);
 
 /* What /etc/machine-id holds. */
 typedef enum MachineIdFile {
@@ -204,6 +230,8 @@ typedef struct InstanceKey {
 
 typedef struct InstanceState {
         InstanceId id;
+        time_t time;          /* the record's "time"; 0: not known, or not yet written (a save
+                               * writes the time of the save) */
         InstanceKey keys[INSTANCE_KEYS_MAX];
         size_t n_keys;
         char *pending;        /* INSTANCE_PENDING_REPLACE_UNKNOWN, or NULL: the record is complete */
@@ -221,11 +249,36 @@ const InstanceKey *instance_state_find_key(const InstanceState *s, const char *f
  * we do not know); ret is written only on success. */
 int instance_state_load(const char *path, InstanceState *ret);
 
-/* Builds the JSON text, with the time given in UTC (for tests: 0 is now). */
+/* Builds the JSON text, with the time given in UTC (0: s->time, or now
+ * when that is 0 too). */
 int instance_state_format(const InstanceState *s, time_t when, char **ret, size_t *ret_len);
 
 /* Writes the record atomically (0644), creating its directory.  A UUID
  * that s holds in the clear goes in as its hash, with the instance key
  * under root (made when there is none, or when the file there is no key);
- * as null when that cannot be done (logged). */
+ * as null when that cannot be done (logged).  Only for a record of what
+ * was just done for this instance (keys made or kept, a first boot done),
+ * behind the gate: a null there is a UUID not known, and the machine-id
+ * decides until the record is written again.  Never to heal a record
+ * (instance_state_heal()). */
 int instance_state_save(const char *root, const char *path, const InstanceState *s);
+
+/* After instance_key_renew(): writes the record at path again with now
+ * (instance_id_read() after the renewal) when it records was (the same,
+ * before it), nothing else in it changed; a record of anything else is
+ * left as it is.  Returns 1 when it was written, 0 when it was not this
+ * instance's (or there is none), or -errno. */
+int instance_state_rekey(const char *path, const InstanceId *was, const InstanceId *now);
+
+/* For the boots that write no record (the instance is not new): writes
+ * the record at path (read into s) again with the UUID hashed, when it
+ * holds it in the clear and current is not a new instance compared with
+ * it; or with current's UUID hashed with the key in place (made when
+ * there is none), when its own cannot be compared (a hash made with a key
+ * that is lost or replaced, or null) and the machine-id says current is
+ * the same instance.  Nothing else in it changes, its "time" neither.
+ * Returns 1 when it
+ * was written, 0 when there was nothing to do, or -errno, with the record
+ * left as it was: -EAGAIN when the key is to be made and the CRNG is not
+ * ready. */
+int instance_state_heal(const char *root, const char *path, const InstanceState *s, const InstanceId *current);

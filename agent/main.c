@@ -551,6 +551,81 @@ static int do_luks(void) {
 
 #define FIRSTBOOT_STATE LOCALSTATEDIR "/lib/seedbed/firstboot.json"
 
+/* One record of this instance, s as read from path, written again with
+ * the UUID hashed where it holds it in the clear, or a hash no key in
+ * place can check (instance_state_heal()).  This runs before the gate: a
+ * key that cannot be made yet is made on a later boot, and the record
+ * stays as it is until then. */
+static void heal_record(const char *path, const InstanceState *s, const InstanceId *id) {
+        _cleanup_free_ char *key = path_join_root(arg_root, INSTANCE_KEY_FILE);
+        int r = instance_state_heal(arg_root, path, s, id);
+
+        if (r > 0)
+                log_info("Wrote '%s' again with the SMBIOS UUID hashed with the instance key '%s'.", path,
+                         strna(key));
+        else if (r == -EAGAIN)
+                log_notice("The kernel's random number generator is not ready to make the instance key: '%s' is "
+                           "left as it is until a later boot.", path);
+        else if (r < 0)
+                log_warning_errno(r, "Failed to write '%s' again with the SMBIOS UUID hashed, leaving it as it is "
+                                  "until a later boot: %m", path);
+}
+
+/* Records from before the UUID was hashed hold it in the clear, records
+ * whose key is lost hold a hash that counts as unknown, and neither is
+ * rewritten at boot but for a new instance: the runs that find this
+ * instance done heal both, firstboot.json (done, as read from path) and
+ * ssh-keys.json. */
+static void heal_records(const char *path, const InstanceState *done, const InstanceId *id) {
+        _cleanup_free_ char *ssh_path = path_join_root(arg_root, INSTANCE_STATE_FILE);
+        InstanceState s;
+        int r;
+
+        heal_record(path, done, id);
+        if (!ssh_path) {
+                (void) log_oom();
+                return;
+        }
+        /* One that cannot be read is sshkeys' to report, and to replace. */
+        r = instance_state_load(ssh_path, &s);
+        if (r < 0) {
+                if (r != -ENOENT)
+                        log_debug_errno(r, "Cannot read '%s', leaving it as it is: %m", ssh_path);
+                return;
+        }
+        heal_record(ssh_path, &s, id);
+        instance_state_done(&s);
+}
+
+/* A first boot done: a key of this instance's own, not the one its image
+ * came with (instance_key_renew()), made only now that both records have
+ * been compared with the old one (here, and in sshkeys) and are to be
+ * written: ssh-keys.json again, and firstboot.json from id after. */
+static void renew_instance_key(InstanceId *id) {
+        _cleanup_free_ char *ssh_path = path_join_root(arg_root, INSTANCE_STATE_FILE),
+                            *key = path_join_root(arg_root, INSTANCE_KEY_FILE);
+        InstanceId was, now;
+        int r;
+
+        if (!ssh_path || !key) {
+                (void) log_oom();
+                return;
+        }
+        instance_id_read(arg_root, &was);
+        r = instance_key_renew(arg_root);
+        if (r < 0) {
+                log_warning_errno(r, "Failed to make a new instance key '%s', keeping the one in place: %m", key);
+                return;
+        }
+        instance_id_read(arg_root, &now);
+        r = instance_state_rekey(ssh_path, &was, &now);
+        if (r < 0)
+                log_warning_errno(r, "Failed to write '%s' again with the new instance key '%s', ignoring: %m",
+                                  ssh_path, key);
+        /* Hashed again, with the new key, when firstboot.json is saved. */
+        id->product_uuid_hmac[0] = id->product_uuid_key[0] = 0;
+}
+
 /* seed, sshkeys and luks, once per instance: /var/lib/seedbed records the
  * instance it was done for, so a second boot of it does nothing, and a
  * clone (another SMBIOS UUID or machine-id) does it all again. */
@@ -577,19 +652,13 @@ static int do_firstboot(void) {
         instance_id_read(arg_root, &id);
         r = instance_state_load(state_path, &done);
         if (r >= 0) {
-                InstanceChange change = instance_compare(&done.id, &id);
+                bool unchecked;
+                InstanceChange change = instance_compare(&done.id, &id, &unchecked);
 
-                /* A record from before the UUID was hashed holds it in the
-                 * clear, and this one is rewritten only for a new
-                 * instance: the same record, the UUID hashed, now. */
-                if (change != INSTANCE_NEW && done.id.product_uuid[0]) {
-                        InstanceState hashed = { .id = done.id };
-
-                        r = instance_state_save(arg_root, state_path, &hashed);
-                        if (r < 0)
-                                log_warning_errno(r, "Failed to rewrite '%s' without the SMBIOS UUID in the "
-                                                  "clear, ignoring: %m", state_path);
-                }
+                if (unchecked)
+                        instance_notice_uuid_unchecked(arg_root, state_path, &id);
+                if (change != INSTANCE_NEW)
+                        heal_records(state_path, &done, &id);
                 instance_state_done(&done);
                 if (change != INSTANCE_NEW) {
                         _cleanup_free_ char *rec = record_path();
@@ -632,8 +701,15 @@ static int do_firstboot(void) {
         /* Done only when everything is: what failed is tried again on the
          * next boot (keys and volumes already in place are kept). */
         if (rk == 0 && rv == 0) {
-                InstanceState now = { .id = id };
-                int w = instance_state_save(arg_root, state_path, &now);
+                InstanceState now = {};
+                int w;
+
+                renew_instance_key(&id);
+                /* Behind the gate: a UUID with no key to hash it with (the
+                 * CRNG still not ready, on-timeout continue) goes in as
+                 * null, and the machine-id decides. */
+                now.id = id;
+                w = instance_state_save(arg_root, state_path, &now);
                 if (w < 0)
                         return log_error_errno(w, "Failed to write '%s': %m", state_path), EXIT_ERROR;
                 log_info("First boot done for this instance.");

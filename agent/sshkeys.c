@@ -1208,6 +1208,7 @@ static void instance_decision_done(InstanceDecision *d) {
 }
 
 static int instance_decide(const SshKeysOptions *o, InstanceDecision *d) {
+        bool unchecked;
         int r;
 
         *d = (InstanceDecision) { .root = o->root };
@@ -1230,11 +1231,13 @@ static int instance_decide(const SshKeysOptions *o, InstanceDecision *d) {
         d->facts = (SshKeysFacts) {
                 .replace = o->replace,
                 .record = r >= 0 || (r != -ENOENT && r != -EBADMSG),
-                .change = instance_compare(d->loaded ? &d->old.id : NULL, &d->id),
+                .change = instance_compare(d->loaded ? &d->old.id : NULL, &d->id, &unchecked),
                 .policy = o->unknown,
                 .pending = d->loaded && d->old.pending,
                 .pending_reason = d->loaded ? pending_reason_static(d->old.pending_reason) : NULL,
         };
+        if (unchecked)
+                instance_notice_uuid_unchecked(o->root, d->state_path, &d->id);
         if (!d->facts.record && d->facts.policy == UNKNOWN_KEYS_FIRST_BOOT) {
                 FirstBootFacts fb;
 

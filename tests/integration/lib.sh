@@ -86,3 +86,24 @@ uuid_private() {
 	done < <(find "$root/var/lib/seedbed" -type f -perm -o=r -print0)
 	[ "$n" -gt 0 ] || fail "no world-readable record under '$root/var/lib/seedbed'"
 }
+
+# uuid_hash ROOT UUID: "HMAC KEY_ID", what a record holds for UUID hashed
+# with ROOT's instance key, computed apart from our code.
+uuid_hash() {
+	python3 - "$1/var/lib/seedbed/instance-key" "$2" <<'PY'
+import hashlib, hmac, sys
+key = open(sys.argv[1], "rb").read()
+print(hmac.new(key, b"seedbed instance product_uuid v1\0" + sys.argv[2].encode(), hashlib.sha256).hexdigest(),
+      hmac.new(key, b"seedbed instance key id v1\0", hashlib.sha256).hexdigest()[:16])
+PY
+}
+
+# records_hash ROOT UUID: both records hold UUID hashed with ROOT's key.
+records_hash() {
+	local root=$1 uuid=$2 f want
+	want=$(uuid_hash "$root" "$uuid") || fail "no instance key to check the records with"
+	for f in firstboot.json ssh-keys.json; do
+		[ "$(json "$root/var/lib/seedbed/$f" '.instance.product_uuid_hmac + " " + .instance.product_uuid_key')" = \
+			"$want" ] || fail "$f does not hold the UUID hashed with the instance key: $(cat "$root/var/lib/seedbed/$f")"
+	done
+}

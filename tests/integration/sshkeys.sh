@@ -123,7 +123,10 @@ for case in old-record lost-key; do
 	[ "$case" = old-record ] || rm "$R/var/lib/seedbed/instance-key"
 	run 0 "$DRIVER" --root "$R"
 	expect_in "$T/err" "instance same"
-	[ "$case" = old-record ] || expect_in "$T/err" "taking the recorded UUID as unknown"
+	if [ "$case" = lost-key ]; then
+		expect_in "$T/err" "('$R/var/lib/seedbed/instance-key'): taking the recorded UUID as unknown"
+		[ "$(grep -c "taking the recorded UUID as unknown" "$T/err")" -eq 1 ] || fail "said more than once"
+	fi
 	[ "$(grep -c '^key .* kept ' "$T/err")" -eq 3 ] || fail "$case: keys not kept: $(cat "$T/err")"
 	uuid_private "$R" 4c4c4544-0037-3610-8056-b4c04f4b4e32
 done

@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* The instance key and the UUID's keyed hash: the exact construction
  * (a vector computed apart from our code, with Python's hmac), a key file
- * only root reads, never one that is not 32 bytes, and two writers that
- * end up with one key. */
+ * only root reads (and owns), never one that is not 32 bytes, and two
+ * writers that end up with one key. */
 #include <dirent.h>
 #include <sys/stat.h>
 
@@ -96,8 +96,37 @@ START_TEST(test_key_load) {
         ck_assert_int_eq(unlink(key_path()), 0);
 
         fakeroot_write_bytes(root, INSTANCE_KEY_FILE, want, sizeof want);
+        ck_assert_int_eq(chmod(key_path(), 0400), 0);
         ck_assert_int_eq(instance_key_load(key_path(), key), 0);
         ck_assert_mem_eq(key, want, sizeof want);
+        ck_assert_int_eq(chmod(key_path(), 0600), 0);
+        ck_assert_int_eq(instance_key_load(key_path(), key), 0);
+}
+END_TEST
+
+/* A key others may read is known to them, and one another user owns may
+ * be of their choosing: neither is a key, whatever its bytes. */
+START_TEST(test_key_load_owner_mode) {
+        static const mode_t loose[] = { 0644, 0640, 0604, 0410, 0401 };
+        uint8_t key[INSTANCE_KEY_SIZE], want[INSTANCE_KEY_SIZE];
+
+        counting_key(want);
+        fakeroot_write_bytes(root, INSTANCE_KEY_FILE, want, sizeof want);
+        for (unsigned i = 0; i < ELEMENTSOF(loose); i++) {
+                ck_assert_int_eq(chmod(key_path(), loose[i]), 0);
+                ck_assert_msg(instance_key_load(key_path(), key) == -EBADMSG, "a key file of mode %04o was read",
+                              (unsigned) loose[i]);
+        }
+        ck_assert_int_eq(chmod(key_path(), 0400), 0);
+        ck_assert_int_eq(instance_key_load(key_path(), key), 0);
+
+        /* Only root can give a file away. */
+        if (geteuid() != 0)
+                return;
+        ck_assert_int_eq(chown(key_path(), 65534, 65534), 0);
+        ck_assert_int_eq(instance_key_load(key_path(), key), -EBADMSG);
+        ck_assert_int_eq(chown(key_path(), 0, 65534), 0);
+        ck_assert_int_eq(instance_key_load(key_path(), key), 0);
 }
 END_TEST
 
@@ -174,6 +203,7 @@ static Suite *instance_key_suite(void) {
         tc = tcase_create("file");
         tcase_add_checked_fixture(tc, setup, teardown);
         tcase_add_test(tc, test_key_load);
+        tcase_add_test(tc, test_key_load_owner_mode);
         tcase_add_test(tc, test_key_make);
         tcase_add_test(tc, test_atomic_create);
         suite_add_tcase(s, tc);

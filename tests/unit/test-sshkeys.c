@@ -30,6 +30,7 @@ static void setup(void) {
 
 static void teardown(void) {
         atomic_set_fault_hook(NULL, NULL);
+        instance_key_set_random(NULL);
         fakeroot_free(root);
         root = NULL;
 }
@@ -827,24 +828,24 @@ static InstanceId iid(const char *uuid, const char *mid) {
 START_TEST(test_instance_compare) {
         InstanceId a = iid(UUID_A, MID_A), b;
 
-        ck_assert_int_eq(instance_compare(NULL, &a), INSTANCE_UNKNOWN);
-        ck_assert_int_eq(instance_compare(&a, &a), INSTANCE_SAME);
+        ck_assert_int_eq(instance_compare(NULL, &a, NULL), INSTANCE_UNKNOWN);
+        ck_assert_int_eq(instance_compare(&a, &a, NULL), INSTANCE_SAME);
         /* The VM's UUID changed: a clone on a new VM. */
         b = iid(UUID_B, MID_A);
-        ck_assert_int_eq(instance_compare(&a, &b), INSTANCE_NEW);
+        ck_assert_int_eq(instance_compare(&a, &b, NULL), INSTANCE_NEW);
         /* The machine ID changed: the image booted again from scratch. */
         b = iid(UUID_A, MID_B);
-        ck_assert_int_eq(instance_compare(&a, &b), INSTANCE_NEW);
+        ck_assert_int_eq(instance_compare(&a, &b, NULL), INSTANCE_NEW);
         /* Unknown before, known now: proves nothing. */
         b = iid("", "");
-        ck_assert_int_eq(instance_compare(&b, &a), INSTANCE_UNKNOWN);
-        ck_assert_int_eq(instance_compare(&a, &b), INSTANCE_UNKNOWN);
+        ck_assert_int_eq(instance_compare(&b, &a, NULL), INSTANCE_UNKNOWN);
+        ck_assert_int_eq(instance_compare(&a, &b, NULL), INSTANCE_UNKNOWN);
         b = iid("", MID_A);
-        ck_assert_int_eq(instance_compare(&b, &a), INSTANCE_SAME);
+        ck_assert_int_eq(instance_compare(&b, &a, NULL), INSTANCE_SAME);
         b = iid(UUID_B, "");
-        ck_assert_int_eq(instance_compare(&b, &a), INSTANCE_NEW);
+        ck_assert_int_eq(instance_compare(&b, &a, NULL), INSTANCE_NEW);
         b = iid("", MID_B);
-        ck_assert_int_eq(instance_compare(&b, &a), INSTANCE_NEW);
+        ck_assert_int_eq(instance_compare(&b, &a, NULL), INSTANCE_NEW);
         ck_assert_str_eq(instance_change_to_string(INSTANCE_NEW), "new");
 }
 END_TEST
@@ -944,6 +945,23 @@ START_TEST(test_state_roundtrip) {
         ck_assert_int_eq(instance_state_load(path, &l), 0);
         ck_assert_uint_eq(l.n_keys, 0);
         ck_assert_ptr_null(l.pending);
+        ck_assert_int_eq(l.time, 0);
+        instance_state_done(&l);
+
+        /* Its time is read back, and written again as it was; one in
+         * another form is not known (a save writes its own). */
+        fakeroot_write(root, INSTANCE_STATE_FILE,
+                       "{\"version\": 1, \"time\": \"2024-05-01T12:00:00Z\", \"instance\": {}}");
+        ck_assert_int_eq(instance_state_load(path, &l), 0);
+        ck_assert_int_eq(l.time, 1714564800);
+        ck_assert_int_eq(instance_state_format(&l, 0, &text, &len), 0);
+        ck_assert_ptr_nonnull(strstr(text, "\"time\": \"2024-05-01T12:00:00Z\""));
+        free(text);
+        instance_state_done(&l);
+        fakeroot_write(root, INSTANCE_STATE_FILE,
+                       "{\"version\": 1, \"time\": \"2024-05-01 12:00\", \"instance\": {}}");
+        ck_assert_int_eq(instance_state_load(path, &l), 0);
+        ck_assert_int_eq(l.time, 0);
         instance_state_done(&l);
 }
 END_TEST
@@ -1070,6 +1088,7 @@ static void set_uuid(const char *uuid) {
 START_TEST(test_state_uuid_hashed) {
         InstanceState s = {}, l;
         InstanceId now;
+        bool unchecked;
         char path[4096], first[INSTANCE_UUID_HMAC_HEX + 1];
         struct stat st;
 
@@ -1096,7 +1115,8 @@ START_TEST(test_state_uuid_hashed) {
         ck_assert_str_eq(l.id.product_uuid, "");
         ck_assert_str_eq(l.id.product_uuid_hmac, now.product_uuid_hmac);
         ck_assert_str_eq(l.id.product_uuid_key, now.product_uuid_key);
-        ck_assert_int_eq(instance_compare(&l.id, &now), INSTANCE_SAME);
+        ck_assert_int_eq(instance_compare(&l.id, &now, &unchecked), INSTANCE_SAME);
+        ck_assert(!unchecked);
         snprintf(first, sizeof first, "%s", l.id.product_uuid_hmac);
         instance_state_done(&l);
 
@@ -1111,7 +1131,7 @@ START_TEST(test_state_uuid_hashed) {
         instance_id_read(root, &now);
         ck_assert_str_ne(now.product_uuid_hmac, first);
         ck_assert_str_eq(now.product_uuid_key, l.id.product_uuid_key);
-        ck_assert_int_eq(instance_compare(&l.id, &now), INSTANCE_NEW);
+        ck_assert_int_eq(instance_compare(&l.id, &now, NULL), INSTANCE_NEW);
         instance_state_done(&l);
 }
 END_TEST
@@ -1135,9 +1155,9 @@ START_TEST(test_state_old_record) {
 
         /* Compared in the clear, key or none. */
         instance_id_read(root, &now);
-        ck_assert_int_eq(instance_compare(&l.id, &now), INSTANCE_SAME);
+        ck_assert_int_eq(instance_compare(&l.id, &now, NULL), INSTANCE_SAME);
         other = iid(UUID_B, MID_A);
-        ck_assert_int_eq(instance_compare(&l.id, &other), INSTANCE_NEW);
+        ck_assert_int_eq(instance_compare(&l.id, &other, NULL), INSTANCE_NEW);
 
         /* Written again as it was: the UUID goes in hashed. */
         ck_assert_int_eq(instance_state_save(root, path, &l), 0);
@@ -1147,8 +1167,8 @@ START_TEST(test_state_old_record) {
         ck_assert_str_eq(l.id.product_uuid, "");
         instance_id_read(root, &now);
         ck_assert_str_eq(l.id.product_uuid_hmac, now.product_uuid_hmac);
-        ck_assert_int_eq(instance_compare(&l.id, &now), INSTANCE_SAME);
-        ck_assert_int_eq(instance_compare(&l.id, &other), INSTANCE_SAME); /* no hash: the machine-id decides */
+        ck_assert_int_eq(instance_compare(&l.id, &now, NULL), INSTANCE_SAME);
+        ck_assert_int_eq(instance_compare(&l.id, &other, NULL), INSTANCE_SAME); /* no hash: the machine-id decides */
         instance_state_done(&l);
 }
 END_TEST
@@ -1161,6 +1181,7 @@ START_TEST(test_state_key_missing) {
         InstanceId now;
         char path[4096];
         struct stat st;
+        bool unchecked;
 
         state_path(path);
         set_uuid(UUID_A "\n");
@@ -1175,14 +1196,15 @@ START_TEST(test_state_key_missing) {
         ck_assert_str_eq(now.product_uuid_hmac, "");
         /* Reading makes none. */
         ck_assert(!fakeroot_exists(root, INSTANCE_KEY_FILE));
-        ck_assert_int_eq(instance_compare(&l.id, &now), INSTANCE_SAME);
+        ck_assert_int_eq(instance_compare(&l.id, &now, &unchecked), INSTANCE_SAME);
+        ck_assert(unchecked);
         /* Nothing tells another UUID from this one now... */
         set_uuid(UUID_B "\n");
         instance_id_read(root, &now);
-        ck_assert_int_eq(instance_compare(&l.id, &now), INSTANCE_SAME);
+        ck_assert_int_eq(instance_compare(&l.id, &now, NULL), INSTANCE_SAME);
         /* ...but the machine-id does. */
         snprintf(now.machine_id, sizeof now.machine_id, "%s", MID_B);
-        ck_assert_int_eq(instance_compare(&l.id, &now), INSTANCE_NEW);
+        ck_assert_int_eq(instance_compare(&l.id, &now, NULL), INSTANCE_NEW);
 
         /* The next write makes a new key: the old hash still proves
          * nothing, rather than another UUID. */
@@ -1194,22 +1216,35 @@ START_TEST(test_state_key_missing) {
         instance_id_read(root, &now);
         ck_assert_str_ne(now.product_uuid_hmac, "");
         ck_assert_str_ne(now.product_uuid_key, l.id.product_uuid_key);
-        ck_assert_int_eq(instance_compare(&l.id, &now), INSTANCE_SAME);
+        ck_assert_int_eq(instance_compare(&l.id, &now, &unchecked), INSTANCE_SAME);
+        ck_assert(unchecked);
         snprintf(now.machine_id, sizeof now.machine_id, "%s", MID_B);
-        ck_assert_int_eq(instance_compare(&l.id, &now), INSTANCE_NEW);
+        ck_assert_int_eq(instance_compare(&l.id, &now, &unchecked), INSTANCE_NEW);
+        ck_assert(unchecked);
         instance_state_done(&l);
 
-        /* A file that is no key: none, to read; replaced, to write. */
-        fakeroot_write(root, INSTANCE_KEY_FILE, "short");
-        instance_id_read(root, &now);
-        ck_assert_str_eq(now.product_uuid_hmac, "");
-        ck_assert_int_eq(instance_state_save(root, path, &s), 0);
-        ck_assert_int_eq(lstat(full(INSTANCE_KEY_FILE), &st), 0);
-        ck_assert_int_eq(st.st_size, INSTANCE_KEY_SIZE);
-        ck_assert_uint_eq(st.st_mode & 07777, 0400);
-        ck_assert_int_eq(instance_state_load(path, &l), 0);
-        ck_assert_uint_eq(strlen(l.id.product_uuid_hmac), INSTANCE_UUID_HMAC_HEX);
-        instance_state_done(&l);
+        /* A file that is no key (cut short, or 32 bytes anyone may read):
+         * none, to read; replaced, to write. */
+        for (unsigned i = 0; i < 2; i++) {
+                char *old = i == 0 ? strdup("short") : fakeroot_read(root, INSTANCE_KEY_FILE), *text;
+
+                ck_assert_ptr_nonnull(old);
+                fakeroot_write_bytes(root, INSTANCE_KEY_FILE, old, i == 0 ? 5 : INSTANCE_KEY_SIZE);
+                ck_assert_int_eq(chmod(full(INSTANCE_KEY_FILE), 0644), 0);
+                instance_id_read(root, &now);
+                ck_assert_str_eq(now.product_uuid_hmac, "");
+                ck_assert_int_eq(instance_state_save(root, path, &s), 0);
+                ck_assert_int_eq(lstat(full(INSTANCE_KEY_FILE), &st), 0);
+                ck_assert_int_eq(st.st_size, INSTANCE_KEY_SIZE);
+                ck_assert_uint_eq(st.st_mode & 07777, 0400);
+                text = fakeroot_read(root, INSTANCE_KEY_FILE);
+                ck_assert(memcmp(text, old, 5) != 0);
+                free(text);
+                free(old);
+                ck_assert_int_eq(instance_state_load(path, &l), 0);
+                ck_assert_uint_eq(strlen(l.id.product_uuid_hmac), INSTANCE_UUID_HMAC_HEX);
+                instance_state_done(&l);
+        }
 
         /* Unknown now: recorded as null, with no key made for it. */
         ck_assert_int_eq(unlink(full(INSTANCE_KEY_FILE)), 0);
@@ -1219,6 +1254,122 @@ START_TEST(test_state_key_missing) {
         ck_assert_int_eq(instance_state_load(path, &l), 0);
         ck_assert_str_eq(l.id.product_uuid_hmac, "");
         instance_state_done(&l);
+}
+END_TEST
+
+/* The kernel's CRNG early in boot, before it is ready. */
+static int random_not_ready(_unused_ void *buf, _unused_ size_t n) {
+        return -EAGAIN;
+}
+
+#define OLD_TIME "2021-02-03T04:05:06Z"
+#define OLD_RECORD                                                                                      \
+        "{\"version\": 1, \"time\": \"" OLD_TIME "\", \"instance\": {\"product_uuid\": \"" UUID_A \
+        "\", \"machine_id\": \"" MID_A "\"}, \"keys\": []}"
+
+/* The boot that finds this instance done writes a record from before the
+ * UUID was hashed again, hashed; with no key to hash it with (and none to
+ * be made: the CRNG is not ready before the gate), it leaves the record
+ * as it is for a later boot, never the UUID replaced with null. */
+START_TEST(test_state_heal) {
+        InstanceState l, h;
+        InstanceId now;
+        char path[4096], *text;
+
+        state_path(path);
+        set_uuid(UUID_A "\n");
+        fakeroot_write(root, "/etc/machine-id", MID_A "\n");
+        fakeroot_write(root, INSTANCE_STATE_FILE, OLD_RECORD);
+        instance_id_read(root, &now);
+        ck_assert_int_eq(instance_state_load(path, &l), 0);
+
+        instance_key_set_random(random_not_ready);
+        ck_assert_int_eq(instance_state_heal(root, path, &l, &now), -EAGAIN);
+        text = fakeroot_read(root, INSTANCE_STATE_FILE);
+        ck_assert_str_eq(text, OLD_RECORD);
+        free(text);
+        ck_assert(!fakeroot_exists(root, INSTANCE_KEY_FILE));
+
+        /* A later boot: the hash, and the record's time as it was. */
+        instance_key_set_random(NULL);
+        ck_assert_int_eq(instance_state_heal(root, path, &l, &now), 1);
+        instance_state_done(&l);
+        check_no_uuid(UUID_A);
+        instance_id_read(root, &now);
+        ck_assert_int_eq(instance_state_load(path, &h), 0);
+        ck_assert_str_eq(h.id.product_uuid_hmac, now.product_uuid_hmac);
+        ck_assert_str_eq(h.id.product_uuid_key, now.product_uuid_key);
+        ck_assert_str_eq(h.id.machine_id, MID_A);
+        ck_assert_int_eq(h.time, 1612325106);
+        /* Nothing left to do. */
+        ck_assert_int_eq(instance_state_heal(root, path, &h, &now), 0);
+        instance_state_done(&h);
+
+        /* The key lost, then another in its place: the recorded hash
+         * cannot be checked, the machine-id says this is the instance, and
+         * its UUID is hashed again with the key in place (made when there
+         * is none, and only when it can be). */
+        for (unsigned i = 0; i < 2; i++) {
+                InstanceId other;
+
+                ck_assert_int_eq(unlink(full(INSTANCE_KEY_FILE)), 0);
+                if (i == 1) {
+                        /* Another record's write makes another key. */
+                        InstanceState o = { .id = iid(UUID_B, MID_B) };
+
+                        ck_assert_int_eq(instance_state_save(root, full("/other.json"), &o), 0);
+                }
+                instance_id_read(root, &now);
+                ck_assert_int_eq(instance_state_load(path, &l), 0);
+                ck_assert_int_eq(instance_compare(&l.id, &now, NULL), INSTANCE_SAME);
+                if (i == 0) {
+                        instance_key_set_random(random_not_ready);
+                        ck_assert_int_eq(instance_state_heal(root, path, &l, &now), -EAGAIN);
+                        ck_assert(!fakeroot_exists(root, INSTANCE_KEY_FILE));
+                        instance_key_set_random(NULL);
+                }
+                ck_assert_int_eq(instance_state_heal(root, path, &l, &now), 1);
+                instance_state_done(&l);
+                instance_id_read(root, &now);
+                ck_assert_int_eq(instance_state_load(path, &l), 0);
+                ck_assert_str_eq(l.id.product_uuid_hmac, now.product_uuid_hmac);
+                ck_assert_str_eq(l.id.product_uuid_key, now.product_uuid_key);
+                ck_assert_int_eq(l.time, 1612325106);
+                /* Told apart again: another UUID is another instance. */
+                set_uuid(UUID_B "\n");
+                instance_id_read(root, &other);
+                set_uuid(UUID_A "\n");
+                ck_assert_int_eq(instance_compare(&l.id, &other, NULL), INSTANCE_NEW);
+                instance_state_done(&l);
+        }
+
+        /* Unknown where it was recorded (null): recorded now. */
+        fakeroot_write(root, INSTANCE_STATE_FILE, "{\"version\": 1, \"instance\": {\"product_uuid_hmac\": null, "
+                                                  "\"product_uuid_key\": null, \"machine_id\": \"" MID_A "\"}}");
+        ck_assert_int_eq(instance_state_load(path, &l), 0);
+        ck_assert_int_eq(instance_state_heal(root, path, &l, &now), 1);
+        instance_state_done(&l);
+        ck_assert_int_eq(instance_state_load(path, &l), 0);
+        ck_assert_str_eq(l.id.product_uuid_hmac, now.product_uuid_hmac);
+        instance_state_done(&l);
+        /* Not when the machine-id does not say it is the same instance. */
+        fakeroot_write(root, INSTANCE_STATE_FILE, "{\"version\": 1, \"instance\": {\"product_uuid_hmac\": null, "
+                                                  "\"product_uuid_key\": null, \"machine_id\": null}}");
+        ck_assert_int_eq(instance_state_load(path, &l), 0);
+        ck_assert_int_eq(instance_compare(&l.id, &now, NULL), INSTANCE_UNKNOWN);
+        ck_assert_int_eq(instance_state_heal(root, path, &l, &now), 0);
+        instance_state_done(&l);
+
+        /* Another instance's record is not this one's to rewrite. */
+        fakeroot_write(root, INSTANCE_STATE_FILE, OLD_RECORD);
+        ck_assert_int_eq(instance_state_load(path, &l), 0);
+        set_uuid(UUID_B "\n");
+        instance_id_read(root, &now);
+        ck_assert_int_eq(instance_state_heal(root, path, &l, &now), 0);
+        instance_state_done(&l);
+        text = fakeroot_read(root, INSTANCE_STATE_FILE);
+        ck_assert_str_eq(text, OLD_RECORD);
+        free(text);
 }
 END_TEST
 
@@ -1236,6 +1387,63 @@ static char *ensure_ed25519(InstanceChange change, SshKeyAction action) {
         ssh_key_results_done(r, n);
         return private_fingerprint(HOST_KEY_ED25519);
 }
+
+/* A first boot done gets a key of its own: the record just written for
+ * this instance is hashed again with it; one of another instance is not
+ * (it must still tell that one apart), and with the CRNG not ready the
+ * old key stays. */
+START_TEST(test_key_renew) {
+        InstanceState before, after;
+        InstanceId was, now;
+        char path[4096], *fp, *old_key, *text;
+
+        state_path(path);
+        set_uuid(UUID_A "\n");
+        fakeroot_write(root, "/etc/machine-id", MID_A "\n");
+        fp = ensure_ed25519(INSTANCE_UNKNOWN, SSH_KEY_CREATED);
+        free(fp);
+        ck_assert_int_eq(instance_state_load(path, &before), 0);
+        old_key = fakeroot_read(root, INSTANCE_KEY_FILE);
+
+        instance_key_set_random(random_not_ready);
+        ck_assert_int_eq(instance_key_renew(root), -EAGAIN);
+        text = fakeroot_read(root, INSTANCE_KEY_FILE);
+        ck_assert_mem_eq(text, old_key, INSTANCE_KEY_SIZE);
+        free(text);
+        instance_key_set_random(NULL);
+
+        instance_id_read(root, &was);
+        ck_assert_int_eq(instance_key_renew(root), 0);
+        text = fakeroot_read(root, INSTANCE_KEY_FILE);
+        ck_assert(memcmp(text, old_key, INSTANCE_KEY_SIZE) != 0);
+        free(text);
+        instance_id_read(root, &now);
+        ck_assert_str_ne(now.product_uuid_key, was.product_uuid_key);
+        ck_assert_int_eq(instance_state_rekey(path, &was, &now), 1);
+        ck_assert_int_eq(instance_state_load(path, &after), 0);
+        ck_assert_str_eq(after.id.product_uuid_hmac, now.product_uuid_hmac);
+        ck_assert_str_eq(after.id.product_uuid_key, now.product_uuid_key);
+        ck_assert_int_eq(instance_compare(&after.id, &now, NULL), INSTANCE_SAME);
+        ck_assert_int_eq(after.time, before.time);
+        ck_assert_uint_eq(after.n_keys, 1);
+        ck_assert_str_eq(after.keys[0].fingerprint, before.keys[0].fingerprint);
+        instance_state_done(&before);
+        instance_state_done(&after);
+
+        /* The record is another instance's: left as it is. */
+        set_uuid(UUID_B "\n");
+        instance_id_read(root, &was);
+        ck_assert_int_eq(instance_key_renew(root), 0);
+        instance_id_read(root, &now);
+        text = fakeroot_read(root, INSTANCE_STATE_FILE);
+        ck_assert_int_eq(instance_state_rekey(path, &was, &now), 0);
+        fp = fakeroot_read(root, INSTANCE_STATE_FILE);
+        ck_assert_str_eq(fp, text);
+        free(fp);
+        free(text);
+        free(old_key);
+}
+END_TEST
 
 /* The whole run: a lost instance key replaces no host key, and the
  * record is written again with a new one. */
@@ -2455,7 +2663,9 @@ static Suite *sshkeys_suite(void) {
         tcase_add_test(tc, test_state_uuid_hashed);
         tcase_add_test(tc, test_state_old_record);
         tcase_add_test(tc, test_state_key_missing);
+        tcase_add_test(tc, test_state_heal);
         tcase_add_test(tc, test_instance_key_lost_keeps_keys);
+        tcase_add_test(tc, test_key_renew);
         suite_add_tcase(s, tc);
 
         tc = tcase_create("unknown");
