@@ -121,39 +121,135 @@ usec_t bucket_wait(TokenBucket *b, uint64_t n, usec_t now) {
         return wait >= USEC_INFINITY ? USEC_INFINITY : (usec_t) wait;
 }
 
-/* The share is rounded up: rounded down, it is 0 for everyone whenever
- * the host holds fewer bytes than there are askers, while ratelimit_wait()
- * says the bytes are there, and the caller would spin.  The share is not
- * a reservation: a VM that takes less (its own bucket is low, or it wants
- * little) leaves the rest in the host bucket for the others.  The rounds
- * that make this fair are the caller's; ratelimit.h says how. */
-uint64_t ratelimit_take(RateLimit *rl, TokenBucket *vm, uint64_t want, unsigned asking, usec_t now) {
-        uint64_t got;
+/* ---- the host budget, shared fairly ---- */
 
-        assert(rl);
-        assert(vm);
-
-        /* The caller may not have counted this VM yet; it is asking. */
-        if (asking == 0)
-                asking = 1;
-
-        got = MIN(want, bucket_available(vm, now));
-
-        if (!rl->host.unlimited) {
-                uint64_t host = bucket_available(&rl->host, now);
-                uint64_t share = host / asking + (host % asking != 0);
-
-                got = MIN(got, share);
-        }
-
-        bucket_consume(vm, got);
-        bucket_consume(&rl->host, got);
-        return got;
+void ratelimit_init(RateLimit *rl, uint64_t bytes_per_period, usec_t period, uint64_t burst, usec_t now) {
+        *rl = (RateLimit) {};
+        bucket_init(&rl->host, bytes_per_period, period, burst, now);
 }
 
-usec_t ratelimit_wait(RateLimit *rl, TokenBucket *vm, uint64_t min_bytes, usec_t now) {
-        assert(rl);
-        assert(vm);
+void rate_vm_init(RateVm *vm, uint64_t bytes_per_period, usec_t period, uint64_t burst, usec_t now) {
+        *vm = (RateVm) {};
+        bucket_init(&vm->bucket, bytes_per_period, period, burst, now);
+}
 
-        return MAX(bucket_wait(vm, min_bytes, now), bucket_wait(&rl->host, min_bytes, now));
+static void asking_unlink(RateLimit *rl, RateVm *vm) {
+        if (!vm->asking)
+                return;
+        if (vm->ask_prev)
+                vm->ask_prev->ask_next = vm->ask_next;
+        else
+                rl->ask_oldest = vm->ask_next;
+        if (vm->ask_next)
+                vm->ask_next->ask_prev = vm->ask_prev;
+        else
+                rl->ask_newest = vm->ask_prev;
+        vm->ask_prev = vm->ask_next = NULL;
+        vm->asking = false;
+        rl->n_asking--;
+}
+
+void rate_vm_unlink(RateLimit *rl, RateVm *vm) {
+        asking_unlink(rl, vm);
+}
+
+/* The asking VMs are kept in the order they last asked: those that asked
+ * too long ago are at the old end, so counting costs what expires, not
+ * what is idle (a host may hold thousands of idle connections). */
+unsigned ratelimit_asking(RateLimit *rl, usec_t now) {
+        while (rl->ask_oldest && rl->ask_oldest->last_ask + RATE_ASKING_USEC <= now)
+                asking_unlink(rl, rl->ask_oldest);
+        return rl->n_asking;
+}
+
+static void asking_mark(RateLimit *rl, RateVm *vm, usec_t now) {
+        asking_unlink(rl, vm);
+        vm->last_ask = now;
+        vm->ask_prev = rl->ask_newest;
+        if (rl->ask_newest)
+                rl->ask_newest->ask_next = vm;
+        else
+                rl->ask_oldest = vm;
+        rl->ask_newest = vm;
+        vm->asking = true;
+        rl->n_asking++;
+}
+
+/* The VM's share of the host budget at now: it earns host rate / n (the
+ * VMs asking) from when it last earned, up to the host burst / n (and
+ * never less than RATE_SHARE_MIN, so it can always make a step).  Whole
+ * bytes only: the time for a part byte is kept by not moving share_last
+ * past it. */
+static void share_refill(const TokenBucket *h, RateVm *vm, unsigned n, usec_t now) {
+        uint64_t cap = MAX(h->burst / n, (uint64_t) RATE_SHARE_MIN);
+        uint128_t add;
+
+        if (vm->share_last == 0 || vm->share_last > now) {
+                vm->share = cap;
+                vm->share_last = now;
+                return;
+        }
+        add = (uint128_t) (now - vm->share_last) * h->bytes_per_period / ((uint128_t) h->period * n);
+        if (vm->share + add >= cap) {
+                vm->share = cap;
+                vm->share_last = now;
+        } else if (add > 0) {
+                vm->share += (uint64_t) add;
+                vm->share_last += (usec_t) (add * h->period * n / h->bytes_per_period);
+        }
+}
+
+/* Time until the share holds min_bytes, at the rate it earns now. */
+static usec_t share_wait(const TokenBucket *h, const RateVm *vm, unsigned n, uint64_t min_bytes) {
+        if (vm->share >= min_bytes)
+                return 0;
+        return (usec_t) (((uint128_t) (min_bytes - vm->share) * h->period * n + h->bytes_per_period - 1) /
+                         h->bytes_per_period);
+}
+
+uint64_t ratelimit_take(RateLimit *rl, RateVm *vm, uint64_t want, usec_t now, usec_t *ret_wait) {
+        TokenBucket *h = &rl->host;
+        uint64_t step = MIN(want, (uint64_t) RATE_SHARE_MIN), allowed;
+        unsigned n;
+
+        *ret_wait = 0;
+        if (want == 0)
+                return 0;
+        asking_mark(rl, vm, now);
+        n = MAX(ratelimit_asking(rl, now), 1U);
+
+        allowed = MIN(want, bucket_available(&vm->bucket, now));
+        if (!h->unlimited) {
+                share_refill(h, vm, n, now);
+                allowed = MIN(allowed, MIN(vm->share, bucket_available(h, now)));
+        }
+        if (allowed == 0) {
+                usec_t w = bucket_wait(&vm->bucket, step, now);
+
+                if (!h->unlimited && w != USEC_INFINITY) {
+                        usec_t wh = bucket_wait(h, step, now), ws = share_wait(h, vm, n, step);
+                        w = wh == USEC_INFINITY ? wh : MAX(w, MAX(wh, ws));
+                }
+                *ret_wait = w == USEC_INFINITY ? w : MAX(w, (usec_t) 1);
+                return 0;
+        }
+        bucket_consume(&vm->bucket, allowed);
+        if (!h->unlimited) {
+                bucket_consume(h, allowed);
+                vm->share -= allowed;
+        }
+        return allowed;
+}
+
+static void bucket_refund(TokenBucket *b, uint64_t n) {
+        if (!b->unlimited)
+                b->tokens = MIN(b->burst, b->tokens + n);
+}
+
+void ratelimit_refund(RateLimit *rl, RateVm *vm, uint64_t n) {
+        bucket_refund(&vm->bucket, n);
+        if (!rl->host.unlimited) {
+                bucket_refund(&rl->host, n);
+                vm->share += n;
+        }
 }

@@ -3,9 +3,9 @@
 
 /* Rate limits without sleeping: per-VM token buckets inside an optional
  * host-wide budget that is shared fairly between the VMs that are asking.
- * Callers ask how much they may take now; what they cannot take waits in
- * their queue (EGD) or their ring (vhost-user) until a timer the caller
- * sets from ratelimit_wait() fires. */
+ * This module owns budgets and fairness.  Callers ask how much they may
+ * take now; what they cannot take waits in their queue (EGD) or their
+ * ring (vhost-user) until the time ratelimit_take() said. */
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -36,25 +36,50 @@ void bucket_consume(TokenBucket *b, uint64_t n);
  * does, USEC_INFINITY if it does not fit. */
 usec_t bucket_wait(TokenBucket *b, uint64_t n, usec_t now);
 
-/* The host-wide budget and the fair share of it. */
+/* A VM asking in the last RATE_ASKING_USEC counts as asking: a guest
+ * with one request in flight is between requests most of the time. */
+#define RATE_ASKING_USEC (200 * USEC_PER_MSEC)
+/* The least a share holds, so a VM can always make a 64-byte step. */
+#define RATE_SHARE_MIN 64
+
+/* One VM's budget: its own bucket, and its share of the host's.  Every
+ * connection of the VM (EGD and vhost-user alike) draws from it, so a VM
+ * with eight connections gets what a VM with one gets. */
+typedef struct RateVm {
+        TokenBucket bucket;
+        uint64_t share;      /* of the host budget, earned and not taken */
+        usec_t share_last;   /* when it last earned; 0 not yet */
+        usec_t last_ask;
+        struct RateVm *ask_prev, *ask_next;
+        bool asking;         /* in the host's list of asking VMs */
+} RateVm;
+
+/* The host-wide budget and the VMs asking for it. */
 typedef struct RateLimit {
         TokenBucket host;
+        RateVm *ask_oldest, *ask_newest;
+        unsigned n_asking;
 } RateLimit;
 
-/* How much a VM with bucket vm may take now of want bytes, when asking
- * VMs (including this one) compete for the host budget: at most
- * host-available / asking, rounded up, so every asking VM gets its turn
- * and none can starve another.  Consumes from both buckets.  asking 0
- * counts as 1; with an unlimited host only the VM's own bucket limits it.
- * The share is of what the host has now, so it is fair only when callers
- * serve in rounds: each VM takes once per round, asking counts the VMs
- * not yet served in this round (this one included, so the last takes
- * what is left), the VMs whose own bucket allows least go first (what
- * they leave is then split among the rest), and the order of the others
- * rotates between rounds.  A VM that takes again in the same round gets
- * a share of the remainder again: repeated, that drains the host. */
-uint64_t ratelimit_take(RateLimit *rl, TokenBucket *vm, uint64_t want, unsigned asking, usec_t now);
+/* Buckets as bucket_init() makes them: 0 bytes is no limit. */
+void ratelimit_init(RateLimit *rl, uint64_t bytes_per_period, usec_t period, uint64_t burst, usec_t now);
+void rate_vm_init(RateVm *vm, uint64_t bytes_per_period, usec_t period, uint64_t burst, usec_t now);
+/* Before a VM's budget goes away. */
+void rate_vm_unlink(RateLimit *rl, RateVm *vm);
 
-/* When to try again for a VM that got less than it wanted: the later of
- * its own bucket and the host budget having min_bytes. */
-usec_t ratelimit_wait(RateLimit *rl, TokenBucket *vm, uint64_t min_bytes, usec_t now);
+/* How many VMs asked within RATE_ASKING_USEC of now.  Costs what expired
+ * since the last call, not the number of VMs. */
+unsigned ratelimit_asking(RateLimit *rl, usec_t now);
+
+/* How much vm may take of want bytes now, and takes it: at most what its
+ * own bucket holds, and with a host budget, at most its share of it.
+ * The host budget is shared between VMs, not connections, and without
+ * rounds: each VM asking earns host rate / VMs asking into a share of its
+ * own (up to host burst / VMs asking), so none can starve another however
+ * often it asks.  0 when nothing may be taken now; *ret_wait then says
+ * how long until a step (64 bytes, or want if less; a full bucket if it
+ * holds less) may be. */
+uint64_t ratelimit_take(RateLimit *rl, RateVm *vm, uint64_t want, usec_t now, usec_t *ret_wait);
+
+/* Gives back n bytes taken and not served (a source had less). */
+void ratelimit_refund(RateLimit *rl, RateVm *vm, uint64_t n);

@@ -42,6 +42,8 @@ struct Client {
 
         bool waiting;          /* throttled or starved: wake_at says when to retry */
         usec_t wake_at;
+        Client *wait_prev, *wait_next; /* in the server's waiting list */
+        uint64_t served_tick;  /* the tick that last tried it */
         usec_t throttled_since;
 
         Client *prev, *next;
@@ -91,7 +93,7 @@ int server_init(Server *s, Loop *loop, SourceSet *sources, const RateConfig *vm,
         usec_t now = now_usec(CLOCK_MONOTONIC);
 
         *s = (Server) { .loop = loop, .sources = sources, .vm_rate = *vm, .caps = caps ? *caps : (ServerCaps) {} };
-        bucket_init(&s->rl.host, host->bytes, host->period, host->burst, now);
+        ratelimit_init(&s->rl, host->bytes, host->period, host->burst, now);
         return 0;
 }
 
@@ -305,7 +307,7 @@ static VmLimit *limit_for(Server *s, const char *key) {
                 free(l);
                 return NULL;
         }
-        bucket_init(&l->bucket, s->vm_rate.bytes, s->vm_rate.period, s->vm_rate.burst, now_usec(CLOCK_MONOTONIC));
+        rate_vm_init(&l->rate, s->vm_rate.bytes, s->vm_rate.period, s->vm_rate.burst, now_usec(CLOCK_MONOTONIC));
         l->next = s->limits;
         if (s->limits)
                 s->limits->prev = l;
@@ -319,8 +321,9 @@ static VmLimit *limit_for(Server *s, const char *key) {
 static void limit_release(Server *s, VmLimit *l) {
         if (!l || --l->connections > 0)
                 return;
-        if (!l->bucket.unlimited && bucket_available(&l->bucket, now_usec(CLOCK_MONOTONIC)) < l->bucket.burst)
+        if (!l->rate.bucket.unlimited && bucket_available(&l->rate.bucket, now_usec(CLOCK_MONOTONIC)) < l->rate.bucket.burst)
                 return; /* dropped later, once full: see server_tick() */
+        rate_vm_unlink(&s->rl, &l->rate);
         if (l->prev)
                 l->prev->next = l->next;
         else
@@ -331,17 +334,32 @@ static void limit_release(Server *s, VmLimit *l) {
         free(l);
 }
 
+/* Waiting clients are in a list of their own: the loop's hooks look at
+ * them alone, so a request costs the same with ten thousand idle
+ * connections as with none. */
 static void client_set_waiting(Client *c, bool waiting, usec_t wake_at) {
         Server *s = c->server;
 
         if (waiting && !c->waiting) {
                 s->n_waiting++;
-                if (c->limit->waiting++ == 0)
-                        s->n_waiting_vms++;
+                c->wait_prev = s->waiting_tail;
+                c->wait_next = NULL;
+                if (s->waiting_tail)
+                        s->waiting_tail->wait_next = c;
+                else
+                        s->waiting_head = c;
+                s->waiting_tail = c;
         } else if (!waiting && c->waiting) {
                 s->n_waiting--;
-                if (--c->limit->waiting == 0)
-                        s->n_waiting_vms--;
+                if (c->wait_prev)
+                        c->wait_prev->wait_next = c->wait_next;
+                else
+                        s->waiting_head = c->wait_next;
+                if (c->wait_next)
+                        c->wait_next->wait_prev = c->wait_prev;
+                else
+                        s->waiting_tail = c->wait_prev;
+                c->wait_prev = c->wait_next = NULL;
         }
         c->waiting = waiting;
         c->wake_at = wake_at;
@@ -391,89 +409,23 @@ static void client_close(Client *c, bool protocol_error, const char *why) {
         client_free(c);
 }
 
-static void refund(TokenBucket *b, uint64_t n) {
-        if (b->unlimited)
-                return;
-        b->tokens = MIN(b->burst, b->tokens + n);
-}
-
 /* Entropy for one client, now, under its limits.  0 means "not now": with
  * wait set, the client is marked to be tried again when tokens return or
  * a source may have bytes. */
-/* A VM counts as asking for a while after its last request: a guest
- * with one request in flight is between requests most of the time. */
-#define ASKING_USEC (200 * USEC_PER_MSEC)
-/* The least a share may hold, so a VM can always make a 64-byte step. */
-#define SHARE_MIN 64
-
-static unsigned vms_asking(Server *s, usec_t now) {
-        unsigned n = 0;
-
-        for (VmLimit *l = s->limits; l; l = l->next)
-                n += l->last_ask + ASKING_USEC > now;
-        return MAX(n, 1U);
-}
-
-/* The host budget is shared between VMs, not connections: each VM that
- * is asking earns host rate / VMs asking into a share of its own, so one
- * VM's eight connections get what another VM's one gets.  Returns what
- * the share holds now (UINT64_MAX without a host budget); *ret_wait says
- * how long until it holds min_bytes. */
-static uint64_t share_available(Server *s, VmLimit *l, usec_t now, size_t min_bytes, usec_t *ret_wait) {
-        const TokenBucket *h = &s->rl.host;
-        unsigned n;
-        uint64_t cap, per_byte_usec_x_n;
-
-        *ret_wait = 0;
-        if (h->unlimited)
-                return UINT64_MAX;
-        n = vms_asking(s, now);
-        cap = MAX(h->burst / n, (uint64_t) SHARE_MIN);
-        if (l->share_last == 0 || l->share_last > now) {
-                l->share = cap;
-                l->share_last = now;
-        } else {
-                /* Whole bytes only; the time for the part left over is
-                 * kept by not moving share_last past it. */
-                unsigned __int128 add = (unsigned __int128) (now - l->share_last) * h->bytes_per_period /
-                                        ((unsigned __int128) h->period * n);
-                if (l->share + add >= cap) {
-                        l->share = cap;
-                        l->share_last = now;
-                } else if (add > 0) {
-                        l->share += (uint64_t) add;
-                        l->share_last += (usec_t) (add * h->period * n / h->bytes_per_period);
-                }
-        }
-        if (l->share < min_bytes) {
-                per_byte_usec_x_n = h->period * n;
-                *ret_wait = (usec_t) (((unsigned __int128) (min_bytes - l->share) * per_byte_usec_x_n +
-                                       h->bytes_per_period - 1) / h->bytes_per_period);
-        }
-        return l->share;
-}
-
 static size_t server_fill(Client *c, uint8_t *buf, size_t n, bool wait) {
         Server *s = c->server;
-        usec_t now = now_usec(CLOCK_MONOTONIC), share_wait;
-        uint64_t allowed, share;
+        usec_t now = now_usec(CLOCK_MONOTONIC), w;
+        uint64_t allowed;
         size_t got = 0;
 
         if (n == 0)
                 return 0;
-        c->limit->last_ask = now;
-        share = share_available(s, c->limit, now, MIN(n, (size_t) SHARE_MIN), &share_wait);
-        allowed = share == 0 ? 0 : ratelimit_take(&s->rl, &c->limit->bucket, MIN((uint64_t) n, share), 1, now);
+        allowed = ratelimit_take(&s->rl, &c->limit->rate, n, now, &w);
         if (allowed == 0) {
                 if (wait) {
-                        /* ratelimit_wait() says how long, not until when. */
-                        usec_t w = ratelimit_wait(&s->rl, &c->limit->bucket, MIN(n, (size_t) SHARE_MIN), now);
-
-                        w = w == USEC_INFINITY ? w : MAX(w, share_wait);
-
                         if (c->throttled_since == 0)
                                 c->throttled_since = now;
-                        client_set_waiting(c, true, w == USEC_INFINITY ? USEC_INFINITY : now + MAX(w, (usec_t) 1));
+                        client_set_waiting(c, true, w == USEC_INFINITY ? USEC_INFINITY : now + w);
                 }
                 return 0;
         }
@@ -493,12 +445,8 @@ static size_t server_fill(Client *c, uint8_t *buf, size_t n, bool wait) {
                 explicit_bzero(bounce, k);
                 got += k;
         }
-        if (got < allowed) {
-                refund(&c->limit->bucket, allowed - got);
-                refund(&s->rl.host, allowed - got);
-        }
-        if (share != UINT64_MAX)
-                c->limit->share -= MIN(c->limit->share, (uint64_t) got);
+        if (got < allowed)
+                ratelimit_refund(&s->rl, &c->limit->rate, allowed - got);
 
         if (c->throttled_since != 0) {
                 c->stats->throttled_usec += now - c->throttled_since;
@@ -598,7 +546,7 @@ static int egd_serve(Client *c) {
                                 return r;
                         break;
                 case EGD_GET_LEVEL: {
-                        uint64_t avail = bucket_available(&c->limit->bucket, now_usec(CLOCK_MONOTONIC));
+                        uint64_t avail = bucket_available(&c->limit->rate.bucket, now_usec(CLOCK_MONOTONIC));
                         uint32_t bits;
                         if (!source_set_any_healthy(c->server->sources))
                                 avail = 0;
@@ -970,10 +918,10 @@ int server_save(const Server *s, Json *j, StateFds *fds) {
         for (const VmLimit *l = s->limits; l; l = l->next) {
                 json_object_begin(j, NULL);
                 json_string(j, "key", l->key);
-                save_bucket(j, "bucket", &l->bucket);
-                json_uint(j, "share", l->share);
-                json_uint(j, "share_last", l->share_last);
-                json_uint(j, "last_ask", l->last_ask);
+                save_bucket(j, "bucket", &l->rate.bucket);
+                json_uint(j, "share", l->rate.share);
+                json_uint(j, "share_last", l->rate.share_last);
+                json_uint(j, "last_ask", l->rate.last_ask);
                 json_object_end(j);
         }
         json_array_end(j);
@@ -1082,10 +1030,12 @@ static int restore_limits(Server *s, StateReader *r, yaml_node_t *root) {
                 l = limit_for(s, key);
                 if (!l)
                         return -ENOMEM;
-                if (restore_bucket(r, it, "bucket", &l->bucket) < 0 ||
-                    state_get_u64(r, it, "share", UINT64_MAX, &l->share) < 0 ||
-                    state_get_u64(r, it, "share_last", UINT64_MAX, &l->share_last) < 0 ||
-                    state_get_u64(r, it, "last_ask", UINT64_MAX, &l->last_ask) < 0)
+                /* Not asking until it asks: the asking list is this
+                 * process's. */
+                if (restore_bucket(r, it, "bucket", &l->rate.bucket) < 0 ||
+                    state_get_u64(r, it, "share", UINT64_MAX, &l->rate.share) < 0 ||
+                    state_get_u64(r, it, "share_last", UINT64_MAX, &l->rate.share_last) < 0 ||
+                    state_get_u64(r, it, "last_ask", UINT64_MAX, &l->rate.last_ask) < 0)
                         return -EBADMSG;
         }
         return 0;
@@ -1268,17 +1218,19 @@ int server_restore(Server *s, StateReader *r, yaml_node_t *root) {
 }
 
 usec_t server_next_wake(Server *s) {
-        usec_t t = USEC_INFINITY;
+        usec_t t = s->sweep_at ? s->sweep_at : USEC_INFINITY;
 
-        for (Client *c = s->clients; c; c = c->next)
-                if (c->waiting)
-                        t = MIN(t, c->wake_at);
+        for (Client *c = s->waiting_head; c; c = c->wait_next)
+                t = MIN(t, c->wake_at);
         return t;
 }
 
-void server_tick(Server *s, usec_t now) {
-        Client *c, *next;
+/* Statistics of VMs gone for an hour, and budgets nobody uses, go every
+ * SWEEP_USEC: often enough to bound memory, rarely enough that a request
+ * never pays for walking every VM. */
+#define SWEEP_USEC (10 * USEC_PER_SEC)
 
+static void sweep(Server *s, usec_t now) {
         /* A VM gone for an hour takes its series with it: names like
          * pid:N come and go, and counters kept forever would grow the
          * metrics without bound.  Prometheus sees the series end. */
@@ -1300,30 +1252,37 @@ void server_tick(Server *s, usec_t now) {
                         limit_release(s, l);
                 }
         }
+}
 
+void server_tick(Server *s, usec_t now) {
+        Client *c, *next;
+
+        if (s->sweep_at == 0 || now >= s->sweep_at) {
+                sweep(s, now);
+                s->sweep_at = now + SWEEP_USEC;
+        }
         if (s->n_waiting == 0)
                 return;
 
-        /* Whoever is served first in a round can take the most of a
-         * scarce host budget (ratelimit_take() shares what is left at
-         * the time), so the round starts with a different VM each tick:
-         * the first one moves to the end of the list. */
-        if (s->clients && s->clients->next) {
-                Client *first = s->clients, *last = s->clients;
+        /* Whoever is served first can take the most of a scarce host
+         * bucket, so each tick starts with another waiting client: the
+         * first moves to the end. */
+        if (s->waiting_head && s->waiting_head->wait_next) {
+                usec_t wake_at = s->waiting_head->wake_at;
 
-                while (last->next)
-                        last = last->next;
-                s->clients = first->next;
-                s->clients->prev = NULL;
-                first->prev = last;
-                first->next = NULL;
-                last->next = first;
+                c = s->waiting_head;
+                client_set_waiting(c, false, 0);
+                client_set_waiting(c, true, wake_at);
         }
 
-        for (c = s->clients; c; c = next) {
-                next = c->next;
-                if (!c->waiting || c->wake_at > now)
+        /* Each at most once a tick: one that waits again goes to the end
+         * of the list, where this loop would find it again. */
+        s->tick++;
+        for (c = s->waiting_head; c; c = next) {
+                next = c->wait_next;
+                if (c->served_tick == s->tick || c->wake_at > now)
                         continue;
+                c->served_tick = s->tick;
                 client_set_waiting(c, false, 0);
                 if (c->transport == TRANSPORT_EGD)
                         (void) egd_run(c);

@@ -42,14 +42,9 @@ typedef struct VmStats {
  * device nor reconnecting buys a VM a second budget or a fresh burst. */
 typedef struct VmLimit {
         char *key;             /* cgroup:PATH, uid:UID, tcp:ADDR (see budget_key()) */
-        TokenBucket bucket;
+        RateVm rate;           /* its bucket and its share of the host budget */
         unsigned connections;
-        unsigned waiting;      /* of its connections, how many wait for bytes */
         uint64_t mapped;       /* guest memory its vhost-user devices map */
-        /* Its share of the host budget, earned at host rate / VMs asking. */
-        uint64_t share;
-        usec_t share_last;
-        usec_t last_ask;
         struct VmLimit *prev, *next;
 } VmLimit;
 
@@ -98,7 +93,9 @@ typedef struct Server {
         Client *clients;
         unsigned n_clients[_TRANSPORT_MAX];
         unsigned n_waiting;     /* clients waiting */
-        unsigned n_waiting_vms; /* VMs (limits) with a client waiting: the fair share's divisor */
+        Client *waiting_head, *waiting_tail;
+        uint64_t tick;
+        usec_t sweep_at;        /* when statistics and budgets are next swept */
         VmStats *stats;
         VmLimit *limits;
 
