@@ -13,6 +13,7 @@ PACKAGES=(
 	check
 	jq xz-utils groff-base shellcheck
 	qemu-system-x86 busybox-static cpio kmod
+	libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients
 	python3 curl prometheus systemd
 	openssh-server openssh-client
 	cryptsetup-bin xfsprogs dosfstools lvm2 fdisk util-linux
