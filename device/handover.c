@@ -1,5 +1,7 @@
 /* SPDX-License-Identifier: MIT */
+#include <fcntl.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -77,6 +79,20 @@ int handover_request(const char *path, int *ret_conn, int *ret_memfd, int **ret_
                 return -errno;
         if (connect(conn, (struct sockaddr *) &sa, sizeof sa) < 0)
                 return -errno;
+        /* What it sends we act on as root (sockets to remove, memory to
+         * map): only root's, or our own user's. */
+        {
+                struct ucred cred;
+                socklen_t cl = sizeof cred;
+
+                if (getsockopt(conn, SOL_SOCKET, SO_PEERCRED, &cred, &cl) < 0)
+                        return -errno;
+                if (cred.uid != 0 && cred.uid != geteuid()) {
+                        (void) snprintf(error, error_size, "the control socket is uid %u's, not root's",
+                                        (unsigned) cred.uid);
+                        return -EPROTO;
+                }
+        }
 
         (void) snprintf(hello, sizeof hello, "HANDOVER %u", STATE_VERSION_READ);
         r = send_msg(conn, hello, NULL, 0);
@@ -90,6 +106,8 @@ int handover_request(const char *path, int *ret_conn, int *ret_memfd, int **ret_
                 return r;
         }
         if (startswith(buf, "REFUSED ")) {
+                if (got)
+                        safe_close(one[0]);
                 (void) snprintf(error, error_size, "%s", buf + 8);
                 return -EPROTO;
         }
@@ -100,6 +118,16 @@ int handover_request(const char *path, int *ret_conn, int *ret_memfd, int **ret_
                 return -EPROTO;
         }
         memfd = one[0];
+        /* Sealed, so what we parse is what was sent, whatever happens to
+         * the sender meanwhile. */
+        {
+                int seals = fcntl(memfd, F_GET_SEALS);
+                if (seals < 0 || (seals & (F_SEAL_WRITE | F_SEAL_SHRINK | F_SEAL_GROW)) !=
+                                         (F_SEAL_WRITE | F_SEAL_SHRINK | F_SEAL_GROW)) {
+                        (void) snprintf(error, error_size, "the state is not a sealed memfd");
+                        return -EPROTO;
+                }
+        }
         fds = calloc(MAX(total, 1ULL), sizeof *fds);
         if (!fds)
                 return -ENOMEM;
@@ -126,8 +154,21 @@ int handover_request(const char *path, int *ret_conn, int *ret_memfd, int **ret_
         return 0;
 }
 
-int handover_serving(int conn) {
-        return send_msg(conn, "SERVING", NULL, 0);
+int handover_ready(int conn) {
+        char buf[64];
+        int r;
+
+        r = send_msg(conn, "READY", NULL, 0);
+        if (r < 0)
+                return r;
+        r = recv_msg(conn, buf, sizeof buf, NULL, 0, &(size_t) { 0 });
+        /* The instance hung up after our READY without a GO: it died, and
+         * serves nothing. */
+        if (r == -ECONNRESET)
+                return 0;
+        if (r < 0)
+                return r;
+        return streq(buf, "GO") ? 0 : -EPROTO;
 }
 
 int handover_read_request(int conn, unsigned *ret_version) {
@@ -151,7 +192,7 @@ void handover_refuse(int conn, const char *reason) {
         (void) send_msg(conn, buf, NULL, 0);
 }
 
-int handover_send(int conn, int memfd, const int *fds, size_t n_fds) {
+int handover_send(int conn, pid_t pid, int memfd, const int *fds, size_t n_fds) {
         char buf[64];
         int r;
 
@@ -168,7 +209,15 @@ int handover_send(int conn, int memfd, const int *fds, size_t n_fds) {
                         return r;
         }
         r = recv_msg(conn, buf, sizeof buf, NULL, 0, &(size_t) { 0 });
-        if (r < 0)
+        if (r >= 0 && !streq(buf, "READY"))
+                r = -EPROTO;
+        if (r < 0) {
+                /* Not ready in time, or talking nonsense: it must not
+                 * serve what we serve on, and killed, it cannot.  One that
+                 * hung up has failed and serves nothing (the protocol). */
+                if (r != -ECONNRESET && pid > 0)
+                        (void) kill(pid, SIGKILL);
                 return r;
-        return streq(buf, "SERVING") ? 0 : -EPROTO;
+        }
+        return send_msg(conn, "GO", NULL, 0);
 }

@@ -15,7 +15,15 @@
  *   instance:   "STATE <n>"   with the state memfd; n fds follow
  *               "FDS <k>"     with k of them, until n were sent
  *           or  "REFUSED <reason>"
- *   successor:  "SERVING" */
+ *   successor:  "READY"       it has taken everything up, serves nothing yet
+ *   instance:   "GO"          it serves nothing any more, and exits
+ *
+ * Exactly one of the two serves at any time.  The instance serves on
+ * only when the successor is gone before READY: it hung up (it failed),
+ * or it did not say READY in time and the instance killed it.  Once it
+ * sent GO it never serves again.  The successor serves once it got GO,
+ * or when the instance hung up after READY without GO (it died: nobody
+ * else serves). */
 
 #include <stddef.h>
 
@@ -39,18 +47,20 @@
 int handover_request(const char *path, int *ret_conn, int *ret_memfd, int **ret_fds, size_t *ret_n_fds, char *error,
                      size_t error_size);
 
-/* The successor serves now: the instance may go. */
-int handover_serving(int conn);
+/* The successor's side, ready to serve: says READY and waits for GO.
+ * 0: serve now; -errno: do not (the instance serves, or may). */
+int handover_ready(int conn);
 
 /* The running instance's side, on a connection accepted on the control
  * socket: reads the request, returns the version the successor reads
  * (>0), or -errno. */
 int handover_read_request(int conn, unsigned *ret_version);
 
-/* Sends the state memfd and fds; then waits for SERVING: 0 when the
- * successor serves (exit now), -errno when it did not say so in time
- * (serve on). */
-int handover_send(int conn, int memfd, const int *fds, size_t n_fds);
+/* Sends the state memfd and fds to the successor (process pid), waits
+ * for READY and answers GO: 0 when the successor serves (exit now,
+ * serving nothing more), -errno when it is gone (serve on): it hung up,
+ * or it was killed for not being ready within HANDOVER_TIMEOUT_USEC. */
+int handover_send(int conn, pid_t pid, int memfd, const int *fds, size_t n_fds);
 
 /* Tells the successor why not. */
 void handover_refuse(int conn, const char *reason);

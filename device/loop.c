@@ -147,12 +147,15 @@ int loop_run(Loop *l) {
                         return log_error_errno(errno, "epoll_wait() failed: %m");
                 }
 
-                for (int i = 0; i < n; i++) {
+                /* Nothing runs once exiting: after a handover the state is
+                 * the successor's, and serving one more request from it
+                 * would serve it twice. */
+                for (int i = 0; i < n && !l->exiting; i++) {
                         LoopIo *io = events[i].data.ptr;
                         if (!io->dead)
                                 io->fn(io, io->fd, events[i].events, io->userdata);
                 }
-                if (l->tick)
+                if (l->tick && !l->exiting)
                         l->tick(now_usec(CLOCK_MONOTONIC), l->hook_userdata);
                 loop_reap(l);
         }

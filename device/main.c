@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: MIT */
+#include <ctype.h>
 #include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
@@ -40,6 +41,7 @@ typedef struct Listener {
         bool metrics;
         bool control;
         bool systemd;      /* passed by seedbed-device.socket: it passes it again */
+        bool predecessor;  /* the instance we replace made it */
         int fd;
         LoopIo *io;
         usec_t paused_until; /* out of fds: accepting again then */
@@ -55,6 +57,9 @@ static bool arg_replace = false;
 static char *arg_control = NULL;
 /* Handed over to a successor: its sockets now, not ours to remove. */
 static bool handed_over = false;
+/* The predecessor let go (GO): its sockets are ours to remove now.  Until
+ * then they are still its own. */
+static bool took_over = false;
 static int arg_vhost_fd = -EBADF;
 /* Started for one front-end on a connected --fd: its session is ours. */
 static bool arg_exit_when_alone = false;
@@ -489,9 +494,18 @@ static int add_listener(const char *text, Transport t, bool metrics, bool contro
         *l = (Listener) { .transport = t, .metrics = metrics, .control = control, .fd = inherited_fd };
 
         /* A predecessor's socket not in our configuration: still ours to
-         * serve, and to remove when we stop. */
-        if (inherited_fd >= 0 && owned_address && listen_address_parse(owned_address, &l->address, &error) >= 0)
-                l->have_address = true;
+         * serve, and to remove when we stop, if it is bound where the
+         * state says (we remove files as root). */
+        if (inherited_fd >= 0 && owned_address && listen_address_parse(owned_address, &l->address, &error) >= 0) {
+                struct sockaddr_storage sa;
+                socklen_t sl = sizeof sa;
+
+                if (getsockname(inherited_fd, (struct sockaddr *) &sa, &sl) >= 0 && sl == l->address.sa_len &&
+                    memcmp(&sa, &l->address.sa, sl) == 0) {
+                        l->have_address = true;
+                        l->predecessor = true;
+                }
+        }
 
         if (inherited_fd < 0) {
                 bool owned = false, systemd = false;
@@ -504,6 +518,7 @@ static int add_listener(const char *text, Transport t, bool metrics, bool contro
                 l->fd = take_inherited(&l->address, &owned, &systemd);
                 if (l->fd >= 0) {
                         l->have_address = owned;
+                        l->predecessor = owned;
                         l->systemd = systemd;
                         n_listeners++;
                         return 0;
@@ -566,28 +581,38 @@ static int save_state(StateFds *fds, bool fdstore) {
         return state_memfd(&j);
 }
 
-/* A successor connected to the control socket: hand everything over,
- * and exit once it serves, or serve on if it does not. */
-static void on_control(LoopIo *io, int fd, uint32_t events, void *userdata) {
-        _cleanup_close_ int conn = -EBADF, memfd = -EBADF;
-        _cleanup_(state_fds_done) StateFds fds = {};
+/* A connection on the control socket, until its request has arrived:
+ * the guests are served meanwhile (a peer that says nothing costs one
+ * fd, not a pause).  At most CONTROL_PENDING_MAX wait. */
+#define CONTROL_PENDING_MAX 4
+typedef struct ControlConn {
+        int fd;
+        LoopIo *io;
         struct ucred cred;
-        socklen_t cl = sizeof cred;
+} ControlConn;
+static ControlConn control_pending[CONTROL_PENDING_MAX];
+
+static void control_conn_close(ControlConn *c) {
+        loop_io_free(c->io);
+        safe_close(c->fd);
+        *c = (ControlConn) { .fd = -EBADF };
+}
+
+/* The request is there: hand everything over, and exit once the
+ * successor serves, or serve on if it does not. */
+static void on_control_request(LoopIo *io, int fd, uint32_t events, void *userdata) {
+        ControlConn *c = userdata;
+        _cleanup_close_ int memfd = -EBADF;
+        _cleanup_(state_fds_done) StateFds fds = {};
+        struct timeval tv = { .tv_sec = HANDOVER_TIMEOUT_USEC / USEC_PER_SEC };
+        pid_t pid = c->cred.pid;
         unsigned version;
         int r;
 
-        conn = accept4(fd, NULL, NULL, SOCK_CLOEXEC);
-        if (conn < 0)
-                return;
-        /* The socket's mode keeps others out; this too. */
-        if (getsockopt(conn, SOL_SOCKET, SO_PEERCRED, &cred, &cl) < 0 || (cred.uid != 0 && cred.uid != geteuid())) {
-                log_warning("Refused a handover to uid %u: only root may replace this instance.", (unsigned) cred.uid);
-                return;
-        }
-        r = handover_read_request(conn, &version);
+        r = handover_read_request(fd, &version);
         if (r < 0) {
                 log_warning_errno(r, "A handover request on the control socket was not one, ignoring: %m");
-                return;
+                return control_conn_close(c);
         }
         if (version < STATE_VERSION) {
                 char reason[160];
@@ -595,27 +620,63 @@ static void on_control(LoopIo *io, int fd, uint32_t events, void *userdata) {
                 (void) snprintf(reason, sizeof reason,
                                 "this instance writes state version %u; the new binary reads up to version %u",
                                 STATE_VERSION, version);
-                log_warning("Refused a handover to pid %d: %s.", (int) cred.pid, reason);
-                handover_refuse(conn, reason);
-                return;
+                log_warning("Refused a handover to pid %d: %s.", (int) pid, reason);
+                handover_refuse(fd, reason);
+                return control_conn_close(c);
         }
+        /* From here on one exchange, waited for: blocking, but a
+         * successor that stops reading must not hold us forever. */
+        (void) fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+        (void) setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
 
         memfd = save_state(&fds, false);
         if (memfd < 0) {
-                log_warning_errno(memfd, "Failed to write the state for pid %d: %m; serving on.", (int) cred.pid);
-                handover_refuse(conn, "the running instance could not write its state");
-                return;
+                log_warning_errno(memfd, "Failed to write the state for pid %d: %m; serving on.", (int) pid);
+                handover_refuse(fd, "the running instance could not write its state");
+                return control_conn_close(c);
         }
         log_info("Handing over %u connections to pid %d.",
-                 server.n_clients[TRANSPORT_EGD] + server.n_clients[TRANSPORT_VHOST_USER], (int) cred.pid);
-        r = handover_send(conn, memfd, fds.fds, fds.n);
+                 server.n_clients[TRANSPORT_EGD] + server.n_clients[TRANSPORT_VHOST_USER], (int) pid);
+        r = handover_send(fd, pid, memfd, fds.fds, fds.n);
+        control_conn_close(c);
         if (r < 0) {
-                log_warning_errno(r, "The successor (pid %d) did not take over: %m; serving on.", (int) cred.pid);
+                log_warning_errno(r, "The successor (pid %d) did not take over: %m; serving on.", (int) pid);
                 return;
         }
-        log_info("pid %d serves now; exiting.", (int) cred.pid);
+        log_info("pid %d serves now; exiting.", (int) pid);
         handed_over = true;
         loop_exit(main_loop, EXIT_OK);
+}
+
+static void on_control(LoopIo *io, int fd, uint32_t events, void *userdata) {
+        _cleanup_close_ int conn = -EBADF;
+        struct ucred cred = {};
+        socklen_t cl = sizeof cred;
+        ControlConn *c = NULL;
+
+        conn = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (conn < 0)
+                return;
+        /* The socket's mode keeps others out; this too. */
+        if (getsockopt(conn, SOL_SOCKET, SO_PEERCRED, &cred, &cl) < 0) {
+                log_warning_errno(errno, "Refused a handover: no peer credentials: %m");
+                return;
+        }
+        if (cred.uid != 0 && cred.uid != geteuid()) {
+                log_warning("Refused a handover to uid %u: only root may replace this instance.", (unsigned) cred.uid);
+                return;
+        }
+        for (size_t i = 0; i < CONTROL_PENDING_MAX && !c; i++)
+                if (control_pending[i].fd < 0 || !control_pending[i].io)
+                        c = &control_pending[i];
+        if (!c) {
+                /* The oldest gives way. */
+                c = &control_pending[0];
+                control_conn_close(c);
+        }
+        *c = (ControlConn) { .fd = TAKE_FD(conn), .cred = cred };
+        if (loop_add_io(main_loop, c->fd, EPOLLIN, on_control_request, c, &c->io) < 0)
+                control_conn_close(c);
 }
 
 /* Takes up a predecessor's state: its listening sockets become inherited
@@ -708,11 +769,16 @@ static int take_over(int *ret_conn) {
 
 static bool fdstore_wanted(void) {
 #ifdef HAVE_SYSTEMD
-        const char *max = getenv("FDSTORE");
+        const char *max = getenv("FDSTORE"), *ours = getenv("SEEDBED_FDSTORE");
 
         /* systemd 254 and later say how many the store takes; earlier
-         * ones do not, and a unit without a store drops what we send. */
-        return getenv("NOTIFY_SOCKET") && (!max || strtoul(max, NULL, 10) > 0);
+         * ones do not, and a unit without a store drops what it is sent:
+         * the unit says so (Environment=SEEDBED_FDSTORE=1). */
+        if (!getenv("NOTIFY_SOCKET"))
+                return false;
+        if (max)
+                return strtoul(max, NULL, 10) > 0;
+        return streq_ptr(ours, "1");
 #else
         return false;
 #endif
@@ -730,22 +796,37 @@ static int fdstore_save(void) {
         if (memfd < 0)
                 return memfd;
         for (size_t i = 0; i < fds.n; i++) {
-                (void) snprintf(msg, sizeof msg, "FDSTORE=1\nFDNAME=" FDSTORE_FD_PREFIX "%zu", i);
+                /* FDPOLL=0: a guest's socket that hangs up meanwhile
+                 * stays, or the state would name an fd that is gone. */
+                (void) snprintf(msg, sizeof msg, "FDSTORE=1\nFDPOLL=0\nFDNAME=" FDSTORE_FD_PREFIX "%zu", i);
                 r = sd_pid_notify_with_fds(0, false, msg, &fds.fds[i], 1);
                 if (r <= 0)
                         return r < 0 ? r : -EOPNOTSUPP;
         }
         /* The state last: a start that finds it finds every fd it names. */
-        r = sd_pid_notify_with_fds(0, false, "FDSTORE=1\nFDNAME=" FDSTORE_STATE, &memfd, 1);
+        r = sd_pid_notify_with_fds(0, false, "FDSTORE=1\nFDPOLL=0\nFDNAME=" FDSTORE_STATE, &memfd, 1);
         return r < 0 ? r : r == 0 ? -EOPNOTSUPP : 0;
 #else
         return -EOPNOTSUPP;
 #endif
 }
 
+/* The index N of a name "seedbed-fd-N", or -1. */
+static long fdstore_index(const char *name) {
+        const char *idx = name ? startswith(name, FDSTORE_FD_PREFIX) : NULL;
+        char *end;
+        long k;
+
+        if (!idx || !isdigit((unsigned char) idx[0]))
+                return -1;
+        errno = 0;
+        k = strtol(idx, &end, 10);
+        return errno || *end || k < 0 ? -1 : k;
+}
+
 /* The sockets systemd passed, and a state it kept for us: 1 when a
- * state was taken up, 0 when there was none, <0 on failure (the fds
- * are closed; guests reconnect). */
+ * state was taken up, 0 when there was none or it could not be read (the
+ * guests' connections close; we serve fresh), <0 on failure. */
 static int take_systemd_fds(void) {
 #ifdef HAVE_SYSTEMD
         _cleanup_free_ int *fds = NULL;
@@ -763,34 +844,40 @@ static int take_systemd_fds(void) {
                 fds[i] = -EBADF;
         for (int i = 0; i < n; i++) {
                 int fd = SD_LISTEN_FDS_START + i;
-                const char *name = names ? names[i] : NULL, *idx;
+                const char *name = names ? names[i] : NULL;
+                long k = fdstore_index(name);
 
-                if (streq_ptr(name, FDSTORE_STATE))
+                if (streq_ptr(name, FDSTORE_STATE) || (name && startswith(name, FDSTORE_FD_PREFIX))) {
+                        /* Ours, from the store: out of it, or the next
+                         * start would get it again beside the new. */
+                        char msg[300];
+
+                        (void) snprintf(msg, sizeof msg, "FDSTOREREMOVE=1\nFDNAME=%s", name);
+                        (void) sd_notify(false, msg);
+                }
+                if (streq_ptr(name, FDSTORE_STATE) && state < 0)
                         state = fd;
-                else if (name && (idx = startswith(name, FDSTORE_FD_PREFIX))) {
-                        unsigned long k = strtoul(idx, NULL, 10);
-                        if (k < (unsigned long) n && fds[k] < 0) {
-                                fds[k] = fd;
-                                n_fds = MAX(n_fds, (size_t) k + 1);
-                        } else
-                                safe_close(fd);
-                } else if (r >= 0)
+                else if (k >= 0 && k < n && fds[k] < 0) {
+                        fds[k] = fd;
+                        n_fds = MAX(n_fds, (size_t) k + 1);
+                } else if (streq_ptr(name, FDSTORE_STATE) || (name && startswith(name, FDSTORE_FD_PREFIX))) {
+                        log_warning("Ignoring the stored fd '%s': a second one, or not one we store.", name);
+                        safe_close(fd);
+                } else if (r >= 0) {
                         r = add_inherited(fd, name, NULL, true);
+                        if (r < 0)
+                                safe_close(fd);
+                } else
+                        safe_close(fd);
         }
         for (int i = 0; names && i < n; i++)
                 free(names[i]);
         free(names);
-        if (r < 0)
+        if (r < 0) {
+                safe_close(state);
+                for (size_t i = 0; i < n_fds; i++)
+                        safe_close(fds[i]);
                 return log_oom();
-
-        /* What the store kept is ours now: out of it, or the next start
-         * would get it again beside the new. */
-        (void) sd_notify(false, "FDSTOREREMOVE=1\nFDNAME=" FDSTORE_STATE);
-        for (size_t i = 0; i < n_fds; i++) {
-                char msg[64];
-
-                (void) snprintf(msg, sizeof msg, "FDSTOREREMOVE=1\nFDNAME=" FDSTORE_FD_PREFIX "%zu", i);
-                (void) sd_notify(false, msg);
         }
         if (state < 0) {
                 for (size_t i = 0; i < n_fds; i++)
@@ -799,8 +886,10 @@ static int take_systemd_fds(void) {
         }
         r = restore_state(state, TAKE_PTR(fds), n_fds);
         safe_close(state);
-        if (r < 0)
-                return r;
+        if (r < 0) {
+                log_warning("Serving fresh: the guests' connections of the previous instance close.");
+                return 0;
+        }
         log_info("Took up the state systemd kept from the previous instance.");
         return 1;
 #else
@@ -1011,6 +1100,8 @@ static int run(int argc, char *argv[]) {
         }
 
         main_loop = loop;
+        for (size_t i = 0; i < CONTROL_PENDING_MAX; i++)
+                control_pending[i] = (ControlConn) { .fd = -EBADF };
         RateConfig vm = { arg_cfg.vm_bytes, arg_cfg.vm_period, arg_cfg.vm_burst };
         RateConfig host = { arg_cfg.host_bytes, arg_cfg.host_period, arg_cfg.host_burst };
         ServerCaps caps = {
@@ -1055,14 +1146,15 @@ static int run(int argc, char *argv[]) {
 
         loop_set_hooks(loop, prepare, tick, loop);
         if (predecessor >= 0) {
-                r = handover_serving(predecessor);
+                r = handover_ready(predecessor);
                 if (r < 0) {
                         /* It may serve on: two instances must not. */
-                        log_error_errno(r, "Failed to tell the instance we replace that we serve: %m");
+                        log_error_errno(r, "The instance we replace did not let go: %m; it serves on.");
                         r = EXIT_ERROR;
                         goto finish;
                 }
                 predecessor = safe_close(predecessor);
+                took_over = true;
                 log_info("Took over from the running instance.");
         }
 #ifdef HAVE_SYSTEMD
@@ -1075,14 +1167,18 @@ static int run(int argc, char *argv[]) {
         (void) sd_notify(false, "STOPPING=1");
 #endif
 finish:
+        for (size_t i = 0; i < CONTROL_PENDING_MAX; i++)
+                if (control_pending[i].io)
+                        control_conn_close(&control_pending[i]);
         server_done(&server);
         metrics_server_free(metrics);
         for (size_t i = 0; i < n_listeners; i++) {
                 loop_io_free(listeners[i].io);
                 safe_close(listeners[i].fd);
-                /* Only sockets we created are ours to remove, and not
-                 * once a successor serves on them. */
-                if (listeners[i].have_address && !handed_over)
+                /* Only sockets we created are ours to remove: not once a
+                 * successor serves on them, not while the instance we
+                 * replace may still (we failed before it let go). */
+                if (listeners[i].have_address && !handed_over && (!listeners[i].predecessor || took_over))
                         listen_address_cleanup(&listeners[i].address);
         }
         free(listeners);

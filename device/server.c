@@ -1162,6 +1162,10 @@ static int restore_client(Server *s, StateReader *r, yaml_node_t *it) {
                         goto fail;
                 }
                 (void) vhost_user_dev_set_name(c->dev, c->peer);
+                /* This configuration's cap for what it maps from now on;
+                 * what it maps already stays (the guest has it). */
+                if (s->caps.device_regions)
+                        (void) vhost_user_dev_set_max_regions(c->dev, s->caps.device_regions);
                 c->limit->mapped += vhost_user_dev_mapped(c->dev);
                 s->mapped += vhost_user_dev_mapped(c->dev);
                 k = loop_add_io(s->loop, c->fd, EPOLLIN, vhost_io, c, &c->io);

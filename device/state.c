@@ -5,7 +5,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/kcmp.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -13,11 +15,34 @@
 #include "json-read.h"
 #include "state.h"
 
+/* The same open file, as systemd's fd store would judge it (kcmp()): it
+ * keeps one of two such fds, and a state that named both would miss one
+ * when it comes back. */
+static bool same_file(int a, int b) {
+        struct stat sa, sb;
+
+        if (fstat(a, &sa) < 0 || fstat(b, &sb) < 0 || sa.st_dev != sb.st_dev || sa.st_ino != sb.st_ino)
+                return false;
+        return syscall(SYS_kcmp, getpid(), getpid(), KCMP_FILE, a, b) == 0;
+}
+
 void state_write_fd(Json *j, StateFds *t, const char *key, int fd) {
+        struct stat st;
+
         if (fd < 0) {
                 json_null(j, key);
                 return;
         }
+        /* Guest memory is sent once per region, often the same file for
+         * several: those are the ones that repeat (eventfds and sockets
+         * never do, and comparing each of thousands with all others would
+         * cost more than it saves). */
+        if (fstat(fd, &st) >= 0 && S_ISREG(st.st_mode))
+                for (size_t i = 0; i < t->n; i++)
+                        if (same_file(t->fds[i], fd)) {
+                                json_uint(j, key, i);
+                                return;
+                        }
         if (t->n == t->alloc) {
                 size_t a = MAX(t->alloc * 2, (size_t) 64);
                 int *p = realloc(t->fds, a * sizeof *p);
@@ -206,20 +231,31 @@ int state_get_hex(StateReader *r, yaml_node_t *map, const char *key, void *buf, 
 }
 
 int state_take_fd(StateReader *r, yaml_node_t *map, const char *key, int *ret) {
-        const char *s = json_get_str(&r->doc, map, key);
+        yaml_node_t *n = json_get(&r->doc, map, key);
         uint64_t i;
         int k;
 
-        if (!s && json_get(&r->doc, map, key)) {
-                *ret = -EBADF; /* null: none */
+        if (n && n->type == YAML_SCALAR_NODE && n->data.scalar.style == YAML_PLAIN_SCALAR_STYLE &&
+            streq((const char *) n->data.scalar.value, "null")) {
+                *ret = -EBADF; /* none */
                 return 0;
         }
         k = state_get_u64(r, map, key, SIZE_MAX, &i);
         if (k < 0)
                 return k;
+        return state_dup_fd(r, i, key, ret);
+}
+
+int state_dup_fd(StateReader *r, uint64_t i, const char *what, int *ret) {
+        int fd;
+
         if (i >= r->n_fds || r->fds[i] < 0)
-                return state_error(r, "'%s' names fd %" PRIu64 ", which is not there or used twice", key, i);
-        *ret = TAKE_FD(r->fds[i]);
+                return state_error(r, "'%s' names fd %" PRIu64 ", which is not there", what, i);
+        /* A copy: one fd may stand for several (state_write_fd()). */
+        fd = fcntl(r->fds[i], F_DUPFD_CLOEXEC, 3);
+        if (fd < 0)
+                return state_error(r, "'%s': cannot copy fd %" PRIu64 ": %s", what, i, strerror(errno));
+        *ret = fd;
         return 0;
 }
 

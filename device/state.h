@@ -33,7 +33,9 @@ typedef struct StateFds {
         size_t n, alloc;
 } StateFds;
 
-/* Writes fd's index in the table as member key, or null for fd < 0. */
+/* Writes fd's index in the table as member key, or null for fd < 0.  A
+ * memory file already in the table (the same open file) gets its index:
+ * systemd's fd store keeps one of two such fds. */
 void state_write_fd(Json *j, StateFds *t, const char *key, int fd);
 void state_fds_done(StateFds *t);
 
@@ -70,9 +72,12 @@ int state_get_bool(StateReader *r, yaml_node_t *map, const char *key, bool *ret)
 int state_get_str(StateReader *r, yaml_node_t *map, const char *key, const char **ret);
 /* Hex into buf: at most max bytes. */
 int state_get_hex(StateReader *r, yaml_node_t *map, const char *key, void *buf, size_t max, size_t *ret_n);
-/* Takes the fd the member names (ownership passes to the caller); null
- * gives -EBADF in *ret.  An index used twice or out of range is wrong. */
+/* A copy of the fd the member names (the caller owns it); null gives
+ * -EBADF in *ret.  An index out of range is wrong; one named twice
+ * (the same open file, see state_write_fd()) gives two copies. */
 int state_take_fd(StateReader *r, yaml_node_t *map, const char *key, int *ret);
+/* The same for an index. */
+int state_dup_fd(StateReader *r, uint64_t i, const char *what, int *ret);
 /* Item i of an array, a number up to max. */
 int state_item_u64(StateReader *r, yaml_node_t *array, size_t i, uint64_t max, uint64_t *ret);
 /* An object member. */

@@ -292,7 +292,7 @@ _printf_(4, 5) static int dev_fail(VhostUserDev *d, const char *what, int error,
         (void) snprintf(d->broken_reason, sizeof d->broken_reason, "%s: %s", what, reason);
         d->broken = true;
         d->broken_error = error < 0 ? error : -EPROTO;
-        log_warning("vhost-user '%s': %s; serving this front-end no more.", dev_name(d), d->broken_reason);
+        log_warning("vhost-user device of %s: %s; serving this front-end no more.", dev_name(d), d->broken_reason);
 
         if (d->err_fd >= 0) {
                 uint64_t one = 1;
@@ -310,7 +310,7 @@ static int dev_refuse(VhostUserDev *d, const char *what, const char *reason) {
         (void) snprintf(d->broken_reason, sizeof d->broken_reason, "%s: %s", what, reason);
         d->broken = true;
         d->broken_error = -EDQUOT;
-        log_debug("vhost-user '%s': %s; serving this front-end no more.", dev_name(d), d->broken_reason);
+        log_debug("vhost-user device of %s: %s; serving this front-end no more.", dev_name(d), d->broken_reason);
         return d->broken_error;
 }
 
@@ -320,7 +320,7 @@ static int dev_hangup(VhostUserDev *d) {
         (void) snprintf(d->broken_reason, sizeof d->broken_reason, "front-end closed the connection");
         d->broken = true;
         d->broken_error = -ECONNRESET;
-        log_debug("vhost-user '%s': front-end closed the connection.", dev_name(d));
+        log_debug("vhost-user device of %s: front-end closed the connection.", dev_name(d));
         return d->broken_error;
 }
 
@@ -403,7 +403,7 @@ static void remap_ring(VhostUserDev *d) {
          * and ADD_MEM_REG, and the ring may be in it.  process() waits
          * until it maps again. */
         if (virtqueue_map(&d->vq, &d->mem) < 0) {
-                log_debug("vhost-user '%s': ring not in guest memory for now: %s", dev_name(d), d->vq.error);
+                log_debug("vhost-user device of %s: ring not in guest memory for now: %s", dev_name(d), d->vq.error);
                 return;
         }
         if (ring_running(d))
@@ -502,7 +502,7 @@ static int on_set_features(VhostUserDev *d, Msg *m) {
                             v, v & refused_features);
         ignored = v & ~offered_features;
         if (ignored)
-                log_debug("vhost-user '%s': ignoring acked features 0x%" PRIx64 " we did not offer.", dev_name(d),
+                log_debug("vhost-user device of %s: ignoring acked features 0x%" PRIx64 " we did not offer.", dev_name(d),
                           ignored);
 
         d->features = v;
@@ -966,7 +966,7 @@ static int on_unsupported(VhostUserDev *d, Msg *m) {
         char b[32];
 
         if (wants_ack(d, m)) {
-                log_debug("vhost-user '%s': %s is not supported, replying with failure.", dev_name(d),
+                log_debug("vhost-user device of %s: %s is not supported, replying with failure.", dev_name(d),
                           msg_what(m, b));
                 return -EOPNOTSUPP;
         }
@@ -1033,7 +1033,7 @@ static int dispatch(VhostUserDev *d) {
         int r;
 
         d->stats.messages++;
-        log_debug("vhost-user '%s': %s, %" PRIu32 " bytes, %u fds%s", dev_name(d), msg_what(&m, b), m.size, m.n_fds,
+        log_debug("vhost-user device of %s: %s, %" PRIu32 " bytes, %u fds%s", dev_name(d), msg_what(&m, b), m.size, m.n_fds,
                   m.flags & VHOST_USER_NEED_REPLY_MASK ? ", needs reply" : "");
 
         r = dispatch_one(d, &m);
@@ -1194,7 +1194,7 @@ int vhost_user_dev_new(int sock_fd, const VhostUserOps *ops, void *userdata, Vho
         d = calloc(1, sizeof *d);
         if (!d)
                 return -ENOMEM;
-        if (asprintf(&d->name, "fd %d", fd) < 0) {
+        if (asprintf(&d->name, "socket fd %d", fd) < 0) {
                 free(d);
                 return -ENOMEM;
         }
@@ -1315,8 +1315,8 @@ static int restore_regions(VhostUserDev *d, StateReader *r, yaml_node_t *node) {
 static int restore_ring(VhostUserDev *d, StateReader *r, yaml_node_t *node) {
         uint64_t num, desc, avail, used, last_avail, used_idx, signalled;
         bool have_addr, signalled_valid, started, enabled;
+        _cleanup_close_ int kick = -EBADF;
         yaml_node_t *ring;
-        int kick;
 
         if (state_get_object(r, node, "ring", &ring) < 0 ||
             state_get_u64(r, ring, "num", VIRTQ_MAX_SIZE, &num) < 0 ||
@@ -1350,7 +1350,10 @@ static int restore_ring(VhostUserDev *d, StateReader *r, yaml_node_t *node) {
         d->vq.signalled_used_valid = signalled_valid;
         d->started = started;
         d->enabled = enabled;
-        set_kick(d, kick);
+        /* process() drains the kick without waiting for it. */
+        if (kick >= 0 && fcntl(kick, F_SETFL, fcntl(kick, F_GETFL) | O_NONBLOCK) < 0)
+                return state_error(r, "the kick fd cannot be made non-blocking: %s", strerror(errno));
+        set_kick(d, TAKE_FD(kick));
         remap_ring(d);
         return 0;
 }
@@ -1372,11 +1375,11 @@ static int restore_rx(VhostUserDev *d, StateReader *r, yaml_node_t *node) {
         for (size_t i = 0; i < n_fds; i++) {
                 uint64_t idx;
 
-                if (state_item_u64(r, fds, i, SIZE_MAX, &idx) < 0)
+                int fd;
+
+                if (state_item_u64(r, fds, i, SIZE_MAX, &idx) < 0 || state_dup_fd(r, idx, "rx.fds", &fd) < 0)
                         return -EBADMSG;
-                if (idx >= r->n_fds || r->fds[idx] < 0)
-                        return state_error(r, "'rx.fds' names an fd that is not there or used twice");
-                d->rx_fds[d->rx_n_fds++] = TAKE_FD(r->fds[idx]);
+                d->rx_fds[d->rx_n_fds++] = fd;
         }
         return 0;
 }
@@ -1521,7 +1524,7 @@ int vhost_user_dev_process(VhostUserDev *d) {
                 if (r < 0) {
                         /* See remap_ring(): the table may be half-way
                          * through a change; the next ADD_MEM_REG kicks us. */
-                        log_debug("vhost-user '%s': ring not in guest memory for now: %s", dev_name(d),
+                        log_debug("vhost-user device of %s: ring not in guest memory for now: %s", dev_name(d),
                                   d->vq.error);
                         return 0;
                 }

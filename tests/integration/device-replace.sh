@@ -84,6 +84,17 @@ before=$(bytes_total)
 sleep 0.3
 [ "$(bytes_total)" -gt "$before" ] || fail "the client was not served after the failed handovers"
 
+# A successor that takes everything up and then fails (here: a metrics
+# address it cannot bind) must leave the running instance's sockets and
+# connections as they were: it serves on, reachable.
+run 1 "$DEVICE" "${ARGS[@]/unix:$T\/metrics.sock/unix:$T/nowhere/metrics.sock}" --replace
+expect_in "$T/err" "Cannot listen on 'unix:$T/nowhere/metrics.sock'"
+for s in egd.sock metrics.sock control.sock; do
+	[ -S "$T/$s" ] || fail "a failed successor removed $s"
+done
+run 0 python3 "$top_srcdir/tests/integration/egd-client.py" "$T/egd.sock" read 16
+kill -0 "$pid" || fail "the instance died when its successor failed"
+
 touch "$T/stop"
 wait "$CLIENT" || fail "the client failed: $(cat "$T/client")"
 echo "EGD client: $(cat "$T/client")"
@@ -95,3 +106,52 @@ wait "$pid" || fail "the last instance exited $? on SIGTERM"
 for s in egd.sock metrics.sock control.sock; do
 	[ ! -e "$T/$s" ] || fail "$s was left behind"
 done
+
+# Throttled clients with requests queued across three handovers: each
+# gets exactly the bytes it asked for, no answer twice (the old instance
+# serves nothing once it handed over), and its stream stays in step (a
+# GET_PID answer at the end parses).
+"$DEVICE" "${ARGS[@]}" --rate 32000/1s --burst 2048 >"$T/t0.log" 2>&1 &
+pid=$!
+PIDS+=("$pid")
+for _ in $(seq 100); do [ -S "$T/control.sock" ] && break; sleep 0.05; done
+python3 - "$T/egd.sock" >"$T/throttled" <<'PY' &
+import socket, sys, threading
+path, results = sys.argv[1], []
+def client():
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(path)
+    s.settimeout(60)
+    for _ in range(20):
+        s.sendall(b"\x02\x40")
+        data = b""
+        while len(data) < 64:
+            chunk = s.recv(64 - len(data))
+            assert chunk, "closed"
+            data += chunk
+    s.sendall(b"\x04")
+    n = s.recv(1)[0]
+    pid = b""
+    while len(pid) < n:
+        pid += s.recv(n - len(pid))
+    results.append(pid.isdigit() and n < 12)
+threads = [threading.Thread(target=client) for _ in range(50)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+print("in step %d of 50" % sum(results))
+PY
+THROTTLED=$!
+for round in 1 2 3; do
+	sleep 0.4
+	"$DEVICE" "${ARGS[@]}" --rate 32000/1s --burst 2048 --replace >"$T/t$round.log" 2>&1 &
+	new=$!
+	PIDS+=("$new")
+	wait "$pid" || fail "throttled round $round: the replaced instance exited $?"
+	pid=$new
+done
+wait "$THROTTLED" || fail "the throttled clients failed"
+[ "$(cat "$T/throttled")" = "in step 50 of 50" ] || fail "throttled clients: $(cat "$T/throttled")"
+kill -TERM "$pid"
+wait "$pid" || fail "the last instance exited $?"

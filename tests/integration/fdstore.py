@@ -14,6 +14,7 @@ same with SIGKILL.  Writes "pid N" to STATEDIR/pid after each start and
 ends it.
 """
 import array
+import ctypes
 import os
 import select
 import signal
@@ -28,6 +29,16 @@ notify.bind(notify_path)
 store = {}  # name -> [fd, ...], as systemd keeps them in order
 proc = None
 ready = 0
+
+
+libc = ctypes.CDLL(None, use_errno=True)
+SYS_kcmp, KCMP_FILE = 312, 0  # x86-64
+
+
+def same_file(a, b):
+    """The same open file, as systemd's same_fd() judges it (kcmp)."""
+    pid = os.getpid()
+    return libc.syscall(SYS_kcmp, pid, pid, KCMP_FILE, a, b) == 0
 
 
 def start():
@@ -53,6 +64,8 @@ def start():
     # The child's environment is set in child(): LISTEN_PID is its own
     # pid, known only after the fork.
     os.environ["NOTIFY_SOCKET"] = notify_path
+    # As seedbed-device.service says: this manager keeps a store.
+    os.environ["SEEDBED_FDSTORE"] = "1"
     for k in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
         os.environ.pop(k, None)
     proc = subprocess.Popen(command, preexec_fn=child, close_fds=False)
@@ -71,7 +84,14 @@ def receive():
             fds.extend(a)
     fields = dict(line.split("=", 1) for line in data.decode().splitlines() if "=" in line)
     if fields.get("FDSTORE") == "1":
-        store.setdefault(fields.get("FDNAME", "stored"), []).extend(fds)
+        for fd in fds:
+            # systemd keeps one fd of an open file it has already.
+            if any(same_file(fd, kept) for lst in store.values() for kept in lst):
+                os.close(fd)
+            else:
+                store.setdefault(fields.get("FDNAME", "stored"), []).append(fd)
+            if fields.get("FDPOLL") != "0":
+                sys.exit("FDSTORE=1 without FDPOLL=0: systemd would drop a socket that hangs up")
         fds = []
     if fields.get("FDSTOREREMOVE") == "1":
         for fd in store.pop(fields.get("FDNAME", "stored"), []):

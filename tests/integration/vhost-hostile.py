@@ -9,9 +9,12 @@ T), all from one sparse memfd (nothing is ever touched, so nothing is
 allocated), then asks GET_FEATURES: an answer means the device kept the
 connection, end of file means it refused it (at accept, or by breaking the
 device over the table).  With REGIONS 0 it only asks GET_FEATURES.
-Prints "accepted N refused M" and then holds what it has until killed.
+Prints "accepted N refused M" and then holds what it has until killed;
+on SIGUSR1 it asks GET_FEATURES again on every connection it holds and
+prints "alive N": how many the device still serves.
 """
 import os
+import signal
 import socket
 import struct
 import sys
@@ -66,6 +69,7 @@ def main():
             refused += 1
             s.close()
     print("accepted %d refused %d" % (accepted, refused), flush=True)
+    signal.signal(signal.SIGUSR1, lambda *_: print("alive %d" % sum(kept(s) for s in held), flush=True))
     while True:
         time.sleep(3600)
 
