@@ -11,31 +11,9 @@
 # shellcheck source=tests/vm/host-device.sh
 . "$top_srcdir/tests/vm/host-device.sh"
 
-GUESTS=()
-cleanup() {
-	local p
-	for p in "${GUESTS[@]}" ${DEVICE_PID:+"$DEVICE_PID"}; do kill "$p" 2>/dev/null || true; done
-	for p in "${GUESTS[@]}" ${DEVICE_PID:+"$DEVICE_PID"}; do wait "$p" 2>/dev/null || true; done
-	[ -n "${SEEDBED_KEEP_TMP:-}" ] || rm -rf "$T"
-}
-trap cleanup EXIT
+trap guests_cleanup EXIT
 
-# The guest reads 1 KiB at a time, for as long as it runs, and says so
-# on its console with its uptime: a stall shows as a gap.
-cat >"$T/read.sh" <<'SCRIPT'
-modprobe virtio_rng
-# The kernel's own hwrng thread would compete with us for the device.
-echo 0 >/sys/class/misc/hw_random/rng_quality 2>/dev/null
-i=0
-while :; do
-	head -c 1024 /dev/hwrng >/dev/null
-	i=$((i + 1))
-	read -r up _ </proc/uptime
-	echo "tick $i $up" >/dev/ttyS0
-	sleep 0.2
-done
-SCRIPT
-bash "$top_srcdir/tests/vm/mkinitramfs.sh" "$T/initrd.gz" "$KDIR" "$AGENT" "$T/read.sh" || fail "building the initramfs"
+reading_initrd
 
 ARGS=(--egd "unix:$T/egd.sock" --vhost-user "$T/vhost.sock" --control "$T/control.sock")
 start_device ho "${ARGS[@]}"
@@ -54,7 +32,6 @@ guest egd-guest -chardev "socket,id=egd,path=$T/egd.sock" -object rng-egd,id=rng
 guest vhost-guest -object memory-backend-memfd,id=mem,size=512M,share=on -machine memory-backend=mem \
 	-chardev "socket,id=vu,path=$T/vhost.sock" -device vhost-user-rng-pci,chardev=vu
 
-ticks() { grep -c '^tick ' "$T/$1.log" 2>/dev/null || true; }
 
 # wait_ticks N: until both guests have read N more times than now (the
 # guests boot under TCG: minutes on a slow machine).

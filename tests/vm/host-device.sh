@@ -37,3 +37,42 @@ metric() {
 	curl -s --unix-socket "$T/$1.metrics" http://localhost/metrics >"$T/$1.scrape" || fail "$1: metrics not served"
 	awk -v f="$2" 'index($0, f) == 1 { print $2; found = 1 } END { if (!found) print 0 }' "$T/$1.scrape"
 }
+
+# Guests that read without a pause, for the tests that change things
+# under them (restarts, migration).  reading_initrd: $T/initrd.gz, whose
+# guest reads 1 KiB of /dev/hwrng every 0.2 s for as long as it runs and
+# says "tick N UPTIME" on its console.
+reading_initrd() {
+	cat >"$T/read.sh" <<'SCRIPT'
+modprobe virtio_rng
+# The kernel's own hwrng thread would compete with us for the device.
+echo 0 >/sys/class/misc/hw_random/rng_quality 2>/dev/null
+i=0
+while :; do
+	head -c 1024 /dev/hwrng >/dev/null
+	i=$((i + 1))
+	read -r up _ </proc/uptime
+	echo "tick $i $up" >/dev/ttyS0
+	sleep 0.2
+done
+SCRIPT
+	bash "${top_srcdir:?}/tests/vm/mkinitramfs.sh" "$T/initrd.gz" "$KDIR" "$AGENT" "$T/read.sh" ||
+		fail "building the initramfs"
+}
+
+# ticks NAME: how many reads the guest with console $T/NAME.log reported.
+ticks() {
+	local n
+	n=$(grep -c '^tick ' "$T/$1.log" 2>/dev/null)
+	echo "${n:-0}"
+}
+
+# The guests in the background (GUESTS+=($!)) and the device go with the
+# test: trap guests_cleanup EXIT.
+GUESTS=()
+guests_cleanup() {
+	local p
+	for p in "${GUESTS[@]}" ${DEVICE_PID:+"$DEVICE_PID"}; do kill "$p" 2>/dev/null || true; done
+	for p in "${GUESTS[@]}" ${DEVICE_PID:+"$DEVICE_PID"}; do wait "$p" 2>/dev/null || true; done
+	[ -n "${SEEDBED_KEEP_TMP:-}" ] || rm -rf "$T"
+}
