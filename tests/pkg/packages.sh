@@ -122,14 +122,15 @@ done
 
 # The guest's units belong to boot: the agent's maintainer scripts never
 # start, stop or restart one (dh_installsystemd --no-start
-# --no-stop-on-upgrade), and the host's service is never started or
-# restarted by its package (socket-activated; a restart would stall its
-# vhost-user guests).
+# --no-stop-on-upgrade).  The host's service is never started by its
+# package (socket-activated), and restarted on upgrade only if it runs:
+# the guests' connections go through the fd store to the new binary.
 dpkg-deb --ctrl-tarfile "$T/debs/seedbed-agent_"*.deb | tar -xOf - --wildcards './*inst' './*rm' >"$T/agent.scripts"
 ! grep -n 'deb-systemd-invoke' "$T/agent.scripts" || fail "seedbed-agent's maintainer scripts start or stop units"
 dpkg-deb --ctrl-tarfile "$T/debs/seedbed-device_"*.deb | tar -xOf - ./postinst >"$T/device.postinst"
-! grep -n -E 'deb-systemd-invoke .*seedbed-device\.service' "$T/device.postinst" ||
-	fail "seedbed-device's postinst starts or restarts seedbed-device.service"
+! grep -n -E "deb-systemd-invoke (start|restart) .*seedbed-device\.service" "$T/device.postinst" ||
+	fail "seedbed-device's postinst starts seedbed-device.service"
+expect_in "$T/device.postinst" "deb-systemd-invoke try-restart 'seedbed-device.service'"
 expect_in "$T/device.postinst" "deb-systemd-invoke start 'seedbed-device.socket'"
 # The .rpms enable nothing themselves: %systemd_post applies the presets.
 for p in seedbed-agent seedbed-device; do
