@@ -1,13 +1,13 @@
 /* SPDX-License-Identifier: MIT */
 #include <fcntl.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <time.h>
 
+#include "blocking-reader.h"
 #include "cpu.h"
 #include "fileio.h"
 #include "log.h"
@@ -74,61 +74,13 @@ typedef struct KernelWaiter {
         usec_t started, finished;
 } KernelWaiter;
 
-/* /dev/hwrng is read by a thread of its own.  O_NONBLOCK does not make
- * the hwrng core non-blocking: rng_dev_read() first takes reading_mutex,
- * which the kernel's own fill thread holds while it waits for a host that
- * may never answer.  The thread hands chunks over a small pipe, so the
- * gate keeps its deadline whatever the device does; a thread stuck in
- * read() goes with the process.  The two sides share this struct, and the
- * last one to let go frees it. */
-typedef struct HwrngReader {
-        atomic_int refs;
-        atomic_int error; /* errno of a failed read, 0 for end of file */
-        int dev_fd;
-        int pipe_w;
-        size_t chunk;
-} HwrngReader;
-
-static void hwrng_reader_unref(HwrngReader *r) {
-        if (atomic_fetch_sub(&r->refs, 1) == 1)
-                free(r);
-}
-
-static void *hwrng_reader_thread(void *userdata) {
-        HwrngReader *r = userdata;
-        uint8_t buf[4096];
-        sigset_t mask;
-
-        /* When the gate is done it closes the pipe: our next write gets
-         * EPIPE, and SIGPIPE must not kill the process for that. */
-        sigemptyset(&mask);
-        sigaddset(&mask, SIGPIPE);
-        (void) pthread_sigmask(SIG_BLOCK, &mask, NULL);
-
-        for (;;) {
-                ssize_t k = read(r->dev_fd, buf, MIN(r->chunk, sizeof buf));
-                if (k < 0 && errno == EINTR)
-                        continue;
-                if (k <= 0) {
-                        atomic_store(&r->error, k < 0 ? errno : 0);
-                        break;
-                }
-                if (loop_write(r->pipe_w, buf, (size_t) k) < 0)
-                        break;
-                explicit_bzero(buf, (size_t) k);
-        }
-        explicit_bzero(buf, sizeof buf);
-        safe_close(r->dev_fd);
-        safe_close(r->pipe_w);
-        hwrng_reader_unref(r);
-        return NULL;
-}
-
 typedef struct Source {
         SourceReport *report;
         bool active;
-        int fd;             /* the reader's pipe for device sources */
-        HwrngReader *reader;
+        /* Device sources: /dev/hwrng is read by a thread of its own
+         * (blocking-reader.h says why), so the gate keeps its deadline
+         * whatever the device does. */
+        BlockingReader *reader;
         bool credit_ok;     /* the device may earn credit at all */
         usec_t last_progress; /* opened, or last gave bytes */
         HealthTest health;
@@ -167,7 +119,7 @@ static int source_fail(Source *s, SourceStatus status, const char *format, ...) 
         va_end(ap);
         s->report->status = status;
         s->active = false;
-        s->fd = safe_close(s->fd);
+        s->reader = blocking_reader_free(s->reader);
         /* Held-back bytes are dealt with in source_close(): dropped if
          * the health tests failed, mixed without credit otherwise. */
         return 0;
@@ -185,11 +137,7 @@ static void source_unavailable(Source *s, const char *why, const char *name) {
 static int open_hwrng(const SeedContext *ctx, Source *s) {
         _cleanup_free_ char *p = path_join_root(ctx->root, "/dev/hwrng");
         _cleanup_close_ int dev = -EBADF;
-        int pipefd[2];
-        pthread_t t;
         struct stat st;
-        HwrngReader *r;
-        int e;
 
         if (!p)
                 return -ENOMEM;
@@ -204,37 +152,10 @@ static int open_hwrng(const SeedContext *ctx, Source *s) {
         s->credit_ok = ctx->credit_files ||
                        (S_ISCHR(st.st_mode) && major(st.st_rdev) == 10 && minor(st.st_rdev) == 183);
 
-        if (pipe2(pipefd, O_CLOEXEC | O_NONBLOCK) < 0)
-                return -errno;
-        /* A small pipe: the thread reads at most a few chunks ahead of
-         * what the gate takes, so little of the host's entropy is wasted. */
-        (void) fcntl(pipefd[1], F_SETPIPE_SZ, 4096);
-        /* The thread's end blocks: it waits for room, not spins. */
-        (void) fcntl(pipefd[1], F_SETFL, 0);
-
-        r = calloc(1, sizeof *r);
-        if (!r) {
-                safe_close(pipefd[0]);
-                safe_close(pipefd[1]);
-                return -ENOMEM;
-        }
-        atomic_init(&r->refs, 2);
-        r->dev_fd = TAKE_FD(dev);
-        r->pipe_w = pipefd[1];
-        r->chunk = ctx->config->chunk;
-
-        e = pthread_create(&t, NULL, hwrng_reader_thread, r);
-        if (e != 0) {
-                safe_close(r->dev_fd);
-                safe_close(pipefd[0]);
-                safe_close(pipefd[1]);
-                free(r);
-                return -e;
-        }
-        (void) pthread_detach(t);
-        s->fd = pipefd[0];
-        s->reader = r;
-        return 0;
+        /* A pipe of one page: the thread reads at most a few chunks ahead
+         * of what the gate takes, so little of the host's entropy is
+         * wasted. */
+        return blocking_reader_new(TAKE_FD(dev), ctx->config->chunk, 4096, &s->reader);
 }
 
 /* Decides whether a source can run at all, and opens it. */
@@ -243,7 +164,6 @@ static int source_open(const SeedContext *ctx, Source *s) {
         const SourceConfig *sc = &ctx->config->src[s->report->kind];
         int r;
 
-        s->fd = -EBADF;
         s->active = true;
         s->credit_ok = true;
         if (s->report->kind != SOURCE_KERNEL)
@@ -323,20 +243,11 @@ static int pool_add_credited(const SeedContext *ctx, Source *s, const uint8_t *b
         return 0;
 }
 
+/* Bytes now, -EAGAIN for none yet, 0 at end of file, or -errno. */
 static ssize_t source_read(const SeedContext *ctx, Source *s, uint8_t *buf, size_t n) {
-        ssize_t k;
-
         if (s->report->kind == SOURCE_CPU)
                 return (ctx->cpu_read ?: cpu_read_rdseed)(buf, n);
-
-        k = read(s->fd, buf, n);
-        if (k < 0)
-                return errno == EINTR ? -EAGAIN : -errno;
-        /* End of the pipe: the reader stopped, at end of file or on an
-         * error it left for us. */
-        if (k == 0 && s->reader && atomic_load(&s->reader->error) != 0)
-                return -atomic_load(&s->reader->error);
-        return k;
+        return blocking_reader_read(s->reader, buf, n);
 }
 
 /* Tests the bytes, holds them during startup, then gives them to the
@@ -451,11 +362,8 @@ static ssize_t source_step(const SeedContext *ctx, Source *s) {
 }
 
 static void source_close(const SeedContext *ctx, Source *s) {
-        s->fd = safe_close(s->fd);
-        if (s->reader) {
-                hwrng_reader_unref(s->reader);
-                s->reader = NULL;
-        }
+        /* A thread still blocked in read() is let go, not waited for. */
+        s->reader = blocking_reader_free(s->reader);
 
         /* Bytes still held back passed every test so far, just not enough
          * of them to earn credit: they may still be mixed in, for free. */
@@ -584,7 +492,6 @@ int seed_run(const SeedContext *ctx, SeedOutcome *ret) {
                         ret->sources[i].apt_cutoff = h.apt_cutoff;
                 }
                 src[i].report = &ret->sources[i];
-                src[i].fd = -EBADF;
         }
 
         ready = ctx->pool->ops->is_ready(ctx->pool);

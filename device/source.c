@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/random.h>
 
 #include "fileio.h"
@@ -66,6 +67,18 @@ static size_t read_rdseed(uint8_t *buf, size_t n) {
 }
 #endif
 
+/* Starts a thread on a duplicate of the file description opened at
+ * start: after a read error the next thread goes on where the last one
+ * stopped, so a file is never read twice, and it is the device that was
+ * checked at start. */
+static int source_reader_start(EntropySource *e) {
+        int fd = fcntl(e->fd, F_DUPFD_CLOEXEC, 3);
+
+        if (fd < 0)
+                return -errno;
+        return blocking_reader_new(fd, SOURCE_DEVICE_CHUNK, SOURCE_DEVICE_BUFFER, &e->reader);
+}
+
 static void source_start(EntropySource *e) {
         (void) health_init(&e->health, e->min_entropy, SOURCE_ALPHA_LOG2);
         e->healthy = false;
@@ -75,6 +88,7 @@ static void source_start(EntropySource *e) {
 int source_set_add(SourceSet *s, SourceType type, const char *path, double min_entropy) {
         EntropySource e = { .type = type, .fd = -EBADF, .min_entropy = min_entropy }, *v;
         HealthTest probe;
+        int r;
 
         if (health_init(&probe, min_entropy, SOURCE_ALPHA_LOG2) < 0)
                 return -EINVAL;
@@ -94,10 +108,17 @@ int source_set_add(SourceSet *s, SourceType type, const char *path, double min_e
                 e.path = strdup(path);
                 if (!e.path)
                         return -ENOMEM;
-                /* Non-blocking: a slow hwrng must never stall the loop. */
+                /* O_NONBLOCK only so that opening a FIFO does not wait
+                 * for a writer: the reader's thread does the waiting. */
                 e.fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
                 if (e.fd < 0) {
-                        int r = -errno;
+                        r = -errno;
+                        free(e.path);
+                        return r;
+                }
+                r = source_reader_start(&e);
+                if (r < 0) {
+                        safe_close(e.fd);
                         free(e.path);
                         return r;
                 }
@@ -109,6 +130,7 @@ int source_set_add(SourceSet *s, SourceType type, const char *path, double min_e
 
         v = realloc(s->sources, (s->n + 1) * sizeof *v);
         if (!v) {
+                blocking_reader_free(e.reader);
                 safe_close(e.fd);
                 free(e.path);
                 return -ENOMEM;
@@ -121,6 +143,8 @@ int source_set_add(SourceSet *s, SourceType type, const char *path, double min_e
 
 void source_set_free(SourceSet *s) {
         for (size_t i = 0; i < s->n; i++) {
+                /* A thread blocked in read() is let go, not waited for. */
+                blocking_reader_free(s->sources[i].reader);
                 safe_close(s->sources[i].fd);
                 free(s->sources[i].path);
         }
@@ -140,29 +164,37 @@ static size_t source_raw(EntropySource *e, uint8_t *buf, size_t n) {
                 /* GRND_NONBLOCK: on a host whose own CRNG is not ready we
                  * serve nothing rather than block every VM. */
                 k = getrandom(buf, n, GRND_NONBLOCK);
+                if (k < 0)
+                        k = errno == EINTR ? -EAGAIN : -errno;
                 break;
         case SOURCE_RDSEED:
                 return read_rdseed(buf, n);
         case SOURCE_DEVICE:
-                k = read(e->fd, buf, n);
-                if (k == 0) {
-                        errno = EIO; /* a character device never ends */
-                        k = -1;
+                if (!e->reader)
+                        return 0;
+                k = blocking_reader_read(e->reader, buf, n);
+                if (k == 0 || (k < 0 && k != -EAGAIN)) {
+                        /* The thread stopped; the next one starts when
+                         * the source is retried.  A character device
+                         * never ends: end of file is an error too. */
+                        e->reader = blocking_reader_free(e->reader);
+                        if (k == 0)
+                                k = -EIO;
                 }
                 break;
         default:
                 return 0;
         }
 
+        if (k == -EAGAIN)
+                return 0;
         if (k < 0) {
-                if (errno != EAGAIN && errno != EINTR) {
-                        if (e->read_errors++ == 0)
-                                log_warning_errno(errno, "Entropy source '%s' failed to read: %m", e->name);
-                        /* Take it out like a failed test: it gets retried. */
-                        e->healthy = false;
-                        e->startup_left = 0;
-                        e->retry_at = now_usec(CLOCK_MONOTONIC) + SOURCE_RETRY_USEC;
-                }
+                if (e->read_errors++ == 0)
+                        log_warning_errno((int) k, "Entropy source '%s' failed to read: %m", e->name);
+                /* Take it out like a failed test: it gets retried. */
+                e->healthy = false;
+                e->startup_left = 0;
+                e->retry_at = now_usec(CLOCK_MONOTONIC) + SOURCE_RETRY_USEC;
                 return 0;
         }
         return (size_t) k;
@@ -187,6 +219,15 @@ static bool source_ready(EntropySource *e, usec_t now) {
         if (e->startup_left == 0) {
                 if (now < e->retry_at)
                         return false;
+                if (e->type == SOURCE_DEVICE && !e->reader) {
+                        int r = source_reader_start(e);
+                        if (r < 0) {
+                                log_warning_errno(r, "Entropy source '%s' cannot start its reader, retrying in %llu s: %m",
+                                                  e->name, (unsigned long long) (SOURCE_RETRY_USEC / USEC_PER_SEC));
+                                e->retry_at = now + SOURCE_RETRY_USEC;
+                                return false;
+                        }
+                }
                 source_start(e);
         }
 
@@ -278,11 +319,31 @@ size_t source_set_read(SourceSet *s, uint8_t *buf, size_t n, usec_t now) {
         return k;
 }
 
+/* In its startup tests, waiting for its thread's bytes. */
+static bool source_starting(const EntropySource *e) {
+        return e->type == SOURCE_DEVICE && e->reader && !e->healthy && e->startup_left > 0;
+}
+
 size_t source_set_start(SourceSet *s, usec_t now) {
+        usec_t deadline = now_usec(CLOCK_MONOTONIC) + SOURCE_START_WAIT_USEC;
         size_t n = 0;
 
-        for (size_t i = 0; i < s->n; i++)
-                n += source_ready(&s->sources[i], now);
+        for (size_t i = 0; i < s->n; i++) {
+                EntropySource *e = &s->sources[i];
+
+                /* Not yet in the event loop: waiting here delays nobody
+                 * but the start, and only by as much as the deadline. */
+                while (!source_ready(e, now) && source_starting(e)) {
+                        usec_t t = now_usec(CLOCK_MONOTONIC);
+                        struct pollfd p = { .fd = blocking_reader_fd(e->reader), .events = POLLIN };
+
+                        if (t >= deadline)
+                                break;
+                        if (poll(&p, 1, (int) ((deadline - t + USEC_PER_MSEC - 1) / USEC_PER_MSEC)) < 0 && errno != EINTR)
+                                break;
+                }
+                n += e->healthy;
+        }
         return n;
 }
 

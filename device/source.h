@@ -6,13 +6,15 @@
  * tests of its source first.  A source that fails is taken out; when no
  * healthy source is left, reads return nothing (callers keep their
  * requests waiting) until one is re-admitted after passing a fresh
- * startup test.  Reads never block. */
+ * startup test.  Reads never block: a device is read by a thread of its
+ * own (blocking-reader.h), and the loop takes only what it has read. */
 
 #include <limits.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
+#include "blocking-reader.h"
 #include "health.h"
 #include "macro.h"
 
@@ -39,12 +41,23 @@ typedef enum SourceType {
  * alarm once per 2^56 bytes) and still stops a stuck source at its 8th
  * byte. */
 #define SOURCE_ALPHA_LOG2 40U
+/* A device's thread reads this much at a time.  The hwrng core returns a
+ * read only once it is whole (rng_dev_read() loops over the driver's
+ * 32- or 64-byte reads), so a slow device hands over what it has made
+ * sooner in small chunks; a fast one costs a system call per chunk. */
+#define SOURCE_DEVICE_CHUNK 512U
+/* What a device's thread reads ahead: one default Linux pipe. */
+#define SOURCE_DEVICE_BUFFER (64U * 1024U)
+/* source_set_start() waits this long, in all, for devices' startup
+ * samples; a device slower than that is tested as its bytes come. */
+#define SOURCE_START_WAIT_USEC (1 * USEC_PER_SEC)
 
 typedef struct EntropySource {
         SourceType type;
         char name[PATH_MAX];   /* "getrandom", "rdseed", or the device path */
         char *path;          /* SOURCE_DEVICE */
-        int fd;
+        int fd;              /* SOURCE_DEVICE, as opened at start; never read here */
+        BlockingReader *reader; /* SOURCE_DEVICE: its thread reads a duplicate of fd */
         double min_entropy;
         HealthTest health;
         bool healthy;        /* in service */
@@ -84,8 +97,9 @@ void source_set_free(SourceSet *s);
 size_t source_set_read(SourceSet *s, uint8_t *buf, size_t n, usec_t now);
 
 /* Runs every source's startup tests now, so the first VM is served at
- * once and "get level" tells the truth from the start.  Returns how many
- * sources are in service. */
+ * once and "get level" tells the truth from the start; waits up to
+ * SOURCE_START_WAIT_USEC for devices' threads to read their samples.
+ * Returns how many sources are in service. */
 size_t source_set_start(SourceSet *s, usec_t now);
 
 /* The earliest time a source comes back for testing, or USEC_INFINITY. */

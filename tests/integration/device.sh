@@ -2,7 +2,8 @@
 # seedbed-device on this machine: its command line and configuration
 # errors, the whole EGD protocol over unix and TCP sockets, a client that
 # sends garbage losing only its own connection, metrics that promtool
-# accepts, socket activation, and a clean exit that removes its sockets.
+# accepts, a silent device source that stalls no read, socket
+# activation, and a clean exit that removes its sockets.
 # shellcheck source=tests/integration/lib.sh
 . "${top_srcdir:?}/tests/integration/lib.sh"
 
@@ -119,6 +120,35 @@ grep -qF 'source="'"$T"'/we\"ird"' "$T/qmetrics" || fail "the quote in the sourc
 if command -v promtool >/dev/null; then
 	promtool check metrics <"$T/qmetrics" >"$T/promtool" 2>&1 || { cat "$T/promtool"; fail "promtool rejects an escaped label"; }
 fi
+
+# A device source with nothing to give (an hwrng whose host stopped
+# answering: a FIFO whose writer writes nothing) stalls nobody: its thread
+# waits in read() and the next source serves.  Once it delivers, it passes
+# its startup tests and serves first again.
+mkfifo "$T/slow"
+exec 7<>"$T/slow"
+mport=$(port)
+"$DEVICE" --egd "unix:$T/slow-src.sock" --source "device:$T/slow" --source getrandom \
+	--rate 1000000/1s --burst 1000000 --host-rate 1000000/1s --host-burst 1000000 \
+	--metrics "tcp:127.0.0.1:$mport" >"$T/slow-src.log" 2>&1 &
+q=$!
+for _ in $(seq 100); do [ -S "$T/slow-src.sock" ] && break; sleep 0.05; done
+reads=()
+for _ in $(seq 24); do reads+=(read 255); done
+start=$SECONDS
+run 0 timeout 10 "${CLIENT[@]}" "$T/slow-src.sock" "${reads[@]}"
+[ $((SECONDS - start)) -le 3 ] || fail "a silent device source held up reads for $((SECONDS - start)) s"
+[ "$(grep -c '^read 255 ' "$T/out")" -eq 24 ] || fail "reads with a silent device source went unanswered"
+head -c 65536 /dev/urandom >&7
+sleep 0.5
+run 0 timeout 10 "${CLIENT[@]}" "$T/slow-src.sock" "${reads[@]}"
+curl -sf "http://127.0.0.1:$mport/metrics" >"$T/slow-metrics" || fail "metrics not served (slow source)"
+kill -TERM "$q"
+wait "$q" || true
+exec 7>&-
+grep -qE '^seedbed_source_bytes_total\{source="'"$T"'/slow"\} [1-9][0-9]*$' "$T/slow-metrics" ||
+	{ cat "$T/slow-src.log" "$T/slow-metrics"; fail "the device source served nothing once it delivered"; }
+expect_in "$T/slow-src.log" "Entropy source '$T/slow' passed its startup tests and is in service."
 
 # More than the queue's 64 pipelined requests in one write all get their
 # answers, and a peer that shuts down its side still gets what it asked.
