@@ -2,8 +2,9 @@
 # seedbed-device on this machine: its command line and configuration
 # errors, the whole EGD protocol over unix and TCP sockets, a client that
 # sends garbage losing only its own connection, metrics that promtool
-# accepts, a silent device source that stalls no read, socket
-# activation, and a clean exit that removes its sockets.
+# accepts, a silent device source that stalls no read, socket activation,
+# a clean exit that removes its sockets, and the units (systemd-analyze
+# verify) with the group their hwrng source reads /dev/hwrng as.
 # shellcheck source=tests/integration/lib.sh
 . "${top_srcdir:?}/tests/integration/lib.sh"
 
@@ -251,6 +252,22 @@ if command -v systemd-analyze >/dev/null; then
 	(cd "$T/units" && systemd-analyze verify --man=no seedbed-device.socket seedbed-device.service) >"$T/verify" 2>&1 ||
 		{ cat "$T/verify"; fail "systemd-analyze rejects the units"; }
 	[ ! -s "$T/verify" ] || { cat "$T/verify"; fail "systemd-analyze warns about the units"; }
+fi
+# The hwrng source under the unit's dynamic user: the udev rule gives
+# /dev/hwrng to the group the unit joins, and the sysusers.d file makes
+# that group (here in a scratch root: systemd-sysusers writes files owned
+# by root).
+group=$(sed -n 's/^SupplementaryGroups=//p' "$top_builddir/units/seedbed-device.service")
+[ "$group" = seedbed-hwrng ] || fail "the unit joins group '$group', not seedbed-hwrng"
+grep -qxF "SUBSYSTEM==\"misc\", KERNEL==\"hw_random\", GROUP=\"$group\", MODE=\"0640\"" \
+	"$top_srcdir/units/udev/60-seedbed-device.rules" || fail "the udev rule does not give /dev/hwrng to group '$group'"
+if command -v systemd-sysusers >/dev/null && [ "$(id -u)" -eq 0 ]; then
+	mkdir -p "$T/sysroot/etc"
+	systemd-sysusers --root="$T/sysroot" "$top_srcdir/units/sysusers.d/seedbed-device.conf" >"$T/sysusers" 2>&1 ||
+		{ cat "$T/sysusers"; fail "systemd-sysusers rejects seedbed-device.conf"; }
+	grep -q "^$group:x:[0-9]*:\$" "$T/sysroot/etc/group" || fail "systemd-sysusers made no group '$group'"
+elif [ -n "${SEEDBED_TESTS_STRICT:-}" ]; then
+	fail "systemd-sysusers is not installed, or this is not root"
 fi
 
 # QEMU's back-end convention: started for one front-end on a connected

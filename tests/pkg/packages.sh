@@ -75,7 +75,8 @@ bash "$top_srcdir/tests/pkg/build-rpms.sh" "$T/rpms" || fail "building the .rpms
 #    .rpm (rpmbuild warns of absolute ones);
 #  - units and presets: Debian 12's /lib/systemd/system(-preset) is
 #    /usr/lib/systemd/system(-preset) (%{_unitdir} and %{_presetdir} of
-#    Fedora, and Debian 13's);
+#    Fedora, and Debian 13's), and its /lib/udev/rules.d is
+#    /usr/lib/udev/rules.d (%{_udevrulesdir});
 #  - man pages are compressed by dh_compress and Fedora's brp-compress, not
 #    by Debian's rpm: compared without .gz;
 #  - documentation follows each distribution's rules (Debian's copyright
@@ -85,6 +86,7 @@ bash "$top_srcdir/tests/pkg/build-rpms.sh" "$T/rpms" || fail "building the .rpms
 #    in the other: not compared.
 normalize() {
 	absolute_links | sed -E -e 's|^([^ ]+) \./|\1 /|' -e 's| /lib/systemd/system(-preset)?/| /usr/lib/systemd/system\1/|' \
+		-e 's| /lib/udev/rules\.d/| /usr/lib/udev/rules.d/|' \
 		-e 's|^([^ ]+ /usr/share/man/.*)\.gz$|\1|' |
 		grep -v -E ' /usr/share/(doc|licenses|lintian)/| /usr/lib/\.build-id/' | sort
 }
