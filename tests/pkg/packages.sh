@@ -139,7 +139,10 @@ for p in seedbed-agent seedbed-device; do
 	rpm -qp --scripts "$T/rpms/$p-$version-"*.rpm >"$T/$p.rpm.scripts"
 	! grep -n -E 'systemctl.* enable' "$T/$p.rpm.scripts" || fail "$p's .rpm enables units in its scriptlets"
 	expect_in "$T/$p.rpm.scripts" "preset"
+	# A macro rpm does not know stays in the scriptlet as text.
+	! grep -n '%systemd' "$T/$p.rpm.scripts" || fail "$p's .rpm scriptlets hold an unexpanded macro"
 done
+expect_in "$T/seedbed-device.rpm.scripts" "try-restart seedbed-device.service"
 
 [ "$(id -u)" -eq 0 ] || skip "install and purge need root (chroot, mount)"
 
