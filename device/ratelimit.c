@@ -180,13 +180,16 @@ static void asking_mark(RateLimit *rl, RateVm *vm, usec_t now) {
  * never less than RATE_SHARE_MIN, so it can always make a step).  Whole
  * bytes only: the time for a part byte is kept by not moving share_last
  * past it. */
+static uint64_t share_cap(const TokenBucket *h, unsigned n);
+
 static void share_refill(const TokenBucket *h, RateVm *vm, unsigned n, usec_t now) {
-        uint64_t cap = MAX(h->burst / n, (uint64_t) RATE_SHARE_MIN);
+        uint64_t cap = share_cap(h, n);
         uint128_t add;
 
-        if (vm->share_last == 0 || vm->share_last > now) {
+        if (!vm->earning || vm->share_last > now) {
                 vm->share = cap;
                 vm->share_last = now;
+                vm->earning = true;
                 return;
         }
         add = (uint128_t) (now - vm->share_last) * h->bytes_per_period / ((uint128_t) h->period * n);
@@ -207,28 +210,52 @@ static usec_t share_wait(const TokenBucket *h, const RateVm *vm, unsigned n, uin
                          h->bytes_per_period);
 }
 
+/* What a share may hold: the host's burst / n, at least a step. */
+static uint64_t share_cap(const TokenBucket *h, unsigned n) {
+        return MAX(h->burst / n, (uint64_t) RATE_SHARE_MIN);
+}
+
 uint64_t ratelimit_take(RateLimit *rl, RateVm *vm, uint64_t want, usec_t now, usec_t *ret_wait) {
         TokenBucket *h = &rl->host;
-        uint64_t step = MIN(want, (uint64_t) RATE_SHARE_MIN), allowed;
+        uint64_t step = MIN(want, (uint64_t) RATE_SHARE_MIN), own, allowed;
+        bool held_by_own;
         unsigned n;
 
         *ret_wait = 0;
         if (want == 0)
                 return 0;
-        asking_mark(rl, vm, now);
+        own = bucket_available(&vm->bucket, now);
+        /* A VM its own bucket holds back does not compete for the host's:
+         * counted, it would earn a share it cannot use, and every other
+         * share would be smaller by what it leaves. */
+        held_by_own = own < MIN(step, vm->bucket.unlimited ? step : vm->bucket.burst);
+        if (!held_by_own)
+                asking_mark(rl, vm, now);
         n = MAX(ratelimit_asking(rl, now), 1U);
 
-        allowed = MIN(want, bucket_available(&vm->bucket, now));
+        allowed = MIN(want, own);
         if (!h->unlimited) {
+                uint64_t host = bucket_available(h, now), spare;
+
                 share_refill(h, vm, n, now);
-                allowed = MIN(allowed, MIN(vm->share, bucket_available(h, now)));
+                /* What the host bucket holds beyond half its burst nobody
+                 * used: any VM may borrow it, or a VM that asks less than
+                 * its share would leave the host's rate unused. */
+                spare = host > h->burst / 2 ? host - h->burst / 2 : 0;
+                allowed = MIN(allowed, MIN(MAX(vm->share, spare), host));
         }
         if (allowed == 0) {
                 usec_t w = bucket_wait(&vm->bucket, step, now);
 
-                if (!h->unlimited && w != USEC_INFINITY) {
+                if (!h->unlimited && !held_by_own && w != USEC_INFINITY) {
                         usec_t wh = bucket_wait(h, step, now), ws = share_wait(h, vm, n, step);
+
                         w = wh == USEC_INFINITY ? wh : MAX(w, MAX(wh, ws));
+                        /* Waiting for its share it still competes: counted
+                         * until it asks again, or its share would be
+                         * handed to the others while it waits. */
+                        if (w != USEC_INFINITY)
+                                asking_mark(rl, vm, now + w);
                 }
                 *ret_wait = w == USEC_INFINITY ? w : MAX(w, (usec_t) 1);
                 return 0;
@@ -236,9 +263,20 @@ uint64_t ratelimit_take(RateLimit *rl, RateVm *vm, uint64_t want, usec_t now, us
         bucket_consume(&vm->bucket, allowed);
         if (!h->unlimited) {
                 bucket_consume(h, allowed);
-                vm->share -= allowed;
+                vm->share -= MIN(vm->share, allowed);
         }
         return allowed;
+}
+
+bool rate_vm_idle(RateLimit *rl, RateVm *vm, usec_t now) {
+        const TokenBucket *h = &rl->host;
+
+        if (!vm->bucket.unlimited && bucket_available(&vm->bucket, now) < vm->bucket.burst)
+                return false;
+        if (h->unlimited || !vm->earning)
+                return true;
+        share_refill(h, vm, MAX(ratelimit_asking(rl, now), 1U), now);
+        return vm->share >= share_cap(h, MAX(rl->n_asking, 1U));
 }
 
 static void bucket_refund(TokenBucket *b, uint64_t n) {
@@ -250,6 +288,6 @@ void ratelimit_refund(RateLimit *rl, RateVm *vm, uint64_t n) {
         bucket_refund(&vm->bucket, n);
         if (!rl->host.unlimited) {
                 bucket_refund(&rl->host, n);
-                vm->share += n;
+                vm->share = MIN(vm->share + n, share_cap(&rl->host, MAX(rl->n_asking, 1U)));
         }
 }

@@ -48,7 +48,8 @@ usec_t bucket_wait(TokenBucket *b, uint64_t n, usec_t now);
 typedef struct RateVm {
         TokenBucket bucket;
         uint64_t share;      /* of the host budget, earned and not taken */
-        usec_t share_last;   /* when it last earned; 0 not yet */
+        usec_t share_last;   /* when it last earned */
+        bool earning;        /* share and share_last mean something */
         usec_t last_ask;
         struct RateVm *ask_prev, *ask_next;
         bool asking;         /* in the host's list of asking VMs */
@@ -76,10 +77,17 @@ unsigned ratelimit_asking(RateLimit *rl, usec_t now);
  * The host budget is shared between VMs, not connections, and without
  * rounds: each VM asking earns host rate / VMs asking into a share of its
  * own (up to host burst / VMs asking), so none can starve another however
- * often it asks.  0 when nothing may be taken now; *ret_wait then says
+ * often it asks.  A VM its own bucket holds back is not counted; one
+ * waiting for its share is, until it asks again; what the host bucket
+ * holds beyond half its burst any VM may borrow (what nobody used).  0 when nothing may be taken now; *ret_wait then says
  * how long until a step (64 bytes, or want if less; a full bucket if it
  * holds less) may be. */
 uint64_t ratelimit_take(RateLimit *rl, RateVm *vm, uint64_t want, usec_t now, usec_t *ret_wait);
 
 /* Gives back n bytes taken and not served (a source had less). */
 void ratelimit_refund(RateLimit *rl, RateVm *vm, uint64_t n);
+
+/* A budget no different from a new one: its bucket full and its share
+ * at its cap.  Only such a budget may be forgotten, or connecting anew
+ * would buy a fresh burst. */
+bool rate_vm_idle(RateLimit *rl, RateVm *vm, usec_t now);

@@ -111,6 +111,7 @@ void server_done(Server *s) {
         while (s->limits) {
                 VmLimit *l = s->limits;
                 s->limits = l->next;
+                rate_vm_unlink(&s->rl, &l->rate);
                 free(l->key);
                 free(l);
         }
@@ -321,8 +322,8 @@ static VmLimit *limit_for(Server *s, const char *key) {
 static void limit_release(Server *s, VmLimit *l) {
         if (!l || --l->connections > 0)
                 return;
-        if (!l->rate.bucket.unlimited && bucket_available(&l->rate.bucket, now_usec(CLOCK_MONOTONIC)) < l->rate.bucket.burst)
-                return; /* dropped later, once full: see server_tick() */
+        if (!rate_vm_idle(&s->rl, &l->rate, now_usec(CLOCK_MONOTONIC)))
+                return; /* dropped later, once like new: see sweep() */
         rate_vm_unlink(&s->rl, &l->rate);
         if (l->prev)
                 l->prev->next = l->next;
@@ -921,6 +922,7 @@ int server_save(const Server *s, Json *j, StateFds *fds) {
                 save_bucket(j, "bucket", &l->rate.bucket);
                 json_uint(j, "share", l->rate.share);
                 json_uint(j, "share_last", l->rate.share_last);
+                json_bool(j, "earning", l->rate.earning);
                 json_uint(j, "last_ask", l->rate.last_ask);
                 json_object_end(j);
         }
@@ -1035,6 +1037,7 @@ static int restore_limits(Server *s, StateReader *r, yaml_node_t *root) {
                 if (restore_bucket(r, it, "bucket", &l->rate.bucket) < 0 ||
                     state_get_u64(r, it, "share", UINT64_MAX, &l->rate.share) < 0 ||
                     state_get_u64(r, it, "share_last", UINT64_MAX, &l->rate.share_last) < 0 ||
+                    state_get_bool(r, it, "earning", &l->rate.earning) < 0 ||
                     state_get_u64(r, it, "last_ask", UINT64_MAX, &l->rate.last_ask) < 0)
                         return -EBADMSG;
         }
