@@ -132,7 +132,8 @@ dpkg-deb --ctrl-tarfile "$T/debs/seedbed-agent_"*.deb | tar -xOf - --wildcards '
 dpkg-deb --ctrl-tarfile "$T/debs/seedbed-device_"*.deb | tar -xOf - ./postinst >"$T/device.postinst"
 ! grep -n -E "deb-systemd-invoke (start|restart) .*seedbed-device\.service" "$T/device.postinst" ||
 	fail "seedbed-device's postinst starts seedbed-device.service"
-expect_in "$T/device.postinst" "deb-systemd-invoke try-restart 'seedbed-device.service'"
+expect_in "$T/device.postinst" "deb-systemd-invoke try-restart seedbed-device.service"
+expect_in "$T/device.postinst" "SEEDBED_FDSTORE=1"
 expect_in "$T/device.postinst" "deb-systemd-invoke start 'seedbed-device.socket'"
 # The .rpms enable nothing themselves: %systemd_post applies the presets.
 for p in seedbed-agent seedbed-device; do
