@@ -14,6 +14,7 @@
 command -v libvirtd >/dev/null || skip "libvirt-daemon is not installed"
 command -v virsh >/dev/null || skip "libvirt-clients is not installed"
 command -v setpriv >/dev/null || skip "setpriv is not installed"
+getent group nogroup >/dev/null || skip "no group nogroup to run libvirtd in"
 [ "$(id -u)" -eq 0 ] || skip "running libvirtd as another user needs root"
 
 DOMAIN=seedbed-$$
@@ -26,7 +27,9 @@ chmod 0700 "$LV/run"
 chown -R nobody:nogroup "$LV"
 chmod 0755 "$T"
 as_nobody() {
-	setpriv --reuid=nobody --regid=nogroup --clear-groups env HOME="$LV/home" XDG_RUNTIME_DIR="$LV/run" \
+	# LIBVIRT_AUTOSTART=0: a client that comes too early must not start
+	# a daemon of its own that nobody would stop.
+	setpriv --reuid=nobody --regid=nogroup --clear-groups env LIBVIRT_AUTOSTART=0 HOME="$LV/home" XDG_RUNTIME_DIR="$LV/run" \
 		XDG_CONFIG_HOME="$LV/config" XDG_CACHE_HOME="$LV/cache" XDG_DATA_HOME="$LV/data" "$@"
 }
 virsh_() { as_nobody virsh -q -c qemu:///session "$@"; }
@@ -72,6 +75,8 @@ cat >"$T/domain.xml" <<XML
   </os>
   <cpu mode='custom' match='exact'><model fallback='allow'>qemu64</model></cpu>
   <on_poweroff>destroy</on_poweroff>
+  <on_reboot>destroy</on_reboot>
+  <on_crash>destroy</on_crash>
   <devices>
     <emulator>$(command -v qemu-system-x86_64)</emulator>
     <serial type='file'><source path='$LV/console.log'/><target port='0'/></serial>
