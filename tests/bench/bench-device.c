@@ -10,9 +10,10 @@
  *   clients against a trivial responder answering from a pre-filled
  *   buffer (the transport's ceiling);
  *   latency: one client's 64-byte request, one at a time, p50 and p99,
- *   against the trivial responder, and with 10,000 idle EGD and 1,000 idle
- *   vhost-user connections held open against the same client alone (per
- *   request work must not grow with idle peers);
+ *   against the trivial responder, and with 10,000 idle EGD connections
+ *   (each a VM of its own that asked once: a budget and statistics each)
+ *   and 1,000 idle vhost-user connections held open, against the same
+ *   client alone (per request work must not grow with idle peers);
  *   memory: the daemon's resident and peak memory per idle connection,
  *   over those 10,000 and 1,000.
  *
@@ -26,6 +27,8 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/wait.h>
 #include <time.h>
 
@@ -380,6 +383,41 @@ static void bench_idle(pid_t pid, const char *path, unsigned n, double *ret_rss,
         *ret_fds = fd;
 }
 
+/* n idle EGD peers over TCP, each from an address of its own in 127/8:
+ * each is a VM of its own to the daemon (its budget is its address), and
+ * each asks once for a byte before it falls silent, so the daemon holds
+ * n budgets and n statistics, not one.  Memory as bench_idle(). */
+static void bench_idle_vms(pid_t pid, int port, unsigned n, double *ret_rss, double *ret_hwm, int **ret_fds) {
+        long rss0, hwm0, rss1, hwm1;
+        int *fd = calloc(n, sizeof *fd);
+
+        if (!fd)
+                die("calloc");
+        usleep(100000);
+        rss0 = status_kib(pid, "VmRSS:");
+        hwm0 = status_kib(pid, "VmHWM:");
+        for (unsigned i = 0; i < n; i++) {
+                struct sockaddr_in self = { .sin_family = AF_INET }, to = { .sin_family = AF_INET };
+                uint8_t b;
+
+                self.sin_addr.s_addr = htonl(0x7f000000u | ((1 + i / 250) << 8) | (1 + i % 250));
+                to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+                to.sin_port = htons((uint16_t) port);
+                fd[i] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+                if (fd[i] < 0 || bind(fd[i], (struct sockaddr *) &self, sizeof self) < 0 ||
+                    connect(fd[i], (struct sockaddr *) &to, sizeof to) < 0)
+                        die("idle VM");
+                if (send(fd[i], "\x02\x01", 2, MSG_NOSIGNAL) != 2 || recv(fd[i], &b, 1, 0) != 1)
+                        die("idle VM's request");
+        }
+        usleep(100000);
+        rss1 = status_kib(pid, "VmRSS:");
+        hwm1 = status_kib(pid, "VmHWM:");
+        *ret_rss = (double) (rss1 - rss0) * 1024 / n;
+        *ret_hwm = (double) (hwm1 - hwm0) * 1024 / n;
+        *ret_fds = fd;
+}
+
 static void close_all(int *fd, unsigned n) {
         for (unsigned i = 0; i < n; i++)
                 close(fd[i]);
@@ -396,7 +434,8 @@ static const char *daemon_path;
 /* The test front-end reports its own failures through Check, so the
  * benchmark runs as one Check test (unforked): a broken run says where. */
 START_TEST(bench) {
-        char egd[256], vhost[256], trivial[256], config[256], a[64], b[64];
+        char egd[256], vhost[256], trivial[256], config[256], tcp[64], a[64], b[64];
+        int tcp_port;
         double rss, hwm, vrss, vhwm, p50, p99, t50, t99, i50, i99;
         int *idle_egd, *idle_vhost;
         pid_t daemon, responder;
@@ -408,6 +447,19 @@ START_TEST(bench) {
         snprintf(vhost, sizeof vhost, "%s/vhost.sock", dir);
         snprintf(trivial, sizeof trivial, "%s/trivial.sock", dir);
         snprintf(config, sizeof config, "%s/device.yaml", dir);
+        /* The idle VMs' EGD socket: a free port found by binding 0. */
+        {
+                struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+                socklen_t sl = sizeof sa;
+                int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+                if (s < 0 || bind(s, (struct sockaddr *) &sa, sizeof sa) < 0 ||
+                    getsockname(s, (struct sockaddr *) &sa, &sl) < 0)
+                        die("port");
+                tcp_port = ntohs(sa.sin_port);
+                close(s);
+                snprintf(tcp, sizeof tcp, "tcp:127.0.0.1:%d", tcp_port);
+        }
         /* The idle peers all come from this process: one VM to the
          * daemon, past its default cap of connections per VM. */
         f = fopen(config, "we");
@@ -437,8 +489,8 @@ START_TEST(bench) {
         }
 
         {
-                char a0[] = "--egd", a1[] = "--vhost-user", a2[] = "--config";
-                daemon = spawn((char *[]) { (char *) daemon_path, a0, egd, a1, vhost, a2, config, NULL });
+                char a0[] = "--egd", a1[] = "--vhost-user", a2[] = "--config", a3[] = "--egd";
+                daemon = spawn((char *[]) { (char *) daemon_path, a0, egd, a1, vhost, a2, config, a3, tcp, NULL });
         }
         responder = fork();
         if (responder == 0) {
@@ -468,7 +520,7 @@ START_TEST(bench) {
         snprintf(b, sizeof b, "trivial p50 %.0f, p99 %.0f", t50, t99);
         row("EGD latency, alone", a, b, t99 / p99, 0.2);
 
-        bench_idle(daemon, egd, IDLE_EGD, &rss, &hwm, &idle_egd);
+        bench_idle_vms(daemon, tcp_port, IDLE_EGD, &rss, &hwm, &idle_egd);
         bench_idle(daemon, vhost, IDLE_VHOST, &vrss, &vhwm, &idle_vhost);
         bench_latency(egd, &i50, &i99);
         snprintf(a, sizeof a, "p50 %.0f us, p99 %.0f us", i50, i99);
