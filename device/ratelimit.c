@@ -153,12 +153,22 @@ void rate_vm_unlink(RateLimit *rl, RateVm *vm) {
         asking_unlink(rl, vm);
 }
 
+static void asking_mark(RateLimit *rl, RateVm *vm, usec_t now);
+
 /* The asking VMs are kept in the order they last asked: those that asked
  * too long ago are at the old end, so counting costs what expires, not
- * what is idle (a host may hold thousands of idle connections). */
+ * what is idle (a host may hold thousands of idle connections).  One
+ * told to wait longer than that is still asking: it goes back to the new
+ * end, once a window while it waits. */
 unsigned ratelimit_asking(RateLimit *rl, usec_t now) {
-        while (rl->ask_oldest && rl->ask_oldest->last_ask + RATE_ASKING_USEC <= now)
-                asking_unlink(rl, rl->ask_oldest);
+        while (rl->ask_oldest && rl->ask_oldest->last_ask + RATE_ASKING_USEC <= now) {
+                RateVm *vm = rl->ask_oldest;
+
+                if (vm->ask_until > now)
+                        asking_mark(rl, vm, now);
+                else
+                        asking_unlink(rl, vm);
+        }
         return rl->n_asking;
 }
 
@@ -253,9 +263,11 @@ uint64_t ratelimit_take(RateLimit *rl, RateVm *vm, uint64_t want, usec_t now, us
                         w = wh == USEC_INFINITY ? wh : MAX(w, MAX(wh, ws));
                         /* Waiting for its share it still competes: counted
                          * until it asks again, or its share would be
-                         * handed to the others while it waits. */
+                         * handed to the others while it waits.  Another
+                         * of its connections served meanwhile does not
+                         * end that. */
                         if (w != USEC_INFINITY)
-                                asking_mark(rl, vm, now + w);
+                                vm->ask_until = MAX(vm->ask_until, now + w);
                 }
                 *ret_wait = w == USEC_INFINITY ? w : MAX(w, (usec_t) 1);
                 return 0;

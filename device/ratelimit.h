@@ -50,7 +50,8 @@ typedef struct RateVm {
         uint64_t share;      /* of the host budget, earned and not taken */
         usec_t share_last;   /* when it last earned */
         bool earning;        /* share and share_last mean something */
-        usec_t last_ask;
+        usec_t last_ask;     /* when it last asked: the list's order */
+        usec_t ask_until;    /* counted until then at least: told to wait */
         struct RateVm *ask_prev, *ask_next;
         bool asking;         /* in the host's list of asking VMs */
 } RateVm;

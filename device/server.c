@@ -7,6 +7,7 @@
 
 #include "egd.h"
 #include "fileio.h"
+#include "json-read.h"
 #include "log.h"
 #include "server.h"
 #include "state.h"
@@ -1037,9 +1038,15 @@ static int restore_limits(Server *s, StateReader *r, yaml_node_t *root) {
                 if (restore_bucket(r, it, "bucket", &l->rate.bucket) < 0 ||
                     state_get_u64(r, it, "share", UINT64_MAX, &l->rate.share) < 0 ||
                     state_get_u64(r, it, "share_last", UINT64_MAX, &l->rate.share_last) < 0 ||
-                    state_get_bool(r, it, "earning", &l->rate.earning) < 0 ||
                     state_get_u64(r, it, "last_ask", UINT64_MAX, &l->rate.last_ask) < 0)
                         return -EBADMSG;
+                /* Added within version 1: a state without it meant the
+                 * same by share_last 0 (not yet). */
+                if (json_get(&r->doc, it, "earning")) {
+                        if (state_get_bool(r, it, "earning", &l->rate.earning) < 0)
+                                return -EBADMSG;
+                } else
+                        l->rate.earning = l->rate.share_last != 0;
         }
         return 0;
 }

@@ -407,6 +407,9 @@ static void bench_idle_vms(pid_t pid, int port, unsigned n, double *ret_rss, dou
                 if (fd[i] < 0 || bind(fd[i], (struct sockaddr *) &self, sizeof self) < 0 ||
                     connect(fd[i], (struct sockaddr *) &to, sizeof to) < 0)
                         die("idle VM");
+                /* A daemon that never answers fails the benchmark. */
+                if (setsockopt(fd[i], SOL_SOCKET, SO_RCVTIMEO, &(struct timeval) { .tv_sec = 10 }, sizeof(struct timeval)) < 0)
+                        die("SO_RCVTIMEO");
                 if (send(fd[i], "\x02\x01", 2, MSG_NOSIGNAL) != 2 || recv(fd[i], &b, 1, 0) != 1)
                         die("idle VM's request");
         }

@@ -133,6 +133,9 @@ dpkg-deb --ctrl-tarfile "$T/debs/seedbed-device_"*.deb | tar -xOf - ./postinst >
 ! grep -n -E "deb-systemd-invoke (start|restart) .*seedbed-device\.service" "$T/device.postinst" ||
 	fail "seedbed-device's postinst starts seedbed-device.service"
 expect_in "$T/device.postinst" "deb-systemd-invoke try-restart seedbed-device.service"
+# debhelper's own unconditional restart must not come back.
+! grep -n "try-restart 'seedbed-device.service'" "$T/device.postinst" ||
+	fail "seedbed-device's postinst restarts a daemon that may not hand its guests over"
 expect_in "$T/device.postinst" "SEEDBED_FDSTORE=1"
 expect_in "$T/device.postinst" "deb-systemd-invoke start 'seedbed-device.socket'"
 # The .rpms enable nothing themselves: %systemd_post applies the presets.

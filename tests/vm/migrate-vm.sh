@@ -84,8 +84,10 @@ for _ in $(seq 1200); do
 	sleep 0.5
 done
 [ "$status" = completed ] || fail "the migration ended '$status'"
-qmp src quit >/dev/null 2>&1 || true
+# A migrated source stays paused: it quits, or it is killed.
+qmp src quit >/dev/null 2>&1 || kill "${GUESTS[0]}" 2>/dev/null || true
 wait "${GUESTS[0]}" 2>/dev/null || true
+unset 'GUESTS[0]'
 # The source's connection is gone: what the device serves from here on
 # is the destination's, counted under the guest's name.
 for _ in $(seq 100); do
@@ -106,8 +108,9 @@ echo "the destination's first tick: $first"
 [ "$first" -gt "$last" ] || fail "the destination started over ($first after $last)"
 after=$(served)
 echo "the device served $after bytes to mig-guest after"
-# Five more reads of 1 KiB at the destination, all through the device.
-[ "$((after - mid))" -ge $((5 * 1024)) ] || fail "the device's accounting did not follow the VM ($mid -> $after)"
+# Five more reads of 1 KiB at the destination, all through the device (the
+# first may have been served in part before mid).
+[ "$((after - mid))" -ge $((4 * 1024)) ] || fail "the device's accounting did not follow the VM ($mid -> $after)"
 [ "$(metric mig 'seedbed_connections_total{transport="egd"}')" -ge 2 ] || fail "the destination did not connect"
 for name in src dst; do
 	if grep -qiE 'error|fail' "$T/$name.qemu"; then
