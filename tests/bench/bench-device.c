@@ -355,18 +355,33 @@ static unsigned count_fds(pid_t pid) {
         return n;
 }
 
+/* The daemon's resident and peak memory, in KiB, a moment after whatever
+ * was asked of it. */
+typedef struct Memory {
+        long rss, hwm;
+} Memory;
+
+static Memory memory_now(pid_t pid) {
+        usleep(100000);
+        return (Memory) { status_kib(pid, "VmRSS:"), status_kib(pid, "VmHWM:") };
+}
+
+/* What n connections added, per connection, in bytes. */
+static void memory_per(Memory before, Memory after, unsigned n, double *ret_rss, double *ret_hwm) {
+        *ret_rss = (double) (after.rss - before.rss) * 1024 / n;
+        *ret_hwm = (double) (after.hwm - before.hwm) * 1024 / n;
+}
+
 /* Resident and peak memory per idle connection, over n connections, which
  * stay open (the caller closes them: *ret_fds). */
 static void bench_idle(pid_t pid, const char *path, unsigned n, double *ret_rss, double *ret_hwm, int **ret_fds) {
-        long rss0, hwm0, rss1, hwm1;
-        unsigned fds0;
         int *fd = calloc(n, sizeof *fd);
+        Memory before;
+        unsigned fds0;
 
         if (!fd)
                 die("calloc");
-        usleep(100000);
-        rss0 = status_kib(pid, "VmRSS:");
-        hwm0 = status_kib(pid, "VmHWM:");
+        before = memory_now(pid);
         fds0 = count_fds(pid);
         for (unsigned i = 0; i < n; i++)
                 fd[i] = connect_unix(path);
@@ -375,11 +390,7 @@ static void bench_idle(pid_t pid, const char *path, unsigned n, double *ret_rss,
                 usleep(5000);
         if (count_fds(pid) < fds0 + n)
                 die("the daemon did not accept every idle connection");
-        usleep(100000);
-        rss1 = status_kib(pid, "VmRSS:");
-        hwm1 = status_kib(pid, "VmHWM:");
-        *ret_rss = (double) (rss1 - rss0) * 1024 / n;
-        *ret_hwm = (double) (hwm1 - hwm0) * 1024 / n;
+        memory_per(before, memory_now(pid), n, ret_rss, ret_hwm);
         *ret_fds = fd;
 }
 
@@ -388,14 +399,12 @@ static void bench_idle(pid_t pid, const char *path, unsigned n, double *ret_rss,
  * each asks once for a byte before it falls silent, so the daemon holds
  * n budgets and n statistics, not one.  Memory as bench_idle(). */
 static void bench_idle_vms(pid_t pid, int port, unsigned n, double *ret_rss, double *ret_hwm, int **ret_fds) {
-        long rss0, hwm0, rss1, hwm1;
         int *fd = calloc(n, sizeof *fd);
+        Memory before;
 
         if (!fd)
                 die("calloc");
-        usleep(100000);
-        rss0 = status_kib(pid, "VmRSS:");
-        hwm0 = status_kib(pid, "VmHWM:");
+        before = memory_now(pid);
         for (unsigned i = 0; i < n; i++) {
                 struct sockaddr_in self = { .sin_family = AF_INET }, to = { .sin_family = AF_INET };
                 uint8_t b;
@@ -413,11 +422,7 @@ static void bench_idle_vms(pid_t pid, int port, unsigned n, double *ret_rss, dou
                 if (send(fd[i], "\x02\x01", 2, MSG_NOSIGNAL) != 2 || recv(fd[i], &b, 1, 0) != 1)
                         die("idle VM's request");
         }
-        usleep(100000);
-        rss1 = status_kib(pid, "VmRSS:");
-        hwm1 = status_kib(pid, "VmHWM:");
-        *ret_rss = (double) (rss1 - rss0) * 1024 / n;
-        *ret_hwm = (double) (hwm1 - hwm0) * 1024 / n;
+        memory_per(before, memory_now(pid), n, ret_rss, ret_hwm);
         *ret_fds = fd;
 }
 
