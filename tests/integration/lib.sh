@@ -107,3 +107,15 @@ records_hash() {
 			"$want" ] || fail "$f does not hold the UUID hashed with the instance key: $(cat "$root/var/lib/seedbed/$f")"
 	done
 }
+
+# more_than BYTES: what the test's bytes_total says, once it says more
+# than BYTES (up to 30 s: a loaded machine serves late, never not at all).
+more_than() {
+	local now
+	for _ in $(seq 600); do
+		now=$(bytes_total)
+		[ -n "$now" ] && [ "$now" -gt "$1" ] && break
+		sleep 0.05
+	done
+	echo "$now"
+}
