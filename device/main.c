@@ -16,6 +16,7 @@
 
 #include "address.h"
 #include "config.h"
+#include "fd-store.h"
 #include "fileio.h"
 #include "log.h"
 #include "loop.h"
@@ -549,14 +550,17 @@ static const char *listener_kind(const Listener *l) {
         return l->control ? "control" : l->metrics ? "metrics" : transport_to_string(l->transport);
 }
 
-/* The whole state for a successor, in a memfd; fds gets what it names. */
-static int save_state(StateFds *fds, bool fdstore) {
+/* The whole state for a successor, in a memfd; fds gets what it names.
+ * final: written as we stop (a handover, SIGTERM); otherwise while we
+ * serve on, for a successor after a crash. */
+static int save_state(StateFds *fds, bool fdstore, bool final) {
         _cleanup_(json_free) Json j = {};
         int r;
 
         json_object_begin(&j, NULL);
         json_uint(&j, "version", STATE_VERSION);
         json_uint(&j, "pid", (uint64_t) getpid());
+        json_bool(&j, "final", final);
         json_array_begin(&j, "listeners");
         for (size_t i = 0; i < n_listeners; i++) {
                 const Listener *l = &listeners[i];
@@ -629,7 +633,7 @@ static void on_control_request(LoopIo *io, int fd, uint32_t events, void *userda
         (void) fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
         (void) setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
 
-        memfd = save_state(&fds, false);
+        memfd = save_state(&fds, false, true);
         if (memfd < 0) {
                 log_warning_errno(memfd, "Failed to write the state for pid %d: %m; serving on.", (int) pid);
                 handover_refuse(fd, "the running instance could not write its state");
@@ -682,9 +686,12 @@ static void on_control(LoopIo *io, int fd, uint32_t events, void *userdata) {
 /* Takes up a predecessor's state: its listening sockets become inherited
  * ones (matched to the configuration as systemd's are), its connections
  * the server's.  fds (n_fds, owned from here on) are what it names. */
-static int restore_state(int memfd, int *fds, size_t n_fds) {
+static void adopt_egd(int *fds, const bool *taken, const FdKind *kinds, size_t n_fds);
+
+static int restore_state(int memfd, int *fds, size_t n_fds, const FdKind *kinds) {
         _cleanup_(state_reader_done) StateReader reader = {};
-        yaml_node_t *root, *list, *srv;
+        yaml_node_t *root, *list, *srv, *final;
+        bool exact;
         uint64_t version;
         size_t n = 0;
         int r;
@@ -715,8 +722,18 @@ static int restore_state(int memfd, int *fds, size_t n_fds) {
         }
         if (r >= 0)
                 r = state_get_object(&reader, root, "server", &srv);
+        /* Before version 2 every state was written as its writer stopped. */
+        final = r >= 0 ? json_get(&reader.doc, root, "final") : NULL;
+        exact = !final || final->type != YAML_SCALAR_NODE || !streq((const char *) final->data.scalar.value, "false");
+        if (r >= 0 && !exact)
+                log_info("The state was written while the previous instance served (it did not stop, it was "
+                         "killed): EGD connections go on from their sockets, vhost-user rings from guest memory.");
         if (r >= 0)
-                r = server_restore(&server, &reader, srv);
+                r = server_restore(&server, &reader, srv, exact);
+        /* EGD connections the state does not name (accepted after it was
+         * written) are served from their sockets, whatever became of it. */
+        if (kinds)
+                adopt_egd(reader.fds, reader.taken, kinds, reader.n_fds);
         if (r < 0)
                 return log_error_errno(r, "Cannot take up the state of the previous instance: %s",
                                        reader.error[0] ? reader.error : strerror(-r));
@@ -748,7 +765,7 @@ static int take_over(int *ret_conn) {
                 return log_error_errno(r, "The running instance refused the handover: %s", error);
         if (r < 0)
                 return log_error_errno(r, "Failed to take over through '%s': %m", path);
-        r = restore_state(memfd, fds, n_fds);
+        r = restore_state(memfd, fds, n_fds, NULL);
         if (r < 0)
                 return log_error_errno(r, "Not taking over; the running instance serves on.");
         *ret_conn = TAKE_FD(conn);
@@ -757,15 +774,28 @@ static int take_over(int *ret_conn) {
 
 /* ---- systemd's file descriptor store ----
  *
- * Under systemd, a stop (systemctl restart, an upgrade's restart) hands
- * the state to the service manager instead of a successor process: every
- * fd the state names goes to the store (FileDescriptorStoreMax= in the
- * unit) as "seedbed-fd-N", the state memfd as "seedbed-state", and the
- * next start gets them back in LISTEN_FDS / LISTEN_FDNAMES beside the
- * socket unit's sockets.  The same state as for --replace: one
- * mechanism, two ways to carry it. */
-#define FDSTORE_STATE "seedbed-state"
-#define FDSTORE_FD_PREFIX "seedbed-fd-"
+ * Under systemd every file a guest's connection needs is in the service's
+ * fd store (FileDescriptorStoreMax= in the unit) from the moment we have
+ * it: each socket, each vhost-user device's memory and eventfds (see
+ * fd-store.h, and server.c for when they are stored).  Beside them the
+ * state that says what they are, written again whenever a vhost-user
+ * device's negotiation changed and, for the counters, at most every
+ * second; a final one on SIGTERM.  So the next start (systemctl restart,
+ * an upgrade's restart, or systemd's Restart= after a crash or SIGKILL)
+ * gets them all back in LISTEN_FDS / LISTEN_FDNAMES beside the socket
+ * unit's sockets.  After a crash the state is the last one written: EGD
+ * connections carry on from their sockets (a request leaves the socket
+ * only once answered, see server.c), vhost-user rings from guest
+ * memory. */
+#define FDSTORE_LEGACY_STATE "seedbed-state" /* before version 2: written at SIGTERM only */
+#define STORE_COUNTERS_USEC USEC_PER_SEC
+/* Store ids above this are not ours: a stray name must not make us
+ * allocate gigabytes. */
+#define STORE_ID_MAX (1U << 22)
+
+static FdStore *store;
+static uint64_t store_activity;
+static usec_t store_written_at;
 
 static bool fdstore_wanted(void) {
 #ifdef HAVE_SYSTEMD
@@ -784,107 +814,196 @@ static bool fdstore_wanted(void) {
 #endif
 }
 
-/* Hands the state to the fd store; 0 when it has all of it. */
-static int fdstore_save(void) {
-#ifdef HAVE_SYSTEMD
-        _cleanup_(state_fds_done) StateFds fds = {};
+/* Writes the state for the store: every file it names is there already. */
+static int store_write_state(bool final) {
+        _cleanup_(state_fds_done) StateFds fds = { .resolve = server_store_resolve, .userdata = &server };
         _cleanup_close_ int memfd = -EBADF;
-        char msg[64];
         int r;
 
-        memfd = save_state(&fds, true);
+        memfd = save_state(&fds, true, final);
         if (memfd < 0)
                 return memfd;
-        for (size_t i = 0; i < fds.n; i++) {
-                /* FDPOLL=0: a guest's socket that hangs up meanwhile
-                 * stays, or the state would name an fd that is gone. */
-                (void) snprintf(msg, sizeof msg, "FDSTORE=1\nFDPOLL=0\nFDNAME=" FDSTORE_FD_PREFIX "%zu", i);
-                r = sd_pid_notify_with_fds(0, false, msg, &fds.fds[i], 1);
-                if (r <= 0)
-                        return r < 0 ? r : -EOPNOTSUPP;
+        r = fd_store_put_state(store, memfd);
+        if (r < 0)
+                return r;
+        server.state_changed = false;
+        store_activity = server.activity;
+        store_written_at = now_usec(CLOCK_MONOTONIC);
+        return 0;
+}
+
+/* From here on everything is kept in the store as it comes. */
+static int store_start(void) {
+        int r;
+
+        r = fd_store_new(&store);
+        if (r < 0)
+                return log_error_errno(r, "Cannot use systemd's fd store: %m");
+        for (size_t i = 0; i < n_listeners; i++) {
+                const Listener *l = &listeners[i];
+                uint32_t id;
+
+                /* systemd passes the socket unit's sockets itself. */
+                if (l->systemd)
+                        continue;
+                r = fd_store_hold(store, l->metrics ? metrics_server_fd(metrics) : l->fd, FD_KIND_NAMED, &id);
+                if (r < 0)
+                        return log_error_errno(r, "Cannot keep a listening socket in systemd's fd store: %m");
         }
-        /* The state last: a start that finds it finds every fd it names. */
-        r = sd_pid_notify_with_fds(0, false, "FDSTORE=1\nFDPOLL=0\nFDNAME=" FDSTORE_STATE, &memfd, 1);
-        return r < 0 ? r : r == 0 ? -EOPNOTSUPP : 0;
-#else
-        return -EOPNOTSUPP;
-#endif
+        server.store = store;
+        server_store_all(&server);
+        r = store_write_state(false);
+        if (r < 0)
+                return log_error_errno(r, "Cannot keep the state in systemd's fd store: %m");
+        log_info("Keeping %u files in systemd's fd store: a restart or a crash closes no guest's connection.",
+                 fd_store_count(store));
+        return 0;
 }
 
-/* The index N of a name "seedbed-fd-N", or -1. */
-static long fdstore_index(const char *name) {
-        const char *idx = name ? startswith(name, FDSTORE_FD_PREFIX) : NULL;
-        char *end;
-        long k;
+/* Called before the loop waits: the state follows a device's change at
+ * once (a successor must map what the guest set up), the counters within
+ * a second. */
+static void store_refresh(usec_t now) {
+        int r;
 
-        if (!idx || !isdigit((unsigned char) idx[0]))
-                return -1;
-        errno = 0;
-        k = strtol(idx, &end, 10);
-        return errno || *end || k < 0 ? -1 : k;
+        if (!store)
+                return;
+        if (!server.state_changed &&
+            (server.activity == store_activity || now < store_written_at + STORE_COUNTERS_USEC))
+                return;
+        r = store_write_state(false);
+        if (r < 0) {
+                static usec_t warned;
+                if (now >= warned + 60 * USEC_PER_SEC) {
+                        log_warning_errno(r, "Failed to write the state to systemd's fd store: %m; "
+                                          "a crash now would lose what changed since.");
+                        warned = now;
+                }
+                /* Tried again at the next second, not in a spin. */
+                store_written_at = now;
+                server.state_changed = false;
+        }
 }
 
-/* The sockets systemd passed, and a state it kept for us: 1 when a
- * state was taken up, 0 when there was none or it could not be read (the
+/* EGD connections among a predecessor's files that nobody took: a
+ * successor needs nothing but the socket to serve them. */
+static void adopt_egd(int *fds, const bool *taken, const FdKind *kinds, size_t n_fds) {
+        unsigned n = 0;
+
+        for (size_t i = 0; i < n_fds; i++) {
+                if (kinds[i] != FD_KIND_EGD || fds[i] < 0 || (taken && taken[i]))
+                        continue;
+                if (server_add_client(&server, TRANSPORT_EGD, TAKE_FD(fds[i])) >= 0)
+                        n++;
+        }
+        if (n > 0)
+                log_info("Took up %u EGD connections from their sockets.", n);
+}
+
+/* The sockets systemd passed, and what it kept for us: 1 when a state
+ * was taken up, 0 when there was none or it could not be read (the
  * guests' connections close; we serve fresh), <0 on failure. */
 static int take_systemd_fds(void) {
 #ifdef HAVE_SYSTEMD
+        typedef struct Stored {
+                uint64_t id;
+                FdKind kind;
+                int fd;
+        } Stored;
+        _cleanup_free_ Stored *stored = NULL;
         _cleanup_free_ int *fds = NULL;
+        _cleanup_free_ FdKind *kinds = NULL;
         char **names = NULL;
         int state = -EBADF, n, r = 0;
-        size_t n_fds = 0;
+        uint64_t state_gen = 0;
+        size_t n_stored = 0, n_fds = 0;
 
         n = sd_listen_fds_with_names(true, &names);
         if (n < 0)
                 return log_error_errno(n, "Failed to take the sockets systemd passed: %m");
-        fds = calloc((size_t) MAX(n, 1), sizeof *fds);
-        if (!fds)
-                return log_oom();
-        for (int i = 0; i < n; i++)
-                fds[i] = -EBADF;
+        stored = calloc((size_t) MAX(n, 1), sizeof *stored);
+        if (!stored)
+                r = -ENOMEM;
         for (int i = 0; i < n; i++) {
                 int fd = SD_LISTEN_FDS_START + i;
                 const char *name = names ? names[i] : NULL;
-                long k = fdstore_index(name);
+                bool is_state, legacy = streq_ptr(name, FDSTORE_LEGACY_STATE);
+                FdKind kind;
+                uint64_t k;
 
-                if (streq_ptr(name, FDSTORE_STATE) || (name && startswith(name, FDSTORE_FD_PREFIX))) {
-                        /* Ours, from the store: out of it, or the next
-                         * start would get it again beside the new. */
-                        char msg[300];
-
-                        (void) snprintf(msg, sizeof msg, "FDSTOREREMOVE=1\nFDNAME=%s", name);
-                        (void) sd_notify(false, msg);
-                }
-                if (streq_ptr(name, FDSTORE_STATE) && state < 0)
-                        state = fd;
-                else if (k >= 0 && k < n && fds[k] < 0) {
-                        fds[k] = fd;
-                        n_fds = MAX(n_fds, (size_t) k + 1);
-                } else if (streq_ptr(name, FDSTORE_STATE) || (name && startswith(name, FDSTORE_FD_PREFIX))) {
-                        log_warning("Ignoring the stored fd '%s': a second one, or not one we store.", name);
+                if (r < 0) {
                         safe_close(fd);
-                } else if (r >= 0) {
+                        continue;
+                }
+                if (!legacy && fd_store_parse_name(name, &kind, &is_state, &k) < 0) {
+                        /* The socket unit's. */
                         r = add_inherited(fd, name, NULL, true);
                         if (r < 0)
                                 safe_close(fd);
-                } else
+                        continue;
+                }
+                /* Ours, from the store: out of it, or the next start would
+                 * get it again beside what we store anew. */
+                {
+                        char msg[300];
+                        (void) snprintf(msg, sizeof msg, "FDSTOREREMOVE=1\nFDNAME=%s", name);
+                        (void) sd_notify(false, msg);
+                }
+                if (legacy || is_state) {
+                        /* The newest state; the legacy one is the only one. */
+                        if (legacy)
+                                k = 0;
+                        if (state < 0 || k > state_gen) {
+                                safe_close(state);
+                                state = fd;
+                                state_gen = k;
+                        } else
+                                safe_close(fd);
+                        continue;
+                }
+                if (k >= STORE_ID_MAX) {
+                        log_warning("Ignoring the stored fd '%s': not a name we give.", name);
                         safe_close(fd);
+                        continue;
+                }
+                stored[n_stored++] = (Stored) { .id = k, .kind = kind, .fd = fd };
+                n_fds = MAX(n_fds, (size_t) k + 1);
         }
         for (int i = 0; names && i < n; i++)
                 free(names[i]);
         free(names);
+        if (r >= 0) {
+                fds = calloc(MAX(n_fds, (size_t) 1), sizeof *fds);
+                kinds = calloc(MAX(n_fds, (size_t) 1), sizeof *kinds);
+                if (!fds || !kinds)
+                        r = -ENOMEM;
+        }
         if (r < 0) {
                 safe_close(state);
-                for (size_t i = 0; i < n_fds; i++)
-                        safe_close(fds[i]);
+                for (size_t i = 0; i < n_stored; i++)
+                        safe_close(stored[i].fd);
                 return log_oom();
         }
+        for (size_t i = 0; i < n_fds; i++)
+                fds[i] = -EBADF;
+        for (size_t i = 0; i < n_stored; i++) {
+                if (fds[stored[i].id] >= 0) {
+                        log_warning("Ignoring a second stored fd with id %" PRIu64 ".", stored[i].id);
+                        safe_close(stored[i].fd);
+                        continue;
+                }
+                fds[stored[i].id] = stored[i].fd;
+                kinds[stored[i].id] = stored[i].kind;
+        }
         if (state < 0) {
+                /* Killed before it wrote a state: what can be served from
+                 * its socket alone is. */
+                adopt_egd(fds, NULL, kinds, n_fds);
                 for (size_t i = 0; i < n_fds; i++)
                         safe_close(fds[i]);
                 return 0;
         }
-        r = restore_state(state, TAKE_PTR(fds), n_fds);
+        r = restore_state(state, TAKE_PTR(fds), n_fds, kinds);
         safe_close(state);
         if (r < 0) {
                 log_warning("Serving fresh: the guests' connections of the previous instance close.");
@@ -1003,18 +1122,17 @@ static void on_signal(LoopIo *io, int fd, uint32_t events, void *userdata) {
                 log_info("Received SIGHUP: nothing to reload, ignoring.");
                 return;
         }
-        if (sig == SIGTERM && fdstore_wanted()) {
-                int r = fdstore_save();
-                if (r >= 0) {
+        if (sig == SIGTERM && store) {
+                int r = store_write_state(true);
+                if (r >= 0)
                         log_info("Received SIGTERM: the state and %u connections are in systemd's store for the "
                                  "next start; exiting.",
                                  server.n_clients[TRANSPORT_EGD] + server.n_clients[TRANSPORT_VHOST_USER]);
-                        handed_over = true;
-                        loop_exit(userdata, EXIT_OK);
-                        return;
-                }
-                log_warning_errno(r, "Failed to hand the state to systemd's store (FileDescriptorStoreMax=): %m; "
-                                  "the guests lose their connections.");
+                else
+                        log_warning_errno(r, "Failed to write the final state to systemd's store: %m; the next "
+                                          "start takes up the one written before, as after a crash.");
+                loop_exit(userdata, EXIT_OK);
+                return;
         }
         log_info("Received signal %d, exiting.", sig);
         loop_exit(userdata, EXIT_OK);
@@ -1040,6 +1158,8 @@ static usec_t prepare(void *userdata) {
                 } else
                         wake = MIN(wake, l->paused_until);
         }
+
+        store_refresh(now_usec(CLOCK_MONOTONIC));
 
         if (arg_exit_when_alone && now_clients == 0) {
                 log_info("The front-end on --fd has gone; exiting.");
@@ -1144,6 +1264,11 @@ static int run(int argc, char *argv[]) {
                 goto finish;
         }
 
+        if (fdstore_wanted() && store_start() < 0) {
+                r = EXIT_ERROR;
+                goto finish;
+        }
+
         loop_set_hooks(loop, prepare, tick, loop);
         if (predecessor >= 0) {
                 r = handover_ready(predecessor);
@@ -1170,6 +1295,12 @@ finish:
         for (size_t i = 0; i < CONTROL_PENDING_MAX; i++)
                 if (control_pending[i].io)
                         control_conn_close(&control_pending[i]);
+        /* What is in the store stays there for the next start, the socket
+         * files it names too. */
+        if (store)
+                handed_over = true;
+        server.store = NULL;
+        store = fd_store_free(store);
         server_done(&server);
         metrics_server_free(metrics);
         for (size_t i = 0; i < n_listeners; i++) {

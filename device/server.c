@@ -58,6 +58,13 @@ struct Client {
         uint8_t *out;
         size_t out_len, out_alloc;
 
+        /* Kept in s->store: the socket, and a device's files. */
+        bool stored;
+        uint32_t store_id;
+        uint32_t *file_ids;
+        size_t n_file_ids;
+        bool files_stored;  /* all of them: the state can name the device */
+
         /* vhost-user */
         VhostUserDev *dev;
         LoopIo *kick_io;
@@ -367,6 +374,83 @@ static void client_set_waiting(Client *c, bool waiting, usec_t wake_at) {
         c->wake_at = wake_at;
 }
 
+/* ---- systemd's store (fd-store.h) ----
+ *
+ * The socket is stored once, for as long as the connection is open; a
+ * vhost-user device's files after every message (a message is what
+ * changes them), by holding the new set before releasing the old, so a
+ * file the device keeps never leaves the store in between. */
+
+static void client_store_files(Client *c) {
+        int fds[VHOST_USER_FILES_MAX];
+        uint32_t ids[VHOST_USER_FILES_MAX];
+        size_t n, k = 0;
+
+        if (!c->server->store || !c->dev)
+                return;
+        if (!c->file_ids) {
+                c->file_ids = calloc(VHOST_USER_FILES_MAX, sizeof *c->file_ids);
+                if (!c->file_ids)
+                        return;
+        }
+        n = vhost_user_dev_files(c->dev, fds, ELEMENTSOF(fds));
+        for (size_t i = 0; i < n; i++)
+                if (fd_store_hold(c->server->store, fds[i], FD_KIND_NAMED, &ids[k]) >= 0)
+                        k++;
+        for (size_t i = 0; i < c->n_file_ids; i++)
+                fd_store_release(c->server->store, c->file_ids[i]);
+        memcpy(c->file_ids, ids, k * sizeof *ids);
+        c->n_file_ids = k;
+        c->files_stored = k == n;
+        c->server->state_changed = true;
+}
+
+static void client_store(Client *c) {
+        Server *s = c->server;
+
+        if (!s->store)
+                return;
+        if (!c->stored)
+                c->stored = fd_store_hold(s->store, c->fd, c->dev ? FD_KIND_NAMED : FD_KIND_EGD, &c->store_id) >= 0;
+        client_store_files(c);
+        /* An EGD connection needs no state: a successor takes it up from
+         * its socket. */
+        if (c->dev)
+                s->state_changed = true;
+}
+
+static void client_unstore(Client *c) {
+        Server *s = c->server;
+
+        if (!s->store)
+                return;
+        for (size_t i = 0; i < c->n_file_ids; i++)
+                fd_store_release(s->store, c->file_ids[i]);
+        c->n_file_ids = 0;
+        if (c->stored)
+                fd_store_release(s->store, c->store_id);
+        c->stored = false;
+        if (c->dev)
+                s->state_changed = true;
+}
+
+void server_store_all(Server *s) {
+        for (Client *c = s->clients; c; c = c->next)
+                client_store(c);
+}
+
+int server_store_resolve(void *userdata, int fd, uint64_t *ret_id) {
+        Server *s = userdata;
+        uint32_t id;
+        int r;
+
+        r = fd_store_id_for_state(s->store, fd, &id);
+        if (r < 0)
+                return r;
+        *ret_id = id;
+        return 0;
+}
+
 static void client_free(Client *c) {
         Server *s;
 
@@ -384,6 +468,8 @@ static void client_free(Client *c) {
         if (c->stats)
                 c->stats->connections--;
 
+        client_unstore(c);
+        free(c->file_ids);
         loop_io_free(c->io);
         loop_io_free(c->kick_io);
         if (c->dev) {
@@ -462,6 +548,7 @@ static size_t server_fill(Client *c, uint8_t *buf, size_t n, bool wait) {
         }
         c->stats->bytes += got;
         c->stats->last_seen = now;
+        s->activity++;
         return got;
 }
 
@@ -781,6 +868,7 @@ static void vhost_io(LoopIo *io, int fd, uint32_t events, void *userdata) {
                 return client_free(c); /* a cap: refusal() said so */
         if (r < 0)
                 return client_close(c, true, vhost_user_dev_broken_reason(c->dev) ?: strerror(-r));
+        client_store_files(c);
         /* A message may have enabled a ring with buffers already posted. */
         (void) vhost_process(c);
 }
@@ -866,6 +954,7 @@ int server_add_client(Server *s, Transport t, int fd) {
         c->stats->connections++;
         c->stats->last_seen = now_usec(CLOCK_MONOTONIC);
         c->limit->connections++;
+        client_store(c);
         log_info("New %s connection from %s, budget '%s'.", transport_to_string(t), c->peer, c->limit->key);
         return 0;
 }
@@ -947,6 +1036,11 @@ int server_save(const Server *s, Json *j, StateFds *fds) {
                 /* A broken device has nothing to hand over; it is closed
                  * with this process. */
                 if (c->dev && vhost_user_dev_broken(c->dev))
+                        continue;
+                /* Written for the store: a connection it does not hold
+                 * (systemd refused a file) is not named; it is lost with
+                 * this process, the others are not. */
+                if (fds->resolve && (!c->stored || (c->dev && !c->files_stored)))
                         continue;
                 json_object_begin(j, NULL);
                 json_string(j, "transport", transport_to_string(c->transport));
@@ -1120,7 +1214,7 @@ static int restore_egd(Client *c, StateReader *r, yaml_node_t *it) {
 
 /* One connection as the predecessor left it; on failure it is closed,
  * and the others go on. */
-static int restore_client(Server *s, StateReader *r, yaml_node_t *it) {
+static int restore_client(Server *s, StateReader *r, yaml_node_t *it, bool exact) {
         const char *transport, *peer, *stats, *limit;
         _cleanup_close_ int fd = -EBADF;
         Client *c;
@@ -1178,10 +1272,14 @@ static int restore_client(Server *s, StateReader *r, yaml_node_t *it) {
                         (void) vhost_user_dev_set_max_regions(c->dev, s->caps.device_regions);
                 c->limit->mapped += vhost_user_dev_mapped(c->dev);
                 s->mapped += vhost_user_dev_mapped(c->dev);
+                if (!exact)
+                        vhost_user_dev_resync(c->dev);
                 k = loop_add_io(s->loop, c->fd, EPOLLIN, vhost_io, c, &c->io);
         } else {
                 fd = -EBADF; /* the client's now */
-                k = restore_egd(c, r, it);
+                /* Not exact: what it had read and not answered is still
+                 * in the socket, what it had answered is not. */
+                k = exact ? restore_egd(c, r, it) : 0;
                 if (k >= 0)
                         k = loop_add_io(s->loop, c->fd, EPOLLIN, egd_io, c, &c->io);
         }
@@ -1201,7 +1299,7 @@ fail:
         return k;
 }
 
-int server_restore(Server *s, StateReader *r, yaml_node_t *root) {
+int server_restore(Server *s, StateReader *r, yaml_node_t *root, bool exact) {
         yaml_node_t *clients;
         size_t n, restored = 0;
         int k;
@@ -1216,7 +1314,7 @@ int server_restore(Server *s, StateReader *r, yaml_node_t *root) {
         if (k < 0)
                 return k;
         for (size_t i = 0; i < n; i++) {
-                k = restore_client(s, r, state_item(r, clients, i));
+                k = restore_client(s, r, state_item(r, clients, i), exact);
                 if (k < 0) {
                         /* One connection lost is its VM's; the rest are
                          * served.  Say it, and go on. */

@@ -11,6 +11,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "fd-store.h"
 #include "loop.h"
 #include "ratelimit.h"
 #include "source.h"
@@ -99,6 +100,16 @@ typedef struct Server {
         VmStats *stats;
         VmLimit *limits;
 
+        /* Set: every connection's socket and every file a vhost-user
+         * device holds are kept in systemd's store while they are open
+         * (fd-store.h), and state_changed says when the state that names
+         * them must be written again: a device's negotiation changed, or
+         * a vhost-user connection came or went.  activity grows with
+         * every request served, for the counters. */
+        FdStore *store;
+        bool state_changed;
+        uint64_t activity;
+
         uint64_t connections_total[_TRANSPORT_MAX];
         uint64_t protocol_errors[_TRANSPORT_MAX];
         uint64_t egd_bytes_received; /* 0x03 writes: counted, never served */
@@ -126,11 +137,21 @@ int server_add_client(Server *s, Transport t, int fd);
  * fails. */
 int server_save(const Server *s, Json *j, StateFds *fds);
 
-/* Takes up what a predecessor saved at root: returns how many
- * connections it serves now (one that cannot be taken over is closed and
+/* Takes up what a predecessor saved at root.  exact: it saved it when it
+ * stopped.  Otherwise the state was written while it ran on (systemd's
+ * store after a crash): EGD connections start afresh from their sockets
+ * (the requests not answered are still in them), vhost-user rings from
+ * the used index in guest memory (see vhost_user_dev_resync()).  Returns
+ * how many connections it serves now (one that cannot be taken over is closed and
  * logged, the others go on), or -EBADMSG (r->error) when the counters,
  * budgets or statistics cannot be read. */
-int server_restore(Server *s, StateReader *r, yaml_node_t *root);
+int server_restore(Server *s, StateReader *r, yaml_node_t *root, bool exact);
+
+/* Keeps every connection's files in s->store from now on. */
+void server_store_all(Server *s);
+
+/* A StateFds resolver naming files by their id in s->store. */
+int server_store_resolve(void *userdata, int fd, uint64_t *ret_id);
 
 /* Loop hooks: when throttled VMs must be tried again, and trying them. */
 usec_t server_next_wake(Server *s);

@@ -33,6 +33,15 @@ void state_write_fd(Json *j, StateFds *t, const char *key, int fd) {
                 json_null(j, key);
                 return;
         }
+        if (t->resolve) {
+                uint64_t id;
+
+                if (t->resolve(t->userdata, fd, &id) < 0)
+                        j->failed = true;
+                else
+                        json_uint(j, key, id);
+                return;
+        }
         /* Guest memory is sent once per region, often the same file for
          * several: those are the ones that repeat (eventfds and sockets
          * never do, and comparing each of thousands with all others would
@@ -119,7 +128,14 @@ int state_reader_open(StateReader *r, int memfd, int *fds, size_t n_fds) {
         ssize_t got;
         int k;
 
-        *r = (StateReader) { .fds = fds, .n_fds = n_fds };
+        *r = (StateReader) { .fds = fds, .n_fds = n_fds, .taken = calloc(MAX(n_fds, (size_t) 1), sizeof(bool)) };
+        if (!r->taken) {
+                for (size_t i = 0; i < n_fds; i++)
+                        safe_close(fds[i]);
+                free(fds);
+                *r = (StateReader) {};
+                return -ENOMEM;
+        }
         if (fstat(memfd, &st) < 0)
                 return state_error(r, "the state cannot be read (%s)", strerror(errno));
         if (!S_ISREG(st.st_mode) || st.st_size <= 0 || (uint64_t) st.st_size > STATE_SIZE_MAX)
@@ -142,6 +158,7 @@ void state_reader_done(StateReader *r) {
         for (size_t i = 0; i < r->n_fds; i++)
                 safe_close(r->fds[i]);
         free(r->fds);
+        free(r->taken);
         if (r->have_doc)
                 yaml_document_delete(&r->doc);
         *r = (StateReader) {};
@@ -255,6 +272,7 @@ int state_dup_fd(StateReader *r, uint64_t i, const char *what, int *ret) {
         fd = fcntl(r->fds[i], F_DUPFD_CLOEXEC, 3);
         if (fd < 0)
                 return state_error(r, "'%s': cannot copy fd %" PRIu64 ": %s", what, i, strerror(errno));
+        r->taken[i] = true;
         *ret = fd;
         return 0;
 }

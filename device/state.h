@@ -31,6 +31,10 @@
 typedef struct StateFds {
         int *fds;
         size_t n, alloc;
+        /* Set: fds are named by what this returns (the id of a file kept
+         * in systemd's store, see fd-store.h), not collected. */
+        int (*resolve)(void *userdata, int fd, uint64_t *ret_id);
+        void *userdata;
 } StateFds;
 
 /* Writes fd's index in the table as member key, or null for fd < 0.  A
@@ -49,7 +53,8 @@ int state_memfd(Json *j);
 typedef struct StateReader {
         yaml_document_t doc;
         bool have_doc;
-        int *fds;          /* received; -EBADF once taken */
+        int *fds;          /* received */
+        bool *taken;       /* which of them the document named */
         size_t n_fds;
         char error[256];   /* the first thing that was wrong */
 } StateReader;

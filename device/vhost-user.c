@@ -1431,6 +1431,42 @@ fail:
         return k < 0 ? k : -EBADMSG;
 }
 
+_Static_assert(VHOST_USER_FILES_MAX >= VHOST_USER_MAX_REGIONS + 3 + VHOST_USER_MAX_FDS, "room for every file");
+
+size_t vhost_user_dev_files(const VhostUserDev *d, int *fds, size_t max) {
+        size_t n = 0;
+
+#define ADD(fd)                                 \
+        do {                                    \
+                if ((fd) >= 0 && n < max)       \
+                        fds[n++] = (fd);        \
+        } while (0)
+        for (unsigned i = 0; i < d->mem.n; i++)
+                ADD(d->mem.regions[i].fd);
+        ADD(d->kick_fd);
+        ADD(d->call_fd);
+        ADD(d->err_fd);
+        for (unsigned i = 0; i < d->rx_n_fds; i++)
+                ADD(d->rx_fds[i]);
+#undef ADD
+        return n;
+}
+
+void vhost_user_dev_resync(VhostUserDev *d) {
+        if (d->broken || !d->vq.mapped)
+                return;
+        /* Every buffer we take is used before the next is taken
+         * (virtqueue_process()), so what the guest sees used is all
+         * that was served: the rest is served again, never twice. */
+        virtqueue_sync_used(&d->vq);
+        d->vq.last_avail_idx = d->vq.used_idx;
+        /* A used index published just before the crash may never have
+         * been signalled; an interrupt too many costs the guest a look. */
+        signal_call(d);
+        if (ring_running(d))
+                self_kick(d);
+}
+
 int vhost_user_dev_set_max_regions(VhostUserDev *d, unsigned n) {
         if (n == 0 || n > VHOST_USER_MAX_REGIONS)
                 return -EINVAL;

@@ -111,6 +111,18 @@ int vhost_user_dev_save(const VhostUserDev *d, Json *j, StateFds *fds);
 int vhost_user_dev_restore(int sock_fd, const VhostUserOps *ops, void *userdata, StateReader *r, yaml_node_t *node,
                            VhostUserDev **ret);
 
+/* The files the device holds (memory regions, eventfds, a half-received
+ * message's fds), at most max of them, for keeping them in systemd's
+ * store; the socket is not among them. */
+#define VHOST_USER_FILES_MAX (VHOST_USER_MAX_REGIONS + 3 + 8)
+size_t vhost_user_dev_files(const VhostUserDev *d, int *fds, size_t max);
+
+/* After a restore from a state older than the ring (a crash: the state
+ * was written when the device last changed, not when it last served):
+ * takes the ring's position from the used index in guest memory, and
+ * signals and looks at the ring once. */
+void vhost_user_dev_resync(VhostUserDev *d);
+
 bool vhost_user_dev_broken(const VhostUserDev *d);
 const char *vhost_user_dev_broken_reason(const VhostUserDev *d);
 const VhostUserStats *vhost_user_dev_stats(const VhostUserDev *d);

@@ -1,11 +1,13 @@
 #!/bin/bash
 # seedbed-device restarted by systemd with a file descriptor store
-# (FileDescriptorStoreMax=): on SIGTERM it hands its state and every
-# connection to the store, and the next start takes them back from
+# (FileDescriptorStoreMax=): every connection is in the store while it is
+# open, the state beside it, and the next start takes them back from
 # LISTEN_FDS/LISTEN_FDNAMES.  systemd's side is played by fdstore.py
 # exactly as sd_notify(3) and sd_listen_fds(3) specify it (no systemd is
 # PID 1 here).  An EGD client reading without a pause through three
-# restarts never notices; the metrics go on from where they were.
+# restarts and a SIGKILL never notices; the metrics go on from where they
+# were (after the SIGKILL, from the state written at most a second
+# before).
 # shellcheck source=tests/integration/lib.sh
 . "${top_srcdir:?}/tests/integration/lib.sh"
 
@@ -58,8 +60,22 @@ for round in 2 3 4; do
 		fail "restart $((round - 1)): the metrics did not go on ($before -> '$after')"
 	fi
 done
+# A crash: SIGKILL, and systemd's Restart= starts it again with what the
+# store holds.  The state is the one written while it served.
+# The counters written a second before are the floor.
+early=$(bytes_total)
+sleep 1.2
+before=$(bytes_total)
+echo kill >&7
+wait_ready 5
+after=$(more_than "$early")
+echo "SIGKILL: served $early (1.2 s before) / $before -> $after bytes"
+if [ -z "$after" ] || [ "$after" -le "$early" ]; then
+	fail "SIGKILL: the metrics went back further than a second ($early -> '$after')"
+fi
 [ "$(metric 'seedbed_connections_total{transport="egd"}')" = 1 ] || fail "the connection was counted again"
-grep -q "Took over 2 of 2 connections" "$T/systemd.log" || { cat "$T/systemd.log"; fail "not both connections taken up"; }
+[ "$(grep -c "Took over 2 of 2 connections" "$T/systemd.log")" = 4 ] ||
+	{ cat "$T/systemd.log"; fail "not both connections taken up at each start"; }
 kill -USR1 "$FRONT"
 for _ in $(seq 200); do grep -q '^alive' "$T/front" && break; sleep 0.05; done
 [ "$(grep '^alive' "$T/front")" = "alive 1" ] || fail "the vhost-user front-end lost its device: $(cat "$T/front")"
