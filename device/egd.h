@@ -23,6 +23,9 @@ typedef enum EgdCommand {
         EGD_GET_PID = 0x04,
 } EgdCommand;
 
+/* The longest request: a write's 4-byte header and 255 bytes. */
+#define EGD_REQUEST_MAX 259
+
 typedef struct EgdRequest {
         EgdCommand command;
         uint8_t length;       /* bytes asked for (reads), bytes carried (write) */

@@ -159,5 +159,7 @@ int loop_run(Loop *l) {
                         l->tick(now_usec(CLOCK_MONOTONIC), l->hook_userdata);
                 loop_reap(l);
         }
+        /* Ready to run again: a test drives the loop in steps. */
+        l->exiting = false;
         return l->exit_code;
 }

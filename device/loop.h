@@ -33,6 +33,7 @@ void loop_io_free(LoopIo *io);
 
 void loop_set_hooks(Loop *l, loop_prepare_fn prepare, loop_tick_fn tick, void *userdata);
 
-/* Runs until loop_exit(); returns the code given to it. */
+/* Runs until loop_exit(); returns the code given to it.  May be run
+ * again after. */
 int loop_run(Loop *l);
 void loop_exit(Loop *l, int code);

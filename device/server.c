@@ -20,8 +20,20 @@
 /* Unsent reply bytes past which we stop serving a client that does not
  * read: its own buffer, not the process's memory, absorbs its slowness. */
 #define EGD_OUT_MAX (64 * 1024)
-/* Enough for a few pipelined requests (the longest is 260 bytes). */
+/* Enough for a few pipelined requests (the longest is 259 bytes). */
 #define EGD_IN_SIZE 1024
+/* The most of a connection's input that may sit in its socket taken up
+ * but not consumed (see struct Client): every peek copies all of it
+ * again, so it stays small.  Past it we stop peeking (backpressure, like
+ * EGD_QUEUE_MAX). */
+#define EGD_PEEK_MAX 4096
+/* Answers waiting to be sent whose requests are still in the socket;
+ * past this the newest mark stands for more than one answer. */
+#define EGD_MARKS_MAX 64
+/* Peeks one run of a connection may make before the others' turn: with
+ * edge-triggered epoll no new event comes for what is left, so the
+ * connection is tried again from the waiting list. */
+#define EGD_PEEKS_PER_RUN 4
 /* How long a disconnected VM's statistics stay in the metrics. */
 #define STATS_KEEP_USEC (3600 * USEC_PER_SEC)
 /* When sources had nothing (an hwrng still busy), try again this soon. */
@@ -29,8 +41,16 @@
 
 typedef struct EgdPending {
         uint8_t command;
-        uint8_t left; /* bytes still owed (blocking read) */
+        uint8_t left;  /* bytes still owed (blocking read) */
+        uint16_t size; /* the request's bytes in the input */
 } EgdPending;
+
+/* Once the output has been handed to send() up to out_end, the input up
+ * to in_end is answered and may leave the socket. */
+typedef struct EgdMark {
+        uint64_t out_end;
+        uint64_t in_end;
+} EgdMark;
 
 struct Client {
         Server *server;
@@ -49,14 +69,29 @@ struct Client {
 
         Client *prev, *next;
 
-        /* EGD */
-        bool read_closed; /* the peer shut down its side: answer, then close */
-        uint8_t in[EGD_IN_SIZE];
+        /* EGD.  A request stays in the socket's receive queue until its
+         * answer, and every earlier one, has been handed to send(): input
+         * is peeked (MSG_PEEK) and consumed only then.  A process killed
+         * meanwhile leaves its requests to whoever takes the socket up
+         * next (systemd's fd store keeps it), where a request consumed
+         * and never answered would leave QEMU waiting for its bytes
+         * forever.  Positions count the connection's bytes since this
+         * process took it up. */
+        bool peer_shut;   /* EPOLLRDHUP: nothing more will arrive */
+        bool read_closed; /* ... and all of it is peeked: answer, then close */
+        bool maybe_more;  /* the receive queue may hold bytes not peeked yet */
+        uint64_t consumed; /* input taken out of the socket */
+        uint64_t peeked;   /* input seen; consumed + what in, queue and marks stand for */
+        uint64_t done_in;  /* input up to the end of the last request completed */
+        uint8_t in[EGD_IN_SIZE]; /* peeked, not parsed: the in_len bytes before peeked */
         size_t in_len;
-        EgdPending queue[EGD_QUEUE_MAX];
+        EgdPending queue[EGD_QUEUE_MAX]; /* every request parsed and not completed, in order */
         unsigned q_head, q_len;
         uint8_t *out;
         size_t out_len, out_alloc;
+        uint64_t out_sent; /* output handed to send() */
+        EgdMark marks[EGD_MARKS_MAX];
+        unsigned m_head, m_len;
 
         /* Kept in s->store: the socket, and a device's files. */
         bool stored;
@@ -554,6 +589,10 @@ static size_t server_fill(Client *c, uint8_t *buf, size_t n, bool wait) {
 
 /* EGD */
 
+/* Peeked prefixes and consumed requests land here and are dropped: the
+ * loop runs one handler at a time. */
+static uint8_t egd_scratch[EGD_PEEK_MAX];
+
 static int egd_out_append(Client *c, const void *data, size_t n) {
         if (c->out_len + n > c->out_alloc) {
                 size_t a = MAX(c->out_alloc * 2, c->out_len + n);
@@ -568,20 +607,127 @@ static int egd_out_append(Client *c, const void *data, size_t n) {
         return 0;
 }
 
-static void egd_update_events(Client *c) {
-        uint32_t ev = 0;
+/* Room to take more input: a free slot in the queue, room in in, a
+ * client that takes its answers, and little enough in the socket that
+ * the next peek stays cheap. */
+static bool egd_can_take(const Client *c) {
+        return !c->read_closed && c->q_len < EGD_QUEUE_MAX && c->in_len < sizeof c->in && c->out_len < EGD_OUT_MAX &&
+               c->peeked - c->consumed < EGD_PEEK_MAX;
+}
 
-        /* Read requests only while there is room to queue them and the
-         * client is taking its answers. */
-        if (!c->read_closed && c->q_len < EGD_QUEUE_MAX && c->in_len < sizeof c->in && c->out_len < EGD_OUT_MAX)
-                ev |= EPOLLIN;
+static void egd_update_events(Client *c) {
+        uint32_t ev = EPOLLET;
+
+        /* Edge-triggered: the unconsumed requests keep the socket
+         * readable, level-triggered would wake us for them forever (and
+         * for EPOLLRDHUP once the peer shut its side).  An edge comes with
+         * every arrival, and the mask given to epoll_ctl() reports what is
+         * there already. */
+        if (!c->peer_shut && egd_can_take(c))
+                ev |= EPOLLIN | EPOLLRDHUP;
+        else if (!c->read_closed)
+                /* What arrives while we do not watch brings no edge. */
+                c->maybe_more = true;
         if (c->out_len > 0)
                 ev |= EPOLLOUT;
         (void) loop_io_set_events(c->io, ev);
 }
 
-/* Sends what is buffered.  <0: the connection is gone. */
+/* Copies what arrived since the last peek to in.  There is no peeking
+ * from an offset (SO_PEEK_OFF is not there for TCP on Debian 12's
+ * kernel), so the unconsumed prefix is peeked again, into the scratch
+ * buffer: EGD_PEEK_MAX bounds it.  Returns the bytes added, 0 with no
+ * room or nothing new, -ENODATA when the socket holds less than we took
+ * of it (nobody else reads it: never), or -errno. */
+static ssize_t egd_peek(Client *c) {
+        size_t skip = (size_t) (c->peeked - c->consumed);
+        size_t want = MIN(sizeof c->in - c->in_len, EGD_PEEK_MAX - skip);
+        struct iovec iov[2] = {
+                { .iov_base = egd_scratch, .iov_len = skip },
+                { .iov_base = c->in + c->in_len, .iov_len = want },
+        };
+        struct msghdr mh = { .msg_iov = iov, .msg_iovlen = ELEMENTSOF(iov) };
+        bool eof = false;
+        ssize_t k;
+
+        if (want == 0)
+                return 0;
+        k = recvmsg(c->fd, &mh, MSG_PEEK | MSG_DONTWAIT);
+        if (k < 0) {
+                if (errno == EINTR)
+                        return 0;
+                if (errno != EAGAIN)
+                        return -errno;
+                k = 0;
+        } else
+                eof = k == 0;
+        if ((size_t) k < skip)
+                return -ENODATA;
+
+        c->in_len += (size_t) k - skip;
+        c->peeked += (size_t) k - skip;
+        if ((size_t) k < skip + want) {
+                /* All there is for now: the next arrival brings an edge.
+                 * After EPOLLRDHUP it is all there will be. */
+                c->maybe_more = false;
+                if (eof || c->peer_shut)
+                        c->read_closed = true;
+        }
+        return (ssize_t) ((size_t) k - skip);
+}
+
+/* Takes the input up to upto out of the socket. */
+static int egd_consume(Client *c, uint64_t upto) {
+        while (c->consumed < upto) {
+                ssize_t k = recv(c->fd, egd_scratch, (size_t) MIN(upto - c->consumed, (uint64_t) sizeof egd_scratch),
+                                 MSG_DONTWAIT);
+                if (k < 0 && errno == EINTR)
+                        continue;
+                if (k < 0 && errno != EAGAIN)
+                        return -errno;
+                if (k <= 0)
+                        return -ENODATA; /* peeked, and gone: see egd_peek() */
+                c->consumed += (size_t) k;
+        }
+        return 0;
+}
+
+/* Consumes the requests whose answers are all sent (and those before
+ * them, answered or not, which are all done). */
+static int egd_release(Client *c) {
+        uint64_t upto = c->consumed;
+
+        while (c->m_len > 0 && c->marks[c->m_head].out_end <= c->out_sent) {
+                upto = MAX(upto, c->marks[c->m_head].in_end);
+                c->m_head = (c->m_head + 1) % EGD_MARKS_MAX;
+                c->m_len--;
+        }
+        return egd_consume(c, upto);
+}
+
+/* The request that ends at in_end is completed: its answer, if any, is
+ * the end of out. */
+static void egd_mark(Client *c, uint64_t in_end) {
+        uint64_t out_end = c->out_sent + c->out_len;
+        EgdMark *last = c->m_len > 0 ? &c->marks[(c->m_head + c->m_len - 1) % EGD_MARKS_MAX] : NULL;
+
+        /* With nothing answered since the last mark (a write, a read of 0
+         * bytes), or no room for another, the last mark moves on: its
+         * requests are consumed later, once the newer answer is sent,
+         * which risks nothing but answering them again after a crash. */
+        if (last && (last->out_end == out_end || c->m_len == EGD_MARKS_MAX)) {
+                *last = (EgdMark) { .out_end = out_end, .in_end = in_end };
+                return;
+        }
+        c->marks[(c->m_head + c->m_len) % EGD_MARKS_MAX] = (EgdMark) { .out_end = out_end, .in_end = in_end };
+        c->m_len++;
+}
+
+/* Sends what is buffered, and consumes what it answers.  <0: the
+ * connection is gone. */
 static int egd_flush(Client *c) {
+        int r;
+
         while (c->out_len > 0) {
                 ssize_t k = send(c->fd, c->out, c->out_len, MSG_NOSIGNAL | MSG_DONTWAIT);
                 if (k < 0) {
@@ -591,7 +737,22 @@ static int egd_flush(Client *c) {
                 }
                 memmove(c->out, c->out + k, c->out_len - (size_t) k);
                 c->out_len -= (size_t) k;
+                c->out_sent += (size_t) k;
+                /* Consumed at once: a process that dies between the two
+                 * leaves requests whose answers went out in the socket,
+                 * and they are answered twice.  That costs nothing with
+                 * QEMU's rng-egd (it only sends 0x02, whose answer is
+                 * bare random bytes it counts against what it asked for:
+                 * extra ones are more entropy for its next requests); a
+                 * lost request would cost a guest its reads for good. */
+                r = egd_release(c);
+                if (r < 0)
+                        return r;
         }
+        /* Requests with no answer, after ones already sent. */
+        r = egd_release(c);
+        if (r < 0)
+                return r;
         /* An idle connection holds no reply buffer. */
         if (c->out_len == 0 && c->out_alloc > 4096) {
                 c->out = mfree(c->out);
@@ -651,24 +812,25 @@ static int egd_serve(Client *c) {
                                 return r;
                         break;
                 default:
+                        /* A write: counted when parsed, never answered.
+                         * It is queued only to be consumed in its turn. */
                         break;
                 }
 
-                c->stats->requests++;
+                if (p->command != EGD_WRITE)
+                        c->stats->requests++;
+                c->done_in += p->size;
+                egd_mark(c, c->done_in);
                 c->q_head = (c->q_head + 1) % EGD_QUEUE_MAX;
                 c->q_len--;
         }
         if (c->q_len == 0)
                 client_set_waiting(c, false, 0);
 done:
-        r = egd_flush(c);
-        if (r < 0)
-                return r;
-        egd_update_events(c);
-        return 0;
+        return egd_flush(c);
 }
 
-/* Parses what arrived into the queue.  <0 for garbage. */
+/* Parses what was peeked into the queue.  <0 for garbage. */
 static int egd_parse_input(Client *c, const char **ret_error) {
         size_t off = 0;
 
@@ -682,15 +844,16 @@ static int egd_parse_input(Client *c, const char **ret_error) {
                         break;
                 off += (size_t) k;
 
-                if (req.command == EGD_WRITE) {
-                        /* Accepted and counted; a guest-facing device never
-                         * hands out what a client wrote. */
+                /* A write is accepted and counted; a guest-facing device
+                 * never hands out what a client wrote.  It takes a place
+                 * in the queue all the same: consumed before the requests
+                 * ahead of it are answered, it would take them along. */
+                if (req.command == EGD_WRITE)
                         c->server->egd_bytes_received += req.length;
-                        continue;
-                }
                 c->queue[(c->q_head + c->q_len) % EGD_QUEUE_MAX] = (EgdPending) {
                         .command = (uint8_t) req.command,
-                        .left = req.length,
+                        .left = req.command == EGD_WRITE ? 0 : req.length,
+                        .size = (uint16_t) k,
                 };
                 c->q_len++;
         }
@@ -699,56 +862,81 @@ static int egd_parse_input(Client *c, const char **ret_error) {
         return 0;
 }
 
-/* Parses and answers as far as possible: requests left unparsed while
- * the queue was full are taken up as soon as it has room.  Closes the
+/* Why a connection broke, for the log: -ENODATA is ours (egd_peek()). */
+static const char *egd_strerror(int r) {
+        return r == -ENODATA ? "its socket holds less than the device took of it" : strerror(-r);
+}
+
+/* Closes a connection we read no more of.  What it peeked is consumed
+ * first: a socket closed with unread input is reset (unix and TCP alike),
+ * and a reset loses the peer the answers still on their way to it. */
+static void egd_close(Client *c, bool protocol_error, const char *why) {
+        (void) egd_consume(c, c->peeked);
+        client_close(c, protocol_error, why);
+}
+
+/* Peeks, parses and answers as far as possible: input left in the socket
+ * while there was no room is taken up as soon as there is.  Closes the
  * client when it is done or broke the protocol; returns false then. */
 static bool egd_run(Client *c) {
         const char *error = NULL;
+        unsigned peeks = 0;
         int r;
 
         for (;;) {
+                uint64_t peeked = c->peeked, consumed = c->consumed;
                 size_t in_before = c->in_len;
                 unsigned q_before = c->q_len;
 
+                if (c->maybe_more && peeks < EGD_PEEKS_PER_RUN && egd_can_take(c)) {
+                        ssize_t k = egd_peek(c);
+
+                        peeks++;
+                        if (k < 0) {
+                                client_close(c, false, egd_strerror((int) k));
+                                return false;
+                        }
+                }
                 r = egd_parse_input(c, &error);
                 if (r < 0) {
-                        client_close(c, true, error);
+                        egd_close(c, true, error);
                         return false;
                 }
                 r = egd_serve(c);
                 if (r < 0) {
-                        client_close(c, false, strerror(-r));
+                        client_close(c, false, egd_strerror(r));
                         return false;
                 }
-                /* Go round again only if serving made room for input that
-                 * is still waiting. */
-                if (c->in_len == 0 || c->q_len >= EGD_QUEUE_MAX || (c->in_len == in_before && c->q_len >= q_before))
+                /* Round again while anything moved: serving may have made
+                 * room for input still waiting. */
+                if (c->peeked == peeked && c->consumed == consumed && c->in_len == in_before && c->q_len >= q_before)
                         break;
         }
 
         /* A peer that shut down its side gets every answer first. */
         if (c->read_closed && c->q_len == 0 && c->out_len == 0) {
-                client_close(c, false, "the peer hung up");
+                egd_close(c, false, "the peer hung up");
                 return false;
         }
+        /* More input than this run took: no edge will say so again. */
+        if (c->maybe_more && egd_can_take(c) && !c->waiting)
+                client_set_waiting(c, true, now_usec(CLOCK_MONOTONIC));
+        egd_update_events(c);
         return true;
 }
 
 static void egd_io(LoopIo *io, int fd, uint32_t events, void *userdata) {
         Client *c = userdata;
 
-        if ((events & EPOLLIN) && !c->read_closed) {
-                ssize_t k = recv(fd, c->in + c->in_len, sizeof c->in - c->in_len, MSG_DONTWAIT);
-                if (k == 0)
-                        c->read_closed = true;
-                else if (k < 0 && errno != EAGAIN && errno != EINTR)
-                        return client_close(c, false, strerror(errno));
-                else if (k > 0)
-                        c->in_len += (size_t) k;
-        }
         /* Both ways shut (or an error): nothing can be answered any more. */
         if (events & (EPOLLHUP | EPOLLERR))
                 return client_close(c, false, "the peer hung up");
+        /* A peek cannot tell the end of the input while requests are
+         * left in the socket: EPOLLRDHUP does. */
+        if (events & EPOLLRDHUP)
+                c->peer_shut = true;
+        if ((events & (EPOLLIN | EPOLLRDHUP)) && !c->read_closed)
+                c->maybe_more = true;
 
         (void) egd_run(c);
 }
@@ -934,8 +1122,12 @@ int server_add_client(Server *s, Transport t, int fd) {
                 if (s->caps.device_regions)
                         (void) vhost_user_dev_set_max_regions(c->dev, s->caps.device_regions);
                 r = loop_add_io(s->loop, fd, EPOLLIN, vhost_io, c, &c->io);
-        } else
-                r = loop_add_io(s->loop, fd, EPOLLIN, egd_io, c, &c->io);
+        } else {
+                /* A socket taken up after a crash may hold requests the
+                 * dead process never consumed: epoll reports them at once. */
+                c->maybe_more = true;
+                r = loop_add_io(s->loop, fd, EPOLLIN | EPOLLRDHUP | EPOLLET, egd_io, c, &c->io);
+        }
         if (r < 0) {
                 if (c->dev)
                         vhost_user_dev_free(c->dev);
@@ -969,9 +1161,14 @@ static void save_bucket(Json *j, const char *key, const TokenBucket *b) {
         json_object_end(j);
 }
 
+/* The successor gets the socket with the requests not consumed yet still
+ * in it: "unconsumed" says how many bytes at its head in, queue and out
+ * already stand for (it peeks past them), and the marks, relative to the
+ * unsent out and to that head, when it may consume them. */
 static void save_egd(Json *j, const Client *c) {
         json_object_begin(j, "egd");
         json_bool(j, "read_closed", c->read_closed);
+        json_uint(j, "unconsumed", c->peeked - c->consumed);
         state_write_hex(j, "in", c->in, c->in_len);
         json_array_begin(j, "queue");
         for (unsigned i = 0; i < c->q_len; i++) {
@@ -980,10 +1177,21 @@ static void save_egd(Json *j, const Client *c) {
                 json_object_begin(j, NULL);
                 json_uint(j, "command", p->command);
                 json_uint(j, "left", p->left);
+                json_uint(j, "size", p->size);
                 json_object_end(j);
         }
         json_array_end(j);
         state_write_hex(j, "out", c->out, c->out_len);
+        json_array_begin(j, "marks");
+        for (unsigned i = 0; i < c->m_len; i++) {
+                const EgdMark *m = &c->marks[(c->m_head + i) % EGD_MARKS_MAX];
+
+                json_object_begin(j, NULL);
+                json_uint(j, "out", m->out_end - c->out_sent);
+                json_uint(j, "in", m->in_end - c->consumed);
+                json_object_end(j);
+        }
+        json_array_end(j);
         json_object_end(j);
 }
 
@@ -1175,26 +1383,50 @@ static int restore_stats(Server *s, StateReader *r, yaml_node_t *root) {
 }
 
 static int restore_egd(Client *c, StateReader *r, yaml_node_t *it) {
-        yaml_node_t *egd, *queue;
-        size_t n;
+        yaml_node_t *egd, *queue, *marks;
+        uint64_t unconsumed = 0, parsed;
+        size_t n, n_marks = 0;
+        bool peeking;
 
         if (state_get_object(r, it, "egd", &egd) < 0 || state_get_bool(r, egd, "read_closed", &c->read_closed) < 0 ||
             state_get_hex(r, egd, "in", c->in, sizeof c->in, &c->in_len) < 0 ||
             state_get_array(r, egd, "queue", &queue, &n) < 0)
                 return -EBADMSG;
+        /* Version 2 on: the predecessor left unanswered requests in the
+         * socket. */
+        peeking = json_get(&r->doc, egd, "unconsumed");
+        if (peeking && state_get_u64(r, egd, "unconsumed", EGD_PEEK_MAX, &unconsumed) < 0)
+                return -EBADMSG;
         if (n > EGD_QUEUE_MAX)
                 return state_error(r, "%zu queued EGD requests, more than %u", n, EGD_QUEUE_MAX);
+        parsed = c->in_len;
         for (size_t i = 0; i < n; i++) {
                 yaml_node_t *q = state_item(r, queue, i);
-                uint64_t command, left;
+                uint64_t command, left, size = 0;
 
                 if (state_get_u64(r, q, "command", UINT8_MAX, &command) < 0 ||
-                    state_get_u64(r, q, "left", UINT8_MAX, &left) < 0)
+                    state_get_u64(r, q, "left", UINT8_MAX, &left) < 0 ||
+                    (peeking && state_get_u64(r, q, "size", EGD_REQUEST_MAX, &size) < 0))
                         return -EBADMSG;
-                c->queue[i] = (EgdPending) { .command = (uint8_t) command, .left = (uint8_t) left };
+                c->queue[i] = (EgdPending) {
+                        .command = (uint8_t) command,
+                        .left = (uint8_t) left,
+                        .size = (uint16_t) size,
+                };
+                parsed += size;
         }
         c->q_head = 0;
         c->q_len = (unsigned) n;
+        /* A version 1 predecessor consumed all it read: what the state
+         * holds comes before anything in the socket. */
+        c->consumed = peeking ? 0 : parsed;
+        c->peeked = c->consumed + unconsumed;
+        if (c->peeked < parsed)
+                return state_error(r, "EGD requests of %" PRIu64 " bytes, of which the socket holds only %" PRIu64,
+                                   parsed, unconsumed);
+        c->done_in = c->peeked - parsed;
+        c->peer_shut = c->read_closed;
+        c->maybe_more = !c->read_closed;
         /* The unsent answer: at most what EGD_OUT_MAX let build up, and a
          * bit (one request's answer may cross it). */
         {
@@ -1209,6 +1441,32 @@ static int restore_egd(Client *c, StateReader *r, yaml_node_t *it) {
                         return -ENOMEM;
                 explicit_bzero(out, len);
         }
+        if (peeking && state_get_array(r, egd, "marks", &marks, &n_marks) < 0)
+                return -EBADMSG;
+        if (n_marks > EGD_MARKS_MAX)
+                return state_error(r, "%zu EGD answer marks, more than %u", n_marks, EGD_MARKS_MAX);
+        for (size_t i = 0; i < n_marks; i++) {
+                yaml_node_t *m = state_item(r, marks, i);
+                uint64_t out, in;
+
+                /* Each within what was answered, and after the one
+                 * before: consuming past a request not yet answered would
+                 * lose it. */
+                if (state_get_u64(r, m, "out", c->out_len, &out) < 0 ||
+                    state_get_u64(r, m, "in", c->done_in - c->consumed, &in) < 0)
+                        return -EBADMSG;
+                if (i > 0 && (out < c->marks[i - 1].out_end || c->consumed + in < c->marks[i - 1].in_end))
+                        return state_error(r, "EGD answer mark %zu goes back", i);
+                c->marks[i] = (EgdMark) { .out_end = out, .in_end = c->consumed + in };
+        }
+        c->m_head = 0;
+        c->m_len = (unsigned) n_marks;
+        /* Every request answered and not consumed has its mark: the last
+         * one ends where they do.  Without it they would stay in the
+         * socket until the next answer, and be answered again after a
+         * crash. */
+        if (peeking && (n_marks > 0 ? c->marks[n_marks - 1].in_end : c->consumed) != c->done_in)
+                return state_error(r, "EGD answer marks that do not end with the requests answered");
         return 0;
 }
 
@@ -1281,7 +1539,7 @@ static int restore_client(Server *s, StateReader *r, yaml_node_t *it, bool exact
                  * in the socket, what it had answered is not. */
                 k = exact ? restore_egd(c, r, it) : 0;
                 if (k >= 0)
-                        k = loop_add_io(s->loop, c->fd, EPOLLIN, egd_io, c, &c->io);
+                        k = loop_add_io(s->loop, c->fd, EPOLLET, egd_io, c, &c->io);
         }
         if (k < 0)
                 goto fail;

@@ -21,7 +21,10 @@
 #include "json.h"
 #include "macro.h"
 
-#define STATE_VERSION 1
+/* 2: EGD requests stay in their socket until answered; the state says
+ * how many of its bytes it holds already (server.c, save_egd()).  A
+ * reader of 1 alone would answer those again. */
+#define STATE_VERSION 2
 /* The most a state document may take: 10,000 connections of a few
  * hundred bytes each, with room. */
 #define STATE_SIZE_MAX (64U * 1024 * 1024)

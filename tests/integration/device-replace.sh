@@ -62,21 +62,32 @@ python3 - "$T/control.sock" <<'PY' || fail "the fake successor"
 import socket, sys
 s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
 s.connect(sys.argv[1])
-s.send(b"HANDOVER 1")
+s.send(b"HANDOVER 2")
 s.recv(64)
 s.close()
 PY
 for _ in $(seq 100); do grep -q "did not take over" "$T/d3.log" && break; sleep 0.05; done
 expect_in "$T/d3.log" "did not take over"
 kill -0 "$pid" || fail "the instance died when its successor failed"
-# Nonsense on the control socket (version 0 does not exist) is ignored.
-python3 - "$T/control.sock" >"$T/refused" <<'PY' || fail "the old successor"
+# ask_handover VERSION: a successor that asks for state VERSION and
+# prints the answer ("closed" for none).
+ask_handover() {
+	python3 - "$T/control.sock" "$1" <<'PY'
 import socket, sys
 s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
 s.connect(sys.argv[1])
-s.send(b"HANDOVER 0")
+s.send(b"HANDOVER " + sys.argv[2].encode())
 print(s.recv(256).decode() or "closed")
 PY
+}
+# A successor that reads state version 1 only is refused: it would not
+# know that the EGD requests in the state are still in their sockets,
+# and answer them twice.
+ask_handover 1 >"$T/refused-v1" || fail "the version 1 successor"
+expect_in "$T/refused-v1" "REFUSED this instance writes state version 2"
+kill -0 "$pid" || fail "the instance died when it refused a successor"
+# Nonsense on the control socket (version 0 does not exist) is ignored.
+ask_handover 0 >"$T/refused" || fail "the old successor"
 expect_in "$T/refused" "closed"
 expect_in "$T/d3.log" "A handover request on the control socket was not one, ignoring"
 before=$(bytes_total)
