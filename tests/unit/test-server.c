@@ -491,7 +491,7 @@ static void hand_over(void) {
 
         start_process(0, 0, 0);
         ck_assert_int_eq(state_reader_open(&r, memfd, fds, t.n), 0);
-        ck_assert_int_eq(server_restore(&srv, &r, state_root(&r)), 1);
+        ck_assert_int_eq(server_restore(&srv, &r, state_root(&r), true), 1);
         state_reader_done(&r);
         (void) close(memfd);
 }
@@ -600,7 +600,7 @@ static int take_up(const char *doc) {
         fds[0] = TAKE_FD(sfd);
         start_process(0, 0, 0);
         ck_assert_int_eq(state_reader_open(&r, memfd, fds, 1), 0);
-        n = server_restore(&srv, &r, state_root(&r));
+        n = server_restore(&srv, &r, state_root(&r), true);
         state_reader_done(&r);
         (void) close(memfd);
         return n;
