@@ -39,6 +39,7 @@ build_image cloud image-cloud ${DEMO:+--plain}
 # The host side from its package, as a hypervisor host installs it.
 set -- "$IMG"/debs/seedbed-device_*.deb
 [ -e "$1" ] || fail "no seedbed-device package"
+DEVICE_DEB=$1
 dpkg-deb -x "$1" "$T/device-pkg"
 SEEDBED_DEVICE=$T/device-pkg/usr/bin/seedbed-device
 [ -x "$SEEDBED_DEVICE" ] || fail "the seedbed-device package has no /usr/bin/seedbed-device"
@@ -153,6 +154,47 @@ fi
 served=$(metric host 'seedbed_vm_bytes_total{vm="cloud",transport="egd"}')
 [ "$served" -gt 0 ] || fail "cloud: the device's metrics count no bytes for the VM"
 say "cloud: the baked keys were replaced by seedbed ($reason); cloud-init kept them; $served bytes over EGD"
+# seedbed-device under a real systemd (257, the guest's): installed from
+# its package, an EGD client reading without a pause while the service is
+# restarted (systemctl restart) and killed (SIGKILL; Restart=on-failure
+# starts it again).  Everything the connection needs is in systemd's fd
+# store: the client never notices.
+# shellcheck disable=SC2016 # the loops are expanded in the guest
+device_under_systemd() {
+	local name=$1 out pid0 pid1
+	guest "$name" 'cat >/tmp/seedbed-device.deb' <"$DEVICE_DEB" || fail "$name: copying the device package"
+	guest "$name" 'cat >/tmp/egd-reader.py' <"$top_srcdir/tests/integration/egd-reader.py" || fail "$name: copying"
+	guest "$name" sudo -n dpkg -i /tmp/seedbed-device.deb >"$T/$name.device-install" 2>&1 ||
+		{ cat "$T/$name.device-install"; fail "$name: dpkg -i seedbed-device"; }
+	guest "$name" 'sudo -n sh -c "nohup python3 /tmp/egd-reader.py /run/seedbed/egd.sock /tmp/egd-stop >/tmp/egd-reader.out 2>&1 &"' ||
+		fail "$name: starting the EGD client"
+	guest "$name" 'for i in $(seq 100); do sudo -n systemctl -q is-active seedbed-device.service && exit 0; sleep 0.1; done; exit 1' ||
+		fail "$name: seedbed-device.service did not start on the client's connection"
+	pid0=$(guest "$name" systemctl show -p MainPID --value seedbed-device.service)
+	guest "$name" sudo -n systemctl restart seedbed-device.service || fail "$name: systemctl restart"
+	pid1=$(guest "$name" systemctl show -p MainPID --value seedbed-device.service)
+	guest "$name" sudo -n systemctl kill -s KILL seedbed-device.service || fail "$name: systemctl kill"
+	# Restart= waits RestartSec= (100 ms) before the new start.
+	guest "$name" 'p='"$pid1"'; for i in $(seq 300); do n=$(systemctl show -p MainPID --value seedbed-device.service); [ "$n" != 0 ] && [ "$n" != "$p" ] && systemctl -q is-active seedbed-device.service && exit 0; sleep 0.1; done; exit 1' ||
+		fail "$name: seedbed-device was not started again after SIGKILL"
+	sleep 1
+	guest "$name" 'sudo -n touch /tmp/egd-stop; for i in $(seq 100); do [ -s /tmp/egd-reader.out ] && break; sleep 0.1; done; cat /tmp/egd-reader.out' >"$T/$name.egd-reader" ||
+		fail "$name: the EGD client"
+	guest "$name" sudo -n journalctl -b -q --no-pager -u seedbed-device.service >"$T/$name.device-journal"
+	out=$(cat "$T/$name.egd-reader")
+	case $out in
+	reads\ *\ longest\ *) ;;
+	*) cat "$T/$name.device-journal"; fail "$name: the EGD client failed across a restart and a SIGKILL: $out" ;;
+	esac
+	awk -v l="${out##* }" 'BEGIN { exit !(l < 5) }' || fail "$name: the EGD client waited ${out##* } s for an answer"
+	[ "$(grep -c 'Took over 1 of 1 connections' "$T/$name.device-journal")" = 2 ] ||
+		{ cat "$T/$name.device-journal"; fail "$name: the connection was not taken up after both the restart and the SIGKILL"; }
+	grep -q 'killed): EGD connections go on from their sockets' "$T/$name.device-journal" ||
+		{ cat "$T/$name.device-journal"; fail "$name: no sign of the state written while it served"; }
+	say "$name: seedbed-device under systemd $(guest "$name" systemctl --version | awk 'NR == 1 { print $2 }'): pid $pid0, restarted as $pid1, killed, started again; the EGD client ($out) never noticed"
+}
+device_under_systemd cloud
+
 # shellcheck disable=SC2016 # expanded in the guest
 [ -z "$DEMO" ] || guest cloud 'echo "    $(id -un)@$(hostname): logged in over ssh, cloud-init $(cloud-init --version 2>&1 | cut -d" " -f2)"' >"$T/cloud.login"
 poweroff cloud
