@@ -16,7 +16,9 @@
 #include "macro.h"
 
 typedef struct Entry {
-        unsigned holders;     /* 0: a free slot */
+        unsigned holders;     /* 0: a free slot, unless quarantined */
+        bool quarantined;     /* released since the state was put: see fd_store_release() */
+        FdKind kind;
         bool reg;             /* a regular file (memfd): one inode, one entry */
         int fd;               /* the fd it was stored from */
         dev_t dev;
@@ -28,6 +30,8 @@ struct FdStore {
         size_t n_entries, free_hint;
         uint32_t *by_fd;      /* fd number -> id + 1; checked before use */
         size_t n_by_fd;
+        uint32_t *quarantine; /* ids released since the state was put */
+        size_t n_quarantine, alloc_quarantine;
         uint64_t state_gen;   /* the state in the store, 0: none */
         unsigned count;
         bool warned;
@@ -105,6 +109,7 @@ FdStore *fd_store_free(FdStore *s) {
         /* What is in the store stays there: that is its point. */
         free(s->entries);
         free(s->by_fd);
+        free(s->quarantine);
         free(s);
         return NULL;
 }
@@ -153,7 +158,7 @@ static int new_entry(FdStore *s, int fd, const struct stat *st, FdKind kind, uin
         int r;
 
         for (k = s->free_hint; k < s->n_entries; k++)
-                if (s->entries[k].holders == 0)
+                if (s->entries[k].holders == 0 && !s->entries[k].quarantined)
                         break;
         if (k == s->n_entries) {
                 size_t n = MAX((size_t) 64, s->n_entries * 2);
@@ -184,7 +189,7 @@ static int new_entry(FdStore *s, int fd, const struct stat *st, FdKind kind, uin
                 return r;
         }
         e = &s->entries[k];
-        *e = (Entry) { .holders = 1, .reg = S_ISREG(st->st_mode), .fd = fd, .dev = st->st_dev, .ino = st->st_ino };
+        *e = (Entry) { .holders = 1, .kind = kind, .reg = S_ISREG(st->st_mode), .fd = fd, .dev = st->st_dev, .ino = st->st_ino };
         s->free_hint = k + 1;
         s->count++;
         *ret_id = (uint32_t) k;
@@ -226,11 +231,22 @@ void fd_store_release(FdStore *s, uint32_t id) {
         e = &s->entries[id];
         if (--e->holders > 0)
                 return;
-        remove_name(FD_STORE_PREFIX, id);
-        remove_name(FD_STORE_EGD_PREFIX, id);
-        *e = (Entry) {};
+        remove_name(kind_prefix(e->kind), id);
+        /* The state in the store may still name this id: given to another
+         * file before a newer state is put, a successor after a crash
+         * would take that file for this one (another VM's memory for this
+         * device's).  Free once no state names it. */
+        *e = (Entry) { .quarantined = true };
         s->count--;
-        s->free_hint = MIN(s->free_hint, (size_t) id);
+        if (s->n_quarantine == s->alloc_quarantine) {
+                size_t a = MAX((size_t) 16, s->alloc_quarantine * 2);
+                uint32_t *p = realloc(s->quarantine, a * sizeof *p);
+                if (!p)
+                        return; /* never given again: safe, if wasteful */
+                s->quarantine = p;
+                s->alloc_quarantine = a;
+        }
+        s->quarantine[s->n_quarantine++] = id;
 }
 
 int fd_store_id_for_state(FdStore *s, int fd, uint32_t *ret_id) {
@@ -260,6 +276,12 @@ int fd_store_put_state(FdStore *s, int memfd) {
         else
                 s->count++;
         s->state_gen++;
+        for (size_t i = 0; i < s->n_quarantine; i++) {
+                uint32_t id = s->quarantine[i];
+                s->entries[id].quarantined = false;
+                s->free_hint = MIN(s->free_hint, (size_t) id);
+        }
+        s->n_quarantine = 0;
         return 0;
 }
 

@@ -41,7 +41,9 @@ FdStore *fd_store_free(FdStore *s);
  * ours) is the same entry.  -errno when systemd did not take it: the
  * file then survives a stop, not a crash. */
 int fd_store_hold(FdStore *s, int fd, FdKind kind, uint32_t *ret_id);
-/* One holder fewer; the entry leaves the store with its last. */
+/* One holder fewer; the entry leaves the store with its last.  Its id
+ * is given to another file only after the next fd_store_put_state(): the
+ * state in the store may name it still. */
 void fd_store_release(FdStore *s, uint32_t id);
 
 /* The id under which fd's file is stored, for a state that names it;

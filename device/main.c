@@ -826,7 +826,7 @@ static int store_write_state(bool final) {
         r = fd_store_put_state(store, memfd);
         if (r < 0)
                 return r;
-        server.state_changed = false;
+        server.state_changed = server.state_deferred = false;
         store_activity = server.activity;
         store_written_at = now_usec(CLOCK_MONOTONIC);
         return 0;
@@ -869,7 +869,8 @@ static void store_refresh(usec_t now) {
         if (!store)
                 return;
         if (!server.state_changed &&
-            (server.activity == store_activity || now < store_written_at + STORE_COUNTERS_USEC))
+            ((server.activity == store_activity && !server.state_deferred) ||
+             now < store_written_at + STORE_COUNTERS_USEC))
                 return;
         r = store_write_state(false);
         if (r < 0) {
@@ -882,6 +883,7 @@ static void store_refresh(usec_t now) {
                 /* Tried again at the next second, not in a spin. */
                 store_written_at = now;
                 server.state_changed = false;
+                server.state_deferred = true;
         }
 }
 

@@ -98,6 +98,8 @@ struct Client {
         uint32_t store_id;
         uint32_t *file_ids;
         size_t n_file_ids;
+        usec_t state_window;    /* see state_changed_by() */
+        unsigned state_writes;
         bool files_stored;  /* all of them: the state can name the device */
 
         /* vhost-user */
@@ -416,6 +418,29 @@ static void client_set_waiting(Client *c, bool waiting, usec_t wake_at) {
  * changes them), by holding the new set before releasing the old, so a
  * file the device keeps never leaves the store in between. */
 
+/* Each change writes every VM's state: a front-end that sends message
+ * after message must not make this shared process do that for each.
+ * Past STATE_WRITES_BURST in a window its changes reach the store with
+ * the counters, within a second (its own crash safety is what it
+ * risks); a device's setup takes a few dozen. */
+#define STATE_WRITES_BURST 64
+#define STATE_WRITES_WINDOW_USEC (10 * USEC_PER_SEC)
+
+static void state_changed_by(Client *c) {
+        Server *s = c->server;
+        usec_t now = now_usec(CLOCK_MONOTONIC);
+
+        if (now >= c->state_window + STATE_WRITES_WINDOW_USEC) {
+                c->state_window = now;
+                c->state_writes = 0;
+        }
+        if (c->state_writes < STATE_WRITES_BURST) {
+                c->state_writes++;
+                s->state_changed = true;
+        } else
+                s->state_deferred = true;
+}
+
 static void client_store_files(Client *c) {
         int fds[VHOST_USER_FILES_MAX];
         uint32_t ids[VHOST_USER_FILES_MAX];
@@ -437,7 +462,7 @@ static void client_store_files(Client *c) {
         memcpy(c->file_ids, ids, k * sizeof *ids);
         c->n_file_ids = k;
         c->files_stored = k == n;
-        c->server->state_changed = true;
+        state_changed_by(c);
 }
 
 static void client_store(Client *c) {
@@ -451,7 +476,7 @@ static void client_store(Client *c) {
         /* An EGD connection needs no state: a successor takes it up from
          * its socket. */
         if (c->dev)
-                s->state_changed = true;
+                state_changed_by(c);
 }
 
 static void client_unstore(Client *c) {
@@ -465,8 +490,10 @@ static void client_unstore(Client *c) {
         if (c->stored)
                 fd_store_release(s->store, c->store_id);
         c->stored = false;
+        /* A state naming a device that is gone names files that are too:
+         * soon, but with the counters. */
         if (c->dev)
-                s->state_changed = true;
+                s->state_deferred = true;
 }
 
 void server_store_all(Server *s) {

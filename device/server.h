@@ -104,10 +104,11 @@ typedef struct Server {
          * device holds are kept in systemd's store while they are open
          * (fd-store.h), and state_changed says when the state that names
          * them must be written again: a device's negotiation changed, or
-         * a vhost-user connection came or went.  activity grows with
+         * a vhost-user connection came.  activity grows with
          * every request served, for the counters. */
         FdStore *store;
         bool state_changed;
+        bool state_deferred;    /* … within a second, with the counters */
         uint64_t activity;
 
         uint64_t connections_total[_TRANSPORT_MAX];
