@@ -1,13 +1,17 @@
 /* SPDX-License-Identifier: MIT */
 #include <assert.h>
 #include <errno.h>
-#include <stddef.h>
+#include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/kcmp.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -15,47 +19,59 @@
 #include "log.h"
 #include "macro.h"
 
+/* Names are numbers never given twice (across restarts too: a start goes
+ * on from the highest it was passed), so a state can never name another
+ * file than the one it meant, however late it is read. */
 typedef struct Entry {
-        unsigned holders;     /* 0: a free slot, unless quarantined */
-        bool quarantined;     /* released since the state was put: see fd_store_release() */
+        bool used;
+        bool adopted;         /* passed by the previous instance, not held yet */
+        bool typeless;        /* an anonymous inode (eventfd): compared by kcmp */
         FdKind kind;
-        bool reg;             /* a regular file (memfd): one inode, one entry */
-        int fd;               /* the fd it was stored from */
+        unsigned holders;
+        uint64_t name;
+        int fd;               /* the fd it was last held through (a hint) */
+        int ref;              /* ours, for kcmp (typeless) and adopted files */
         dev_t dev;
         ino_t ino;
+        uint32_t next;        /* hash chain: slot + 1 */
 } Entry;
 
+typedef struct Named {
+        FdKind kind;
+        uint64_t n, gen;
+        int fd;
+} Named;
+
 struct FdStore {
-        Entry *entries;       /* indexed by id */
+        Entry *entries;       /* slots, reused; a slot is not a name */
         size_t n_entries, free_hint;
-        uint32_t *by_fd;      /* fd number -> id + 1; checked before use */
+        uint32_t *buckets;    /* (dev, ino) -> slot + 1 */
+        size_t n_buckets;
+        uint32_t *by_fd;      /* fd number -> slot + 1; checked before use */
         size_t n_by_fd;
-        uint32_t *quarantine; /* ids released since the state was put */
-        size_t n_quarantine, alloc_quarantine;
-        uint64_t state_gen;   /* the state in the store, 0: none */
-        unsigned count;
+        Named *states;        /* adopted states, dropped once ours are there */
+        size_t n_states;
+        uint64_t next_name;
+        uint64_t state_gen;   /* the process state in the store, if have_state */
+        bool have_state;
+        unsigned count, max;  /* in the store; $FDSTORE (0: not said) */
         bool warned;
 };
 
 /* One datagram to $NOTIFY_SOCKET, as sd_pid_notify_with_fds() sends it:
  * a path, or an abstract address written with a leading '@'. */
-static int notify(const char *msg, const int *fds, size_t n_fds) {
+static int notify(const char *msg, int fd) {
         const char *path = getenv("NOTIFY_SOCKET");
         struct sockaddr_un sa = { .sun_family = AF_UNIX };
         union {
                 struct cmsghdr h;
-                uint8_t buf[CMSG_SPACE(sizeof(int) * 1)];
+                uint8_t buf[CMSG_SPACE(sizeof(int))];
         } control = {};
         struct iovec iov = { .iov_base = (char *) msg, .iov_len = strlen(msg) };
-        struct msghdr mh = {
-                .msg_name = &sa,
-                .msg_iov = &iov,
-                .msg_iovlen = 1,
-        };
+        struct msghdr mh = { .msg_name = &sa, .msg_iov = &iov, .msg_iovlen = 1 };
         _cleanup_close_ int sock = -EBADF;
         size_t len;
 
-        assert(n_fds <= 1);
         if (!path || !path[0])
                 return -ENXIO;
         len = strlen(path);
@@ -65,15 +81,13 @@ static int notify(const char *msg, const int *fds, size_t n_fds) {
         if (sa.sun_path[0] == '@')
                 sa.sun_path[0] = 0;
         mh.msg_namelen = (socklen_t) (offsetof(struct sockaddr_un, sun_path) + len + (path[0] != '@'));
-        if (n_fds > 0) {
-                struct cmsghdr *c = &control.h;
-
+        if (fd >= 0) {
                 mh.msg_control = control.buf;
-                mh.msg_controllen = CMSG_SPACE(sizeof(int) * n_fds);
-                c->cmsg_level = SOL_SOCKET;
-                c->cmsg_type = SCM_RIGHTS;
-                c->cmsg_len = CMSG_LEN(sizeof(int) * n_fds);
-                memcpy(CMSG_DATA(c), fds, sizeof(int) * n_fds);
+                mh.msg_controllen = sizeof control.buf;
+                control.h.cmsg_level = SOL_SOCKET;
+                control.h.cmsg_type = SCM_RIGHTS;
+                control.h.cmsg_len = CMSG_LEN(sizeof(int));
+                memcpy(CMSG_DATA(&control.h), &fd, sizeof fd);
         }
         sock = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
         if (sock < 0)
@@ -84,7 +98,46 @@ static int notify(const char *msg, const int *fds, size_t n_fds) {
         return 0;
 }
 
+static const char *kind_prefix(FdKind kind) {
+        switch (kind) {
+        case FD_KIND_EGD:
+                return FD_STORE_EGD_PREFIX;
+        case FD_KIND_STATE:
+                return FD_STORE_STATE_PREFIX;
+        case FD_KIND_DEV:
+                return FD_STORE_DEV_PREFIX;
+        default:
+                return FD_STORE_PREFIX;
+        }
+}
+
+static void format_name(char *buf, size_t size, FdKind kind, uint64_t n, uint64_t gen) {
+        if (kind == FD_KIND_DEV)
+                (void) snprintf(buf, size, "%s%" PRIu64 "-%" PRIu64, kind_prefix(kind), n, gen);
+        else
+                (void) snprintf(buf, size, "%s%" PRIu64, kind_prefix(kind), n);
+}
+
+static int store(FdStore *s, int fd, FdKind kind, uint64_t n, uint64_t gen) {
+        char msg[128], name[64];
+
+        format_name(name, sizeof name, kind, n, gen);
+        /* FDPOLL=0: a guest that hangs up meanwhile stays stored until we
+         * have closed its connection and said so. */
+        (void) snprintf(msg, sizeof msg, "FDSTORE=1\nFDPOLL=0\nFDNAME=%s", name);
+        return notify(msg, fd);
+}
+
+static void drop(FdKind kind, uint64_t n, uint64_t gen) {
+        char msg[128], name[64];
+
+        format_name(name, sizeof name, kind, n, gen);
+        (void) snprintf(msg, sizeof msg, "FDSTOREREMOVE=1\nFDNAME=%s", name);
+        (void) notify(msg, -EBADF);
+}
+
 int fd_store_new(FdStore **ret) {
+        const char *max = getenv("FDSTORE");
         FdStore *s;
 
         if (!getenv("NOTIFY_SOCKET"))
@@ -92,51 +145,95 @@ int fd_store_new(FdStore **ret) {
         s = calloc(1, sizeof *s);
         if (!s)
                 return -ENOMEM;
+        if (max)
+                s->max = (unsigned) MIN(strtoul(max, NULL, 10), (unsigned long) UINT_MAX);
+        s->next_name = 0;
         *ret = s;
         return 0;
-}
-
-static void remove_name(const char *prefix, uint64_t n) {
-        char msg[96];
-
-        (void) snprintf(msg, sizeof msg, "FDSTOREREMOVE=1\nFDNAME=%s%" PRIu64, prefix, n);
-        (void) notify(msg, NULL, 0);
 }
 
 FdStore *fd_store_free(FdStore *s) {
         if (!s)
                 return NULL;
         /* What is in the store stays there: that is its point. */
+        for (size_t i = 0; i < s->n_entries; i++)
+                safe_close(s->entries[i].ref);
+        for (size_t i = 0; i < s->n_states; i++)
+                safe_close(s->states[i].fd);
         free(s->entries);
+        free(s->buckets);
         free(s->by_fd);
-        free(s->quarantine);
+        free(s->states);
         free(s);
         return NULL;
 }
 
-static const char *kind_prefix(FdKind kind) {
-        return kind == FD_KIND_EGD ? FD_STORE_EGD_PREFIX : FD_STORE_PREFIX;
+static size_t bucket_of(const FdStore *s, dev_t dev, ino_t ino) {
+        uint64_t h = ((uint64_t) ino * 0x9e3779b97f4a7c15ULL) ^ (uint64_t) dev;
+        return (size_t) (h >> 20) & (s->n_buckets - 1);
 }
 
-/* The entry fd is held as, if any: the map says where to look, the
- * inode (and for anything but a regular file, the fd number) that it is
- * still the same file. */
-static int lookup(FdStore *s, int fd, const struct stat *st) {
-        uint32_t k;
-        Entry *e;
+static int rehash(FdStore *s, size_t n) {
+        uint32_t *b = calloc(n, sizeof *b);
 
-        if (fd < 0 || (size_t) fd >= s->n_by_fd || s->by_fd[fd] == 0)
-                return -ENOENT;
-        k = s->by_fd[fd] - 1;
-        if (k >= s->n_entries)
-                return -ENOENT;
-        e = &s->entries[k];
-        if (e->holders == 0 || e->dev != st->st_dev || e->ino != st->st_ino || (!e->reg && e->fd != fd))
-                return -ENOENT;
-        return (int) k;
+        if (!b)
+                return -ENOMEM;
+        free(s->buckets);
+        s->buckets = b;
+        s->n_buckets = n;
+        for (size_t i = 0; i < s->n_entries; i++) {
+                Entry *e = &s->entries[i];
+                size_t k;
+
+                if (!e->used)
+                        continue;
+                k = bucket_of(s, e->dev, e->ino);
+                e->next = s->buckets[k];
+                s->buckets[k] = (uint32_t) i + 1;
+        }
+        return 0;
 }
 
-static int map_fd(FdStore *s, int fd, uint32_t id) {
+static void unhash(FdStore *s, size_t slot) {
+        Entry *e = &s->entries[slot];
+        uint32_t *p = &s->buckets[bucket_of(s, e->dev, e->ino)];
+
+        while (*p && *p != slot + 1)
+                p = &s->entries[*p - 1].next;
+        if (*p)
+                *p = e->next;
+}
+
+/* A free slot, the table grown as needed; -errno. */
+static int new_slot(FdStore *s, size_t *ret) {
+        size_t k;
+
+        for (k = s->free_hint; k < s->n_entries; k++)
+                if (!s->entries[k].used)
+                        break;
+        if (k == s->n_entries) {
+                size_t n = MAX((size_t) 64, s->n_entries * 2);
+                Entry *p;
+
+                if (n >= UINT32_MAX)
+                        return -ENOSPC;
+                p = realloc(s->entries, n * sizeof *p);
+                if (!p)
+                        return -ENOMEM;
+                for (size_t i = s->n_entries; i < n; i++)
+                        p[i] = (Entry) { .fd = -EBADF, .ref = -EBADF };
+                s->entries = p;
+                s->n_entries = n;
+                /* At most two entries to a bucket on average. */
+                if (rehash(s, n / 2) < 0)
+                        return -ENOMEM;
+        }
+        s->free_hint = k + 1;
+        *ret = k;
+        return 0;
+}
+
+static int map_fd(FdStore *s, int fd, size_t slot) {
         if ((size_t) fd >= s->n_by_fd) {
                 size_t n = MAX((size_t) fd + 1, s->n_by_fd * 2);
                 uint32_t *p = realloc(s->by_fd, n * sizeof *p);
@@ -147,180 +244,313 @@ static int map_fd(FdStore *s, int fd, uint32_t id) {
                 s->by_fd = p;
                 s->n_by_fd = n;
         }
-        s->by_fd[fd] = id + 1;
+        s->by_fd[fd] = (uint32_t) slot + 1;
         return 0;
 }
 
-static int new_entry(FdStore *s, int fd, const struct stat *st, FdKind kind, uint32_t *ret_id) {
-        char msg[96];
+static bool same_file(int a, int b) {
+        return syscall(SYS_kcmp, getpid(), getpid(), KCMP_FILE, a, b) == 0;
+}
+
+/* What fd is, without touching a file system that could block (FUSE,
+ * NFS): 0 with *st for what we keep, -EMEDIUMTYPE for anything else. */
+static int examine(int fd, struct stat *st, bool *ret_typeless) {
+        char path[64], target[64];
+        ssize_t l;
+
+        *ret_typeless = false;
+        /* Sealable: a memfd (hugetlbfs ones too), or a file on tmpfs. */
+        if (fcntl(fd, F_GET_SEALS) >= 0)
+                return fstat(fd, st) < 0 ? -errno : 0;
+        (void) snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+        l = readlink(path, target, sizeof target - 1);
+        if (l < 0)
+                return -errno;
+        target[l] = 0;
+        if (strncmp(target, "socket:[", 8) == 0)
+                return fstat(fd, st) < 0 ? -errno : 0;
+        if (streq(target, "anon_inode:[eventfd]")) {
+                /* Every eventfd is the one anonymous inode. */
+                *ret_typeless = true;
+                return fstat(fd, st) < 0 ? -errno : 0;
+        }
+        return -EMEDIUMTYPE;
+}
+
+/* The slot of the entry for fd's file, or -ENOENT. */
+static int find(FdStore *s, int fd, const struct stat *st, bool typeless) {
+        if ((size_t) fd < s->n_by_fd && s->by_fd[fd]) {
+                size_t k = s->by_fd[fd] - 1;
+                Entry *e = &s->entries[k];
+
+                if (k < s->n_entries && e->used && e->dev == st->st_dev && e->ino == st->st_ino &&
+                    (!typeless || (e->fd == fd && same_file(fd, e->ref))))
+                        return (int) k;
+        }
+        if (s->n_buckets == 0)
+                return -ENOENT;
+        for (uint32_t k = s->buckets[bucket_of(s, st->st_dev, st->st_ino)]; k; k = s->entries[k - 1].next) {
+                Entry *e = &s->entries[k - 1];
+
+                if (e->dev != st->st_dev || e->ino != st->st_ino)
+                        continue;
+                /* A memfd or a socket is its inode; an eventfd is not. */
+                if (!typeless || same_file(fd, e->ref))
+                        return (int) k - 1;
+        }
+        return -ENOENT;
+}
+
+static void insert(FdStore *s, size_t k, const struct stat *st) {
+        Entry *e = &s->entries[k];
+        size_t b = bucket_of(s, st->st_dev, st->st_ino);
+
+        e->dev = st->st_dev;
+        e->ino = st->st_ino;
+        e->next = s->buckets[b];
+        s->buckets[b] = (uint32_t) k + 1;
+}
+
+int fd_store_hold(FdStore *s, int fd, FdKind kind, uint32_t *ret_id) {
+        struct stat st;
+        bool typeless;
         size_t k;
         Entry *e;
         int r;
 
-        for (k = s->free_hint; k < s->n_entries; k++)
-                if (s->entries[k].holders == 0 && !s->entries[k].quarantined)
-                        break;
-        if (k == s->n_entries) {
-                size_t n = MAX((size_t) 64, s->n_entries * 2);
-                Entry *p;
-
-                if (n > UINT32_MAX - 1)
-                        return -ENOSPC;
-                p = realloc(s->entries, n * sizeof *p);
-                if (!p)
-                        return -ENOMEM;
-                memset(p + s->n_entries, 0, (n - s->n_entries) * sizeof *p);
-                s->entries = p;
-                s->n_entries = n;
-        }
-        r = map_fd(s, fd, (uint32_t) k);
+        assert(s);
+        r = examine(fd, &st, &typeless);
         if (r < 0)
                 return r;
-        /* FDPOLL=0: a guest that hangs up meanwhile stays stored until we
-         * have closed its connection and said so, or a state could name
-         * a file the store dropped. */
-        (void) snprintf(msg, sizeof msg, "FDSTORE=1\nFDPOLL=0\nFDNAME=%s%zu", kind_prefix(kind), k);
-        r = notify(msg, &fd, 1);
+        r = find(s, fd, &st, typeless);
+        if (r >= 0) {
+                k = (size_t) r;
+                e = &s->entries[k];
+                if (map_fd(s, fd, k) < 0)
+                        return -ENOMEM;
+                e->fd = fd;
+                e->holders++;
+                if (e->adopted) {
+                        e->adopted = false;
+                        e->kind = kind;
+                }
+                *ret_id = (uint32_t) k;
+                return 0;
+        }
+
+        if (s->max > 0 && s->count >= s->max) {
+                if (!s->warned)
+                        log_warning("systemd's fd store is full (FileDescriptorStoreMax=%u): a connection from now "
+                                    "on is lost if this process is killed.", s->max);
+                s->warned = true;
+                return -ENOSPC;
+        }
+        r = new_slot(s, &k);
+        if (r < 0)
+                return r;
+        e = &s->entries[k];
+        *e = (Entry) { .used = true, .typeless = typeless, .kind = kind, .holders = 1, .name = s->next_name,
+                       .fd = fd, .ref = -EBADF };
+        if (typeless) {
+                e->ref = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+                if (e->ref < 0) {
+                        *e = (Entry) { .fd = -EBADF, .ref = -EBADF };
+                        return -errno;
+                }
+        }
+        r = map_fd(s, fd, k);
+        if (r >= 0)
+                r = store(s, fd, kind, e->name, 0);
         if (r < 0) {
                 if (!s->warned)
-                        log_warning_errno(r, "Failed to keep a file in systemd's store (FileDescriptorStoreMax=): %m; "
-                                          "its guest loses the connection if this process is killed.");
+                        log_warning_errno(r, "Failed to keep a file in systemd's store: %m; its guest loses the "
+                                          "connection if this process is killed.");
                 s->warned = true;
+                safe_close(e->ref);
+                *e = (Entry) { .fd = -EBADF, .ref = -EBADF };
+                s->free_hint = MIN(s->free_hint, k);
                 return r;
         }
-        e = &s->entries[k];
-        *e = (Entry) { .holders = 1, .kind = kind, .reg = S_ISREG(st->st_mode), .fd = fd, .dev = st->st_dev, .ino = st->st_ino };
-        s->free_hint = k + 1;
+        insert(s, k, &st);
+        s->next_name++;
         s->count++;
         *ret_id = (uint32_t) k;
         return 0;
 }
 
-int fd_store_hold(FdStore *s, int fd, FdKind kind, uint32_t *ret_id) {
-        struct stat st;
-        int k;
+static void free_entry(FdStore *s, size_t k) {
+        Entry *e = &s->entries[k];
 
-        assert(s);
-        if (fstat(fd, &st) < 0)
-                return -errno;
-        k = lookup(s, fd, &st);
-        /* A memfd is one inode: another fd of ours on it is the entry
-         * (systemd would keep only one of the two). */
-        if (k < 0 && S_ISREG(st.st_mode))
-                for (size_t i = 0; i < s->n_entries; i++) {
-                        Entry *e = &s->entries[i];
-                        if (e->holders > 0 && e->reg && e->dev == st.st_dev && e->ino == st.st_ino) {
-                                if (map_fd(s, fd, (uint32_t) i) < 0)
-                                        return -ENOMEM;
-                                k = (int) i;
-                                break;
-                        }
-                }
-        if (k < 0)
-                return new_entry(s, fd, &st, kind, ret_id);
-        s->entries[k].holders++;
-        *ret_id = (uint32_t) k;
-        return 0;
+        drop(e->kind, e->name, 0);
+        unhash(s, k);
+        safe_close(e->ref);
+        *e = (Entry) { .fd = -EBADF, .ref = -EBADF };
+        s->count--;
+        s->free_hint = MIN(s->free_hint, k);
 }
 
 void fd_store_release(FdStore *s, uint32_t id) {
-        Entry *e;
-
-        if (!s || id >= s->n_entries || s->entries[id].holders == 0)
+        if (!s || id >= s->n_entries || !s->entries[id].used || s->entries[id].holders == 0)
                 return;
-        e = &s->entries[id];
-        if (--e->holders > 0)
-                return;
-        remove_name(kind_prefix(e->kind), id);
-        /* The state in the store may still name this id: given to another
-         * file before a newer state is put, a successor after a crash
-         * would take that file for this one (another VM's memory for this
-         * device's).  Free once no state names it. */
-        *e = (Entry) { .quarantined = true };
-        s->count--;
-        if (s->n_quarantine == s->alloc_quarantine) {
-                size_t a = MAX((size_t) 16, s->alloc_quarantine * 2);
-                uint32_t *p = realloc(s->quarantine, a * sizeof *p);
-                if (!p)
-                        return; /* never given again: safe, if wasteful */
-                s->quarantine = p;
-                s->alloc_quarantine = a;
-        }
-        s->quarantine[s->n_quarantine++] = id;
+        /* Names are never given again: a state that still names this
+         * one finds it gone, never another file in its place. */
+        if (--s->entries[id].holders == 0)
+                free_entry(s, id);
 }
 
 int fd_store_id_for_state(FdStore *s, int fd, uint32_t *ret_id) {
         struct stat st;
+        bool typeless;
         int k;
 
-        if (fstat(fd, &st) < 0)
-                return -errno;
-        k = lookup(s, fd, &st);
+        k = examine(fd, &st, &typeless);
         if (k < 0)
                 return k;
+        k = find(s, fd, &st, typeless);
+        if (k < 0 || s->entries[k].holders == 0)
+                return -ENOENT;
         *ret_id = (uint32_t) k;
         return 0;
 }
 
+uint64_t fd_store_name(const FdStore *s, uint32_t id) {
+        return id < s->n_entries ? s->entries[id].name : UINT64_MAX;
+}
+
 int fd_store_put_state(FdStore *s, int memfd) {
-        char msg[96];
+        uint64_t gen = s->next_name++;
         int r;
 
-        (void) snprintf(msg, sizeof msg, "FDSTORE=1\nFDPOLL=0\nFDNAME=" FD_STORE_STATE_PREFIX "%" PRIu64,
-                        s->state_gen + 1);
-        r = notify(msg, &memfd, 1);
+        r = store(s, memfd, FD_KIND_STATE, gen, 0);
         if (r < 0)
                 return r; /* the store keeps the state before */
-        if (s->state_gen > 0)
-                remove_name(FD_STORE_STATE_PREFIX, s->state_gen);
+        if (s->have_state)
+                drop(FD_KIND_STATE, s->state_gen, 0);
         else
                 s->count++;
-        s->state_gen++;
-        for (size_t i = 0; i < s->n_quarantine; i++) {
-                uint32_t id = s->quarantine[i];
-                s->entries[id].quarantined = false;
-                s->free_hint = MIN(s->free_hint, (size_t) id);
-        }
-        s->n_quarantine = 0;
+        s->state_gen = gen;
+        s->have_state = true;
         return 0;
+}
+
+int fd_store_put_device(FdStore *s, uint32_t dev_id, uint64_t *gen, int memfd) {
+        uint64_t name = fd_store_name(s, dev_id), g = s->next_name;
+        int r;
+
+        if (name == UINT64_MAX)
+                return -ENOENT;
+        if (memfd >= 0) {
+                r = store(s, memfd, FD_KIND_DEV, name, g);
+                if (r < 0)
+                        return r;
+                s->next_name++;
+                s->count++;
+        }
+        if (*gen > 0) {
+                drop(FD_KIND_DEV, name, *gen);
+                s->count--;
+        }
+        *gen = memfd >= 0 ? g : 0;
+        return 0;
+}
+
+int fd_store_adopt(FdStore *s, const char *name, int fd) {
+        _cleanup_close_ int owned = fd;
+        struct stat st;
+        FdKind kind;
+        uint64_t n, gen;
+        bool typeless;
+        size_t k;
+        int r;
+
+        r = fd_store_parse_name(name, &kind, &n, &gen);
+        if (r < 0)
+                return r;
+        s->next_name = MAX(s->next_name, MAX(n, gen) + 1);
+        s->count++;
+        if (kind == FD_KIND_STATE || kind == FD_KIND_DEV) {
+                Named *p = realloc(s->states, (s->n_states + 1) * sizeof *p);
+                if (!p)
+                        return -ENOMEM;
+                s->states = p;
+                s->states[s->n_states++] = (Named) { .kind = kind, .n = n, .gen = gen, .fd = TAKE_FD(owned) };
+                return 0;
+        }
+        r = examine(fd, &st, &typeless);
+        if (r < 0) {
+                /* Not a file we store: out of the store. */
+                drop(kind, n, 0);
+                s->count--;
+                return 0;
+        }
+        r = new_slot(s, &k);
+        if (r < 0)
+                return r;
+        s->entries[k] = (Entry) { .used = true, .adopted = true, .typeless = typeless, .kind = kind, .name = n,
+                                  .fd = -EBADF, .ref = TAKE_FD(owned) };
+        insert(s, k, &st);
+        return 0;
+}
+
+void fd_store_adopted_done(FdStore *s) {
+        for (size_t i = 0; i < s->n_entries; i++) {
+                Entry *e = &s->entries[i];
+
+                if (!e->used)
+                        continue;
+                if (e->adopted)
+                        free_entry(s, i);
+                else if (!e->typeless)
+                        e->ref = safe_close(e->ref);
+        }
+        /* Ours are there now (store_start() put them first). */
+        for (size_t i = 0; i < s->n_states; i++) {
+                drop(s->states[i].kind, s->states[i].n, s->states[i].gen);
+                safe_close(s->states[i].fd);
+                s->count--;
+        }
+        s->states = mfree(s->states);
+        s->n_states = 0;
 }
 
 unsigned fd_store_count(const FdStore *s) {
         return s ? s->count : 0;
 }
 
-int fd_store_parse_name(const char *name, FdKind *ret_kind, bool *ret_state, uint64_t *ret_n) {
-        static const struct {
-                const char *prefix;
-                FdKind kind;
-                bool state;
-        } table[] = {
-                { FD_STORE_PREFIX, FD_KIND_NAMED, false },
-                { FD_STORE_EGD_PREFIX, FD_KIND_EGD, false },
-                { FD_STORE_STATE_PREFIX, FD_KIND_NAMED, true },
-        };
+static int parse_number(const char **p, uint64_t *ret) {
+        uint64_t n = 0;
+
+        if (**p < '0' || **p > '9' || ((*p)[0] == '0' && (*p)[1] >= '0' && (*p)[1] <= '9'))
+                return -EINVAL;
+        for (; **p >= '0' && **p <= '9'; (*p)++) {
+                if (n > (UINT64_MAX - 9) / 10)
+                        return -EINVAL;
+                n = n * 10 + (uint64_t) (**p - '0');
+        }
+        *ret = n;
+        return 0;
+}
+
+int fd_store_parse_name(const char *name, FdKind *ret_kind, uint64_t *ret_n, uint64_t *ret_gen) {
+        static const FdKind kinds[] = { FD_KIND_NAMED, FD_KIND_EGD, FD_KIND_STATE, FD_KIND_DEV };
 
         if (!name)
                 return -EINVAL;
-        for (size_t i = 0; i < ELEMENTSOF(table); i++) {
-                size_t len = strlen(table[i].prefix);
-                const char *p = name + len;
-                uint64_t n = 0;
+        for (size_t i = 0; i < ELEMENTSOF(kinds); i++) {
+                const char *prefix = kind_prefix(kinds[i]), *p = name + strlen(prefix);
+                uint64_t n, gen = 0;
 
-                if (strncmp(name, table[i].prefix, len) != 0)
+                if (strncmp(name, prefix, strlen(prefix)) != 0)
                         continue;
-                if (*p < '0' || *p > '9' || (p[0] == '0' && p[1]))
+                if (parse_number(&p, &n) < 0)
                         return -EINVAL;
-                for (; *p >= '0' && *p <= '9'; p++) {
-                        if (n > (UINT64_MAX - 9) / 10)
-                                return -EINVAL;
-                        n = n * 10 + (uint64_t) (*p - '0');
-                }
+                if (kinds[i] == FD_KIND_DEV && (*p++ != '-' || parse_number(&p, &gen) < 0))
+                        return -EINVAL;
                 if (*p)
                         return -EINVAL;
-                *ret_kind = table[i].kind;
-                *ret_state = table[i].state;
+                *ret_kind = kinds[i];
                 *ret_n = n;
+                *ret_gen = gen;
                 return 0;
         }
         return -EINVAL;

@@ -4,16 +4,21 @@
 /* Our open files in systemd's file descriptor store, kept there while we
  * run rather than handed over when we stop: a process that is killed
  * (SIGKILL, a crash, the OOM killer) takes no guest's connection with it.
- * The next start gets every file back in LISTEN_FDS and reads what they
- * are from the newest state the store holds.
+ * The next start gets every file back in LISTEN_FDS, with the names it
+ * had, and reads what they are from the states the store holds.
  *
  * Each file is stored once under "seedbed-fd-ID" or, for an EGD
  * connection (which a successor can take up from its socket alone),
- * "seedbed-egd-ID"; the state as "seedbed-state-GEN".  systemd keeps one
- * copy of an open file however often it is sent (sd_notify(3)), so this
- * module keeps one entry per file and counts its holders: two guest
- * memory regions on one memfd are one entry, removed from the store only
- * when neither needs it.
+ * "seedbed-egd-ID".  The process's state is "seedbed-state-GEN", each
+ * vhost-user device's "seedbed-dev-ID-GEN" (ID its socket's), so a
+ * device's change costs one small write, not one of every VM.
+ *
+ * systemd keeps one copy of an open file however often it is sent, and
+ * drops the copy silently (sd_notify(3)): so this module keeps one entry
+ * per file and counts its holders.  Two guest memory regions on one
+ * memfd, or a call eventfd a front-end sends again, are one entry, in
+ * the store until neither holder needs it and a state that no longer
+ * names it is there.
  *
  * The protocol is sd_notify(3)'s: datagrams to $NOTIFY_SOCKET with
  * FDSTORE=1, FDNAME=, FDPOLL=0 and FDSTOREREMOVE=1. */
@@ -24,38 +29,58 @@
 #define FD_STORE_PREFIX "seedbed-fd-"
 #define FD_STORE_EGD_PREFIX "seedbed-egd-"
 #define FD_STORE_STATE_PREFIX "seedbed-state-"
+#define FD_STORE_DEV_PREFIX "seedbed-dev-"
 
 typedef enum FdKind {
-        FD_KIND_NAMED, /* the state says what it is */
+        FD_KIND_NAMED, /* a state says what it is */
         FD_KIND_EGD,   /* an EGD connection */
+        FD_KIND_STATE, /* the process's state */
+        FD_KIND_DEV,   /* a vhost-user device's state */
 } FdKind;
 
 typedef struct FdStore FdStore;
 
-/* A store that sends to $NOTIFY_SOCKET. */
+/* A store that sends to $NOTIFY_SOCKET; -ENXIO without one.  It holds
+ * at most $FDSTORE files when systemd says (254 and later). */
 int fd_store_new(FdStore **ret);
 FdStore *fd_store_free(FdStore *s);
 
+/* A file the store passed us (fd, from LISTEN_FDS, taken: closed by the
+ * store) under name: it keeps its name for whoever holds the same file
+ * next.  Those nobody held by fd_store_adopted_done() leave the store.
+ * -EINVAL for a name that is not one of ours. */
+int fd_store_adopt(FdStore *s, const char *name, int fd);
+void fd_store_adopted_done(FdStore *s);
+
 /* Keeps fd's file in the store and counts one more holder; its id in
- * *ret_id.  The same file held again (through this or another fd of
- * ours) is the same entry.  -errno when systemd did not take it: the
- * file then survives a stop, not a crash. */
+ * *ret_id.  Only files a successor can take safely are kept: sockets,
+ * eventfds, and memory that can be sealed (memfd, tmpfs); anything else
+ * (a file on a network or FUSE mount that could block us and systemd)
+ * is -EMEDIUMTYPE.  -ENOSPC past $FDSTORE. */
 int fd_store_hold(FdStore *s, int fd, FdKind kind, uint32_t *ret_id);
-/* One holder fewer; the entry leaves the store with its last.  Its id
- * is given to another file only after the next fd_store_put_state(): the
- * state in the store may name it still. */
+/* One holder fewer.  With the last, the file leaves the store once the
+ * next state that no longer names it is put (fd_store_put_state()), and
+ * only then may its id name another file. */
 void fd_store_release(FdStore *s, uint32_t id);
 
-/* The id under which fd's file is stored, for a state that names it;
- * -ENOENT when nobody holds it. */
+/* The id of fd's file, held; -ENOENT when nobody holds it. */
 int fd_store_id_for_state(FdStore *s, int fd, uint32_t *ret_id);
+/* The name (the number in "seedbed-fd-N") of the file with id: what a
+ * state says. */
+uint64_t fd_store_name(const FdStore *s, uint32_t id);
 
-/* Stores memfd as the newest state, then drops the one before. */
+/* Stores memfd as the newest process state, drops the one before, and
+ * the files released since. */
 int fd_store_put_state(FdStore *s, int memfd);
+/* Stores memfd as the newest state of the device whose socket is dev_id,
+ * drops the one before; memfd < 0 drops its state (the device is gone).
+ * *gen is the device's, 0 at first. */
+int fd_store_put_device(FdStore *s, uint32_t dev_id, uint64_t *gen, int memfd);
 
-/* Entries in the store, the state's included: for the logs. */
+/* Entries in the store, states included: for the logs. */
 unsigned fd_store_count(const FdStore *s);
 
-/* "seedbed-fd-ID", "seedbed-egd-ID" or "seedbed-state-GEN": the kind
- * (state: *ret_state), the number; -EINVAL for any other name. */
-int fd_store_parse_name(const char *name, FdKind *ret_kind, bool *ret_state, uint64_t *ret_n);
+/* Parses one of our names: "seedbed-fd-ID", "seedbed-egd-ID",
+ * "seedbed-state-GEN" (*ret_n = GEN), "seedbed-dev-ID-GEN" (*ret_n = ID,
+ * *ret_gen = GEN).  -EINVAL for any other name. */
+int fd_store_parse_name(const char *name, FdKind *ret_kind, uint64_t *ret_n, uint64_t *ret_gen);

@@ -577,7 +577,9 @@ static int save_state(StateFds *fds, bool fdstore, bool final) {
         }
         json_array_end(&j);
         json_object_begin(&j, "server");
-        r = server_save(&server, &j, fds);
+        /* Kept in the store while we serve, connections are in their
+         * devices' own states; on a handover or at SIGTERM, all here. */
+        r = server_save(&server, &j, fds, final);
         json_object_end(&j);
         if (r < 0)
                 return r;
@@ -683,20 +685,34 @@ static void on_control(LoopIo *io, int fd, uint32_t events, void *userdata) {
                 control_conn_close(c);
 }
 
+/* A vhost-user device's own state from systemd's store. */
+typedef struct DevState {
+        uint64_t socket; /* its socket's name */
+        uint64_t gen;
+        int fd;
+} DevState;
+
+static void adopt_egd(StateReader *r, const FdKind *kinds);
+
 /* Takes up a predecessor's state: its listening sockets become inherited
  * ones (matched to the configuration as systemd's are), its connections
- * the server's.  fds (n_fds, owned from here on) are what it names. */
-static void adopt_egd(int *fds, const bool *taken, const FdKind *kinds, size_t n_fds);
-
-static int restore_state(int memfd, int *fds, size_t n_fds, const FdKind *kinds) {
+ * the server's.  fds (n_fds, owned from here on) are what it names: by
+ * index, or with names (owned too) by name.  From systemd's store also
+ * kinds (which are EGD connections) and the devices' states. */
+static int restore_state(int memfd, int *fds, uint64_t *names, size_t n_fds, const FdKind *kinds,
+                         const DevState *devs, size_t n_devs) {
         _cleanup_(state_reader_done) StateReader reader = {};
         yaml_node_t *root, *list, *srv, *final;
-        bool exact;
+        bool exact = true;
         uint64_t version;
-        size_t n = 0;
+        size_t n = 0, n_dev = 0;
         int r;
 
         r = state_reader_open(&reader, memfd, fds, n_fds);
+        if (reader.fds)
+                reader.names = names; /* the reader's to free */
+        else
+                free(names);
         root = state_root(&reader);
         if (r >= 0)
                 r = state_get_u64(&reader, root, "version", UINT32_MAX, &version);
@@ -730,10 +746,25 @@ static int restore_state(int memfd, int *fds, size_t n_fds, const FdKind *kinds)
                          "killed): EGD connections go on from their sockets, vhost-user rings from guest memory.");
         if (r >= 0)
                 r = server_restore(&server, &reader, srv, exact);
-        /* EGD connections the state does not name (accepted after it was
-         * written) are served from their sockets, whatever became of it. */
+        /* Each device from its own state (a final state had them all). */
+        for (size_t i = 0; r >= 0 && !exact && i < n_devs; i++) {
+                _cleanup_(state_reader_done) StateReader dev = {};
+                int k = state_reader_open_with(&dev, devs[i].fd, &reader);
+
+                if (k >= 0)
+                        k = server_restore_device(&server, &dev, state_root(&dev));
+                if (k < 0)
+                        log_warning("Could not take up a vhost-user device: %s; it is closed.",
+                                    dev.error[0] ? dev.error : strerror(-k));
+                else
+                        n_dev++;
+        }
+        if (n_devs > 0 && !exact)
+                log_info("Took up %zu of %zu vhost-user devices.", n_dev, n_devs);
+        /* EGD connections the state does not name are served from their
+         * sockets, whatever became of it. */
         if (kinds)
-                adopt_egd(reader.fds, reader.taken, kinds, reader.n_fds);
+                adopt_egd(&reader, kinds);
         if (r < 0)
                 return log_error_errno(r, "Cannot take up the state of the previous instance: %s",
                                        reader.error[0] ? reader.error : strerror(-r));
@@ -765,7 +796,7 @@ static int take_over(int *ret_conn) {
                 return log_error_errno(r, "The running instance refused the handover: %s", error);
         if (r < 0)
                 return log_error_errno(r, "Failed to take over through '%s': %m", path);
-        r = restore_state(memfd, fds, n_fds, NULL);
+        r = restore_state(memfd, fds, NULL, n_fds, NULL, NULL, 0);
         if (r < 0)
                 return log_error_errno(r, "Not taking over; the running instance serves on.");
         *ret_conn = TAKE_FD(conn);
@@ -777,21 +808,17 @@ static int take_over(int *ret_conn) {
  * Under systemd every file a guest's connection needs is in the service's
  * fd store (FileDescriptorStoreMax= in the unit) from the moment we have
  * it: each socket, each vhost-user device's memory and eventfds (see
- * fd-store.h, and server.c for when they are stored).  Beside them the
- * state that says what they are, written again whenever a vhost-user
- * device's negotiation changed and, for the counters, at most every
- * second; a final one on SIGTERM.  So the next start (systemctl restart,
- * an upgrade's restart, or systemd's Restart= after a crash or SIGKILL)
- * gets them all back in LISTEN_FDS / LISTEN_FDNAMES beside the socket
- * unit's sockets.  After a crash the state is the last one written: EGD
- * connections carry on from their sockets (a request leaves the socket
- * only once answered, see server.c), vhost-user rings from guest
- * memory. */
-#define FDSTORE_LEGACY_STATE "seedbed-state" /* before version 2: written at SIGTERM only */
+ * fd-store.h, and server.c for when they are stored), and beside them
+ * each device's own state, written after each of its messages, and the
+ * process's (listeners, budgets, counters) at most once a second; a
+ * complete one on SIGTERM.  So the next start (systemctl restart, an
+ * upgrade's restart, or Restart= after a crash or SIGKILL) gets them all
+ * back in LISTEN_FDS / LISTEN_FDNAMES beside the socket unit's sockets,
+ * with their names, which it keeps.  After a crash, EGD connections carry
+ * on from their sockets (a request leaves the socket only once answered,
+ * see server.c), vhost-user rings from guest memory. */
+#define FDSTORE_LEGACY_STATE "seedbed-state" /* before version 2: at SIGTERM only */
 #define STORE_COUNTERS_USEC USEC_PER_SEC
-/* Store ids above this are not ours: a stray name must not make us
- * allocate gigabytes. */
-#define STORE_ID_MAX (1U << 22)
 
 static FdStore *store;
 static uint64_t store_activity;
@@ -814,7 +841,7 @@ static bool fdstore_wanted(void) {
 #endif
 }
 
-/* Writes the state for the store: every file it names is there already. */
+/* The process's state for the store: the files it names are there. */
 static int store_write_state(bool final) {
         _cleanup_(state_fds_done) StateFds fds = { .resolve = server_store_resolve, .userdata = &server };
         _cleanup_close_ int memfd = -EBADF;
@@ -826,7 +853,6 @@ static int store_write_state(bool final) {
         r = fd_store_put_state(store, memfd);
         if (r < 0)
                 return r;
-        server.state_changed = server.state_deferred = false;
         store_activity = server.activity;
         store_written_at = now_usec(CLOCK_MONOTONIC);
         return 0;
@@ -836,9 +862,11 @@ static int store_write_state(bool final) {
 static int store_start(void) {
         int r;
 
-        r = fd_store_new(&store);
-        if (r < 0)
-                return log_error_errno(r, "Cannot use systemd's fd store: %m");
+        if (!store) {
+                r = fd_store_new(&store);
+                if (r < 0)
+                        return log_error_errno(r, "Cannot use systemd's fd store: %m");
+        }
         for (size_t i = 0; i < n_listeners; i++) {
                 const Listener *l = &listeners[i];
                 uint32_t id;
@@ -855,160 +883,208 @@ static int store_start(void) {
         r = store_write_state(false);
         if (r < 0)
                 return log_error_errno(r, "Cannot keep the state in systemd's fd store: %m");
+        /* Ours are there: what the previous instance stored and nobody
+         * took up, its states included, goes. */
+        fd_store_adopted_done(store);
         log_info("Keeping %u files in systemd's fd store: a restart or a crash closes no guest's connection.",
                  fd_store_count(store));
         return 0;
 }
 
-/* Called before the loop waits: the state follows a device's change at
- * once (a successor must map what the guest set up), the counters within
- * a second. */
-static void store_refresh(usec_t now) {
+/* Before the loop waits: the counters and the device states that waited
+ * go to the store within a second.  When next, or USEC_INFINITY. */
+static usec_t store_refresh(usec_t now) {
         int r;
 
-        if (!store)
-                return;
-        if (!server.state_changed &&
-            ((server.activity == store_activity && !server.state_deferred) ||
-             now < store_written_at + STORE_COUNTERS_USEC))
-                return;
+        if (!store || (server.activity == store_activity && server.n_state_pending == 0))
+                return USEC_INFINITY;
+        if (now < store_written_at + STORE_COUNTERS_USEC)
+                return store_written_at + STORE_COUNTERS_USEC;
+        server_store_pending(&server);
         r = store_write_state(false);
         if (r < 0) {
                 static usec_t warned;
                 if (now >= warned + 60 * USEC_PER_SEC) {
                         log_warning_errno(r, "Failed to write the state to systemd's fd store: %m; "
-                                          "a crash now would lose what changed since.");
+                                          "a crash now would lose the counters since.");
                         warned = now;
                 }
-                /* Tried again at the next second, not in a spin. */
+                /* Tried again in a second, not in a spin. */
                 store_written_at = now;
-                server.state_changed = false;
-                server.state_deferred = true;
         }
+        return USEC_INFINITY;
 }
 
-/* EGD connections among a predecessor's files that nobody took: a
+/* EGD connections among a predecessor's files that no state named: a
  * successor needs nothing but the socket to serve them. */
-static void adopt_egd(int *fds, const bool *taken, const FdKind *kinds, size_t n_fds) {
+static void adopt_egd(StateReader *r, const FdKind *kinds) {
         unsigned n = 0;
 
-        for (size_t i = 0; i < n_fds; i++) {
-                if (kinds[i] != FD_KIND_EGD || fds[i] < 0 || (taken && taken[i]))
+        for (size_t i = 0; i < r->n_fds; i++) {
+                if (kinds[i] != FD_KIND_EGD || r->fds[i] < 0 || r->taken[i])
                         continue;
-                if (server_add_client(&server, TRANSPORT_EGD, TAKE_FD(fds[i])) >= 0)
+                if (server_adopt_egd(&server, TAKE_FD(r->fds[i])) >= 0)
                         n++;
         }
         if (n > 0)
                 log_info("Took up %u EGD connections from their sockets.", n);
 }
 
+typedef struct Passed {
+        uint64_t name;
+        FdKind kind;
+        int fd;
+} Passed;
+
+static int passed_cmp(const void *a, const void *b) {
+        uint64_t x = ((const Passed *) a)->name, y = ((const Passed *) b)->name;
+        return x < y ? -1 : x > y;
+}
+
+/* A file of ours the store passed: the store keeps it under its name
+ * (store set), and the caller gets a copy to take up; or, with no store
+ * to keep it, it leaves the store and the caller gets it. */
+static int pass_on(const char *name, int fd) {
+        int copy;
+
+        if (!store) {
+                char msg[300];
+
+                (void) snprintf(msg, sizeof msg, "FDSTOREREMOVE=1\nFDNAME=%s", name);
+                (void) sd_notify(false, msg);
+                return fd;
+        }
+        copy = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+        if (copy < 0 || fd_store_adopt(store, name, fd) < 0) {
+                safe_close(copy);
+                return -EBADF;
+        }
+        return copy;
+}
+
 /* The sockets systemd passed, and what it kept for us: 1 when a state
- * was taken up, 0 when there was none or it could not be read (the
- * guests' connections close; we serve fresh), <0 on failure. */
+ * was taken up, 0 when there was none or it could not be read (we serve
+ * fresh; EGD connections go on from their sockets), <0 on failure. */
 static int take_systemd_fds(void) {
 #ifdef HAVE_SYSTEMD
-        typedef struct Stored {
-                uint64_t id;
-                FdKind kind;
-                int fd;
-        } Stored;
-        _cleanup_free_ Stored *stored = NULL;
+        _cleanup_free_ Passed *passed = NULL;
+        _cleanup_free_ DevState *devs = NULL;
         _cleanup_free_ int *fds = NULL;
+        _cleanup_free_ uint64_t *names_by_fd = NULL;
         _cleanup_free_ FdKind *kinds = NULL;
         char **names = NULL;
         int state = -EBADF, n, r = 0;
         uint64_t state_gen = 0;
-        size_t n_stored = 0, n_fds = 0;
+        size_t n_passed = 0, n_devs = 0;
+        bool legacy = false;
 
         n = sd_listen_fds_with_names(true, &names);
         if (n < 0)
                 return log_error_errno(n, "Failed to take the sockets systemd passed: %m");
-        stored = calloc((size_t) MAX(n, 1), sizeof *stored);
-        if (!stored)
+        if (fdstore_wanted() && fd_store_new(&store) < 0)
+                store = NULL;
+        passed = calloc((size_t) MAX(n, 1), sizeof *passed);
+        devs = calloc((size_t) MAX(n, 1), sizeof *devs);
+        if (!passed || !devs)
                 r = -ENOMEM;
         for (int i = 0; i < n; i++) {
                 int fd = SD_LISTEN_FDS_START + i;
                 const char *name = names ? names[i] : NULL;
-                bool is_state, legacy = streq_ptr(name, FDSTORE_LEGACY_STATE);
+                uint64_t k, gen;
                 FdKind kind;
-                uint64_t k;
 
                 if (r < 0) {
                         safe_close(fd);
                         continue;
                 }
-                if (!legacy && fd_store_parse_name(name, &kind, &is_state, &k) < 0) {
+                if (streq_ptr(name, FDSTORE_LEGACY_STATE)) {
+                        /* The previous release's, written at SIGTERM; its
+                         * fds are "seedbed-fd-INDEX". */
+                        char msg[] = "FDSTOREREMOVE=1\nFDNAME=" FDSTORE_LEGACY_STATE;
+                        (void) sd_notify(false, msg);
+                        safe_close(state);
+                        state = fd;
+                        legacy = true;
+                        continue;
+                }
+                if (fd_store_parse_name(name, &kind, &k, &gen) < 0) {
                         /* The socket unit's. */
                         r = add_inherited(fd, name, NULL, true);
                         if (r < 0)
                                 safe_close(fd);
                         continue;
                 }
-                /* Ours, from the store: out of it, or the next start would
-                 * get it again beside what we store anew. */
-                {
-                        char msg[300];
-                        (void) snprintf(msg, sizeof msg, "FDSTOREREMOVE=1\nFDNAME=%s", name);
-                        (void) sd_notify(false, msg);
-                }
-                if (legacy || is_state) {
-                        /* The newest state; the legacy one is the only one. */
-                        if (legacy)
-                                k = 0;
-                        if (state < 0 || k > state_gen) {
+                fd = pass_on(name, fd);
+                if (fd < 0)
+                        continue;
+                if (kind == FD_KIND_STATE) {
+                        if (!legacy && (state < 0 || k > state_gen)) {
                                 safe_close(state);
                                 state = fd;
                                 state_gen = k;
                         } else
                                 safe_close(fd);
-                        continue;
-                }
-                if (k >= STORE_ID_MAX) {
-                        log_warning("Ignoring the stored fd '%s': not a name we give.", name);
-                        safe_close(fd);
-                        continue;
-                }
-                stored[n_stored++] = (Stored) { .id = k, .kind = kind, .fd = fd };
-                n_fds = MAX(n_fds, (size_t) k + 1);
+                } else if (kind == FD_KIND_DEV) {
+                        size_t j;
+                        for (j = 0; j < n_devs && devs[j].socket != k; j++)
+                                ;
+                        if (j == n_devs)
+                                devs[n_devs++] = (DevState) { .socket = k, .gen = gen, .fd = fd };
+                        else if (gen > devs[j].gen) {
+                                safe_close(devs[j].fd);
+                                devs[j] = (DevState) { .socket = k, .gen = gen, .fd = fd };
+                        } else
+                                safe_close(fd);
+                } else
+                        passed[n_passed++] = (Passed) { .name = k, .kind = kind, .fd = fd };
         }
         for (int i = 0; names && i < n; i++)
                 free(names[i]);
         free(names);
+        qsort(passed, n_passed, sizeof *passed, passed_cmp);
         if (r >= 0) {
-                fds = calloc(MAX(n_fds, (size_t) 1), sizeof *fds);
-                kinds = calloc(MAX(n_fds, (size_t) 1), sizeof *kinds);
-                if (!fds || !kinds)
+                fds = calloc(MAX(n_passed, (size_t) 1), sizeof *fds);
+                names_by_fd = calloc(MAX(n_passed, (size_t) 1), sizeof *names_by_fd);
+                kinds = calloc(MAX(n_passed, (size_t) 1), sizeof *kinds);
+                if (!fds || !names_by_fd || !kinds)
                         r = -ENOMEM;
+        }
+        for (size_t i = 0; i < n_passed; i++) {
+                if (r < 0 || (i > 0 && passed[i].name == passed[i - 1].name)) {
+                        safe_close(passed[i].fd);
+                        passed[i].fd = -EBADF;
+                }
+                if (r >= 0) {
+                        fds[i] = passed[i].fd;
+                        names_by_fd[i] = passed[i].name;
+                        kinds[i] = passed[i].kind;
+                }
         }
         if (r < 0) {
                 safe_close(state);
-                for (size_t i = 0; i < n_stored; i++)
-                        safe_close(stored[i].fd);
+                for (size_t i = 0; i < n_devs; i++)
+                        safe_close(devs[i].fd);
                 return log_oom();
-        }
-        for (size_t i = 0; i < n_fds; i++)
-                fds[i] = -EBADF;
-        for (size_t i = 0; i < n_stored; i++) {
-                if (fds[stored[i].id] >= 0) {
-                        log_warning("Ignoring a second stored fd with id %" PRIu64 ".", stored[i].id);
-                        safe_close(stored[i].fd);
-                        continue;
-                }
-                fds[stored[i].id] = stored[i].fd;
-                kinds[stored[i].id] = stored[i].kind;
         }
         if (state < 0) {
                 /* Killed before it wrote a state: what can be served from
                  * its socket alone is. */
-                adopt_egd(fds, NULL, kinds, n_fds);
-                for (size_t i = 0; i < n_fds; i++)
+                StateReader none = { .fds = fds, .n_fds = n_passed, .taken = calloc(MAX(n_passed, (size_t) 1), sizeof(bool)) };
+                if (none.taken)
+                        adopt_egd(&none, kinds);
+                free(none.taken);
+                for (size_t i = 0; i < n_passed; i++)
                         safe_close(fds[i]);
+                for (size_t i = 0; i < n_devs; i++)
+                        safe_close(devs[i].fd);
                 return 0;
         }
-        r = restore_state(state, TAKE_PTR(fds), n_fds, kinds);
+        r = restore_state(state, TAKE_PTR(fds), TAKE_PTR(names_by_fd), n_passed, kinds, devs, n_devs);
         safe_close(state);
+        for (size_t i = 0; i < n_devs; i++)
+                safe_close(devs[i].fd);
         if (r < 0) {
-                log_warning("Serving fresh: the guests' connections of the previous instance close.");
+                log_warning("Serving fresh: the vhost-user connections of the previous instance close.");
                 return 0;
         }
         log_info("Took up the state systemd kept from the previous instance.");
@@ -1161,14 +1237,14 @@ static usec_t prepare(void *userdata) {
                         wake = MIN(wake, l->paused_until);
         }
 
-        store_refresh(now_usec(CLOCK_MONOTONIC));
+        usec_t store_wake = store_refresh(now_usec(CLOCK_MONOTONIC));
 
         if (arg_exit_when_alone && now_clients == 0) {
                 log_info("The front-end on --fd has gone; exiting.");
                 loop_exit(userdata, EXIT_OK);
                 return 0;
         }
-        return MIN(wake, server_next_wake(&server));
+        return MIN(MIN(wake, store_wake), server_next_wake(&server));
 }
 
 static void tick(usec_t now, void *userdata) {

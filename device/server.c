@@ -96,11 +96,14 @@ struct Client {
         /* Kept in s->store: the socket, and a device's files. */
         bool stored;
         uint32_t store_id;
-        uint32_t *file_ids;
+        uint32_t *file_ids;     /* VHOST_USER_FILES_MAX, for a device */
         size_t n_file_ids;
-        usec_t state_window;    /* see state_changed_by() */
+        bool files_stored;      /* all of them: a state can name the device */
+        uint64_t dev_gen;       /* its state's, in the store (0: none) */
+        usec_t state_window;    /* see client_store_files() */
         unsigned state_writes;
-        bool files_stored;  /* all of them: the state can name the device */
+        bool state_pending;     /* its state waits for the next second */
+        bool unstorable_logged;
 
         /* vhost-user */
         VhostUserDev *dev;
@@ -413,40 +416,66 @@ static void client_set_waiting(Client *c, bool waiting, usec_t wake_at) {
 
 /* ---- systemd's store (fd-store.h) ----
  *
- * The socket is stored once, for as long as the connection is open; a
- * vhost-user device's files after every message (a message is what
- * changes them), by holding the new set before releasing the old, so a
- * file the device keeps never leaves the store in between. */
+ * The socket is stored once, for as long as the connection is open.  A
+ * vhost-user device's files and its own state are stored after every
+ * message it sent: its new files first, then the state that names them,
+ * then the files it let go, so a crash at any point finds a state whose
+ * files are all there. */
 
-/* Each change writes every VM's state: a front-end that sends message
- * after message must not make this shared process do that for each.
- * Past STATE_WRITES_BURST in a window its changes reach the store with
- * the counters, within a second (its own crash safety is what it
- * risks); a device's setup takes a few dozen. */
+/* A front-end that sends message after message must not make systemd
+ * (which compares each new file with every one it keeps) or us write its
+ * state for each: past STATE_WRITES_BURST in a window its state reaches
+ * the store with the counters, within a second (its own crash safety is
+ * what it risks).  A device's setup takes a few dozen. */
 #define STATE_WRITES_BURST 64
 #define STATE_WRITES_WINDOW_USEC (10 * USEC_PER_SEC)
 
-static void state_changed_by(Client *c) {
-        Server *s = c->server;
-        usec_t now = now_usec(CLOCK_MONOTONIC);
+static void save_client(Json *j, const Client *c, StateFds *fds, int *ret);
 
-        if (now >= c->state_window + STATE_WRITES_WINDOW_USEC) {
-                c->state_window = now;
-                c->state_writes = 0;
+static void client_put_state(Client *c) {
+        Server *s = c->server;
+        _cleanup_(state_fds_done) StateFds fds = { .resolve = server_store_resolve, .userdata = s };
+        _cleanup_(json_free) Json j = {};
+        _cleanup_close_ int memfd = -EBADF;
+        int r = 0;
+
+        c->state_pending = false;
+        if (!c->stored)
+                return;
+        if (!c->files_stored || vhost_user_dev_broken(c->dev)) {
+                /* A state that names what the device no longer holds
+                 * would only fail later: none. */
+                if (c->dev_gen > 0)
+                        (void) fd_store_put_device(s->store, c->store_id, &c->dev_gen, -EBADF);
+                if (!c->unstorable_logged && !vhost_user_dev_broken(c->dev))
+                        log_notice("%s: a file of its device is not one systemd's store may keep (its memory not "
+                                   "a memfd or a file on tmpfs?): it is lost if this process is killed.",
+                                   c->peer);
+                c->unstorable_logged = true;
+                return;
         }
-        if (c->state_writes < STATE_WRITES_BURST) {
-                c->state_writes++;
-                s->state_changed = true;
-        } else
-                s->state_deferred = true;
+        json_object_begin(&j, NULL);
+        json_uint(&j, "version", STATE_VERSION);
+        save_client(&j, c, &fds, &r);
+        json_object_end(&j);
+        memfd = r < 0 ? r : state_memfd(&j);
+        if (memfd >= 0)
+                r = fd_store_put_device(s->store, c->store_id, &c->dev_gen, memfd);
+        if (memfd < 0 || r < 0)
+                log_warning_errno(memfd < 0 ? memfd : r,
+                                  "Failed to keep the state of %s in systemd's store: %m; it is lost if this process "
+                                  "is killed.", c->peer);
 }
 
+/* The device's files and state, after a message (or at the start). */
 static void client_store_files(Client *c) {
+        Server *s = c->server;
         int fds[VHOST_USER_FILES_MAX];
-        uint32_t ids[VHOST_USER_FILES_MAX];
-        size_t n, k = 0;
+        uint32_t ids[VHOST_USER_FILES_MAX], old[VHOST_USER_FILES_MAX];
+        size_t n, k = 0, n_old;
+        usec_t now;
 
-        if (!c->server->store || !c->dev)
+        if (!s->store || !c->dev || !c->stored)
                 return;
         if (!c->file_ids) {
                 c->file_ids = calloc(VHOST_USER_FILES_MAX, sizeof *c->file_ids);
@@ -455,14 +484,28 @@ static void client_store_files(Client *c) {
         }
         n = vhost_user_dev_files(c->dev, fds, ELEMENTSOF(fds));
         for (size_t i = 0; i < n; i++)
-                if (fd_store_hold(c->server->store, fds[i], FD_KIND_NAMED, &ids[k]) >= 0)
+                if (fd_store_hold(s->store, fds[i], FD_KIND_NAMED, &ids[k]) >= 0)
                         k++;
-        for (size_t i = 0; i < c->n_file_ids; i++)
-                fd_store_release(c->server->store, c->file_ids[i]);
+        n_old = c->n_file_ids;
+        memcpy(old, c->file_ids, n_old * sizeof *old);
         memcpy(c->file_ids, ids, k * sizeof *ids);
         c->n_file_ids = k;
         c->files_stored = k == n;
-        state_changed_by(c);
+
+        now = now_usec(CLOCK_MONOTONIC);
+        if (now >= c->state_window + STATE_WRITES_WINDOW_USEC) {
+                c->state_window = now;
+                c->state_writes = 0;
+        }
+        if (c->state_writes < STATE_WRITES_BURST) {
+                c->state_writes++;
+                client_put_state(c);
+        } else if (!c->state_pending) {
+                c->state_pending = true;
+                s->n_state_pending++;
+        }
+        for (size_t i = 0; i < n_old; i++)
+                fd_store_release(s->store, old[i]);
 }
 
 static void client_store(Client *c) {
@@ -473,32 +516,38 @@ static void client_store(Client *c) {
         if (!c->stored)
                 c->stored = fd_store_hold(s->store, c->fd, c->dev ? FD_KIND_NAMED : FD_KIND_EGD, &c->store_id) >= 0;
         client_store_files(c);
-        /* An EGD connection needs no state: a successor takes it up from
-         * its socket. */
-        if (c->dev)
-                state_changed_by(c);
 }
 
 static void client_unstore(Client *c) {
         Server *s = c->server;
 
-        if (!s->store)
+        if (!s->store || !c->stored)
                 return;
+        if (c->state_pending)
+                s->n_state_pending--;
+        c->state_pending = false;
+        if (c->dev_gen > 0)
+                (void) fd_store_put_device(s->store, c->store_id, &c->dev_gen, -EBADF);
         for (size_t i = 0; i < c->n_file_ids; i++)
                 fd_store_release(s->store, c->file_ids[i]);
         c->n_file_ids = 0;
-        if (c->stored)
-                fd_store_release(s->store, c->store_id);
+        fd_store_release(s->store, c->store_id);
         c->stored = false;
-        /* A state naming a device that is gone names files that are too:
-         * soon, but with the counters. */
-        if (c->dev)
-                s->state_deferred = true;
 }
 
 void server_store_all(Server *s) {
         for (Client *c = s->clients; c; c = c->next)
                 client_store(c);
+}
+
+void server_store_pending(Server *s) {
+        if (!s->store || s->n_state_pending == 0)
+                return;
+        for (Client *c = s->clients; c; c = c->next)
+                if (c->state_pending) {
+                        s->n_state_pending--;
+                        client_put_state(c);
+                }
 }
 
 int server_store_resolve(void *userdata, int fd, uint64_t *ret_id) {
@@ -509,7 +558,7 @@ int server_store_resolve(void *userdata, int fd, uint64_t *ret_id) {
         r = fd_store_id_for_state(s->store, fd, &id);
         if (r < 0)
                 return r;
-        *ret_id = id;
+        *ret_id = fd_store_name(s->store, id);
         return 0;
 }
 
@@ -527,6 +576,7 @@ static void client_free(Client *c) {
         if (c->next)
                 c->next->prev = c->prev;
         s->n_clients[c->transport]--;
+        s->activity++;
         if (c->stats)
                 c->stats->connections--;
 
@@ -1074,6 +1124,7 @@ static const VhostUserOps vhost_ops = {
 
 static void vhost_io(LoopIo *io, int fd, uint32_t events, void *userdata) {
         Client *c = userdata;
+        uint64_t messages = vhost_user_dev_stats(c->dev)->messages;
         int r;
 
         r = vhost_user_dev_handle_socket(c->dev);
@@ -1083,12 +1134,14 @@ static void vhost_io(LoopIo *io, int fd, uint32_t events, void *userdata) {
                 return client_free(c); /* a cap: refusal() said so */
         if (r < 0)
                 return client_close(c, true, vhost_user_dev_broken_reason(c->dev) ?: strerror(-r));
-        client_store_files(c);
+        /* A whole message may have changed what the device holds. */
+        if (vhost_user_dev_stats(c->dev)->messages != messages)
+                client_store_files(c);
         /* A message may have enabled a ring with buffers already posted. */
         (void) vhost_process(c);
 }
 
-int server_add_client(Server *s, Transport t, int fd) {
+static int add_client(Server *s, Transport t, int fd, bool adopted) {
         char name[160], key[600];
         Client *c;
         int r;
@@ -1169,13 +1222,27 @@ int server_add_client(Server *s, Transport t, int fd) {
                 s->clients->prev = c;
         s->clients = c;
         s->n_clients[t]++;
-        s->connections_total[t]++;
+        s->activity++;
+        if (!adopted)
+                s->connections_total[t]++;
         c->stats->connections++;
         c->stats->last_seen = now_usec(CLOCK_MONOTONIC);
         c->limit->connections++;
         client_store(c);
-        log_info("New %s connection from %s, budget '%s'.", transport_to_string(t), c->peer, c->limit->key);
+        if (adopted)
+                log_debug("Took up the %s connection from %s, budget '%s'.", transport_to_string(t), c->peer,
+                          c->limit->key);
+        else
+                log_info("New %s connection from %s, budget '%s'.", transport_to_string(t), c->peer, c->limit->key);
         return 0;
+}
+
+int server_add_client(Server *s, Transport t, int fd) {
+        return add_client(s, t, fd, false);
+}
+
+int server_adopt_egd(Server *s, int fd) {
+        return add_client(s, TRANSPORT_EGD, fd, true);
 }
 
 /* ---- handing over to a successor ---- */
@@ -1222,7 +1289,7 @@ static void save_egd(Json *j, const Client *c) {
         json_object_end(j);
 }
 
-int server_save(const Server *s, Json *j, StateFds *fds) {
+int server_save(const Server *s, Json *j, StateFds *fds, bool clients) {
         int r;
 
         json_array_begin(j, "connections_total");
@@ -1267,7 +1334,7 @@ int server_save(const Server *s, Json *j, StateFds *fds) {
         json_array_end(j);
 
         json_array_begin(j, "clients");
-        for (const Client *c = s->clients; c; c = c->next) {
+        for (const Client *c = clients ? s->clients : NULL; c; c = c->next) {
                 /* A broken device has nothing to hand over; it is closed
                  * with this process. */
                 if (c->dev && vhost_user_dev_broken(c->dev))
@@ -1278,24 +1345,31 @@ int server_save(const Server *s, Json *j, StateFds *fds) {
                 if (fds->resolve && (!c->stored || (c->dev && !c->files_stored)))
                         continue;
                 json_object_begin(j, NULL);
-                json_string(j, "transport", transport_to_string(c->transport));
-                state_write_fd(j, fds, "fd", c->fd);
-                json_string(j, "peer", c->peer);
-                json_string(j, "stats", c->stats->name);
-                json_string(j, "limit", c->limit->key);
-                if (c->dev) {
-                        json_uint(j, "vhost_requests", c->vhost_requests);
-                        json_object_begin(j, "vhost");
-                        r = vhost_user_dev_save(c->dev, j, fds);
-                        json_object_end(j);
-                        if (r < 0)
-                                return r;
-                } else
-                        save_egd(j, c);
+                save_client(j, c, fds, &r);
                 json_object_end(j);
+                if (r < 0)
+                        return r;
         }
         json_array_end(j);
         return j->failed ? -ENOMEM : 0;
+}
+
+/* One connection's members, as restore_client() reads them. */
+static void save_client(Json *j, const Client *c, StateFds *fds, int *ret) {
+        json_string(j, "transport", transport_to_string(c->transport));
+        state_write_fd(j, fds, "fd", c->fd);
+        json_string(j, "peer", c->peer);
+        json_string(j, "stats", c->stats->name);
+        json_string(j, "limit", c->limit->key);
+        if (c->dev) {
+                json_uint(j, "vhost_requests", c->vhost_requests);
+                json_object_begin(j, "vhost");
+                *ret = vhost_user_dev_save(c->dev, j, fds);
+                json_object_end(j);
+        } else
+                save_egd(j, c);
+        if (j->failed)
+                *ret = -ENOMEM;
 }
 
 static Transport transport_from_string(const char *s) {
@@ -1557,9 +1631,11 @@ static int restore_client(Server *s, StateReader *r, yaml_node_t *it, bool exact
                         (void) vhost_user_dev_set_max_regions(c->dev, s->caps.device_regions);
                 c->limit->mapped += vhost_user_dev_mapped(c->dev);
                 s->mapped += vhost_user_dev_mapped(c->dev);
-                if (!exact)
-                        vhost_user_dev_resync(c->dev);
-                k = loop_add_io(s->loop, c->fd, EPOLLIN, vhost_io, c, &c->io);
+                k = exact ? 0 : vhost_user_dev_resync(c->dev);
+                if (k < 0)
+                        (void) state_error(r, "%s", vhost_user_dev_broken_reason(c->dev) ?: strerror(-k));
+                else
+                        k = loop_add_io(s->loop, c->fd, EPOLLIN, vhost_io, c, &c->io);
         } else {
                 fd = -EBADF; /* the client's now */
                 /* Not exact: what it had read and not answered is still
@@ -1582,6 +1658,10 @@ static int restore_client(Server *s, StateReader *r, yaml_node_t *it, bool exact
 fail:
         client_free(c);
         return k;
+}
+
+int server_restore_device(Server *s, StateReader *r, yaml_node_t *root) {
+        return restore_client(s, r, root, false);
 }
 
 int server_restore(Server *s, StateReader *r, yaml_node_t *root, bool exact) {

@@ -102,13 +102,10 @@ typedef struct Server {
 
         /* Set: every connection's socket and every file a vhost-user
          * device holds are kept in systemd's store while they are open
-         * (fd-store.h), and state_changed says when the state that names
-         * them must be written again: a device's negotiation changed, or
-         * a vhost-user connection came.  activity grows with
-         * every request served, for the counters. */
+         * (fd-store.h) with each device's own state; activity grows with
+         * every request served, for the process's state (the counters). */
         FdStore *store;
-        bool state_changed;
-        bool state_deferred;    /* … within a second, with the counters */
+        unsigned n_state_pending; /* devices whose state waits a second */
         uint64_t activity;
 
         uint64_t connections_total[_TRANSPORT_MAX];
@@ -131,12 +128,13 @@ void budget_key(const char *cgroup, uid_t uid, char *buf, size_t size);
 int server_add_client(Server *s, Transport t, int fd);
 
 /* Writes the server's state for a successor (state.h): counters,
- * budgets, statistics, and every connection with what it was in the
- * middle of (EGD requests read and not answered, answers not sent, a
- * vhost-user device's whole negotiation and ring).  The caller stops the
- * loop before, and never serves again after, unless the successor
- * fails. */
-int server_save(const Server *s, Json *j, StateFds *fds);
+ * budgets, statistics and, with clients, every connection with what it
+ * was in the middle of (EGD requests read and not answered, answers not
+ * sent, a vhost-user device's whole negotiation and ring).  For a
+ * handover the caller stops the loop before, and never serves again
+ * after, unless the successor fails.  Without clients: the state kept in
+ * systemd's store while we serve, beside each device's own. */
+int server_save(const Server *s, Json *j, StateFds *fds, bool clients);
 
 /* Takes up what a predecessor saved at root.  exact: it saved it when it
  * stopped.  Otherwise the state was written while it ran on (systemd's
@@ -150,6 +148,16 @@ int server_restore(Server *s, StateReader *r, yaml_node_t *root, bool exact);
 
 /* Keeps every connection's files in s->store from now on. */
 void server_store_all(Server *s);
+/* Writes the device states that waited (see server.c), once a second. */
+void server_store_pending(Server *s);
+
+/* An EGD connection a predecessor had, taken up from its socket (not a
+ * new connection for the counters). */
+int server_adopt_egd(Server *s, int fd);
+
+/* Takes up a device a predecessor kept in systemd's store, from its own
+ * state (root) written as it served: see server_restore(). */
+int server_restore_device(Server *s, StateReader *r, yaml_node_t *root);
 
 /* A StateFds resolver naming files by their id in s->store. */
 int server_store_resolve(void *userdata, int fd, uint64_t *ret_id);

@@ -122,20 +122,12 @@ int state_error(StateReader *r, const char *format, ...) {
         return -EBADMSG;
 }
 
-int state_reader_open(StateReader *r, int memfd, int *fds, size_t n_fds) {
+static int read_doc(StateReader *r, int memfd) {
         _cleanup_free_ char *text = NULL;
         struct stat st;
         ssize_t got;
         int k;
 
-        *r = (StateReader) { .fds = fds, .n_fds = n_fds, .taken = calloc(MAX(n_fds, (size_t) 1), sizeof(bool)) };
-        if (!r->taken) {
-                for (size_t i = 0; i < n_fds; i++)
-                        safe_close(fds[i]);
-                free(fds);
-                *r = (StateReader) {};
-                return -ENOMEM;
-        }
         if (fstat(memfd, &st) < 0)
                 return state_error(r, "the state cannot be read (%s)", strerror(errno));
         if (!S_ISREG(st.st_mode) || st.st_size <= 0 || (uint64_t) st.st_size > STATE_SIZE_MAX)
@@ -154,11 +146,36 @@ int state_reader_open(StateReader *r, int memfd, int *fds, size_t n_fds) {
         return 0;
 }
 
+int state_reader_open(StateReader *r, int memfd, int *fds, size_t n_fds) {
+        *r = (StateReader) { .fds = fds, .n_fds = n_fds, .taken = calloc(MAX(n_fds, (size_t) 1), sizeof(bool)) };
+        if (!r->taken) {
+                for (size_t i = 0; i < n_fds; i++)
+                        safe_close(fds[i]);
+                free(fds);
+                *r = (StateReader) {};
+                return -ENOMEM;
+        }
+        return read_doc(r, memfd);
+}
+
+int state_reader_open_with(StateReader *r, int memfd, const StateReader *fds_of) {
+        *r = (StateReader) { .fds = fds_of->fds, .taken = fds_of->taken, .names = fds_of->names,
+                             .n_fds = fds_of->n_fds, .borrowed = true };
+        return read_doc(r, memfd);
+}
+
 void state_reader_done(StateReader *r) {
+        if (r->borrowed) {
+                if (r->have_doc)
+                        yaml_document_delete(&r->doc);
+                *r = (StateReader) {};
+                return;
+        }
         for (size_t i = 0; i < r->n_fds; i++)
                 safe_close(r->fds[i]);
         free(r->fds);
         free(r->taken);
+        free(r->names);
         if (r->have_doc)
                 yaml_document_delete(&r->doc);
         *r = (StateReader) {};
@@ -263,8 +280,21 @@ int state_take_fd(StateReader *r, yaml_node_t *map, const char *key, int *ret) {
         return state_dup_fd(r, i, key, ret);
 }
 
+static int by_name(const void *key, const void *item) {
+        uint64_t a = *(const uint64_t *) key, b = *(const uint64_t *) item;
+        return a < b ? -1 : a > b;
+}
+
 int state_dup_fd(StateReader *r, uint64_t i, const char *what, int *ret) {
         int fd;
+
+        /* Names (systemd's store): the index is where the name is. */
+        if (r->names) {
+                const uint64_t *p = bsearch(&i, r->names, r->n_fds, sizeof *r->names, by_name);
+                if (!p)
+                        return state_error(r, "'%s' names fd %" PRIu64 ", which is not there", what, i);
+                i = (uint64_t) (p - r->names);
+        }
 
         if (i >= r->n_fds || r->fds[i] < 0)
                 return state_error(r, "'%s' names fd %" PRIu64 ", which is not there", what, i);

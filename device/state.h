@@ -57,8 +57,10 @@ typedef struct StateReader {
         yaml_document_t doc;
         bool have_doc;
         int *fds;          /* received */
-        bool *taken;       /* which of them the document named */
+        bool *taken;       /* which of them a document named */
+        uint64_t *names;   /* set: a document names fds[i] names[i] (ascending) */
         size_t n_fds;
+        bool borrowed;     /* fds, taken and names are another reader's */
         char error[256];   /* the first thing that was wrong */
 } StateReader;
 
@@ -66,6 +68,9 @@ typedef struct StateReader {
  * from now on) are what its indexes refer to.  0, or -EBADMSG with the
  * reason in r->error. */
 int state_reader_open(StateReader *r, int memfd, int *fds, size_t n_fds);
+/* Parses another document naming the fds of fds_of (which must outlive
+ * this reader). */
+int state_reader_open_with(StateReader *r, int memfd, const StateReader *fds_of);
 /* Closes the fds nobody took, frees the document. */
 void state_reader_done(StateReader *r);
 

@@ -1452,19 +1452,31 @@ size_t vhost_user_dev_files(const VhostUserDev *d, int *fds, size_t max) {
         return n;
 }
 
-void vhost_user_dev_resync(VhostUserDev *d) {
+int vhost_user_dev_resync(VhostUserDev *d) {
+        sigjmp_buf jb;
+
         if (d->broken || !d->vq.mapped)
-                return;
+                return 0;
+        /* Guest memory the front-end may have shrunk meanwhile: this
+         * device fails, not the process (and every VM with it). */
+        if (sigsetjmp(jb, 1)) {
+                guest_access = NULL;
+                return dev_fail(d, "resync", -EFAULT,
+                                "guest memory vanished under us (SIGBUS): the front-end shrank a region");
+        }
+        guest_access = &jb;
         /* Every buffer we take is used before the next is taken
          * (virtqueue_process()), so what the guest sees used is all
          * that was served: the rest is served again, never twice. */
         virtqueue_sync_used(&d->vq);
+        guest_access = NULL;
         d->vq.last_avail_idx = d->vq.used_idx;
         /* A used index published just before the crash may never have
          * been signalled; an interrupt too many costs the guest a look. */
         signal_call(d);
         if (ring_running(d))
                 self_kick(d);
+        return 0;
 }
 
 int vhost_user_dev_set_max_regions(VhostUserDev *d, unsigned n) {

@@ -120,8 +120,9 @@ size_t vhost_user_dev_files(const VhostUserDev *d, int *fds, size_t max);
 /* After a restore from a state older than the ring (a crash: the state
  * was written when the device last changed, not when it last served):
  * takes the ring's position from the used index in guest memory, and
- * signals and looks at the ring once. */
-void vhost_user_dev_resync(VhostUserDev *d);
+ * signals and looks at the ring once.  <0: the ring cannot be read (the
+ * device is broken). */
+int vhost_user_dev_resync(VhostUserDev *d);
 
 bool vhost_user_dev_broken(const VhostUserDev *d);
 const char *vhost_user_dev_broken_reason(const VhostUserDev *d);

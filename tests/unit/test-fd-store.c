@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,61 +24,59 @@ static const struct {
         const char *name;
         int ret;
         FdKind kind;
-        bool state;
-        uint64_t n;
+        uint64_t n, gen;
 } names[] = {
-        { "seedbed-fd-0", 0, FD_KIND_NAMED, false, 0 },
-        { "seedbed-fd-4194303", 0, FD_KIND_NAMED, false, 4194303 },
-        { "seedbed-egd-17", 0, FD_KIND_EGD, false, 17 },
-        { "seedbed-state-2", 0, FD_KIND_NAMED, true, 2 },
+        { "seedbed-fd-0", 0, FD_KIND_NAMED, 0, 0 },
+        { "seedbed-fd-4194303", 0, FD_KIND_NAMED, 4194303, 0 },
+        { "seedbed-egd-17", 0, FD_KIND_EGD, 17, 0 },
+        { "seedbed-state-2", 0, FD_KIND_STATE, 2, 0 },
+        { "seedbed-dev-5-9", 0, FD_KIND_DEV, 5, 9 },
         /* Not ours, or not a name we give. */
-        { "egd", -EINVAL, 0, false, 0 },
-        { "seedbed-fd-", -EINVAL, 0, false, 0 },
-        { "seedbed-fd-01", -EINVAL, 0, false, 0 },
-        { "seedbed-fd-1x", -EINVAL, 0, false, 0 },
-        { "seedbed-fd--1", -EINVAL, 0, false, 0 },
-        { "seedbed-fd-99999999999999999999999", -EINVAL, 0, false, 0 },
-        { "seedbed-state", -EINVAL, 0, false, 0 }, /* the legacy state: main.c's */
-        { "", -EINVAL, 0, false, 0 },
+        { "egd", -EINVAL, 0, 0, 0 },
+        { "seedbed-fd-", -EINVAL, 0, 0, 0 },
+        { "seedbed-fd-01", -EINVAL, 0, 0, 0 },
+        { "seedbed-fd-1x", -EINVAL, 0, 0, 0 },
+        { "seedbed-fd--1", -EINVAL, 0, 0, 0 },
+        { "seedbed-fd-99999999999999999999999", -EINVAL, 0, 0, 0 },
+        { "seedbed-dev-5", -EINVAL, 0, 0, 0 },
+        { "seedbed-dev-5-", -EINVAL, 0, 0, 0 },
+        { "seedbed-dev-5-9-1", -EINVAL, 0, 0, 0 },
+        { "seedbed-state", -EINVAL, 0, 0, 0 }, /* the legacy state: main.c's */
+        { "", -EINVAL, 0, 0, 0 },
 };
 
 START_TEST(test_parse_name) {
         FdKind kind = FD_KIND_NAMED;
-        bool state = false;
-        uint64_t n = 0;
-        int r = fd_store_parse_name(names[_i].name, &kind, &state, &n);
+        uint64_t n = 0, gen = 0;
+        int r = fd_store_parse_name(names[_i].name, &kind, &n, &gen);
 
         ck_assert_msg(r == names[_i].ret, "%s: %d", names[_i].name, r);
         if (r < 0)
                 return;
         ck_assert_int_eq(kind, names[_i].kind);
-        ck_assert_int_eq(state, names[_i].state);
         ck_assert_uint_eq(n, names[_i].n);
+        ck_assert_uint_eq(gen, names[_i].gen);
 }
 END_TEST
 
-/* The manager's end: a datagram socket at $NOTIFY_SOCKET. */
+/* The manager's end: a datagram socket at $NOTIFY_SOCKET, an abstract
+ * address (as systemd's own is, for a service in a container). */
 static int manager = -EBADF;
-static char dir[64];
 
 static void setup(void) {
         struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        char name[64];
+        int len;
 
-        (void) snprintf(dir, sizeof dir, "%s/test-fd-store.XXXXXX", getenv("TMPDIR") ?: "/tmp");
-        ck_assert_ptr_nonnull(mkdtemp(dir));
-        (void) snprintf(sa.sun_path, sizeof sa.sun_path, "%s/notify", dir);
+        len = snprintf(name, sizeof name, "@seedbed-test-fd-store-%d", (int) getpid());
+        memcpy(sa.sun_path + 1, name + 1, (size_t) len - 1);
         manager = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
         ck_assert_int_ge(manager, 0);
-        ck_assert_int_eq(bind(manager, (struct sockaddr *) &sa, sizeof sa), 0);
-        ck_assert_int_eq(setenv("NOTIFY_SOCKET", sa.sun_path, 1), 0);
+        ck_assert_int_eq(bind(manager, (struct sockaddr *) &sa, (socklen_t) (offsetof(struct sockaddr_un, sun_path) + (size_t) len)), 0);
+        ck_assert_int_eq(setenv("NOTIFY_SOCKET", name, 1), 0);
 }
 
 static void teardown(void) {
-        char path[64];
-
-        (void) snprintf(path, sizeof path, "%s/notify", dir);
-        (void) unlink(path);
-        (void) rmdir(dir);
         manager = safe_close(manager);
 }
 
@@ -128,8 +127,8 @@ END_TEST
 
 START_TEST(test_one_entry_per_file) {
         FdStore *s = NULL;
-        uint32_t a, b, c, id;
-        int mem, mem2, ev;
+        uint32_t a, b, c, id, e1, e2;
+        int mem, mem2, ev, ev2, other, sv[2];
 
         ck_assert_int_eq(fd_store_new(&s), 0);
         /* Two regions of guest memory on one memfd: stored once. */
@@ -145,7 +144,6 @@ START_TEST(test_one_entry_per_file) {
         ck_assert_uint_eq(id, a);
 
         /* An EGD connection: a name a successor can take up alone. */
-        int sv[2];
         ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
         ck_assert_int_eq(fd_store_hold(s, sv[0], FD_KIND_EGD, &c), 0);
         ck_assert_uint_ne(c, a);
@@ -162,36 +160,45 @@ START_TEST(test_one_entry_per_file) {
         ck_assert_int_eq(fd_store_id_for_state(s, mem2, &id), -ENOENT);
         close(mem2);
 
-        /* The freed id is not given again while the state in the store
-         * may name it ... */
+        /* A call eventfd sent again (a new fd on the same file) is the
+         * same entry: systemd would drop the second copy silently, and
+         * the first would leave with the old fd.  Another eventfd (one
+         * anonymous inode for all) is another. */
         ev = eventfd(0, EFD_CLOEXEC);
-        ck_assert_int_eq(fd_store_hold(s, ev, FD_KIND_NAMED, &id), 0);
-        ck_assert_uint_eq(id, 2);
+        ck_assert_int_eq(fd_store_hold(s, ev, FD_KIND_NAMED, &e1), 0);
         expect("FDSTORE=1\nFDPOLL=0\nFDNAME=seedbed-fd-2", true);
-        fd_store_release(s, id);
+        ev2 = fcntl(ev, F_DUPFD_CLOEXEC, 3);
+        ck_assert_int_eq(fd_store_hold(s, ev2, FD_KIND_NAMED, &e2), 0);
+        ck_assert_uint_eq(e1, e2);
+        expect("", false);
+        fd_store_release(s, e1);
+        close(ev);
+        other = eventfd(0, EFD_CLOEXEC); /* likely ev's number */
+        ck_assert_int_eq(fd_store_id_for_state(s, other, &id), -ENOENT);
+        ck_assert_int_eq(fd_store_id_for_state(s, ev2, &id), 0);
+        ck_assert_uint_eq(fd_store_name(s, id), 2);
+        fd_store_release(s, e2);
         expect("FDSTOREREMOVE=1\nFDNAME=seedbed-fd-2", false);
-        close(ev);
-        /* ... only once a newer one is there. */
-        int m = memfd_create("state", MFD_CLOEXEC);
-        ck_assert_int_eq(fd_store_put_state(s, m), 0);
-        expect("FDSTORE=1\nFDPOLL=0\nFDNAME=seedbed-state-1", true);
-        close(m);
-        /* An eventfd that takes the number of one gone is not mistaken
-         * for it (they share one inode). */
-        ev = eventfd(0, EFD_CLOEXEC);
-        ck_assert_int_eq(fd_store_hold(s, ev, FD_KIND_NAMED, &id), 0);
-        ck_assert_uint_eq(id, 0);
-        expect("FDSTORE=1\nFDPOLL=0\nFDNAME=seedbed-fd-0", true);
+        /* Names are never given again, the slot is. */
+        ck_assert_int_eq(fd_store_hold(s, other, FD_KIND_NAMED, &id), 0);
+        expect("FDSTORE=1\nFDPOLL=0\nFDNAME=seedbed-fd-3", true);
         fd_store_release(s, id);
-        expect("FDSTOREREMOVE=1\nFDNAME=seedbed-fd-0", false);
-        close(ev);
-        ev = eventfd(0, EFD_CLOEXEC);
-        ck_assert_int_eq(fd_store_id_for_state(s, ev, &id), -ENOENT);
-        close(ev);
+        expect("FDSTOREREMOVE=1\nFDNAME=seedbed-fd-3", false);
+        close(other);
+        close(ev2);
+
+        /* Only what a successor may take: not a pipe, not a file on a
+         * file system that could block us. */
+        int p[2];
+        ck_assert_int_eq(pipe2(p, O_CLOEXEC), 0);
+        ck_assert_int_eq(fd_store_hold(s, p[0], FD_KIND_NAMED, &id), -EMEDIUMTYPE);
+        close(p[0]);
+        close(p[1]);
+        expect("", false);
 
         fd_store_release(s, c);
         expect("FDSTOREREMOVE=1\nFDNAME=seedbed-egd-1", false);
-        ck_assert_uint_eq(fd_store_count(s), 1); /* the state */
+        ck_assert_uint_eq(fd_store_count(s), 0);
         close(sv[0]);
         close(sv[1]);
         fd_store_free(s);
@@ -201,18 +208,95 @@ END_TEST
 START_TEST(test_state) {
         FdStore *s = NULL;
         int m1 = memfd_create("state", MFD_CLOEXEC), m2 = memfd_create("state", MFD_CLOEXEC);
+        int d1 = memfd_create("dev", MFD_CLOEXEC), d2 = memfd_create("dev", MFD_CLOEXEC), sv[2];
+        uint64_t gen = 0;
+        uint32_t sock;
 
         ck_assert_int_eq(fd_store_new(&s), 0);
         ck_assert_int_eq(fd_store_put_state(s, m1), 0);
-        expect("FDSTORE=1\nFDPOLL=0\nFDNAME=seedbed-state-1", true);
+        expect("FDSTORE=1\nFDPOLL=0\nFDNAME=seedbed-state-0", true);
         /* The newest first, then the one before goes: a crash between the
          * two leaves two, and the next start takes the newest. */
         ck_assert_int_eq(fd_store_put_state(s, m2), 0);
-        expect("FDSTORE=1\nFDPOLL=0\nFDNAME=seedbed-state-2", true);
-        expect("FDSTOREREMOVE=1\nFDNAME=seedbed-state-1", false);
+        expect("FDSTORE=1\nFDPOLL=0\nFDNAME=seedbed-state-1", true);
+        expect("FDSTOREREMOVE=1\nFDNAME=seedbed-state-0", false);
+
+        /* A device's own state, named after its socket. */
+        ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+        ck_assert_int_eq(fd_store_hold(s, sv[0], FD_KIND_NAMED, &sock), 0);
+        expect("FDSTORE=1\nFDPOLL=0\nFDNAME=seedbed-fd-2", true);
+        ck_assert_int_eq(fd_store_put_device(s, sock, &gen, d1), 0);
+        expect("FDSTORE=1\nFDPOLL=0\nFDNAME=seedbed-dev-2-3", true);
+        ck_assert_uint_eq(gen, 3);
+        ck_assert_int_eq(fd_store_put_device(s, sock, &gen, d2), 0);
+        expect("FDSTORE=1\nFDPOLL=0\nFDNAME=seedbed-dev-2-4", true);
+        expect("FDSTOREREMOVE=1\nFDNAME=seedbed-dev-2-3", false);
+        ck_assert_uint_eq(fd_store_count(s), 3);
+        ck_assert_int_eq(fd_store_put_device(s, sock, &gen, -EBADF), 0);
+        expect("FDSTOREREMOVE=1\nFDNAME=seedbed-dev-2-4", false);
+        ck_assert_uint_eq(gen, 0);
+        fd_store_release(s, sock);
+        expect("FDSTOREREMOVE=1\nFDNAME=seedbed-fd-2", false);
         ck_assert_uint_eq(fd_store_count(s), 1);
         close(m1);
         close(m2);
+        close(d1);
+        close(d2);
+        close(sv[0]);
+        close(sv[1]);
+        fd_store_free(s);
+}
+END_TEST
+
+/* The next start: the files keep their names, names go on from the
+ * highest, what nobody takes up leaves with the old states. */
+START_TEST(test_adopt) {
+        FdStore *s = NULL;
+        int sv[2], mem = memfd_create("guest-ram", MFD_CLOEXEC), ev = eventfd(0, EFD_CLOEXEC);
+        int st = memfd_create("state", MFD_CLOEXEC), gone = eventfd(0, EFD_CLOEXEC);
+        uint32_t id;
+
+        ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+        ck_assert_int_eq(fd_store_new(&s), 0);
+        /* As LISTEN_FDS passes them: the store keeps these. */
+        ck_assert_int_eq(fd_store_adopt(s, "seedbed-egd-7", fcntl(sv[0], F_DUPFD_CLOEXEC, 3)), 0);
+        ck_assert_int_eq(fd_store_adopt(s, "seedbed-fd-9", fcntl(mem, F_DUPFD_CLOEXEC, 3)), 0);
+        ck_assert_int_eq(fd_store_adopt(s, "seedbed-fd-12", fcntl(ev, F_DUPFD_CLOEXEC, 3)), 0);
+        ck_assert_int_eq(fd_store_adopt(s, "seedbed-fd-4", gone), 0);
+        ck_assert_int_eq(fd_store_adopt(s, "seedbed-state-30", st), 0);
+        ck_assert_int_eq(fd_store_adopt(s, "nonsense", eventfd(0, EFD_CLOEXEC)), -EINVAL);
+        expect("", false);
+
+        /* Held through other fds on the same files: no message. */
+        ck_assert_int_eq(fd_store_hold(s, sv[0], FD_KIND_EGD, &id), 0);
+        ck_assert_uint_eq(fd_store_name(s, id), 7);
+        ck_assert_int_eq(fd_store_hold(s, mem, FD_KIND_NAMED, &id), 0);
+        ck_assert_uint_eq(fd_store_name(s, id), 9);
+        ck_assert_int_eq(fd_store_hold(s, ev, FD_KIND_NAMED, &id), 0);
+        ck_assert_uint_eq(fd_store_name(s, id), 12);
+        expect("", false);
+        /* A new file gets a name past every one passed. */
+        int fresh = eventfd(0, EFD_CLOEXEC);
+        ck_assert_int_eq(fd_store_hold(s, fresh, FD_KIND_NAMED, &id), 0);
+        expect("FDSTORE=1\nFDPOLL=0\nFDNAME=seedbed-fd-31", true);
+
+        fd_store_adopted_done(s);
+        /* Not taken up, and the old state: out of the store. */
+        const char *m1 = NULL, *m2 = NULL;
+        int fd;
+        char first[128];
+        m1 = next(&fd);
+        snprintf(first, sizeof first, "%s", m1);
+        m2 = next(&fd);
+        ck_assert_str_eq(first, "FDSTOREREMOVE=1\nFDNAME=seedbed-fd-4");
+        ck_assert_str_eq(m2, "FDSTOREREMOVE=1\nFDNAME=seedbed-state-30");
+        expect("", false);
+        ck_assert_uint_eq(fd_store_count(s), 4);
+        close(sv[0]);
+        close(sv[1]);
+        close(mem);
+        close(ev);
+        close(fresh);
         fd_store_free(s);
 }
 END_TEST
@@ -228,6 +312,7 @@ static Suite *suite(void) {
         tcase_add_test(tc, test_no_manager);
         tcase_add_test(tc, test_one_entry_per_file);
         tcase_add_test(tc, test_state);
+        tcase_add_test(tc, test_adopt);
         suite_add_tcase(s, tc);
         return s;
 }

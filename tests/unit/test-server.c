@@ -473,7 +473,7 @@ static void hand_over(void) {
         int memfd, *fds;
 
         json_object_begin(&j, NULL);
-        ck_assert_int_eq(server_save(&srv, &j, &t), 0);
+        ck_assert_int_eq(server_save(&srv, &j, &t, true), 0);
         json_object_end(&j);
         memfd = state_memfd(&j);
         ck_assert_int_ge(memfd, 0);
@@ -508,7 +508,7 @@ static void saved_egd(uint64_t *ret_unconsumed, size_t *ret_queue, size_t *ret_m
 
         ck_assert_ptr_nonnull(out);
         json_object_begin(&j, NULL);
-        ck_assert_int_eq(server_save(&srv, &j, &t), 0);
+        ck_assert_int_eq(server_save(&srv, &j, &t, true), 0);
         json_object_end(&j);
         memfd = state_memfd(&j);
         ck_assert_int_ge(memfd, 0);
