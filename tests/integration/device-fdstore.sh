@@ -79,9 +79,11 @@ fi
 [ "$(metric 'seedbed_connections_total{transport="egd"}')" = 1 ] || fail "the connection was counted again"
 [ "$(grep -c "Took over 2 of 2 connections" "$T/systemd.log")" = 3 ] ||
 	{ cat "$T/systemd.log"; fail "not both connections taken up at each restart"; }
-grep -q "Took up 1 of 1 vhost-user devices" "$T/systemd.log" &&
-	grep -q "Took up 1 EGD connections from their sockets" "$T/systemd.log" ||
-	{ cat "$T/systemd.log"; fail "not both connections taken up after the SIGKILL"; }
+if ! grep -q "Took up 1 of 1 vhost-user devices" "$T/systemd.log" ||
+	! grep -q "Took up 1 EGD connections from their sockets" "$T/systemd.log"; then
+	cat "$T/systemd.log"
+	fail "not both connections taken up after the SIGKILL"
+fi
 kill -USR1 "$FRONT"
 for _ in $(seq 200); do grep -q '^alive' "$T/front" && break; sleep 0.05; done
 [ "$(grep '^alive' "$T/front")" = "alive 1" ] || fail "the vhost-user front-end lost its device: $(cat "$T/front")"

@@ -187,9 +187,11 @@ device_under_systemd() {
 	*) cat "$T/$name.device-journal"; fail "$name: the EGD client failed across a restart and a SIGKILL: $out" ;;
 	esac
 	awk -v l="${out##* }" 'BEGIN { exit !(l < 5) }' || fail "$name: the EGD client waited ${out##* } s for an answer"
-	grep -q 'Took over 1 of 1 connections' "$T/$name.device-journal" &&
-		grep -q 'Took up 1 EGD connections from their sockets' "$T/$name.device-journal" ||
-		{ cat "$T/$name.device-journal"; fail "$name: the connection was not taken up after both the restart and the SIGKILL"; }
+	if ! grep -q 'Took over 1 of 1 connections' "$T/$name.device-journal" ||
+		! grep -q 'Took up 1 EGD connections from their sockets' "$T/$name.device-journal"; then
+		cat "$T/$name.device-journal"
+		fail "$name: the connection was not taken up after both the restart and the SIGKILL"
+	fi
 	grep -q 'killed): EGD connections go on from their sockets' "$T/$name.device-journal" ||
 		{ cat "$T/$name.device-journal"; fail "$name: no sign of the state written while it served"; }
 	say "$name: seedbed-device under systemd $(guest "$name" systemctl --version | awk 'NR == 1 { print $2 }'): pid $pid0, restarted as $pid1, killed, started again; the EGD client ($out) never noticed"

@@ -104,9 +104,11 @@ wait_ticks 5
 e0=$(ticks egd-guest) v0=$(ticks vhost-guest)
 echo kill >&7
 store_ready 2
-grep -q "Took up 1 of 1 vhost-user devices" "$T/store.log" &&
-	grep -q "Took up 1 EGD connections from their sockets" "$T/store.log" ||
-	{ cat "$T/store.log"; fail "SIGKILL: not both connections taken up"; }
+if ! grep -q "Took up 1 of 1 vhost-user devices" "$T/store.log" ||
+	! grep -q "Took up 1 EGD connections from their sockets" "$T/store.log"; then
+	cat "$T/store.log"
+	fail "SIGKILL: not both connections taken up"
+fi
 wait_ticks 5
 egd_after=$(served egd egd) vhost_after=$(served vhost vhost-user)
 echo "SIGKILL: egd-guest served $egd_floor (a second before) -> $egd_after bytes, vhost-guest $vhost_floor -> $vhost_after;" \
