@@ -11,14 +11,11 @@
 #include "cpu.h"
 #include "fileio.h"
 #include "log.h"
+#include "seed-plan.h"
 #include "seed.h"
 
-#define SEED_TICK_USEC (10 * USEC_PER_MSEC)
-/* A source that has given nothing for this long is stalled, and the next
- * source in the order gets its turn.  Until then later sources wait: the
- * kernel's jitter seeding costs a second of CPU that a working virtio
- * device makes unnecessary. */
-#define SOURCE_STALL_USEC (200 * USEC_PER_MSEC)
+_Static_assert(_SOURCE_KIND_MAX <= SEED_PLAN_SOURCES_MAX, "every source fits in a plan");
+
 /* When already ready, the initial seed may not hold the boot for long. */
 #define INITIAL_SEED_BUDGET_USEC (1 * USEC_PER_SEC)
 /* RNDADDENTROPY takes one buffer a call; keep each small. */
@@ -82,7 +79,10 @@ typedef struct Source {
          * whatever the device does. */
         BlockingReader *reader;
         bool credit_ok;     /* the device may earn credit at all */
-        usec_t last_progress; /* opened, or last gave bytes */
+        /* For seed_plan(): when its turn began, its last step and what
+         * it gave, the last step that earned credit. */
+        usec_t turn, last_step, last_credit;
+        SeedStep last;
         HealthTest health;
         /* Bytes held back until the health tests have seen enough samples
          * to fail: nothing is credited before a test could object. */
@@ -226,9 +226,15 @@ static int source_open(const SeedContext *ctx, Source *s) {
         return 0;
 }
 
+/* Whether what s gives the pool earns credit: at quality 0, or without
+ * the right to credit, its bytes are only mixed in. */
+static bool source_earns(const SeedContext *ctx, const Source *s) {
+        return s->credit_ok && !ctx->no_credit && s->report->quality > 0;
+}
+
 static int pool_add_credited(const SeedContext *ctx, Source *s, const uint8_t *buf, size_t n) {
         SourceReport *rep = s->report;
-        bool credit = s->credit_ok && !ctx->no_credit;
+        bool credit = source_earns(ctx, s);
 
         for (size_t o = 0; o < n; o += ADD_PIECE) {
                 size_t l = MIN((size_t) ADD_PIECE, n - o);
@@ -310,9 +316,14 @@ static ssize_t source_take(const SeedContext *ctx, Source *s, const uint8_t *buf
         return r < 0 ? r : (ssize_t) n;
 }
 
-static ssize_t source_step(const SeedContext *ctx, Source *s) {
+/* One step: the kernel source starts its thread, a device source does
+ * one non-blocking read.  Returns what it gave (a SeedStep), or -errno
+ * from the pool. */
+static int source_step(const SeedContext *ctx, Source *s) {
         uint8_t buf[4096];
         size_t want = MIN((size_t) ctx->config->chunk, sizeof buf);
+        uint64_t credited = s->report->credited_bits;
+        size_t pending = s->n_pending;
         ssize_t k, r;
 
         if (s->report->kind == SOURCE_KERNEL) {
@@ -333,14 +344,14 @@ static ssize_t source_step(const SeedContext *ctx, Source *s) {
                         s->report->status = SOURCE_USED;
                         log_debug("Blocking in getrandom() in a thread to start the kernel's own seeding.");
                 }
-                return 0;
+                return SEED_STEP_NOTHING;
         }
 
         k = source_read(ctx, s, buf, want);
         if (k == -EAGAIN || k == -EWOULDBLOCK) {
                 if (s->report->status == SOURCE_NOT_TRIED)
                         s->report->status = SOURCE_NO_DATA;
-                return 0;
+                return SEED_STEP_NOTHING;
         }
         if (k < 0) {
                 errno = (int) -k;
@@ -350,7 +361,7 @@ static ssize_t source_step(const SeedContext *ctx, Source *s) {
                 if (s->report->kind == SOURCE_CPU) {
                         if (s->report->status == SOURCE_NOT_TRIED)
                                 s->report->status = SOURCE_NO_DATA;
-                        return 0; /* RDSEED ran dry for now */
+                        return SEED_STEP_NOTHING; /* RDSEED ran dry for now */
                 }
                 return source_fail(s, SOURCE_ENDED, "the device stopped delivering after %llu bytes",
                                    (unsigned long long) s->report->bytes);
@@ -358,7 +369,13 @@ static ssize_t source_step(const SeedContext *ctx, Source *s) {
 
         r = source_take(ctx, s, buf, (size_t) k, true);
         explicit_bzero(buf, (size_t) k);
-        return r;
+        if (r < 0)
+                return (int) r;
+        if (s->report->credited_bits > credited || (s->n_pending > pending && source_earns(ctx, s)))
+                return SEED_STEP_CREDITED;
+        /* Mixed in without credit; or dropped with the source, when they
+         * failed a health test. */
+        return SEED_STEP_MIXED;
 }
 
 static void source_close(const SeedContext *ctx, Source *s) {
@@ -532,45 +549,15 @@ int seed_run(const SeedContext *ctx, SeedOutcome *ret) {
         next_progress = now + USEC_PER_SEC;
 
         for (unsigned i = 0; i < n; i++)
-                src[i].last_progress = now;
+                src[i].turn = src[i].last_step = src[i].last_credit = USEC_INFINITY;
 
-        for (;;) {
-                bool progressed = false, earlier_busy = false;
+        for (bool first = true;; first = false) {
+                SeedPlanSource plan_src[_SOURCE_KIND_MAX];
+                SeedPlan plan;
 
-                for (unsigned i = 0; i < n && ready == 0; i++) {
-                        ssize_t k;
-
-                        if (!src[i].active)
-                                continue;
-                        /* Later sources wait while an earlier one works;
-                         * a started kernel source keeps running anyway. */
-                        if (earlier_busy && !src[i].thread_running)
-                                continue;
-                        k = source_step(ctx, &src[i]);
-                        if (k < 0) {
-                                r = (int) k;
-                                goto finish;
-                        }
-                        now = now_usec(CLOCK_MONOTONIC);
-                        if (k > 0)
-                                src[i].last_progress = now;
-                        if (src[i].active && src[i].report->kind != SOURCE_KERNEL &&
-                            now - src[i].last_progress < SOURCE_STALL_USEC)
-                                earlier_busy = true;
-                        progressed = progressed || k > 0;
-
-                        ready = ctx->pool->ops->is_ready(ctx->pool);
-                        if (ready < 0) {
-                                r = ready;
-                                goto finish;
-                        }
-                }
-                if (ready == 0) {
-                        ready = ctx->pool->ops->is_ready(ctx->pool);
-                        if (ready < 0) {
-                                r = ready;
-                                goto finish;
-                        }
+                if (ready < 0) {
+                        r = ready;
+                        goto finish;
                 }
                 now = now_usec(CLOCK_MONOTONIC);
                 if (ready > 0) {
@@ -580,7 +567,9 @@ int seed_run(const SeedContext *ctx, SeedOutcome *ret) {
                         r = 0;
                         break;
                 }
-                if (now >= deadline) {
+                /* The first round always happens: with a timeout of 0 the
+                 * first source still takes its one step. */
+                if (now >= deadline && !first) {
                         ret->timed_out = true;
                         r = -ETIMEDOUT;
                         break;
@@ -589,9 +578,52 @@ int seed_run(const SeedContext *ctx, SeedOutcome *ret) {
                         log_progress(ctx, src, n, now, deadline);
                         next_progress = now + USEC_PER_SEC;
                 }
-                if (!progressed) {
-                        usec_t nap = MIN((usec_t) SEED_TICK_USEC, deadline - now);
-                        (void) nanosleep(&(struct timespec) { .tv_sec = 0, .tv_nsec = (long) (nap * 1000) }, NULL);
+
+                for (unsigned i = 0; i < n; i++)
+                        plan_src[i] = (SeedPlanSource) {
+                                .active = src[i].active,
+                                .once = src[i].report->kind == SOURCE_KERNEL,
+                                .turn = src[i].turn,
+                                .last_step = src[i].last_step,
+                                .last = src[i].last,
+                                .last_credit = src[i].last_credit,
+                        };
+                seed_plan(plan_src, n, now, &plan);
+                if (plan.begin >= 0) {
+                        src[plan.begin].turn = now;
+                        log_debug("Source '%s' takes its turn.", source_kind_to_string(src[plan.begin].report->kind));
+                }
+
+                if (plan.step == 0) {
+                        /* Nothing earned credit and nothing is due: sleep
+                         * rather than spin, and ask the pool again. */
+                        usec_t nap = MIN(plan.wait, deadline > now ? deadline - now : 0);
+                        (void) nanosleep(&(struct timespec) { .tv_sec = (time_t) (nap / USEC_PER_SEC),
+                                                             .tv_nsec = (long) (nap % USEC_PER_SEC * NSEC_PER_USEC) },
+                                         NULL);
+                        ready = ctx->pool->ops->is_ready(ctx->pool);
+                        continue;
+                }
+
+                for (unsigned i = 0; i < n; i++) {
+                        int k;
+
+                        if (!(plan.step & (1U << i)))
+                                continue;
+                        k = source_step(ctx, &src[i]);
+                        if (k < 0) {
+                                r = k;
+                                goto finish;
+                        }
+                        src[i].last_step = now;
+                        src[i].last = (SeedStep) k;
+                        if (k == SEED_STEP_CREDITED)
+                                src[i].last_credit = now;
+                        /* Ready after this step: later sources need not
+                         * take theirs. */
+                        ready = ctx->pool->ops->is_ready(ctx->pool);
+                        if (ready != 0)
+                                break;
                 }
         }
 

@@ -5,9 +5,12 @@
 #include <fcntl.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include "fakepool.h"
 #include "fakeroot.h"
+#include "fileio.h"
+#include "seed-plan.h"
 #include "seed.h"
 #include "testmain.h"
 
@@ -318,8 +321,13 @@ START_TEST(test_other_hwrng) {
         fake_pool_init(&pool, 256);
         ck_assert_int_eq(run(&o), -ETIMEDOUT);
         ck_assert_int_eq(o.sources[0].status, SOURCE_UNAVAILABLE);
-        ck_assert_int_eq(o.sources[1].status, SOURCE_ENDED);
-        ck_assert_uint_eq(o.sources[1].mixed_bytes, 4096);
+        /* Bytes that earn nothing are taken a chunk a tick, not as fast
+         * as the device gives them: 200 ms do not reach the end of 4 KiB.
+         * All that was read is mixed in. */
+        ck_assert_int_eq(o.sources[1].status, SOURCE_USED);
+        ck_assert_uint_gt(o.sources[1].bytes, 0);
+        ck_assert_uint_lt(o.sources[1].bytes, 4096);
+        ck_assert_uint_eq(o.sources[1].mixed_bytes, o.sources[1].bytes);
         ck_assert_uint_eq(o.sources[1].credited_bits, 0);
         check_accounting(&o);
 
@@ -373,6 +381,264 @@ START_TEST(test_held_back_mixed_at_end) {
 }
 END_TEST
 
+/* seed_plan() as a table.  Times are in ms; the shorthands are sources
+ * as the loop sees them. */
+#define MS(x) ((usec_t) (x) * USEC_PER_MSEC)
+#define NEVER USEC_INFINITY
+#define TICK SEED_TICK_USEC
+#define SLICE_MS (SEED_SLICE_USEC / USEC_PER_MSEC)
+/* Active, its turn not begun. */
+#define WAITING { .active = true, .turn = NEVER, .last_step = NEVER, .last_credit = NEVER }
+#define KERNEL_WAITING { .active = true, .once = true, .turn = NEVER, .last_step = NEVER, .last_credit = NEVER }
+/* Unavailable, failed or ended. */
+#define GONE { .turn = NEVER, .last_step = NEVER, .last_credit = NEVER }
+/* Turn began at t; its last step, at l, gave bytes that earned nothing,
+ * as every one before. */
+#define MIXED(t, l) { .active = true, .turn = MS(t), .last_step = MS(l), .last = SEED_STEP_MIXED, .last_credit = NEVER }
+/* The same, but the last step had nothing to give. */
+#define IDLE(t, l) { .active = true, .turn = MS(t), .last_step = MS(l), .last_credit = NEVER }
+/* Turn began at t; its last step, at l, earned credit. */
+#define CREDITED(t, l) \
+        { .active = true, .turn = MS(t), .last_step = MS(l), .last = SEED_STEP_CREDITED, .last_credit = MS(l) }
+/* Turn began at t; its last step, at l, gave what; credit last at cr. */
+#define EARNED(t, l, cr, what) \
+        { .active = true, .turn = MS(t), .last_step = MS(l), .last = what, .last_credit = MS(cr) }
+#define KERNEL_STARTED(t) { .active = true, .once = true, .turn = MS(t), .last_step = MS(t), .last_credit = NEVER }
+
+static const struct {
+        const char *what;
+        unsigned n;
+        SeedPlanSource src[3];
+        usec_t now;
+        int begin;
+        unsigned step;
+        usec_t wait;
+} plan_rows[] = {
+        /* Turns begin in order. */
+        { "the first source begins at once", 2, { WAITING, KERNEL_WAITING }, 0, 0, 1, 0 },
+        { "an unavailable first source: the next begins", 2, { GONE, KERNEL_WAITING }, 0, 1, 2, 0 },
+        { "no source at all: ask the pool every tick", 2, { GONE, GONE }, MS(5), -1, 0, TICK },
+        { "a source that failed holds nothing back", 2,
+          { { .turn = 0, .last_step = MS(100), .last = SEED_STEP_CREDITED, .last_credit = MS(100) }, KERNEL_WAITING },
+          MS(100), 1, 2, 0 },
+
+        /* A source's slice. */
+        { "in its slice, bytes without credit: a tick apart", 2, { MIXED(0, 0), KERNEL_WAITING }, MS(5), -1, 0, MS(5) },
+        { "in its slice, a tick later: it steps", 2, { MIXED(0, 0), KERNEL_WAITING }, MS(10), -1, 1, 0 },
+        { "its slice about to end: wake for the next turn", 2, { MIXED(0, 195), KERNEL_WAITING }, MS(196), -1, 0,
+          MS(4) },
+        /* The bug this loop once had: bytes without credit kept the
+         * kernel source from ever starting, and the loop from sleeping. */
+        { "its slice over, bytes without credit: the kernel's turn", 2, { MIXED(0, 195), KERNEL_WAITING }, MS(200), 1,
+          2, 0 },
+        { "its slice over, bytes without credit: a slice apart", 2, { MIXED(0, 200), KERNEL_STARTED(200) }, MS(300), -1,
+          0, TICK },
+        { "its slice over, bytes without credit: a slice later it steps", 2, { MIXED(0, 200), KERNEL_STARTED(200) },
+          MS(400), -1, 1, 0 },
+        { "its slice over, nothing to give: the kernel's turn", 2, { IDLE(0, 195), KERNEL_WAITING }, MS(200), 1, 2, 0 },
+        { "nothing to give: a tick apart after its slice too", 2, { IDLE(0, 300), KERNEL_STARTED(200) }, MS(305), -1, 0,
+          MS(5) },
+        { "nothing to give, a tick later: it steps", 2, { IDLE(0, 300), KERNEL_STARTED(200) }, MS(310), -1, 1, 0 },
+
+        /* Credit is progress. */
+        { "its last step earned credit: again at once", 2, { CREDITED(0, 100), KERNEL_WAITING }, MS(100), -1, 1, 0 },
+        { "credit in the last slice holds the next turn", 2, { EARNED(0, 300, 250, SEED_STEP_NOTHING), KERNEL_WAITING },
+          MS(305), -1, 0, MS(5) },
+        { "credit in the last slice: a step a tick", 2, { EARNED(0, 300, 250, SEED_STEP_NOTHING), KERNEL_WAITING },
+          MS(310), -1, 1, 0 },
+        { "no credit for a slice: the next turn", 2, { EARNED(0, 445, 250, SEED_STEP_NOTHING), KERNEL_WAITING },
+          MS(450), 1, 2, 0 },
+        { "credit stopped, bytes without credit go on: the next turn", 2,
+          { EARNED(0, 440, 250, SEED_STEP_MIXED), KERNEL_WAITING }, MS(450), 1, 2, 0 },
+
+        /* The kernel source. */
+        { "a started kernel source takes no more steps", 2, { GONE, KERNEL_STARTED(0) }, MS(1000), -1, 0, TICK },
+        { "the kernel's slice holds a later source", 2, { KERNEL_STARTED(0), WAITING }, MS(100), -1, 0, TICK },
+        { "the kernel's slice about to end", 2, { KERNEL_STARTED(0), WAITING }, MS(195), -1, 0, MS(5) },
+        { "the kernel's slice over: the next turn", 2, { KERNEL_STARTED(0), WAITING }, MS(200), 1, 2, 0 },
+
+        /* Turns once begun are kept; the order decides who is next. */
+        { "an earlier source credits again: the later keeps its turn", 2, { CREDITED(0, 500), MIXED(300, 300) },
+          MS(500), -1, 3, 0 },
+        { "a later source's credit holds the third back", 3,
+          { MIXED(0, 400), EARNED(200, 440, 400, SEED_STEP_NOTHING), KERNEL_WAITING }, MS(450), -1, 2, 0 },
+        { "the first waiting source in order is next", 3, { MIXED(0, 400), WAITING, KERNEL_WAITING }, MS(410), 1, 2,
+          0 },
+};
+
+START_TEST(test_plan_table) {
+        SeedPlan p;
+
+        seed_plan(plan_rows[_i].src, plan_rows[_i].n, plan_rows[_i].now, &p);
+        ck_assert_msg(p.begin == plan_rows[_i].begin && p.step == plan_rows[_i].step && p.wait == plan_rows[_i].wait,
+                      "%s: got begin %d, step %#x, wait %llu us; want %d, %#x, %llu us", plan_rows[_i].what, p.begin,
+                      p.step, (unsigned long long) p.wait, plan_rows[_i].begin, plan_rows[_i].step,
+                      (unsigned long long) plan_rows[_i].wait);
+}
+END_TEST
+
+/* Over a grid of states of three sources: the loop either steps or
+ * sleeps (at most a tick); a turn begins only for the first waiting
+ * source; only sources whose turn has begun take steps, and one whose
+ * last step earned credit always does. */
+START_TEST(test_plan_invariants) {
+        static const usec_t times[] = { NEVER, MS(0), MS(5), MS(150), MS(199), MS(200), MS(390), MS(400) };
+        const usec_t now = MS(400);
+
+        for (unsigned bits = 0; bits < 1u << 9; bits++)
+                for (unsigned t = 0; t < ELEMENTSOF(times) * ELEMENTSOF(times); t++) {
+                        SeedPlanSource s[3];
+                        SeedPlan p;
+                        int waiting = -1;
+
+                        for (unsigned i = 0; i < 3; i++) {
+                                bool begun = bits & (1u << (3 * i + 1));
+                                usec_t last = begun ? times[(t + i) % ELEMENTSOF(times)] : NEVER;
+
+                                s[i] = (SeedPlanSource) {
+                                        .active = bits & (1u << (3 * i)),
+                                        .once = i == 2,
+                                        .turn = begun ? MS(0) : NEVER,
+                                        .last_step = last,
+                                        .last_credit = begun && (bits & (1u << (3 * i + 2))) ?
+                                                               times[t / ELEMENTSOF(times)] :
+                                                               NEVER,
+                                };
+                                if (s[i].last_credit != NEVER && (last == NEVER || s[i].last_credit > last))
+                                        s[i].last_credit = last;
+                                /* What the last step gave, consistent with
+                                 * the times. */
+                                if (last != NEVER)
+                                        s[i].last = (SeedStep) ((bits + t + i) % 3);
+                                if (s[i].last == SEED_STEP_CREDITED)
+                                        s[i].last_credit = last;
+                                if (waiting < 0 && s[i].active && s[i].turn == NEVER)
+                                        waiting = (int) i;
+                        }
+                        seed_plan(s, 3, now, &p);
+
+                        ck_assert_uint_le(p.wait, TICK);
+                        ck_assert_msg((p.step == 0) == (p.wait > 0), "%#x/%u: step %#x, wait %llu", bits, t, p.step,
+                                      (unsigned long long) p.wait);
+                        ck_assert(p.begin == -1 || p.begin == waiting);
+                        for (unsigned i = 0; i < 3; i++) {
+                                if (p.step & (1u << i))
+                                        ck_assert(s[i].active && (s[i].turn != NEVER || (int) i == p.begin));
+                                /* Credit is followed up at once. */
+                                if (s[i].active && !s[i].once && s[i].last == SEED_STEP_CREDITED)
+                                        ck_assert(p.step & (1u << i));
+                        }
+                }
+}
+END_TEST
+
+/* The loop against the plan in simulated time, [a source that never
+ * earns credit, kernel]: the kernel's turn comes after one slice, and
+ * the first source takes a bounded number of steps while the loop
+ * wakes at most once a tick. */
+START_TEST(test_plan_simulated) {
+        SeedPlanSource s[2] = { WAITING, KERNEL_WAITING };
+        unsigned steps = 0, wakes = 0;
+        usec_t now = 0, kernel = NEVER;
+
+        while (now < 2 * USEC_PER_SEC) {
+                SeedPlan p;
+
+                seed_plan(s, 2, now, &p);
+                if (p.begin >= 0)
+                        s[p.begin].turn = now;
+                if (p.step == 0) {
+                        ck_assert_uint_gt(p.wait, 0);
+                        now += p.wait;
+                        wakes++;
+                        continue;
+                }
+                for (unsigned i = 0; i < 2; i++)
+                        if (p.step & (1u << i)) {
+                                s[i].last_step = now;
+                                s[i].last = i == 0 ? SEED_STEP_MIXED : SEED_STEP_NOTHING;
+                                if (i == 1)
+                                        kernel = now;
+                                else
+                                        steps++;
+                        }
+        }
+        ck_assert_uint_eq(kernel, SEED_SLICE_USEC);
+        /* A step a tick in its slice, then one a slice. */
+        ck_assert_uint_eq(steps, SLICE_MS / 10 + (2000 - SLICE_MS) / SLICE_MS);
+        ck_assert_uint_le(wakes, 2000 / 10 + 1);
+}
+END_TEST
+
+static usec_t cpu_usec(void) {
+        struct timespec ts;
+
+        ck_assert_int_eq(clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts), 0);
+        return (usec_t) ts.tv_sec * USEC_PER_SEC + (usec_t) ts.tv_nsec / NSEC_PER_USEC;
+}
+
+START_TEST(test_uncredited_source_yields_to_kernel) {
+        static const SourceKind k[] = { SOURCE_CPU, SOURCE_KERNEL };
+        usec_t cpu, wall;
+        SeedOutcome o;
+
+        /* A first source that delivers all it is asked for and earns no
+         * credit (quality 0, as hwrng's default): after its slice the
+         * kernel's own seeding starts and gets the pool ready, while the
+         * agent sleeps instead of mixing in bytes that count for nothing. */
+        sources(2, k);
+        c.src[SOURCE_CPU].quality = 0;
+        c.timeout = 3 * USEC_PER_SEC;
+        fake_pool_init(&pool, FAKE_POOL_NEVER);
+        fake_pool_enable_wait(&pool, 500);
+
+        cpu = cpu_usec();
+        wall = now_usec(CLOCK_MONOTONIC);
+        ck_assert_int_eq(run(&o), 0);
+        cpu = cpu_usec() - cpu;
+        wall = now_usec(CLOCK_MONOTONIC) - wall;
+
+        ck_assert(o.ready_after);
+        ck_assert(!o.timed_out);
+        ck_assert_int_eq(o.sources[1].status, SOURCE_USED);
+        ck_assert_uint_ge(o.sources[1].wait_usec, 400 * USEC_PER_MSEC);
+        /* The kernel source waited for the first one's slice, not longer. */
+        ck_assert_uint_lt(o.ready_usec, 2 * USEC_PER_SEC);
+        /* The first source was used, without credit, and at a bounded
+         * rate: a few dozen chunks in the run, not megabytes. */
+        ck_assert_int_eq(o.sources[0].status, SOURCE_USED);
+        ck_assert_uint_gt(o.sources[0].mixed_bytes, 0);
+        ck_assert_uint_eq(o.sources[0].credited_bits, 0);
+        ck_assert_uint_le(o.sources[0].mixed_bytes, 64 * c.chunk);
+        /* And no busy loop: the run mostly slept. */
+        ck_assert_msg(cpu * 5 < wall, "%llu us of CPU in %llu us", (unsigned long long) cpu,
+                      (unsigned long long) wall);
+        check_accounting(&o);
+}
+END_TEST
+
+START_TEST(test_uncredited_source_yields_to_device) {
+        static const SourceKind k[] = { SOURCE_CPU, SOURCE_VIRTIO };
+        SeedOutcome o;
+
+        /* The same before a crediting device: the device gets its turn
+         * after the first source's slice and makes the pool ready. */
+        hwrng_random(4096);
+        sources(2, k);
+        c.src[SOURCE_CPU].quality = 0;
+        c.timeout = 3 * USEC_PER_SEC;
+        fake_pool_init(&pool, 256);
+        ck_assert_int_eq(run(&o), 0);
+        ck_assert_uint_lt(o.ready_usec, 2 * USEC_PER_SEC);
+        ck_assert_int_eq(o.sources[0].status, SOURCE_USED);
+        ck_assert_uint_eq(o.sources[0].credited_bits, 0);
+        ck_assert_uint_le(o.sources[0].mixed_bytes, 64 * c.chunk);
+        ck_assert_int_eq(o.sources[1].status, SOURCE_USED);
+        ck_assert_uint_eq(o.sources[1].credited_bits, 512);
+        check_accounting(&o);
+}
+END_TEST
+
 static Suite *seed_suite(void) {
         Suite *s = suite_create("seed");
         TCase *tc;
@@ -384,6 +650,18 @@ static Suite *seed_suite(void) {
         tcase_add_test(tc, test_already_ready);
         tcase_add_test(tc, test_kernel_source);
         tcase_add_test(tc, test_other_hwrng);
+        suite_add_tcase(s, tc);
+
+        tc = tcase_create("turns");
+        tcase_add_checked_fixture(tc, setup, teardown);
+        tcase_add_test(tc, test_uncredited_source_yields_to_kernel);
+        tcase_add_test(tc, test_uncredited_source_yields_to_device);
+        suite_add_tcase(s, tc);
+
+        tc = tcase_create("plan");
+        tcase_add_loop_test(tc, test_plan_table, 0, ELEMENTSOF(plan_rows));
+        tcase_add_test(tc, test_plan_invariants);
+        tcase_add_test(tc, test_plan_simulated);
         suite_add_tcase(s, tc);
 
         tc = tcase_create("timeout");
