@@ -39,7 +39,6 @@ typedef struct Entry {
 typedef struct Named {
         FdKind kind;
         uint64_t n, gen;
-        int fd;
 } Named;
 
 struct FdStore {
@@ -49,6 +48,8 @@ struct FdStore {
         size_t n_buckets;
         uint32_t *by_fd;      /* fd number -> slot + 1; checked before use */
         size_t n_by_fd;
+        uint32_t *anon;       /* slots of eventfds, in kcmp's order of their files */
+        size_t n_anon, alloc_anon;
         Named *states;        /* adopted states, dropped once ours are there */
         size_t n_states;
         uint64_t next_name;
@@ -118,7 +119,7 @@ static void format_name(char *buf, size_t size, FdKind kind, uint64_t n, uint64_
                 (void) snprintf(buf, size, "%s%" PRIu64, kind_prefix(kind), n);
 }
 
-static int store(FdStore *s, int fd, FdKind kind, uint64_t n, uint64_t gen) {
+static int store(int fd, FdKind kind, uint64_t n, uint64_t gen) {
         char msg[128], name[64];
 
         format_name(name, sizeof name, kind, n, gen);
@@ -158,19 +159,18 @@ FdStore *fd_store_free(FdStore *s) {
         /* What is in the store stays there: that is its point. */
         for (size_t i = 0; i < s->n_entries; i++)
                 safe_close(s->entries[i].ref);
-        for (size_t i = 0; i < s->n_states; i++)
-                safe_close(s->states[i].fd);
         free(s->entries);
         free(s->buckets);
         free(s->by_fd);
+        free(s->anon);
         free(s->states);
         free(s);
         return NULL;
 }
 
 static size_t bucket_of(const FdStore *s, dev_t dev, ino_t ino) {
-        uint64_t h = ((uint64_t) ino * 0x9e3779b97f4a7c15ULL) ^ (uint64_t) dev;
-        return (size_t) (h >> 20) & (s->n_buckets - 1);
+        uint64_t h = ((uint64_t) ino ^ ((uint64_t) dev << 32)) * 0x9e3779b97f4a7c15ULL;
+        return (size_t) (h >> 32) & (s->n_buckets - 1);
 }
 
 static int rehash(FdStore *s, size_t n) {
@@ -185,7 +185,7 @@ static int rehash(FdStore *s, size_t n) {
                 Entry *e = &s->entries[i];
                 size_t k;
 
-                if (!e->used)
+                if (!e->used || e->typeless)
                         continue;
                 k = bucket_of(s, e->dev, e->ino);
                 e->next = s->buckets[k];
@@ -194,10 +194,50 @@ static int rehash(FdStore *s, size_t n) {
         return 0;
 }
 
+/* kcmp()'s order of two open files: <0, 0, >0. */
+static int file_order(int a, int b) {
+        long r = syscall(SYS_kcmp, getpid(), getpid(), KCMP_FILE, a, b);
+        return r == 0 ? 0 : r == 1 ? -1 : 1;
+}
+
+/* Where fd's file is, or would go, in the eventfd index: every eventfd
+ * is the one anonymous inode, so an inode says nothing; kcmp() orders
+ * the files themselves, so a lookup costs log n calls, not n. */
+static size_t anon_search(FdStore *s, int fd, bool *ret_found) {
+        size_t lo = 0, hi = s->n_anon;
+
+        *ret_found = false;
+        while (lo < hi) {
+                size_t mid = lo + (hi - lo) / 2;
+                int c = file_order(fd, s->entries[s->anon[mid]].ref);
+
+                if (c == 0) {
+                        *ret_found = true;
+                        return mid;
+                }
+                if (c < 0)
+                        hi = mid;
+                else
+                        lo = mid + 1;
+        }
+        return lo;
+}
+
 static void unhash(FdStore *s, size_t slot) {
         Entry *e = &s->entries[slot];
-        uint32_t *p = &s->buckets[bucket_of(s, e->dev, e->ino)];
+        uint32_t *p;
 
+        if (e->typeless) {
+                bool found;
+                size_t i = anon_search(s, e->ref, &found);
+
+                if (found) {
+                        memmove(s->anon + i, s->anon + i + 1, (s->n_anon - i - 1) * sizeof *s->anon);
+                        s->n_anon--;
+                }
+                return;
+        }
+        p = &s->buckets[bucket_of(s, e->dev, e->ino)];
         while (*p && *p != slot + 1)
                 p = &s->entries[*p - 1].next;
         if (*p)
@@ -248,10 +288,6 @@ static int map_fd(FdStore *s, int fd, size_t slot) {
         return 0;
 }
 
-static bool same_file(int a, int b) {
-        return syscall(SYS_kcmp, getpid(), getpid(), KCMP_FILE, a, b) == 0;
-}
-
 /* What fd is, without touching a file system that could block (FUSE,
  * NFS): 0 with *st for what we keep, -EMEDIUMTYPE for anything else. */
 static int examine(int fd, struct stat *st, bool *ret_typeless) {
@@ -284,31 +320,54 @@ static int find(FdStore *s, int fd, const struct stat *st, bool typeless) {
                 Entry *e = &s->entries[k];
 
                 if (k < s->n_entries && e->used && e->dev == st->st_dev && e->ino == st->st_ino &&
-                    (!typeless || (e->fd == fd && same_file(fd, e->ref))))
+                    (!typeless || (e->fd == fd && file_order(fd, e->ref) == 0)))
                         return (int) k;
+        }
+        if (typeless) {
+                bool found;
+                size_t i = anon_search(s, fd, &found);
+                return found ? (int) s->anon[i] : -ENOENT;
         }
         if (s->n_buckets == 0)
                 return -ENOENT;
+        /* A memfd or a socket is its inode. */
         for (uint32_t k = s->buckets[bucket_of(s, st->st_dev, st->st_ino)]; k; k = s->entries[k - 1].next) {
                 Entry *e = &s->entries[k - 1];
 
-                if (e->dev != st->st_dev || e->ino != st->st_ino)
-                        continue;
-                /* A memfd or a socket is its inode; an eventfd is not. */
-                if (!typeless || same_file(fd, e->ref))
+                if (e->dev == st->st_dev && e->ino == st->st_ino)
                         return (int) k - 1;
         }
         return -ENOENT;
 }
 
-static void insert(FdStore *s, size_t k, const struct stat *st) {
+static int insert(FdStore *s, size_t k, const struct stat *st) {
         Entry *e = &s->entries[k];
-        size_t b = bucket_of(s, st->st_dev, st->st_ino);
+        size_t b;
 
         e->dev = st->st_dev;
         e->ino = st->st_ino;
+        if (e->typeless) {
+                bool found;
+                size_t i;
+
+                if (s->n_anon == s->alloc_anon) {
+                        size_t a = MAX((size_t) 64, s->alloc_anon * 2);
+                        uint32_t *p = realloc(s->anon, a * sizeof *p);
+                        if (!p)
+                                return -ENOMEM;
+                        s->anon = p;
+                        s->alloc_anon = a;
+                }
+                i = anon_search(s, e->ref, &found);
+                memmove(s->anon + i + 1, s->anon + i, (s->n_anon - i) * sizeof *s->anon);
+                s->anon[i] = (uint32_t) k;
+                s->n_anon++;
+                return 0;
+        }
+        b = bucket_of(s, st->st_dev, st->st_ino);
         e->next = s->buckets[b];
         s->buckets[b] = (uint32_t) k + 1;
+        return 0;
 }
 
 int fd_store_hold(FdStore *s, int fd, FdKind kind, uint32_t *ret_id) {
@@ -330,15 +389,15 @@ int fd_store_hold(FdStore *s, int fd, FdKind kind, uint32_t *ret_id) {
                         return -ENOMEM;
                 e->fd = fd;
                 e->holders++;
-                if (e->adopted) {
-                        e->adopted = false;
-                        e->kind = kind;
-                }
+                /* Its name says its kind, as it was stored: removing it
+                 * under another name would leave it in the store. */
+                e->adopted = false;
                 *ret_id = (uint32_t) k;
                 return 0;
         }
 
-        if (s->max > 0 && s->count >= s->max) {
+        /* An eighth of the store stays for the states that name files. */
+        if (s->max > 0 && s->count >= s->max - s->max / 8) {
                 if (!s->warned)
                         log_warning("systemd's fd store is full (FileDescriptorStoreMax=%u): a connection from now "
                                     "on is lost if this process is killed.", s->max);
@@ -360,7 +419,12 @@ int fd_store_hold(FdStore *s, int fd, FdKind kind, uint32_t *ret_id) {
         }
         r = map_fd(s, fd, k);
         if (r >= 0)
-                r = store(s, fd, kind, e->name, 0);
+                r = insert(s, k, &st);
+        if (r >= 0) {
+                r = store(fd, kind, e->name, 0);
+                if (r < 0)
+                        unhash(s, k);
+        }
         if (r < 0) {
                 if (!s->warned)
                         log_warning_errno(r, "Failed to keep a file in systemd's store: %m; its guest loses the "
@@ -371,7 +435,6 @@ int fd_store_hold(FdStore *s, int fd, FdKind kind, uint32_t *ret_id) {
                 s->free_hint = MIN(s->free_hint, k);
                 return r;
         }
-        insert(s, k, &st);
         s->next_name++;
         s->count++;
         *ret_id = (uint32_t) k;
@@ -417,11 +480,19 @@ uint64_t fd_store_name(const FdStore *s, uint32_t id) {
         return id < s->n_entries ? s->entries[id].name : UINT64_MAX;
 }
 
+/* Room for one more state: its predecessor leaves only after it is in. */
+static bool state_room(const FdStore *s) {
+        return s->max == 0 || s->count < s->max;
+}
+
 int fd_store_put_state(FdStore *s, int memfd) {
         uint64_t gen = s->next_name++;
         int r;
 
-        r = store(s, memfd, FD_KIND_STATE, gen, 0);
+        if (!state_room(s))
+                return -ENOSPC;
+
+        r = store(memfd, FD_KIND_STATE, gen, 0);
         if (r < 0)
                 return r; /* the store keeps the state before */
         if (s->have_state)
@@ -440,7 +511,9 @@ int fd_store_put_device(FdStore *s, uint32_t dev_id, uint64_t *gen, int memfd) {
         if (name == UINT64_MAX)
                 return -ENOENT;
         if (memfd >= 0) {
-                r = store(s, memfd, FD_KIND_DEV, name, g);
+                if (!state_room(s))
+                        return -ENOSPC;
+                r = store(memfd, FD_KIND_DEV, name, g);
                 if (r < 0)
                         return r;
                 s->next_name++;
@@ -467,13 +540,14 @@ int fd_store_adopt(FdStore *s, const char *name, int fd) {
         if (r < 0)
                 return r;
         s->next_name = MAX(s->next_name, MAX(n, gen) + 1);
-        s->count++;
         if (kind == FD_KIND_STATE || kind == FD_KIND_DEV) {
                 Named *p = realloc(s->states, (s->n_states + 1) * sizeof *p);
                 if (!p)
                         return -ENOMEM;
                 s->states = p;
-                s->states[s->n_states++] = (Named) { .kind = kind, .n = n, .gen = gen, .fd = TAKE_FD(owned) };
+                /* The name is all we need: systemd keeps the file. */
+                s->states[s->n_states++] = (Named) { .kind = kind, .n = n, .gen = gen };
+                s->count++;
                 return 0;
         }
         r = examine(fd, &st, &typeless);
@@ -486,9 +560,17 @@ int fd_store_adopt(FdStore *s, const char *name, int fd) {
         r = new_slot(s, &k);
         if (r < 0)
                 return r;
+        /* An eventfd is found by its file (kcmp), so we keep one; a socket
+         * or memfd by its inode, which systemd's copy keeps alive. */
         s->entries[k] = (Entry) { .used = true, .adopted = true, .typeless = typeless, .kind = kind, .name = n,
-                                  .fd = -EBADF, .ref = TAKE_FD(owned) };
-        insert(s, k, &st);
+                                  .fd = -EBADF, .ref = typeless ? TAKE_FD(owned) : -EBADF };
+        r = insert(s, k, &st);
+        if (r < 0) {
+                s->entries[k] = (Entry) { .fd = -EBADF, .ref = -EBADF };
+                s->free_hint = MIN(s->free_hint, k);
+                return r;
+        }
+        s->count++;
         return 0;
 }
 
@@ -500,13 +582,10 @@ void fd_store_adopted_done(FdStore *s) {
                         continue;
                 if (e->adopted)
                         free_entry(s, i);
-                else if (!e->typeless)
-                        e->ref = safe_close(e->ref);
         }
         /* Ours are there now (store_start() put them first). */
         for (size_t i = 0; i < s->n_states; i++) {
                 drop(s->states[i].kind, s->states[i].n, s->states[i].gen);
-                safe_close(s->states[i].fd);
                 s->count--;
         }
         s->states = mfree(s->states);

@@ -821,6 +821,7 @@ static int take_over(int *ret_conn) {
 #define STORE_COUNTERS_USEC USEC_PER_SEC
 
 static FdStore *store;
+static bool drop_legacy_state;
 static uint64_t store_activity;
 static usec_t store_written_at;
 
@@ -886,6 +887,9 @@ static int store_start(void) {
         /* Ours are there: what the previous instance stored and nobody
          * took up, its states included, goes. */
         fd_store_adopted_done(store);
+        if (drop_legacy_state)
+                (void) sd_notify(false, "FDSTOREREMOVE=1\nFDNAME=" FDSTORE_LEGACY_STATE);
+        drop_legacy_state = false;
         log_info("Keeping %u files in systemd's fd store: a restart or a crash closes no guest's connection.",
                  fd_store_count(store));
         return 0;
@@ -999,12 +1003,15 @@ static int take_systemd_fds(void) {
                 }
                 if (streq_ptr(name, FDSTORE_LEGACY_STATE)) {
                         /* The previous release's, written at SIGTERM; its
-                         * fds are "seedbed-fd-INDEX". */
-                        char msg[] = "FDSTOREREMOVE=1\nFDNAME=" FDSTORE_LEGACY_STATE;
-                        (void) sd_notify(false, msg);
+                         * fds are "seedbed-fd-INDEX".  Out of the store
+                         * once ours is in (store_start()). */
                         safe_close(state);
                         state = fd;
                         legacy = true;
+                        if (store)
+                                drop_legacy_state = true;
+                        else
+                                (void) sd_notify(false, "FDSTOREREMOVE=1\nFDNAME=" FDSTORE_LEGACY_STATE);
                         continue;
                 }
                 if (fd_store_parse_name(name, &kind, &k, &gen) < 0) {
@@ -1342,9 +1349,13 @@ static int run(int argc, char *argv[]) {
                 goto finish;
         }
 
+        /* Without the store the guests are served all the same; only a
+         * crash or restart would cost them their connections. */
         if (fdstore_wanted() && store_start() < 0) {
-                r = EXIT_ERROR;
-                goto finish;
+                log_warning("Serving without systemd's fd store: a restart or crash closes the guests' "
+                            "connections.");
+                server.store = NULL;
+                store = fd_store_free(store);
         }
 
         loop_set_hooks(loop, prepare, tick, loop);

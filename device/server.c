@@ -98,6 +98,8 @@ struct Client {
         uint32_t store_id;
         uint32_t *file_ids;     /* VHOST_USER_FILES_MAX, for a device */
         size_t n_file_ids;
+        uint32_t *old_ids;      /* let go of, still named by its state in the store */
+        size_t n_old_ids, alloc_old_ids;
         bool files_stored;      /* all of them: a state can name the device */
         uint64_t dev_gen;       /* its state's, in the store (0: none) */
         usec_t state_window;    /* see client_store_files() */
@@ -442,11 +444,20 @@ static void client_put_state(Client *c) {
         c->state_pending = false;
         if (!c->stored)
                 return;
+        /* What the state in the store names goes only once a state that
+         * does not is there (or none is). */
+#define RELEASE_OLD()                                                   \
+        do {                                                            \
+                for (size_t _i = 0; _i < c->n_old_ids; _i++)            \
+                        fd_store_release(s->store, c->old_ids[_i]);     \
+                c->n_old_ids = 0;                                       \
+        } while (0)
         if (!c->files_stored || vhost_user_dev_broken(c->dev)) {
                 /* A state that names what the device no longer holds
                  * would only fail later: none. */
                 if (c->dev_gen > 0)
                         (void) fd_store_put_device(s->store, c->store_id, &c->dev_gen, -EBADF);
+                RELEASE_OLD();
                 if (!c->unstorable_logged && !vhost_user_dev_broken(c->dev))
                         log_notice("%s: a file of its device is not one systemd's store may keep (its memory not "
                                    "a memfd or a file on tmpfs?): it is lost if this process is killed.",
@@ -461,10 +472,19 @@ static void client_put_state(Client *c) {
         memfd = r < 0 ? r : state_memfd(&j);
         if (memfd >= 0)
                 r = fd_store_put_device(s->store, c->store_id, &c->dev_gen, memfd);
-        if (memfd < 0 || r < 0)
-                log_warning_errno(memfd < 0 ? memfd : r,
-                                  "Failed to keep the state of %s in systemd's store: %m; it is lost if this process "
-                                  "is killed.", c->peer);
+        if (memfd >= 0 && r >= 0) {
+                RELEASE_OLD();
+                return;
+        }
+        /* The old state would name files that are gone: none, and the
+         * device is lost after a crash (it is said once). */
+        if (c->dev_gen > 0)
+                (void) fd_store_put_device(s->store, c->store_id, &c->dev_gen, -EBADF);
+        RELEASE_OLD();
+        log_warning_errno(memfd < 0 ? memfd : r,
+                          "Failed to keep the state of %s in systemd's store: %m; it is lost if this process "
+                          "is killed.", c->peer);
+#undef RELEASE_OLD
 }
 
 /* The device's files and state, after a message (or at the start). */
@@ -491,21 +511,38 @@ static void client_store_files(Client *c) {
         memcpy(c->file_ids, ids, k * sizeof *ids);
         c->n_file_ids = k;
         c->files_stored = k == n;
+        /* Let go of once the next state is in the store. */
+        if (c->n_old_ids + n_old > c->alloc_old_ids) {
+                size_t a = MAX(c->n_old_ids + n_old, 2 * c->alloc_old_ids);
+                uint32_t *p = realloc(c->old_ids, a * sizeof *p);
+                if (!p) {
+                        for (size_t i = 0; i < n_old; i++)
+                                fd_store_release(s->store, old[i]);
+                        n_old = 0;
+                } else {
+                        c->old_ids = p;
+                        c->alloc_old_ids = a;
+                }
+        }
+        memcpy(c->old_ids + c->n_old_ids, old, n_old * sizeof *old);
+        c->n_old_ids += n_old;
 
         now = now_usec(CLOCK_MONOTONIC);
         if (now >= c->state_window + STATE_WRITES_WINDOW_USEC) {
                 c->state_window = now;
                 c->state_writes = 0;
         }
-        if (c->state_writes < STATE_WRITES_BURST) {
+        /* A front-end that changes its files faster than its state may
+         * be written would pile them up: past a few sets, written now. */
+        if (c->state_writes < STATE_WRITES_BURST || c->n_old_ids > 4 * VHOST_USER_FILES_MAX) {
                 c->state_writes++;
+                if (c->state_pending)
+                        s->n_state_pending--;
                 client_put_state(c);
         } else if (!c->state_pending) {
                 c->state_pending = true;
                 s->n_state_pending++;
         }
-        for (size_t i = 0; i < n_old; i++)
-                fd_store_release(s->store, old[i]);
 }
 
 static void client_store(Client *c) {
@@ -531,8 +568,24 @@ static void client_unstore(Client *c) {
         for (size_t i = 0; i < c->n_file_ids; i++)
                 fd_store_release(s->store, c->file_ids[i]);
         c->n_file_ids = 0;
+        for (size_t i = 0; i < c->n_old_ids; i++)
+                fd_store_release(s->store, c->old_ids[i]);
+        c->n_old_ids = 0;
         fd_store_release(s->store, c->store_id);
         c->stored = false;
+}
+
+/* Whether every file the device holds now is in the store (a message
+ * that has only partly arrived holds fds that are not). */
+static bool client_files_stored(const Client *c) {
+        int fds[VHOST_USER_FILES_MAX];
+        size_t n = vhost_user_dev_files(c->dev, fds, ELEMENTSOF(fds));
+        uint32_t id;
+
+        for (size_t i = 0; i < n; i++)
+                if (fd_store_id_for_state(c->server->store, fds[i], &id) < 0)
+                        return false;
+        return true;
 }
 
 void server_store_all(Server *s) {
@@ -582,6 +635,7 @@ static void client_free(Client *c) {
 
         client_unstore(c);
         free(c->file_ids);
+        free(c->old_ids);
         loop_io_free(c->io);
         loop_io_free(c->kick_io);
         if (c->dev) {
@@ -1342,7 +1396,7 @@ int server_save(const Server *s, Json *j, StateFds *fds, bool clients) {
                 /* Written for the store: a connection it does not hold
                  * (systemd refused a file) is not named; it is lost with
                  * this process, the others are not. */
-                if (fds->resolve && (!c->stored || (c->dev && !c->files_stored)))
+                if (fds->resolve && (!c->stored || (c->dev && !client_files_stored(c))))
                         continue;
                 json_object_begin(j, NULL);
                 save_client(j, c, fds, &r);

@@ -159,7 +159,7 @@ int server_adopt_egd(Server *s, int fd);
  * state (root) written as it served: see server_restore(). */
 int server_restore_device(Server *s, StateReader *r, yaml_node_t *root);
 
-/* A StateFds resolver naming files by their id in s->store. */
+/* A StateFds resolver naming files by their name in s->store. */
 int server_store_resolve(void *userdata, int fd, uint64_t *ret_id);
 
 /* Loop hooks: when throttled VMs must be tried again, and trying them. */

@@ -34,8 +34,8 @@
 typedef struct StateFds {
         int *fds;
         size_t n, alloc;
-        /* Set: fds are named by what this returns (the id of a file kept
-         * in systemd's store, see fd-store.h), not collected. */
+        /* Set: fds are named by what this returns (the name of a file
+         * kept in systemd's store, see fd-store.h), not collected. */
         int (*resolve)(void *userdata, int fd, uint64_t *ret_id);
         void *userdata;
 } StateFds;

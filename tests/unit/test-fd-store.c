@@ -12,6 +12,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -80,8 +81,14 @@ static void teardown(void) {
         manager = safe_close(manager);
 }
 
+static const char *next_within(int *ret_fd, int timeout_ms);
+
 /* The next message, "" if none came; *ret_fd the fd it carried (-1). */
 static const char *next(int *ret_fd) {
+        return next_within(ret_fd, 100);
+}
+
+static const char *next_within(int *ret_fd, int timeout_ms) {
         static char text[256];
         union {
                 struct cmsghdr h;
@@ -94,7 +101,7 @@ static const char *next(int *ret_fd) {
 
         *ret_fd = -1;
         text[0] = 0;
-        if (poll(&p, 1, 100) <= 0)
+        if (poll(&p, 1, timeout_ms) <= 0)
                 return text;
         k = recvmsg(manager, &mh, MSG_CMSG_CLOEXEC);
         ck_assert_int_ge(k, 0);
@@ -113,6 +120,15 @@ static void expect(const char *want, bool with_fd) {
 
         ck_assert_str_eq(got, want);
         ck_assert_msg((fd >= 0) == with_fd, "%s: fd %d", want, fd);
+        if (fd >= 0)
+                close(fd);
+}
+
+static void expect_prefix(const char *want) {
+        int fd;
+        const char *got = next(&fd);
+
+        ck_assert_msg(strncmp(got, want, strlen(want)) == 0, "'%s' is not '%s…'", got, want);
         if (fd >= 0)
                 close(fd);
 }
@@ -301,6 +317,117 @@ START_TEST(test_adopt) {
 }
 END_TEST
 
+/* Thousands of eventfds (three a VM): found by their files in kcmp()'s
+ * order, a few calls each, and never taken for one another. */
+START_TEST(test_many_eventfds) {
+        enum { N = 3000 };
+        static int ev[N], again[N];
+        static uint32_t ids[N];
+        FdStore *s = NULL;
+        struct rlimit rl;
+        uint32_t id;
+        int fd, got = 0;
+
+        ck_assert_int_eq(getrlimit(RLIMIT_NOFILE, &rl), 0);
+        rl.rlim_cur = MIN(rl.rlim_max, (rlim_t) 4 * N + 64);
+        (void) setrlimit(RLIMIT_NOFILE, &rl);
+        ck_assert_int_eq(getrlimit(RLIMIT_NOFILE, &rl), 0);
+        if (rl.rlim_cur < (rlim_t) 4 * N + 64)
+                return; /* a hard limit this low: nothing to learn here */
+        ck_assert_int_eq(fd_store_new(&s), 0);
+        for (int i = 0; i < N; i++) {
+                ev[i] = eventfd(0, EFD_CLOEXEC);
+                ck_assert_int_ge(ev[i], 0);
+                ck_assert_int_eq(fd_store_hold(s, ev[i], FD_KIND_NAMED, &ids[i]), 0);
+                /* The manager reads as it goes, as systemd does. */
+                while (next_within(&fd, 0)[0]) {
+                        got++;
+                        close(fd);
+                }
+        }
+        ck_assert_int_eq(got, N);
+        /* Each sent again (a new fd on the same file): the same entry. */
+        for (int i = 0; i < N; i++) {
+                again[i] = fcntl(ev[i], F_DUPFD_CLOEXEC, 3);
+                ck_assert_int_eq(fd_store_hold(s, again[i], FD_KIND_NAMED, &id), 0);
+                ck_assert_uint_eq(id, ids[i]);
+        }
+        expect("", false);
+        /* Half go; the others are still themselves. */
+        for (int i = 0; i < N; i += 2) {
+                fd_store_release(s, ids[i]);
+                fd_store_release(s, ids[i]);
+                close(ev[i]);
+                close(again[i]);
+                while (next_within(&fd, 0)[0])
+                        got++;
+        }
+        ck_assert_int_eq(got, N + N / 2);
+        for (int i = 1; i < N; i += 2) {
+                ck_assert_int_eq(fd_store_id_for_state(s, again[i], &id), 0);
+                ck_assert_uint_eq(id, ids[i]);
+        }
+        ck_assert_uint_eq(fd_store_count(s), N / 2);
+        for (int i = 1; i < N; i += 2) {
+                close(ev[i]);
+                close(again[i]);
+        }
+        fd_store_free(s);
+}
+END_TEST
+
+/* $FDSTORE (systemd 254 and later): files stop short of it, so the
+ * states that name them still fit. */
+START_TEST(test_limit) {
+        FdStore *s = NULL;
+        int ev[8], m = memfd_create("state", MFD_CLOEXEC);
+        uint32_t id;
+        unsigned held = 0;
+
+        ck_assert_int_eq(setenv("FDSTORE", "8", 1), 0);
+        ck_assert_int_eq(fd_store_new(&s), 0);
+        ck_assert_int_eq(unsetenv("FDSTORE"), 0);
+        for (int i = 0; i < 8; i++) {
+                ev[i] = eventfd(0, EFD_CLOEXEC);
+                if (fd_store_hold(s, ev[i], FD_KIND_NAMED, &id) == 0) {
+                        held++;
+                        expect_prefix("FDSTORE=1");
+                } else
+                        ck_assert_int_eq(fd_store_hold(s, ev[i], FD_KIND_NAMED, &id), -ENOSPC);
+        }
+        ck_assert_uint_eq(held, 7);
+        ck_assert_int_eq(fd_store_put_state(s, m), 0);
+        expect_prefix("FDSTORE=1");
+        /* Full: a second state would not fit beside the first. */
+        ck_assert_int_eq(fd_store_put_state(s, m), -ENOSPC);
+        expect("", false);
+        for (int i = 0; i < 8; i++)
+                close(ev[i]);
+        close(m);
+        fd_store_free(s);
+}
+END_TEST
+
+/* An adopted file keeps the name it was stored under, whatever it is
+ * held as: removed under another, it would stay in the store. */
+START_TEST(test_adopted_kind) {
+        FdStore *s = NULL;
+        int sv[2];
+        uint32_t id;
+
+        ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+        ck_assert_int_eq(fd_store_new(&s), 0);
+        ck_assert_int_eq(fd_store_adopt(s, "seedbed-fd-3", fcntl(sv[0], F_DUPFD_CLOEXEC, 3)), 0);
+        ck_assert_int_eq(fd_store_hold(s, sv[0], FD_KIND_EGD, &id), 0);
+        expect("", false);
+        fd_store_release(s, id);
+        expect("FDSTOREREMOVE=1\nFDNAME=seedbed-fd-3", false);
+        close(sv[0]);
+        close(sv[1]);
+        fd_store_free(s);
+}
+END_TEST
+
 static Suite *suite(void) {
         Suite *s = suite_create("fd-store");
         TCase *tc = tcase_create("names");
@@ -313,6 +440,10 @@ static Suite *suite(void) {
         tcase_add_test(tc, test_one_entry_per_file);
         tcase_add_test(tc, test_state);
         tcase_add_test(tc, test_adopt);
+        tcase_add_test(tc, test_many_eventfds);
+        tcase_add_test(tc, test_limit);
+        tcase_add_test(tc, test_adopted_kind);
+        tcase_set_timeout(tc, 60);
         suite_add_tcase(s, tc);
         return s;
 }
