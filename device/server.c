@@ -524,7 +524,8 @@ static void client_store_files(Client *c) {
                         c->alloc_old_ids = a;
                 }
         }
-        memcpy(c->old_ids + c->n_old_ids, old, n_old * sizeof *old);
+        if (n_old > 0)
+                memcpy(c->old_ids + c->n_old_ids, old, n_old * sizeof *old);
         c->n_old_ids += n_old;
 
         now = now_usec(CLOCK_MONOTONIC);
@@ -1398,6 +1399,7 @@ int server_save(const Server *s, Json *j, StateFds *fds, bool clients) {
                  * this process, the others are not. */
                 if (fds->resolve && (!c->stored || (c->dev && !client_files_stored(c))))
                         continue;
+                r = 0;
                 json_object_begin(j, NULL);
                 save_client(j, c, fds, &r);
                 json_object_end(j);
@@ -1410,6 +1412,7 @@ int server_save(const Server *s, Json *j, StateFds *fds, bool clients) {
 
 /* One connection's members, as restore_client() reads them. */
 static void save_client(Json *j, const Client *c, StateFds *fds, int *ret) {
+        *ret = 0;
         json_string(j, "transport", transport_to_string(c->transport));
         state_write_fd(j, fds, "fd", c->fd);
         json_string(j, "peer", c->peer);
