@@ -480,16 +480,17 @@ uint64_t fd_store_name(const FdStore *s, uint32_t id) {
         return id < s->n_entries ? s->entries[id].name : UINT64_MAX;
 }
 
-/* Room for one more state: its predecessor leaves only after it is in. */
-static bool state_room(const FdStore *s) {
-        return s->max == 0 || s->count < s->max;
+/* Room for one more state: its predecessor leaves only after it is in,
+ * so a first state leaves a slot free for replacing one. */
+static bool state_room(const FdStore *s, bool first) {
+        return s->max == 0 || s->count + (first ? 2 : 1) <= s->max;
 }
 
 int fd_store_put_state(FdStore *s, int memfd) {
         uint64_t gen = s->next_name++;
         int r;
 
-        if (!state_room(s))
+        if (!state_room(s, !s->have_state))
                 return -ENOSPC;
 
         r = store(memfd, FD_KIND_STATE, gen, 0);
@@ -511,13 +512,23 @@ int fd_store_put_device(FdStore *s, uint32_t dev_id, uint64_t *gen, int memfd) {
         if (name == UINT64_MAX)
                 return -ENOENT;
         if (memfd >= 0) {
-                if (!state_room(s))
+                if (!state_room(s, *gen == 0))
                         return -ENOSPC;
                 r = store(memfd, FD_KIND_DEV, name, g);
                 if (r < 0)
                         return r;
                 s->next_name++;
                 s->count++;
+                /* The previous instance's state of this device is
+                 * superseded: out now, so a restart needs no room for
+                 * two of every device. */
+                for (size_t i = 0; i < s->n_states; i++)
+                        if (s->states[i].kind == FD_KIND_DEV && s->states[i].n == name) {
+                                drop(FD_KIND_DEV, name, s->states[i].gen);
+                                s->count--;
+                                s->states[i] = s->states[--s->n_states];
+                                i--;
+                        }
         }
         if (*gen > 0) {
                 drop(FD_KIND_DEV, name, *gen);
@@ -554,7 +565,6 @@ int fd_store_adopt(FdStore *s, const char *name, int fd) {
         if (r < 0) {
                 /* Not a file we store: out of the store. */
                 drop(kind, n, 0);
-                s->count--;
                 return 0;
         }
         r = new_slot(s, &k);
@@ -566,6 +576,7 @@ int fd_store_adopt(FdStore *s, const char *name, int fd) {
                                   .fd = -EBADF, .ref = typeless ? TAKE_FD(owned) : -EBADF };
         r = insert(s, k, &st);
         if (r < 0) {
+                safe_close(s->entries[k].ref);
                 s->entries[k] = (Entry) { .fd = -EBADF, .ref = -EBADF };
                 s->free_hint = MIN(s->free_hint, k);
                 return r;
@@ -590,6 +601,20 @@ void fd_store_adopted_done(FdStore *s) {
         }
         s->states = mfree(s->states);
         s->n_states = 0;
+}
+
+void fd_store_clear(FdStore *s) {
+        for (size_t i = 0; i < s->n_entries; i++)
+                if (s->entries[i].used)
+                        free_entry(s, i);
+        if (s->have_state)
+                drop(FD_KIND_STATE, s->state_gen, 0);
+        s->have_state = false;
+        for (size_t i = 0; i < s->n_states; i++)
+                drop(s->states[i].kind, s->states[i].n, s->states[i].gen);
+        s->states = mfree(s->states);
+        s->n_states = 0;
+        s->count = 0;
 }
 
 unsigned fd_store_count(const FdStore *s) {

@@ -82,6 +82,11 @@ int fd_store_put_state(FdStore *s, int memfd);
  * *gen is the device's, 0 at first. */
 int fd_store_put_device(FdStore *s, uint32_t dev_id, uint64_t *gen, int memfd);
 
+/* Takes everything out of the store that is still in it (device states
+ * are their holders' to drop first): for a process that cannot keep
+ * the store up to date, so a next start finds nothing stale. */
+void fd_store_clear(FdStore *s);
+
 /* Entries in the store, states included: for the logs. */
 unsigned fd_store_count(const FdStore *s);
 

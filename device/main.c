@@ -1354,6 +1354,15 @@ static int run(int argc, char *argv[]) {
         if (fdstore_wanted() && store_start() < 0) {
                 log_warning("Serving without systemd's fd store: a restart or crash closes the guests' "
                             "connections.");
+                /* A store we cannot keep up to date would hand the next
+                 * start stale states: empty it. */
+                if (store) {
+                        server_unstore_all(&server);
+                        fd_store_clear(store);
+                }
+                if (drop_legacy_state)
+                        (void) sd_notify(false, "FDSTOREREMOVE=1\nFDNAME=" FDSTORE_LEGACY_STATE);
+                drop_legacy_state = false;
                 server.store = NULL;
                 store = fd_store_free(store);
         }

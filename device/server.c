@@ -516,6 +516,9 @@ static void client_store_files(Client *c) {
                 size_t a = MAX(c->n_old_ids + n_old, 2 * c->alloc_old_ids);
                 uint32_t *p = realloc(c->old_ids, a * sizeof *p);
                 if (!p) {
+                        /* Its state names them: none then. */
+                        if (c->dev_gen > 0)
+                                (void) fd_store_put_device(s->store, c->store_id, &c->dev_gen, -EBADF);
                         for (size_t i = 0; i < n_old; i++)
                                 fd_store_release(s->store, old[i]);
                         n_old = 0;
@@ -592,6 +595,11 @@ static bool client_files_stored(const Client *c) {
 void server_store_all(Server *s) {
         for (Client *c = s->clients; c; c = c->next)
                 client_store(c);
+}
+
+void server_unstore_all(Server *s) {
+        for (Client *c = s->clients; c; c = c->next)
+                client_unstore(c);
 }
 
 void server_store_pending(Server *s) {

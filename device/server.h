@@ -148,6 +148,8 @@ int server_restore(Server *s, StateReader *r, yaml_node_t *root, bool exact);
 
 /* Keeps every connection's files in s->store from now on. */
 void server_store_all(Server *s);
+/* Takes them out again (the store is given up). */
+void server_unstore_all(Server *s);
 /* Writes the device states that waited (see server.c), once a second. */
 void server_store_pending(Server *s);
 

@@ -282,6 +282,13 @@ START_TEST(test_adopt) {
         ck_assert_int_eq(fd_store_adopt(s, "seedbed-state-30", st), 0);
         ck_assert_int_eq(fd_store_adopt(s, "nonsense", eventfd(0, EFD_CLOEXEC)), -EINVAL);
         expect("", false);
+        /* Not a file we keep (a pipe): out of the store, not counted. */
+        int p[2];
+        ck_assert_int_eq(pipe2(p, O_CLOEXEC), 0);
+        ck_assert_int_eq(fd_store_adopt(s, "seedbed-fd-40", p[0]), 0);
+        close(p[1]);
+        expect("FDSTOREREMOVE=1\nFDNAME=seedbed-fd-40", false);
+        ck_assert_uint_eq(fd_store_count(s), 5);
 
         /* Held through other fds on the same files: no message. */
         ck_assert_int_eq(fd_store_hold(s, sv[0], FD_KIND_EGD, &id), 0);
@@ -294,7 +301,7 @@ START_TEST(test_adopt) {
         /* A new file gets a name past every one passed. */
         int fresh = eventfd(0, EFD_CLOEXEC);
         ck_assert_int_eq(fd_store_hold(s, fresh, FD_KIND_NAMED, &id), 0);
-        expect("FDSTORE=1\nFDPOLL=0\nFDNAME=seedbed-fd-31", true);
+        expect("FDSTORE=1\nFDPOLL=0\nFDNAME=seedbed-fd-41", true);
 
         fd_store_adopted_done(s);
         /* Not taken up, and the old state: out of the store. */
@@ -396,12 +403,21 @@ START_TEST(test_limit) {
                         ck_assert_int_eq(fd_store_hold(s, ev[i], FD_KIND_NAMED, &id), -ENOSPC);
         }
         ck_assert_uint_eq(held, 7);
-        ck_assert_int_eq(fd_store_put_state(s, m), 0);
-        expect_prefix("FDSTORE=1");
-        /* Full: a second state would not fit beside the first. */
+        /* A first state must leave a slot to be replaced through: with
+         * seven files in eight slots there is none. */
         ck_assert_int_eq(fd_store_put_state(s, m), -ENOSPC);
         expect("", false);
-        for (int i = 0; i < 8; i++)
+        close(ev[0]);
+        fd_store_release(s, 0);
+        expect_prefix("FDSTOREREMOVE=1");
+        ck_assert_int_eq(fd_store_put_state(s, m), 0);
+        expect_prefix("FDSTORE=1");
+        /* Replaced through the free slot, again and again. */
+        ck_assert_int_eq(fd_store_put_state(s, m), 0);
+        expect_prefix("FDSTORE=1");
+        expect_prefix("FDSTOREREMOVE=1");
+        ck_assert_uint_eq(fd_store_count(s), 7);
+        for (int i = 1; i < 8; i++)
                 close(ev[i]);
         close(m);
         fd_store_free(s);
