@@ -194,23 +194,41 @@ void json_free(Json *j) {
 
 bool json_object_text_ok(const char *s, size_t n, unsigned max_depth) {
         unsigned depth = 0;
-        bool in_string = false;
+        char prev = 0; /* the last character outside strings, blanks aside */
 
         if (n == 0 || s[0] != '{' || memchr(s, 0, n))
                 return false;
         for (size_t i = 0; i < n; i++) {
-                if (in_string) {
-                        if (s[i] == '\\')
-                                i++;
-                        else if (s[i] == '"')
-                                in_string = false;
-                } else if (s[i] == '"')
-                        in_string = true;
-                else if (s[i] == '[' || s[i] == '{') {
+                char c = s[i];
+
+                if (c == '"') {
+                        /* A string starts where a value or a key may: one
+                         * inside a plain word would put its end, and
+                         * what follows, out of step with libyaml. */
+                        if (!prev || !strchr("{[,:", prev))
+                                return false;
+                        for (i++; i < n && s[i] != '"'; i++)
+                                if (s[i] == '\\')
+                                        i++;
+                        if (i >= n)
+                                return false;
+                        prev = c;
+                        continue;
+                }
+                if (c == ' ' || c == '\t' || c == '\n' || c == '\r')
+                        continue;
+                if (c == '[' || c == '{') {
                         if (++depth > max_depth)
                                 return false;
-                } else if ((s[i] == ']' || s[i] == '}') && depth > 0)
-                        depth--;
+                } else if (c == ']' || c == '}') {
+                        if (depth > 0)
+                                depth--;
+                } else if (c != ',' && c != ':' && c != '-' && c != '+' && c != '.' &&
+                           !(c >= '0' && c <= '9') && !(c >= 'a' && c <= 'z') && !(c >= 'A' && c <= 'Z'))
+                        /* No anchor (&), alias (*), tag (!), single quote,
+                         * comment or block scalar: none is JSON. */
+                        return false;
+                prev = c;
         }
         return true;
 }

@@ -195,6 +195,26 @@ START_TEST(test_hostile_files) {
                 free(out);
         }
 
+        /* YAML's anchors and aliases are no JSON: a record that contains
+         * itself sent status --json into endless recursion, nested
+         * aliases into copying 10^9 nodes.  Nor may a quote hide the
+         * nesting from the check. */
+        {
+                static const char *const hostile[] = {
+                        "{\"version\": 1, \"result\": \"ready\", \"ssh_keys\": [], \"a\": &x [1, *x]}\n",
+                        "{\"version\": 1, \"result\": \"ready\", \"a\": !!str x}\n",
+                        "{\"version\": 1, \"result\": \"ready\", 'a\"': [[[[[[[[[[[[1]]]]]]]]]]]]}\n",
+                        "{\"version\": 1, \"result\": \"ready\", \"a\": x\"y\", \"b\": \"[[[[[[[[[[[[\"}\n",
+                };
+
+                for (size_t i = 0; i < ELEMENTSOF(hostile); i++) {
+                        fakeroot_write(root, RECORD_SEED, hostile[i]);
+                        out = print(true, &r, &ready);
+                        ck_assert_int_eq(r, -EBADMSG);
+                        free(out);
+                }
+        }
+
         /* A FIFO in its place must not block status. */
         ck_assert_int_eq(unlink(path), 0);
         ck_assert_int_eq(mkfifo(path, 0600), 0);
