@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "json.h"
+#include "utf8.h"
 
 static void json_append(Json *j, const char *s, size_t n) {
         if (j->failed)
@@ -47,30 +48,37 @@ static void json_appendf(Json *j, const char *format, ...) {
         json_append(j, buf, (size_t) l);
 }
 
+/* Records are read back with libyaml (json-read.h): what YAML would not
+ * take as it is, or would fold (C1 controls, U+2028, a byte order mark),
+ * is escaped, so a record reads back as written.  A byte that is not
+ * UTF-8 (a hostile sysfs name) becomes U+FFFD: JSON is UTF-8. */
 static void json_quoted(Json *j, const char *s) {
+        size_t n = strlen(s);
+
         json_append(j, "\"", 1);
-        for (const unsigned char *p = (const unsigned char *) s; *p; p++) {
-                switch (*p) {
-                case '"':
+        while (n > 0) {
+                uint32_t c;
+                size_t k = utf8_decode(s, n, &c);
+
+                if (k == 0) {
+                        json_append(j, "\\ufffd", 6);
+                        k = 1;
+                } else if (c == '"')
                         json_append(j, "\\\"", 2);
-                        break;
-                case '\\':
+                else if (c == '\\')
                         json_append(j, "\\\\", 2);
-                        break;
-                case '\n':
+                else if (c == '\n')
                         json_append(j, "\\n", 2);
-                        break;
-                case '\t':
+                else if (c == '\t')
                         json_append(j, "\\t", 2);
-                        break;
-                default:
-                        /* Control bytes (and DEL) are escaped so a record
-                         * read from a hostile sysfs name stays one line. */
-                        if (*p < 0x20 || *p == 0x7f)
-                                json_appendf(j, "\\u%04x", *p);
-                        else
-                                json_append(j, (const char *) p, 1);
-                }
+                else if (!utf8_yaml_safe(c))
+                        /* Control bytes and DEL too: a record read from a
+                         * hostile sysfs name stays one line. */
+                        json_appendf(j, "\\u%04" PRIx32, c);
+                else
+                        json_append(j, s, k);
+                s += k;
+                n -= k;
         }
         json_append(j, "\"", 1);
 }

@@ -137,6 +137,17 @@ START_TEST(test_escaping) {
         /* Control bytes never reach the terminal raw. */
         ck_assert_ptr_nonnull(strstr(out, "hwrng: evil\"??\\ is current"));
         free(out);
+
+        /* What YAML would fold or refuse is escaped, and a byte that is
+         * not UTF-8 is replaced: the record still reads back. */
+        strcpy(v.current, "a\xe2\x80\xa8" "b\xc2\x85" "c\xff" "d\xc3\xa9");
+        ck_assert_int_eq(record_write(&in), 0);
+        text = fakeroot_read(root, RECORD_SEED);
+        ck_assert_ptr_nonnull(strstr(text, "\"current\": \"a\\u2028b\\u0085c\\ufffdd\xc3\xa9\""));
+        free(text);
+        out = print(true, &r, &ready);
+        ck_assert_int_eq(r, 0);
+        free(out);
 }
 END_TEST
 
