@@ -7,6 +7,7 @@
 
 #include "conf.h"
 #include "fileio.h"
+#include "utf8.h"
 
 /* A configuration file is a few kilobytes; anything far larger is a
  * mistake (the wrong path), not a configuration. */
@@ -321,6 +322,8 @@ static int conf_set_scalar(ConfParser *p, const ConfItem *item, const char *valu
         case CONF_STRING: {
                 char *s, **fp = field;
                 const char *why;
+                if (!utf8_is_yaml_text(value))
+                        return conf_error(p, where, "'%s' must be one line of printable UTF-8 text", item->key);
                 if (item->validate && item->validate(value, &why) < 0)
                         return conf_error(p, where, "'%s' is invalid: '%s': %s", item->key, value, why);
                 if (p->dry_run)
@@ -410,6 +413,8 @@ int conf_set(ConfParser *p, const char *key, const char *value, const char *wher
                                 r = -ENOMEM;
                         else if (n == 0)
                                 r = conf_error(p, where, "'%s' has an empty item", key);
+                        else if (!utf8_is_yaml_text(one))
+                                r = conf_error(p, where, "'%s' items must be one line of printable UTF-8 text", key);
                         else if (item->validate && item->validate(one, &why) < 0)
                                 r = conf_error(p, where, "'%s' is invalid: '%s': %s", key, one, why);
                         else if (conf_string_list_add(&l, one) < 0)
@@ -671,6 +676,8 @@ static int conf_apply_node(ConfParser *p, yaml_document_t *doc, const char *path
                         mark_where(ewhere, sizeof ewhere, path, e->start_mark);
                         if (e->type != YAML_SCALAR_NODE || scalar_is_null(e) || e->data.scalar.length == 0)
                                 r = conf_error(p, ewhere, "'%s' items must be non-empty strings", key);
+                        else if (!utf8_is_yaml_text((const char *) e->data.scalar.value))
+                                r = conf_error(p, ewhere, "'%s' items must be one line of printable UTF-8 text", key);
                         else if (item->validate && item->validate((const char *) e->data.scalar.value, &why) < 0)
                                 r = conf_error(p, ewhere, "'%s' is invalid: '%s': %s", key,
                                                (const char *) e->data.scalar.value, why);
@@ -809,57 +816,110 @@ int conf_load_yaml_file(ConfParser *p, const char *path) {
         return conf_load_yaml_buffer(p, path, buf, size);
 }
 
-static void conf_format_value(const ConfParser *p, const ConfItem *item, char *buf, size_t size) {
+/* Whether s reads back as itself written plain, in a block or in a flow
+ * sequence: what a file's author writes unquoted (a path, LABEL=x,
+ * unix:/run/x.sock).  No indicator first, no blank, no flow indicator,
+ * no ": " or " #", and not a null. */
+static bool plain_ok(const char *s) {
+        if (!s[0] || strchr("-?:,[]{}#&*!|>'\"%@`~", s[0]) || streq(s, "null") || streq(s, "Null") ||
+            streq(s, "NULL"))
+                return false;
+        for (const char *c = s; *c; c++) {
+                if (isalnum((unsigned char) *c) || strchr("/._+=@%-", *c))
+                        continue;
+                /* "unix:/run/x", not "a:" nor "a: b" nor "a:[". */
+                if (*c == ':' && (isalnum((unsigned char) c[1]) || c[1] == '/'))
+                        continue;
+                return false;
+        }
+        return true;
+}
+
+/* A string as YAML: plain when it reads back so, else double-quoted.
+ * Values are one line of text YAML takes as it is (conf_set_scalar()
+ * refuses others), so only '"' and '\\' need escaping. */
+static void conf_print_string(FILE *f, const char *s) {
+        if (plain_ok(s)) {
+                fputs(s, f);
+                return;
+        }
+        fputc('"', f);
+        for (; *s; s++) {
+                if (*s == '"' || *s == '\\')
+                        fputc('\\', f);
+                fputc(*s, f);
+        }
+        fputc('"', f);
+}
+
+/* "%g" with as many digits as v needs to read back as itself. */
+static void conf_print_double(FILE *f, double v) {
+        char buf[64];
+
+        for (int precision = 6; precision <= 17; precision++) {
+                (void) snprintf(buf, sizeof buf, "%.*g", precision, v);
+                if (strtod(buf, NULL) == v)
+                        break;
+        }
+        fputs(buf, f);
+}
+
+static void conf_print_value(const ConfParser *p, const ConfItem *item, FILE *f) {
         const void *field = (const uint8_t *) p->target + item->offset;
+        char buf[64];
 
         switch (item->type) {
         case CONF_BOOL:
-                (void) snprintf(buf, size, "%s", *(const bool *) field ? "true" : "false");
+                fputs(*(const bool *) field ? "true" : "false", f);
                 break;
         case CONF_UINT:
-                (void) snprintf(buf, size, "%u", *(const unsigned *) field);
+                fprintf(f, "%u", *(const unsigned *) field);
                 break;
         case CONF_DURATION:
-                conf_format_duration(*(const usec_t *) field, buf, size);
+                conf_format_duration(*(const usec_t *) field, buf, sizeof buf);
+                fputs(buf, f);
                 break;
         case CONF_SIZE:
-                conf_format_size(*(const uint64_t *) field, buf, size);
+                conf_format_size(*(const uint64_t *) field, buf, sizeof buf);
+                fputs(buf, f);
                 break;
         case CONF_DOUBLE:
-                (void) snprintf(buf, size, "%g", *(const double *) field);
+                conf_print_double(f, *(const double *) field);
                 break;
         case CONF_ENUM:
-                (void) snprintf(buf, size, "%s", item->names[*(const int *) field]);
+                fputs(item->names[*(const int *) field], f);
                 break;
         case CONF_ENUM_LIST: {
                 const ConfEnumList *l = field;
-                size_t o = 0;
-                o += (size_t) snprintf(buf, size, "[");
-                for (unsigned i = 0; i < l->n && o < size; i++)
-                        o += (size_t) snprintf(buf + o, size - o, "%s%s", i ? ", " : "", item->names[l->items[i]]);
-                if (o < size)
-                        (void) snprintf(buf + o, size - o, "]");
+                fputc('[', f);
+                for (unsigned i = 0; i < l->n; i++)
+                        fprintf(f, "%s%s", i ? ", " : "", item->names[l->items[i]]);
+                fputc(']', f);
                 break;
         }
         case CONF_STRING: {
                 const char *s = *(char *const *) field;
-                (void) snprintf(buf, size, "%s", s ? s : "~");
+                if (s)
+                        conf_print_string(f, s);
+                else
+                        fputc('~', f);
                 break;
         }
         case CONF_MODE:
-                (void) snprintf(buf, size, "\"%04o\"", *(const unsigned *) field);
+                fprintf(f, "\"%04o\"", *(const unsigned *) field);
                 break;
         case CONF_SECTION_LIST:
-                (void) snprintf(buf, size, "[...]"); /* conf_dump() prints these itself */
+                fputs("[...]", f); /* conf_dump() prints these itself */
                 break;
         case CONF_STRING_LIST: {
                 const ConfStringList *l = field;
-                size_t o = 0;
-                o += (size_t) snprintf(buf, size, "[");
-                for (unsigned i = 0; i < l->n && o < size; i++)
-                        o += (size_t) snprintf(buf + o, size - o, "%s%s", i ? ", " : "", l->items[i]);
-                if (o < size)
-                        (void) snprintf(buf + o, size - o, "]");
+                fputc('[', f);
+                for (unsigned i = 0; i < l->n; i++) {
+                        if (i > 0)
+                                fputs(", ", f);
+                        conf_print_string(f, l->items[i]);
+                }
+                fputc(']', f);
                 break;
         }
         }
@@ -879,11 +939,9 @@ static void conf_dump_section_list(const ConfParser *p, const ConfItem *item, FI
         for (unsigned e = 0; e < n; e++) {
                 sub.target = (void *) (base + e * item->elem_size);
                 for (size_t k = 0; k < item->n_sub; k++) {
-                        char value[512];
-
-                        conf_format_value(&sub, &item->sub[k], value, sizeof value);
-                        fprintf(f, "%*s%s%s: %s\n", (int) (2 * depth + 2), "", k == 0 ? "- " : "  ", item->sub[k].key,
-                                value);
+                        fprintf(f, "%*s%s%s: ", (int) (2 * depth + 2), "", k == 0 ? "- " : "  ", item->sub[k].key);
+                        conf_print_value(&sub, &item->sub[k], f);
+                        fputc('\n', f);
                 }
         }
 }
@@ -894,7 +952,6 @@ void conf_dump(const ConfParser *p, FILE *f) {
         for (size_t i = 0; i < p->n_items; i++) {
                 const char *key = p->items[i].key, *leaf, *dot;
                 size_t common = 0, depth = 0;
-                char value[512];
 
                 /* Length of the section path shared with the previous key. */
                 for (size_t j = 0; key[j] && key[j] == prev[j]; j++)
@@ -915,8 +972,8 @@ void conf_dump(const ConfParser *p, FILE *f) {
                         prev = key;
                         continue;
                 }
-                conf_format_value(p, &p->items[i], value, sizeof value);
-                fprintf(f, "%*s%s: %s", (int) (2 * depth), "", leaf, value);
+                fprintf(f, "%*s%s: ", (int) (2 * depth), "", leaf);
+                conf_print_value(p, &p->items[i], f);
                 if (p->origins[i])
                         fprintf(f, "  # %s", p->origins[i]);
                 fputc('\n', f);

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "json.h"
+#include "utf8.h"
 
 static void json_append(Json *j, const char *s, size_t n) {
         if (j->failed)
@@ -47,30 +48,37 @@ static void json_appendf(Json *j, const char *format, ...) {
         json_append(j, buf, (size_t) l);
 }
 
+/* Records are read back with libyaml (json-read.h): what YAML would not
+ * take as it is, or would fold (C1 controls, U+2028, a byte order mark),
+ * is escaped, so a record reads back as written.  A byte that is not
+ * UTF-8 (a hostile sysfs name) becomes U+FFFD: JSON is UTF-8. */
 static void json_quoted(Json *j, const char *s) {
+        size_t n = strlen(s);
+
         json_append(j, "\"", 1);
-        for (const unsigned char *p = (const unsigned char *) s; *p; p++) {
-                switch (*p) {
-                case '"':
+        while (n > 0) {
+                uint32_t c;
+                size_t k = utf8_decode(s, n, &c);
+
+                if (k == 0) {
+                        json_append(j, "\\ufffd", 6);
+                        k = 1;
+                } else if (c == '"')
                         json_append(j, "\\\"", 2);
-                        break;
-                case '\\':
+                else if (c == '\\')
                         json_append(j, "\\\\", 2);
-                        break;
-                case '\n':
+                else if (c == '\n')
                         json_append(j, "\\n", 2);
-                        break;
-                case '\t':
+                else if (c == '\t')
                         json_append(j, "\\t", 2);
-                        break;
-                default:
-                        /* Control bytes (and DEL) are escaped so a record
-                         * read from a hostile sysfs name stays one line. */
-                        if (*p < 0x20 || *p == 0x7f)
-                                json_appendf(j, "\\u%04x", *p);
-                        else
-                                json_append(j, (const char *) p, 1);
-                }
+                else if (!utf8_yaml_safe(c))
+                        /* Control bytes and DEL too: a record read from a
+                         * hostile sysfs name stays one line. */
+                        json_appendf(j, "\\u%04" PRIx32, c);
+                else
+                        json_append(j, s, k);
+                s += k;
+                n -= k;
         }
         json_append(j, "\"", 1);
 }
@@ -194,23 +202,41 @@ void json_free(Json *j) {
 
 bool json_object_text_ok(const char *s, size_t n, unsigned max_depth) {
         unsigned depth = 0;
-        bool in_string = false;
+        char prev = 0; /* the last character outside strings, blanks aside */
 
         if (n == 0 || s[0] != '{' || memchr(s, 0, n))
                 return false;
         for (size_t i = 0; i < n; i++) {
-                if (in_string) {
-                        if (s[i] == '\\')
-                                i++;
-                        else if (s[i] == '"')
-                                in_string = false;
-                } else if (s[i] == '"')
-                        in_string = true;
-                else if (s[i] == '[' || s[i] == '{') {
+                char c = s[i];
+
+                if (c == '"') {
+                        /* A string starts where a value or a key may: one
+                         * inside a plain word would put its end, and
+                         * what follows, out of step with libyaml. */
+                        if (!prev || !strchr("{[,:", prev))
+                                return false;
+                        for (i++; i < n && s[i] != '"'; i++)
+                                if (s[i] == '\\')
+                                        i++;
+                        if (i >= n)
+                                return false;
+                        prev = c;
+                        continue;
+                }
+                if (c == ' ' || c == '\t' || c == '\n' || c == '\r')
+                        continue;
+                if (c == '[' || c == '{') {
                         if (++depth > max_depth)
                                 return false;
-                } else if ((s[i] == ']' || s[i] == '}') && depth > 0)
-                        depth--;
+                } else if (c == ']' || c == '}') {
+                        if (depth > 0)
+                                depth--;
+                } else if (c != ',' && c != ':' && c != '-' && c != '+' && c != '.' &&
+                           !(c >= '0' && c <= '9') && !(c >= 'a' && c <= 'z') && !(c >= 'A' && c <= 'Z'))
+                        /* No anchor (&), alias (*), tag (!), single quote,
+                         * comment or block scalar: none is JSON. */
+                        return false;
+                prev = c;
         }
         return true;
 }

@@ -41,7 +41,11 @@ int json_finish(Json *j, char **ret, size_t *ret_len);
 
 /* Whether text could be one of our JSON records, before a parser sees
  * it: an object, no NUL byte, flow nesting (outside strings) no deeper
- * than max_depth.  libyaml's parser recurses without a limit and takes
- * quadratic time on deep nesting. */
+ * than max_depth, and outside strings nothing but JSON's punctuation,
+ * numbers and literals.  libyaml's parser recurses without a limit and
+ * takes quadratic time on deep nesting; and libyaml takes YAML, whose
+ * anchors and aliases make a document a graph: one that contains itself
+ * sends a reader that walks it (json_copy()) into endless recursion, a
+ * few hundred bytes of nested aliases make it copy 10^20 nodes. */
 bool json_object_text_ok(const char *s, size_t n, unsigned max_depth);
 void json_free(Json *j);

@@ -19,6 +19,7 @@ PACKAGES=(
 	cryptsetup-bin xfsprogs dosfstools lvm2 fdisk util-linux
 	debootstrap e2fsprogs
 	dpkg-dev debhelper lintian rpm cloud-image-utils
+	clang libclang-rt-dev
 )
 
 install_packages() {

@@ -298,6 +298,49 @@ START_TEST(test_dump) {
 }
 END_TEST
 
+/* The dump is YAML that reads back as the same values: strings that
+ * would read as something else are quoted, doubles keep their digits,
+ * nothing is cut short; and a string YAML cannot hold is refused. */
+START_TEST(test_dump_reads_back) {
+        char *out = NULL, *long_name;
+        size_t size = 0;
+        FILE *f;
+
+        ck_assert_int_eq(load("name: \"a # b: [c] \\\" d\"\na:\n  ratio: 1.2345678901\n"), 0);
+        f = open_memstream(&out, &size);
+        conf_dump(&p, f);
+        fclose(f);
+        ck_assert_ptr_nonnull(strstr(out, "  ratio: 1.2345678901  # "));
+        ck_assert_ptr_nonnull(strstr(out, "name: \"a # b: [c] \\\" d\"  # "));
+        free(out);
+
+        ck_assert_int_eq(load("name: \"~\"\n"), 0);
+        ck_assert_str_eq(t.name, "~");
+        f = open_memstream(&out, &size);
+        conf_dump(&p, f);
+        fclose(f);
+        ck_assert_ptr_nonnull(strstr(out, "name: \"~\"  # "));
+        free(out);
+
+        long_name = malloc(1001);
+        ck_assert_ptr_nonnull(long_name);
+        memset(long_name, 'x', 1000);
+        long_name[1000] = 0;
+        ck_assert_int_eq(conf_set(&p, "name", long_name, "cmdline:1:1"), 0);
+        f = open_memstream(&out, &size);
+        conf_dump(&p, f);
+        fclose(f);
+        ck_assert_ptr_nonnull(strstr(out, long_name));
+        free(out);
+        free(long_name);
+
+        ck_assert_int_eq(conf_set(&p, "name", "/etc/\xff", "cmdline:1:1"), -EBADMSG);
+        ck_assert_str_eq(p.error, "cmdline:1:1: 'name' must be one line of printable UTF-8 text");
+        expect_error("name: \"a\\tb\"\n", "test.yaml:1:7: 'name' must be one line of printable UTF-8 text");
+        expect_error("name: \"a\\Lb\"\n", "test.yaml:1:7: 'name' must be one line of printable UTF-8 text");
+}
+END_TEST
+
 START_TEST(test_file_errors) {
         ck_assert_int_eq(conf_load_yaml_file(&p, "/nonexistent/seedbed.yaml"), -ENOENT);
         ck_assert_int_eq(conf_load_yaml_file(&p, "/"), -EBADMSG);
@@ -366,6 +409,7 @@ static Suite *conf_suite(void) {
         tcase_add_test(tc, test_durations);
         tcase_add_test(tc, test_sizes);
         tcase_add_test(tc, test_dump);
+        tcase_add_test(tc, test_dump_reads_back);
         suite_add_tcase(s, tc);
 
         tc = tcase_create("bad");

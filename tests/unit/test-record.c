@@ -137,6 +137,17 @@ START_TEST(test_escaping) {
         /* Control bytes never reach the terminal raw. */
         ck_assert_ptr_nonnull(strstr(out, "hwrng: evil\"??\\ is current"));
         free(out);
+
+        /* What YAML would fold or refuse is escaped, and a byte that is
+         * not UTF-8 is replaced: the record still reads back. */
+        strcpy(v.current, "a\xe2\x80\xa8" "b\xc2\x85" "c\xff" "d\xc3\xa9");
+        ck_assert_int_eq(record_write(&in), 0);
+        text = fakeroot_read(root, RECORD_SEED);
+        ck_assert_ptr_nonnull(strstr(text, "\"current\": \"a\\u2028b\\u0085c\\ufffdd\xc3\xa9\""));
+        free(text);
+        out = print(true, &r, &ready);
+        ck_assert_int_eq(r, 0);
+        free(out);
 }
 END_TEST
 
@@ -193,6 +204,26 @@ START_TEST(test_hostile_files) {
                 out = print(false, &r, &ready);
                 ck_assert_int_eq(r, -EBADMSG);
                 free(out);
+        }
+
+        /* YAML's anchors and aliases are no JSON: a record that contains
+         * itself sent status --json into endless recursion, nested
+         * aliases into copying 10^9 nodes.  Nor may a quote hide the
+         * nesting from the check. */
+        {
+                static const char *const hostile[] = {
+                        "{\"version\": 1, \"result\": \"ready\", \"ssh_keys\": [], \"a\": &x [1, *x]}\n",
+                        "{\"version\": 1, \"result\": \"ready\", \"a\": !!str x}\n",
+                        "{\"version\": 1, \"result\": \"ready\", 'a\"': [[[[[[[[[[[[1]]]]]]]]]]]]}\n",
+                        "{\"version\": 1, \"result\": \"ready\", \"a\": x\"y\", \"b\": \"[[[[[[[[[[[[\"}\n",
+                };
+
+                for (size_t i = 0; i < ELEMENTSOF(hostile); i++) {
+                        fakeroot_write(root, RECORD_SEED, hostile[i]);
+                        out = print(true, &r, &ready);
+                        ck_assert_int_eq(r, -EBADMSG);
+                        free(out);
+                }
         }
 
         /* A FIFO in its place must not block status. */
