@@ -13,6 +13,7 @@
 #include "log.h"
 #include "seed-plan.h"
 #include "seed.h"
+#include "startup-test.h"
 
 _Static_assert(_SOURCE_KIND_MAX <= SEED_PLAN_SOURCES_MAX, "every source fits in a plan");
 
@@ -84,11 +85,10 @@ typedef struct Source {
         usec_t turn, last_step, last_credit;
         SeedStep last;
         HealthTest health;
-        /* Bytes held back until the health tests have seen enough samples
-         * to fail: nothing is credited before a test could object. */
-        uint64_t startup;
+        /* Bytes held back during the startup test (startup-test.h):
+         * nothing is credited before it has passed. */
         uint8_t *pending;
-        size_t n_pending;
+        size_t n_pending, pending_size;
         KernelWaiter *waiter;
         bool thread_running;
         pthread_t thread;
@@ -175,7 +175,6 @@ static int source_open(const SeedContext *ctx, Source *s) {
                 return r;
         s->report->rct_cutoff = s->health.rct_cutoff;
         s->report->apt_cutoff = s->health.apt_cutoff;
-        s->startup = MAX(s->health.rct_cutoff, s->health.apt_cutoff);
 
         switch (s->report->kind) {
         case SOURCE_VIRTIO:
@@ -256,6 +255,29 @@ static ssize_t source_read(const SeedContext *ctx, Source *s, uint8_t *buf, size
         return blocking_reader_read(s->reader, buf, n);
 }
 
+/* Holds n more bytes back.  The buffer grows without realloc(), which
+ * would leave copies of them in freed memory. */
+static int source_hold(Source *s, const uint8_t *buf, size_t n) {
+        if (s->n_pending + n > s->pending_size) {
+                /* Room for the whole startup test and a step past it. */
+                size_t size = MAX(s->n_pending + n, (size_t) startup_test_samples(&s->health) + n);
+                uint8_t *p = malloc(size);
+
+                if (!p)
+                        return -ENOMEM;
+                if (s->pending) {
+                        memcpy(p, s->pending, s->n_pending);
+                        explicit_bzero(s->pending, s->n_pending);
+                        free(s->pending);
+                }
+                s->pending = p;
+                s->pending_size = size;
+        }
+        memcpy(s->pending + s->n_pending, buf, n);
+        s->n_pending += n;
+        return 0;
+}
+
 /* Tests the bytes, holds them during startup, then gives them to the
  * pool.  Returns the bytes taken (0 if the source had none now), or
  * -errno from the pool, which stops the gate. */
@@ -296,14 +318,11 @@ static ssize_t source_take(const SeedContext *ctx, Source *s, const uint8_t *buf
                 return (ssize_t) n;
         }
 
-        if (s->health.samples < s->startup || s->n_pending > 0) {
-                uint8_t *p = realloc(s->pending, s->n_pending + n);
-                if (!p)
-                        return -ENOMEM;
-                s->pending = p;
-                memcpy(s->pending + s->n_pending, buf, n);
-                s->n_pending += n;
-                if (s->health.samples < s->startup)
+        if (startup_test_state(&s->health) == STARTUP_TEST_RUNNING || s->n_pending > 0) {
+                r = source_hold(s, buf, n);
+                if (r < 0)
+                        return r;
+                if (startup_test_state(&s->health) == STARTUP_TEST_RUNNING)
                         return (ssize_t) n;
 
                 r = pool_add_credited(ctx, s, s->pending, s->n_pending);
@@ -390,7 +409,7 @@ static void source_close(const SeedContext *ctx, Source *s) {
         if (s->pending)
                 explicit_bzero(s->pending, s->n_pending);
         s->pending = mfree(s->pending);
-        s->n_pending = 0;
+        s->n_pending = s->pending_size = 0;
 
         if (s->thread_running) {
                 if (atomic_load(&s->waiter->done)) {

@@ -82,7 +82,7 @@ static int source_reader_start(EntropySource *e) {
 static void source_start(EntropySource *e) {
         (void) health_init(&e->health, e->min_entropy, SOURCE_ALPHA_LOG2);
         e->healthy = false;
-        e->startup_left = SOURCE_STARTUP_SAMPLES;
+        e->starting = true;
 }
 
 int source_set_add(SourceSet *s, SourceType type, const char *path, double min_entropy) {
@@ -193,7 +193,7 @@ static size_t source_raw(EntropySource *e, uint8_t *buf, size_t n) {
                         log_warning_errno((int) k, "Entropy source '%s' failed to read: %m", e->name);
                 /* Take it out like a failed test: it gets retried. */
                 e->healthy = false;
-                e->startup_left = 0;
+                e->starting = false;
                 e->retry_at = now_usec(CLOCK_MONOTONIC) + SOURCE_RETRY_USEC;
                 return 0;
         }
@@ -203,7 +203,7 @@ static size_t source_raw(EntropySource *e, uint8_t *buf, size_t n) {
 static void source_fail(EntropySource *e, HealthResult h, usec_t now) {
         e->failures++;
         e->healthy = false;
-        e->startup_left = 0;
+        e->starting = false;
         e->retry_at = now + SOURCE_RETRY_USEC;
         log_warning("Entropy source '%s' failed the %s health test; out of service, retrying in %llu s.", e->name,
                     health_result_to_string(h), (unsigned long long) (SOURCE_RETRY_USEC / USEC_PER_SEC));
@@ -212,11 +212,11 @@ static void source_fail(EntropySource *e, HealthResult h, usec_t now) {
 /* Brings a source that is out back to testing once its time has come,
  * and runs its startup samples (discarded) through the tests. */
 static bool source_ready(EntropySource *e, usec_t now) {
-        uint8_t scratch[SOURCE_STARTUP_SAMPLES];
+        uint8_t scratch[STARTUP_TEST_SAMPLES_MIN];
 
         if (e->healthy)
                 return true;
-        if (e->startup_left == 0) {
+        if (!e->starting) {
                 if (now < e->retry_at)
                         return false;
                 if (e->type == SOURCE_DEVICE && !e->reader) {
@@ -231,8 +231,9 @@ static bool source_ready(EntropySource *e, usec_t now) {
                 source_start(e);
         }
 
-        while (e->startup_left > 0) {
-                size_t k = source_raw(e, scratch, MIN((size_t) e->startup_left, sizeof scratch));
+        while (startup_test_state(&e->health) == STARTUP_TEST_RUNNING) {
+                uint64_t left = startup_test_samples(&e->health) - e->health.samples;
+                size_t k = source_raw(e, scratch, (size_t) MIN(left, (uint64_t) sizeof scratch));
                 HealthResult h;
 
                 if (k == 0)
@@ -243,9 +244,9 @@ static bool source_ready(EntropySource *e, usec_t now) {
                         source_fail(e, h, now);
                         return false;
                 }
-                e->startup_left -= k;
         }
 
+        e->starting = false;
         e->healthy = true;
         log_info("Entropy source '%s' passed its startup tests and is in service.", e->name);
         return true;
@@ -321,7 +322,7 @@ size_t source_set_read(SourceSet *s, uint8_t *buf, size_t n, usec_t now) {
 
 /* In its startup tests, waiting for its thread's bytes. */
 static bool source_starting(const EntropySource *e) {
-        return e->type == SOURCE_DEVICE && e->reader && !e->healthy && e->startup_left > 0;
+        return e->type == SOURCE_DEVICE && e->reader && e->starting;
 }
 
 size_t source_set_start(SourceSet *s, usec_t now) {
@@ -353,7 +354,7 @@ usec_t source_set_next_retry(const SourceSet *s) {
         /* Only sources taken out wait for a time; one still in its
          * startup tests is tried on the next read. */
         for (size_t i = 0; i < s->n; i++)
-                if (!s->sources[i].healthy && s->sources[i].startup_left == 0)
+                if (!s->sources[i].healthy && !s->sources[i].starting)
                         t = MIN(t, s->sources[i].retry_at);
         return t;
 }

@@ -16,6 +16,7 @@
 
 #include "blocking-reader.h"
 #include "health.h"
+#include "startup-test.h"
 #include "macro.h"
 
 typedef enum SourceType {
@@ -26,10 +27,6 @@ typedef enum SourceType {
         _SOURCE_TYPE_INVALID = -EINVAL,
 } SourceType;
 
-/* Before a source (re-)enters service it must pass this many samples
- * (SP 800-90B 4.3: startup tests over at least 1024 samples); they are
- * not served. */
-#define SOURCE_STARTUP_SAMPLES 1024
 /* How long a failed source stays out before it is tested again.  A
  * perfect source still fails once per ~4 GiB at alpha 2^-30 (health.h):
  * losing it for good would be wrong, serving it at once would be too. */
@@ -61,7 +58,8 @@ typedef struct EntropySource {
         double min_entropy;
         HealthTest health;
         bool healthy;        /* in service */
-        uint64_t startup_left; /* samples still to pass before service */
+        bool starting;       /* in its startup test (startup-test.h), whose
+                              * samples are discarded, never served */
         usec_t retry_at;     /* out of service until then */
         uint64_t bytes;      /* served */
         uint64_t failures;   /* health-test failures */

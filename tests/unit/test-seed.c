@@ -12,6 +12,7 @@
 #include "fileio.h"
 #include "seed-plan.h"
 #include "seed.h"
+#include "startup-test.h"
 #include "testmain.h"
 
 static char *root;
@@ -104,9 +105,10 @@ START_TEST(test_ready_after_bits) {
         ck_assert_uint_ne(o.ready_usec, USEC_INFINITY);
         ck_assert_int_eq(o.sources[0].status, SOURCE_USED);
         ck_assert_int_eq(o.sources[0].health, HEALTH_OK);
-        /* Ready after the first chunk: 64 bytes at full credit. */
-        ck_assert_uint_eq(o.sources[0].bytes, 64);
-        ck_assert_uint_eq(o.sources[0].credited_bits, 512);
+        /* Ready once the startup test passed: its 1024 bytes, held back
+         * until then, earn full credit at once. */
+        ck_assert_uint_eq(o.sources[0].bytes, STARTUP_TEST_SAMPLES_MIN);
+        ck_assert_uint_eq(o.sources[0].credited_bits, STARTUP_TEST_SAMPLES_MIN * 8);
         /* The kernel source was never needed. */
         ck_assert_int_eq(o.sources[1].status, SOURCE_NOT_TRIED);
         check_accounting(&o);
@@ -117,13 +119,14 @@ END_TEST
 START_TEST(test_quality_scales_credit) {
         SeedOutcome o;
 
-        /* A quarter credit: 64 bytes earn 128 bits; 1000 bits take 8 chunks. */
+        /* A quarter credit: the startup test's 1024 bytes earn 2048 bits,
+         * each 64-byte chunk after it 128; 3000 bits take 8 more chunks. */
         hwrng_random(4096);
         c.src[SOURCE_VIRTIO].quality = 256;
-        fake_pool_init(&pool, 1000);
+        fake_pool_init(&pool, 3000);
         ck_assert_int_eq(run(&o), 0);
-        ck_assert_uint_eq(o.sources[0].credited_bits, 1024);
-        ck_assert_uint_eq(o.sources[0].mixed_bytes, 512);
+        ck_assert_uint_eq(o.sources[0].credited_bits, 3072);
+        ck_assert_uint_eq(o.sources[0].mixed_bytes, 1536);
         check_accounting(&o);
 }
 END_TEST
@@ -238,17 +241,32 @@ END_TEST
 START_TEST(test_startup_hold_back) {
         SeedOutcome o;
 
-        /* At H = 1 (alpha 2^-30) the tests need 325 samples before they
-         * can object: nothing is credited before, so 8 bits take six
-         * 64-byte chunks, given to the pool at once. */
+        /* At H = 1 (alpha 2^-30) the cutoffs, 31 and 325, are below SP
+         * 800-90B's 1024 startup samples, as the device's are: nothing is
+         * credited before 1024 bytes passed, so 8 bits take sixteen
+         * 64-byte chunks, given to the pool at once (in two 512-byte
+         * pieces). */
         hwrng_random(4096);
         c.src[SOURCE_VIRTIO].min_entropy = 1;
         fake_pool_init(&pool, 8);
         ck_assert_int_eq(run(&o), 0);
         ck_assert_uint_eq(o.sources[0].apt_cutoff, 325);
-        ck_assert_uint_eq(o.sources[0].bytes, 384);
-        ck_assert_uint_eq(o.sources[0].mixed_bytes, 384);
-        ck_assert_uint_eq(pool.adds, 1);
+        ck_assert_uint_eq(o.sources[0].bytes, 1024);
+        ck_assert_uint_eq(o.sources[0].mixed_bytes, 1024);
+        ck_assert_uint_eq(o.sources[0].credited_bits, 8192);
+        ck_assert_uint_eq(pool.adds, 2);
+        check_accounting(&o);
+
+        /* At H = 0.01 the RCT needs 3001 identical bytes to fail: that
+         * many are held back, so a stuck source never earns credit. */
+        hwrng_random(4096);
+        c.src[SOURCE_VIRTIO].min_entropy = 0.01;
+        fake_pool_init(&pool, 8);
+        ck_assert_int_eq(run(&o), 0);
+        ck_assert_uint_eq(o.sources[0].rct_cutoff, 3001);
+        ck_assert_uint_eq(o.sources[0].bytes, 3008); /* 47 chunks */
+        ck_assert_uint_eq(o.sources[0].mixed_bytes, 3008);
+        ck_assert_uint_eq(o.sources[0].credited_bits, 3008 * 8);
         check_accounting(&o);
 }
 END_TEST
@@ -331,12 +349,12 @@ START_TEST(test_other_hwrng) {
         ck_assert_uint_eq(o.sources[1].credited_bits, 0);
         check_accounting(&o);
 
-        /* Vouched for at half credit: its startup (325 samples at its
-         * declared H = 1) is held back, then 384 bytes earn 1536 bits. */
+        /* Vouched for at half credit: its startup test's 1024 bytes are
+         * held back, then earn 4096 bits at once. */
         c.src[SOURCE_HWRNG].quality = 512;
         fake_pool_init(&pool, 256);
         ck_assert_int_eq(run(&o), 0);
-        ck_assert_uint_eq(o.sources[1].credited_bits, 1536);
+        ck_assert_uint_eq(o.sources[1].credited_bits, 4096);
         check_accounting(&o);
 }
 END_TEST
@@ -634,7 +652,7 @@ START_TEST(test_uncredited_source_yields_to_device) {
         ck_assert_uint_eq(o.sources[0].credited_bits, 0);
         ck_assert_uint_le(o.sources[0].mixed_bytes, 64 * c.chunk);
         ck_assert_int_eq(o.sources[1].status, SOURCE_USED);
-        ck_assert_uint_eq(o.sources[1].credited_bits, 512);
+        ck_assert_uint_eq(o.sources[1].credited_bits, STARTUP_TEST_SAMPLES_MIN * 8);
         check_accounting(&o);
 }
 END_TEST

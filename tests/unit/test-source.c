@@ -82,7 +82,7 @@ START_TEST(test_stuck_device_fails_closed) {
 
         /* Fails during its startup tests: nothing is ever served. */
         ck_assert_int_eq(source_set_add(&s, SOURCE_DEVICE, stuck, 8), 0);
-        wait_buffered(&s.sources[0], SOURCE_STARTUP_SAMPLES);
+        wait_buffered(&s.sources[0], STARTUP_TEST_SAMPLES_MIN);
         memset(buf, 0xaa, sizeof buf);
         ck_assert_uint_eq(source_set_read(&s, buf, sizeof buf, 1000), 0);
         ck_assert(!s.sources[0].healthy);
@@ -192,7 +192,7 @@ START_TEST(test_retry_after_failure) {
         ck_assert_int_eq(source_set_add(&s, SOURCE_DEVICE, path, 8), 0);
         wait_buffered(&s.sources[0], 4096);
         s.sources[0].healthy = false;
-        s.sources[0].startup_left = 0;
+        s.sources[0].starting = false;
         s.sources[0].retry_at = 5 * USEC_PER_SEC;
         ck_assert_uint_eq(source_set_read(&s, buf, sizeof buf, 4 * USEC_PER_SEC), 0);
         ck_assert_uint_eq(source_set_read(&s, buf, sizeof buf, 5 * USEC_PER_SEC), sizeof buf);
@@ -249,7 +249,7 @@ START_TEST(test_silent_device_stalls_nothing) {
         }
         ck_assert(s.sources[0].healthy);
         ck_assert_uint_eq(s.sources[0].bytes, sizeof buf);
-        ck_assert_mem_eq(buf, data + SOURCE_STARTUP_SAMPLES, sizeof buf);
+        ck_assert_mem_eq(buf, data + STARTUP_TEST_SAMPLES_MIN, sizeof buf);
 
         source_set_free(&s);
         close(keep);
@@ -271,9 +271,9 @@ START_TEST(test_device_end_not_read_again) {
         ck_assert_int_ge(asprintf(&path, "%s/dev/short", root), 0);
         ck_assert_int_eq(source_set_add(&s, SOURCE_DEVICE, path, 8), 0);
         ck_assert_uint_eq(source_set_start(&s, 0), 1);
-        wait_buffered(&s.sources[0], sizeof data - SOURCE_STARTUP_SAMPLES);
-        ck_assert_uint_eq(source_set_read(&s, buf, sizeof buf, 0), sizeof data - SOURCE_STARTUP_SAMPLES);
-        ck_assert_mem_eq(buf, data + SOURCE_STARTUP_SAMPLES, sizeof data - SOURCE_STARTUP_SAMPLES);
+        wait_buffered(&s.sources[0], sizeof data - STARTUP_TEST_SAMPLES_MIN);
+        ck_assert_uint_eq(source_set_read(&s, buf, sizeof buf, 0), sizeof data - STARTUP_TEST_SAMPLES_MIN);
+        ck_assert_mem_eq(buf, data + STARTUP_TEST_SAMPLES_MIN, sizeof data - STARTUP_TEST_SAMPLES_MIN);
 
         /* The reader's thread met end of file (the pipe is empty and
          * closed): a read error, logged once. */
@@ -290,7 +290,29 @@ START_TEST(test_device_end_not_read_again) {
                 (void) poll(NULL, 0, 10);
         }
         ck_assert_uint_eq(s.sources[0].read_errors, 2);
-        ck_assert_uint_eq(s.sources[0].bytes, sizeof data - SOURCE_STARTUP_SAMPLES);
+        ck_assert_uint_eq(s.sources[0].bytes, sizeof data - STARTUP_TEST_SAMPLES_MIN);
+        source_set_free(&s);
+        free(path);
+}
+END_TEST
+
+START_TEST(test_startup_samples_low_entropy) {
+        SourceSet s = {};
+        uint8_t data[8192], buf[256];
+        char *path;
+
+        /* Declared at 0.01 bits a byte, a stuck source fails the RCT only
+         * at its 4001st byte (alpha 2^-40): the startup test takes that
+         * many, not 1024, and the first byte served is the next one. */
+        ck_assert_int_eq(getrandom(data, sizeof data, 0), (ssize_t) sizeof data);
+        fakeroot_write_bytes(root, "/dev/low", data, sizeof data);
+        ck_assert_int_ge(asprintf(&path, "%s/dev/low", root), 0);
+        ck_assert_int_eq(source_set_add(&s, SOURCE_DEVICE, path, 0.01), 0);
+        ck_assert_uint_eq(startup_test_samples(&s.sources[0].health), 4001);
+        wait_buffered(&s.sources[0], sizeof data);
+        ck_assert_uint_eq(source_set_start(&s, 0), 1);
+        ck_assert_uint_eq(source_set_read(&s, buf, sizeof buf, 0), sizeof buf);
+        ck_assert_mem_eq(buf, data + 4001, sizeof buf);
         source_set_free(&s);
         free(path);
 }
@@ -326,6 +348,7 @@ static Suite *source_suite(void) {
         tcase_add_checked_fixture(tc, setup, teardown);
         tcase_add_test(tc, test_silent_device_stalls_nothing);
         tcase_add_test(tc, test_device_end_not_read_again);
+        tcase_add_test(tc, test_startup_samples_low_entropy);
         suite_add_tcase(s, tc);
         return s;
 }
