@@ -762,7 +762,7 @@ static int state_parse(yaml_document_t *doc, InstanceState *s) {
                 if (s->n_keys >= INSTANCE_KEYS_MAX || !n || n->type != YAML_MAPPING_NODE)
                         return -EBADMSG;
                 r = state_parse_key(doc, n, &s->keys[s->n_keys]);
-                /* Counted even when half filled, so that done() frees it. */
+                /* Counted even when half filled, so that instance_state_done() frees it. */
                 s->n_keys++;
                 if (r < 0)
                         return r;

@@ -472,7 +472,7 @@ static int reopen_rw(int fd) {
 
 /* The facts luks_decide() needs, from the device open as fd.  The key
  * file (if any) is loaded into key, for the header check and later use;
- * *ret_edges_error keeps why the edges could not be read. */
+ * why the edges could not be read stays in edges_zero (-errno). */
 static int gather_facts(const LuksVolume *v, const char *device, int fd, bool busy, uint64_t size,
                         const char *key_path, Secret *key, LuksResult *res, LuksFacts *ret_facts,
                         LuksHeader *ret_header) {

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #pragma once
 
-/* Writing files that hold secrets: write_file_atomic() with an owner, and
+/* Writing files that hold secrets: atomic_write_file() with an owner, and
  * with the owner and mode set before the first byte is written, so key
  * material never sits in a file that others may read.  A crash at any
  * point leaves the old file or the complete new one, plus at most a

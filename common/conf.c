@@ -99,7 +99,7 @@ static int parse_u64(const char *s, uint64_t *ret) {
 }
 
 /* A number and a unit, as in systemd's time spans and sizes.  The
- * first entries of a table are the ones conf_format_scaled() prints. */
+ * first entries of a table are the ones format_scaled() prints. */
 typedef struct Unit {
         const char *suffix;
         uint64_t scale;

@@ -841,9 +841,8 @@ static int on_get_vring_base(VhostUserDev *d, Msg *m) {
         return send_reply(d, m, &s, sizeof s);
 }
 
-/* SET_VRING_KICK, CALL and ERR: a u64 with the queue and a "no fd" bit,
- * and the fd unless that bit is set.  Returns the fd taken from m, or
- * -EBADF for none. */
+/* Whether fd is an eventfd, by the name the kernel gives its anonymous
+ * inode ("anon_inode:[eventfd]" in /proc/self/fd). */
 static bool fd_is_eventfd(int fd) {
         char path[64], target[64];
         ssize_t l;
@@ -856,6 +855,9 @@ static bool fd_is_eventfd(int fd) {
         return streq(target, "anon_inode:[eventfd]");
 }
 
+/* SET_VRING_KICK, CALL and ERR: a u64 with the queue and a "no fd" bit,
+ * and the fd unless that bit is set.  Puts the fd taken from m in
+ * *ret_fd, or -EBADF for none; <0 when the message is wrong. */
 static int get_vring_fd(VhostUserDev *d, Msg *m, int *ret_fd) {
         uint64_t v;
         int r;

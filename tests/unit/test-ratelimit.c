@@ -43,7 +43,7 @@ static uint64_t expected_refill(uint64_t bytes, usec_t period, usec_t elapsed) {
         return (uint64_t) ((uint128_t) elapsed * bytes / period);
 }
 
-/* available() refills, so each look is taken on a copy. */
+/* bucket_available() refills, so each look is taken on a copy. */
 static uint64_t available_at(const TokenBucket *b, usec_t when) {
         TokenBucket c = *b;
 
