@@ -2,7 +2,7 @@
 #include <getopt.h>
 #include <limits.h>
 
-#include "config.h"
+#include "agent-config.h"
 #include "detect.h"
 #include "fileio.h"
 #include "log.h"

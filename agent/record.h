@@ -8,7 +8,7 @@
 
 #include <stdio.h>
 
-#include "config.h"
+#include "agent-config.h"
 #include "detect.h"
 #include "seed.h"
 #include "luks.h"

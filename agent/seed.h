@@ -7,7 +7,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#include "config.h"
+#include "agent-config.h"
 #include "detect.h"
 #include "health.h"
 #include "pool.h"

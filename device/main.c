@@ -15,7 +15,7 @@
 #endif
 
 #include "address.h"
-#include "config.h"
+#include "device-config.h"
 #include "fd-store.h"
 #include "fileio.h"
 #include "log.h"

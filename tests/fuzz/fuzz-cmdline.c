@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /* The kernel command line, as the agent reads /proc/cmdline: the
- * seedbed.* and rd.seedbed.* words (agent/config.c) and whether PID 1 is
+ * seedbed.* and rd.seedbed.* words (agent/agent-config.c) and whether PID 1 is
  * given the machine ID (agent/instance.c).
  *
  * Input: one byte (bit 0: in an initramfs, where rd.seedbed.* counts

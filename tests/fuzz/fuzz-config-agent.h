@@ -1,11 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 #pragma once
 
-/* The agent's configuration (agent/config.c) for the targets that read
+/* The agent's configuration (agent/agent-config.c) for the targets that read
  * it: from a file (fuzz-agent-config.c), from the kernel command line
  * (fuzz-cmdline.c). */
 
-#include "config.h"
+#include "agent-config.h"
 #include "fuzz-config.h"
 
 static inline void *fuzz_agent_new(void) {

@@ -6,7 +6,7 @@
  * nothing; a file that is taken leaves a configuration whose dump
  * (conf_dump(), as the agent's "config --dump" prints its own) is YAML
  * that reads back to the same configuration. */
-#include "config.h"
+#include "device-config.h"
 #include "fuzz-config.h"
 
 static void *device_new(void) {

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* The agent's configuration: defaults, /etc/seedbed with drop-ins,
  * --config, and the kernel command line, each bad input named by place. */
-#include "config.h"
+#include "agent-config.h"
 #include "fakeroot.h"
 #include "testmain.h"
 

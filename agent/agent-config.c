@@ -3,7 +3,7 @@
 #include <limits.h>
 #include <stddef.h>
 
-#include "config.h"
+#include "agent-config.h"
 #include "fileio.h"
 #include "luks.h"
 

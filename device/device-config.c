@@ -4,7 +4,7 @@
 #include <sys/socket.h>
 
 #include "address.h"
-#include "config.h"
+#include "device-config.h"
 #include "vhost-user.h"
 
 static int validate_address(const char *s, const char **ret_error) {
