@@ -63,21 +63,33 @@ disable_service() {
 	echo "    ($1 was installed for the tests only: it is disabled)"
 }
 
-# build DIR [configure options...]: configure once, then make.
+# build DIR [configure options...]: configures DIR when it is new or was
+# configured with other options than these (DIR/configure.args records
+# them), then makes.
 build() {
-	local dir=$1
+	local dir=$1 args again=false
 	shift
 	if [ ! -x "$top/configure" ]; then
 		echo "==> autoreconf"
 		(cd "$top" && autoreconf -fi)
 	fi
 	mkdir -p "$dir"
-	if [ ! -f "$dir/Makefile" ]; then
+	args=$(printf '%s\n' --enable-werror "$@")
+	if [ ! -f "$dir/Makefile" ] || [ "$(cat "$dir/configure.args" 2>/dev/null)" != "$args" ]; then
+		[ ! -f "$dir/Makefile" ] || again=true
+		# Gone until configure has succeeded: a failed run is retried.
+		rm -f "$dir/configure.args"
 		echo "==> configure $*"
 		(cd "$dir" && "$top/configure" --enable-werror "$@" >configure.out) || {
 			cat "$dir/configure.out"
 			exit 1
 		}
+		printf '%s\n' "$args" >"$dir/configure.args"
+		# make rebuilds nothing for new flags (the sanitizers', say), but
+		# every object depends on config.h (-include): all are rebuilt.
+		if [ "$again" = true ]; then
+			touch "$dir/config.h"
+		fi
 		# The summary: what was found.
 		sed -n '/^        seedbed /,$p' "$dir/configure.out"
 	fi
