@@ -8,9 +8,9 @@
 #include <time.h>
 
 #include "blocking-reader.h"
-#include "cpu.h"
 #include "fileio.h"
 #include "log.h"
+#include "rdseed.h"
 #include "seed-plan.h"
 #include "seed.h"
 #include "startup-test.h"
@@ -199,7 +199,7 @@ static int source_open(const SeedContext *ctx, Source *s) {
                 (void) snprintf(s->report->detail, sizeof s->report->detail, "%s", v->current);
                 break;
         case SOURCE_CPU:
-                if (!ctx->cpu_read && !cpu_has_rdseed())
+                if (!ctx->cpu_read && !rdseed_supported())
                         return source_unavailable(s, "the CPU has no RDSEED", NULL), 0;
                 (void) snprintf(s->report->detail, sizeof s->report->detail, "RDSEED");
                 return 0;
@@ -251,7 +251,7 @@ static int pool_add_credited(const SeedContext *ctx, Source *s, const uint8_t *b
 /* Bytes now, -EAGAIN for none yet, 0 at end of file, or -errno. */
 static ssize_t source_read(const SeedContext *ctx, Source *s, uint8_t *buf, size_t n) {
         if (s->report->kind == SOURCE_CPU)
-                return (ctx->cpu_read ?: cpu_read_rdseed)(buf, n);
+                return ctx->cpu_read ? ctx->cpu_read(buf, n) : (ssize_t) rdseed_read(buf, n);
         return blocking_reader_read(s->reader, buf, n);
 }
 

@@ -5,11 +5,8 @@
 
 #include "fileio.h"
 #include "log.h"
+#include "rdseed.h"
 #include "source.h"
-
-#if defined(__x86_64__) && defined(HAVE_CPUID_H)
-#include <cpuid.h>
-#endif
 
 static const char *const source_type_table[_SOURCE_TYPE_MAX] = {
         [SOURCE_GETRANDOM] = "getrandom",
@@ -29,43 +26,6 @@ const char *source_type_to_string(SourceType t) {
                 return NULL;
         return source_type_table[t];
 }
-
-#if defined(__x86_64__) && defined(HAVE_CPUID_H)
-static bool have_rdseed(void) {
-        unsigned a, b, c, d;
-
-        if (__get_cpuid_max(0, NULL) < 7)
-                return false;
-        __cpuid_count(7, 0, a, b, c, d);
-        return b & (1U << 18);
-}
-
-static size_t read_rdseed(uint8_t *buf, size_t n) {
-        size_t done = 0;
-
-        while (done < n) {
-                unsigned long long v;
-                unsigned char ok = 0;
-
-                /* RDSEED runs dry under load; give up for now rather than
-                 * spin in the event loop. */
-                for (int i = 0; i < 16 && !ok; i++)
-                        __asm__ volatile("rdseed %0; setc %1" : "=r"(v), "=qm"(ok) : : "cc");
-                if (!ok)
-                        break;
-                memcpy(buf + done, &v, MIN(sizeof v, n - done));
-                done += MIN(sizeof v, n - done);
-        }
-        return done;
-}
-#else
-static bool have_rdseed(void) {
-        return false;
-}
-static size_t read_rdseed(uint8_t *buf, size_t n) {
-        return 0;
-}
-#endif
 
 /* Starts a thread on a duplicate of the file description opened at
  * start: after a read error the next thread goes on where the last one
@@ -98,7 +58,7 @@ int source_set_add(SourceSet *s, SourceType type, const char *path, double min_e
                 (void) snprintf(e.name, sizeof e.name, "getrandom");
                 break;
         case SOURCE_RDSEED:
-                if (!have_rdseed())
+                if (!rdseed_supported())
                         return -EOPNOTSUPP;
                 (void) snprintf(e.name, sizeof e.name, "rdseed");
                 break;
@@ -168,7 +128,8 @@ static size_t source_raw(EntropySource *e, uint8_t *buf, size_t n) {
                         k = errno == EINTR ? -EAGAIN : -errno;
                 break;
         case SOURCE_RDSEED:
-                return read_rdseed(buf, n);
+                /* Dry for now: 0, and the next source is tried. */
+                return rdseed_read(buf, n);
         case SOURCE_DEVICE:
                 if (!e->reader)
                         return 0;

@@ -11,6 +11,7 @@
 
 #include "fakeroot.h"
 #include "fileio.h"
+#include "rdseed.h"
 #include "source.h"
 #include "testmain.h"
 
@@ -318,6 +319,27 @@ START_TEST(test_startup_samples_low_entropy) {
 }
 END_TEST
 
+START_TEST(test_rdseed_source) {
+        SourceSet s = {};
+        uint8_t buf[256];
+        size_t k = 0;
+
+        /* The device's rdseed source reads through common/rdseed.h: on a
+         * CPU without it the source cannot be added. */
+        if (!rdseed_supported()) {
+                ck_assert_int_eq(source_set_add(&s, SOURCE_RDSEED, NULL, 8), -EOPNOTSUPP);
+                return;
+        }
+        ck_assert_int_eq(source_set_add(&s, SOURCE_RDSEED, NULL, 8), 0);
+        for (int i = 0; i < 1000 && k == 0; i++)
+                k = source_set_read(&s, buf, sizeof buf, 0);
+        ck_assert_uint_gt(k, 0);
+        ck_assert(s.sources[0].healthy);
+        ck_assert_uint_ge(s.sources[0].health.samples, STARTUP_TEST_SAMPLES_MIN + k);
+        source_set_free(&s);
+}
+END_TEST
+
 START_TEST(test_bad_sources) {
         SourceSet s = {};
 
@@ -342,6 +364,7 @@ static Suite *source_suite(void) {
         tcase_add_test(tc, test_cached_chunk_all_or_nothing);
         tcase_add_test(tc, test_retry_after_failure);
         tcase_add_test(tc, test_bad_sources);
+        tcase_add_test(tc, test_rdseed_source);
         suite_add_tcase(s, tc);
 
         tc = tcase_create("blocking-devices");
