@@ -1,5 +1,4 @@
 /* SPDX-License-Identifier: MIT */
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
@@ -10,6 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "atomic.h"
 #include "fileio.h"
 #include "log.h"
 #include "luks-keyfile.h"
@@ -88,8 +88,6 @@ static int key_file_read(int fd, const char *path, void **ret, size_t *ret_size)
 static int key_file_create_at(int dir_fd, const char *name, LuksRandomFn get_random, void *userdata,
                               void **ret, size_t *ret_size) {
         _cleanup_secret_ Secret s = {};
-        _cleanup_free_ char *tmp = NULL;
-        _cleanup_close_ int fd = -EBADF;
         int r;
 
         s.size = LUKS_KEY_FILE_SIZE;
@@ -100,84 +98,17 @@ static int key_file_create_at(int dir_fd, const char *name, LuksRandomFn get_ran
         if (r < 0)
                 return r;
 
-        /* The directory is ours and 0700: the name need not be secret,
-         * and O_EXCL makes a stale or planted one an error. */
-        for (unsigned attempt = 0;; attempt++) {
-                free(tmp);
-                if (asprintf(&tmp, ".%s.%d.%llu.tmp", name, (int) getpid(),
-                             (unsigned long long) now_usec(CLOCK_MONOTONIC) + attempt) < 0) {
-                        tmp = NULL;
-                        return -ENOMEM;
-                }
-                fd = openat(dir_fd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY, 0400);
-                if (fd >= 0)
-                        break;
-                if (errno != EEXIST || attempt >= 16)
-                        return -errno;
-        }
-
-        /* The umask must not decide a secret's mode. */
-        if (fchmod(fd, 0400) < 0)
-                goto fail_errno;
-        r = loop_write(fd, s.data, s.size);
-        if (r < 0)
-                goto fail;
-        if (fsync(fd) < 0)
-                goto fail_errno;
-        fd = safe_close(fd);
-
         /* Never over an existing key: it may be the only way into a
-         * volume.  RENAME_NOREPLACE, or link() on file systems that lack
-         * it (both fail with EEXIST). */
-        if (renameat2(dir_fd, tmp, dir_fd, name, RENAME_NOREPLACE) < 0) {
-                if (errno != EINVAL && errno != ENOSYS)
-                        goto fail_errno;
-                if (linkat(dir_fd, tmp, dir_fd, name, 0) < 0)
-                        goto fail_errno;
-                (void) unlinkat(dir_fd, tmp, 0);
-        }
-        if (fsync(dir_fd) < 0)
-                return -errno;
+         * volume.  Mode 0400 whatever the umask, set before the key is
+         * written. */
+        r = atomic_create_file_at(dir_fd, name, s.data, s.size, 0400, (uid_t) -1, (gid_t) -1);
+        if (r < 0)
+                return r;
 
         *ret = TAKE_PTR(s.data);
         *ret_size = s.size;
         s.size = 0;
         return 0;
-
-fail_errno:
-        r = -errno;
-fail:
-        (void) unlinkat(dir_fd, tmp, 0);
-        return r;
-}
-
-/* A crash between creating a temporary key file and renaming it leaves
- * ".NAME.<pid>.<usec>.tmp" behind: key bytes no volume uses.  Removed
- * before a new key is made. */
-static void key_file_remove_stale(int dir_fd, const char *name) {
-        _cleanup_free_ char *prefix = NULL;
-        struct dirent *de;
-        int fd;
-        DIR *d;
-
-        if (asprintf(&prefix, ".%s.", name) < 0)
-                return;
-        fd = openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (fd < 0)
-                return;
-        d = fdopendir(fd);
-        if (!d) {
-                safe_close(fd);
-                return;
-        }
-        while ((de = readdir(d))) {
-                size_t l = strlen(de->d_name);
-
-                if (startswith(de->d_name, prefix) && l > 4 && streq(de->d_name + l - 4, ".tmp") &&
-                    unlinkat(dir_fd, de->d_name, 0) >= 0)
-                        log_debug("Removed stale temporary key file '%s'.", de->d_name);
-        }
-        closedir(d);
 }
 
 int luks_key_file_load(const char *path, bool create, LuksRandomFn get_random, void *userdata, void **ret,
@@ -236,7 +167,14 @@ int luks_key_file_load(const char *path, bool create, LuksRandomFn get_random, v
                         (void) fsync(pfd);
         }
 
-        key_file_remove_stale(dir_fd, basename(base));
+        /* A crash between creating a temporary key file and renaming it
+         * left key bytes that no volume uses.  Our caller holds the
+         * volume's disk lock: no other writer of this key is at work. */
+        r = atomic_remove_temp_files(dir_fd, (const char *const[]) { basename(base) }, 1);
+        if (r > 0)
+                log_debug("Removed %d temporary key file(s) of '%s' left by an interrupted run.", r, path);
+        else if (r < 0)
+                log_debug_errno(r, "Failed to remove temporary key files of '%s', ignoring: %m", path);
         r = key_file_create_at(dir_fd, basename(base), get_random ?: luks_random_blocking, userdata, ret, ret_size);
         if (r == -EEXIST) {
                 /* Another writer won; its key is the key. */

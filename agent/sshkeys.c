@@ -1,5 +1,4 @@
 /* SPDX-License-Identifier: MIT */
-#include <dirent.h>
 #include <fcntl.h>
 #include <libssh/libssh.h>
 #include <sys/file.h>
@@ -782,38 +781,24 @@ static int ensure_one(const Context *c, HostKeyType t, SshKeyResult *res) {
 }
 
 /* Temporary files of ours that a crash left: they may hold a private
- * key, and nothing else would ever remove them. */
+ * key, and nothing else would ever remove them.  Called under the key
+ * directory's lock. */
 static void remove_stale_temp_files(int dir_fd, const char *dir) {
-        _cleanup_close_ int fd = -EBADF;
-        DIR *d;
+        char names[_HOST_KEY_TYPE_MAX * 2][64];
+        const char *targets[_HOST_KEY_TYPE_MAX * 2];
+        int r;
 
-        fd = openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (fd < 0)
-                return;
-        d = fdopendir(fd);
-        if (!d)
-                return;
-        fd = -EBADF;
-        for (struct dirent *de; (de = readdir(d));) {
-                bool ours = false;
-                struct stat st;
-
-                for (HostKeyType t = 0; t < _HOST_KEY_TYPE_MAX && !ours; t++) {
-                        char name[64];
-
-                        (void) snprintf(name, sizeof name, "ssh_host_%s_key", host_key_type_to_string(t));
-                        ours = atomic_is_temp_name(de->d_name, name);
-                        (void) snprintf(name, sizeof name, "ssh_host_%s_key.pub", host_key_type_to_string(t));
-                        ours = ours || atomic_is_temp_name(de->d_name, name);
-                }
-                if (!ours || fstatat(dir_fd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(st.st_mode))
-                        continue;
-                if (unlinkat(dir_fd, de->d_name, 0) < 0)
-                        log_warning_errno(errno, "Failed to remove stale '%s/%s', ignoring: %m", dir, de->d_name);
-                else
-                        log_notice("Removed '%s/%s', left by an interrupted run.", dir, de->d_name);
+        for (HostKeyType t = 0; t < _HOST_KEY_TYPE_MAX; t++) {
+                (void) snprintf(names[2 * t], sizeof names[0], "ssh_host_%s_key", host_key_type_to_string(t));
+                (void) snprintf(names[2 * t + 1], sizeof names[0], "ssh_host_%s_key.pub", host_key_type_to_string(t));
+                targets[2 * t] = names[2 * t];
+                targets[2 * t + 1] = names[2 * t + 1];
         }
-        closedir(d);
+        r = atomic_remove_temp_files(dir_fd, targets, ELEMENTSOF(targets));
+        if (r > 0)
+                log_notice("Removed %d temporary key file(s) from '%s', left by an interrupted run.", r, dir);
+        else if (r < 0)
+                log_warning_errno(r, "Failed to remove temporary key files from '%s', ignoring: %m", dir);
 }
 
 static bool comment_valid(const char *s) {

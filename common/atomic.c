@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: MIT */
+#include <dirent.h>
 #include <fcntl.h>
 #include <libgen.h>
+#include <stdio.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 
@@ -68,23 +70,25 @@ static unsigned long long temp_suffix(void) {
         return x;
 }
 
-static int open_temp(const char *path, char **ret_tmp) {
+/* Opens a new temporary file for name (relative to dir_fd) beside it:
+ * "NAME.<16 hex>.tmp". */
+static int open_temp(int dir_fd, const char *name, char **ret_tmp) {
         _cleanup_free_ char *tmp = NULL;
         int fd, r;
 
-        r = fault(ATOMIC_OPEN, path);
+        r = fault(ATOMIC_OPEN, name);
         if (r < 0)
                 return r;
 
         for (unsigned attempt = 0;; attempt++) {
                 free(tmp);
-                if (asprintf(&tmp, "%s.%016llx.tmp", path, temp_suffix()) < 0) {
+                if (asprintf(&tmp, "%s.%016llx.tmp", name, temp_suffix()) < 0) {
                         tmp = NULL;
                         return -ENOMEM;
                 }
                 /* 0600 whatever the final mode: nobody else may open it
                  * while it is ours, and the umask can only narrow it. */
-                fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY, 0600);
+                fd = openat(dir_fd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY, 0600);
                 if (fd >= 0)
                         break;
                 if (errno != EEXIST || attempt >= 16)
@@ -95,27 +99,29 @@ static int open_temp(const char *path, char **ret_tmp) {
 }
 
 /* rename(), or with replace false a rename that fails with EEXIST where
- * path exists: RENAME_NOREPLACE, or link() on file systems that lack it. */
-static int rename_temp(const char *tmp, const char *path, bool replace) {
+ * name exists: RENAME_NOREPLACE, or link() on file systems that lack it. */
+static int rename_temp(int dir_fd, const char *tmp, const char *name, bool replace) {
         if (replace)
-                return rename(tmp, path) < 0 ? -errno : 0;
-        if (renameat2(AT_FDCWD, tmp, AT_FDCWD, path, RENAME_NOREPLACE) >= 0)
+                return renameat(dir_fd, tmp, dir_fd, name) < 0 ? -errno : 0;
+        if (renameat2(dir_fd, tmp, dir_fd, name, RENAME_NOREPLACE) >= 0)
                 return 0;
         if (errno != EINVAL && errno != ENOSYS)
                 return -errno;
-        if (link(tmp, path) < 0)
+        if (linkat(dir_fd, tmp, dir_fd, name, 0) < 0)
                 return -errno;
-        (void) unlink(tmp);
+        (void) unlinkat(dir_fd, tmp, 0);
         return 0;
 }
 
-static int write_file(const char *path, const void *data, size_t n, mode_t mode, uid_t uid, gid_t gid,
+/* name is relative to dir_fd; with dir_fd AT_FDCWD it is the path, and
+ * its directory is opened to be fsync()ed. */
+static int write_file(int dir_fd, const char *name, const void *data, size_t n, mode_t mode, uid_t uid, gid_t gid,
                       bool replace) {
         _cleanup_free_ char *tmp = NULL;
         _cleanup_close_ int fd = -EBADF;
         int r;
 
-        fd = open_temp(path, &tmp);
+        fd = open_temp(dir_fd, name, &tmp);
         if (fd < 0)
                 return fd;
 
@@ -123,19 +129,19 @@ static int write_file(const char *path, const void *data, size_t n, mode_t mode,
          * come before the data, so the secret is never readable by anyone
          * the final file would not let read it. */
         if (uid != (uid_t) -1 || gid != (gid_t) -1) {
-                r = fault(ATOMIC_FCHOWN, path);
+                r = fault(ATOMIC_FCHOWN, name);
                 if (r < 0)
                         goto fail;
                 if (fchown(fd, uid, gid) < 0)
                         goto fail_errno;
         }
-        r = fault(ATOMIC_FCHMOD, path);
+        r = fault(ATOMIC_FCHMOD, name);
         if (r < 0)
                 goto fail;
         if (fchmod(fd, mode) < 0)
                 goto fail_errno;
 
-        r = fault(ATOMIC_WRITE, path);
+        r = fault(ATOMIC_WRITE, name);
         if (r < 0) {
                 /* A disk that fills up stops a write half way. */
                 (void) loop_write(fd, data, n / 2);
@@ -147,40 +153,53 @@ static int write_file(const char *path, const void *data, size_t n, mode_t mode,
 
         /* The data must be on disk before the name points at it: after a
          * crash, rename() without fsync() can leave an empty file. */
-        r = fault(ATOMIC_FSYNC, path);
+        r = fault(ATOMIC_FSYNC, name);
         if (r < 0)
                 goto fail;
         if (fsync(fd) < 0)
                 goto fail_errno;
         fd = safe_close(fd);
 
-        r = fault(ATOMIC_RENAME, path);
+        r = fault(ATOMIC_RENAME, name);
         if (r < 0)
                 goto fail;
-        r = rename_temp(tmp, path, replace);
+        r = rename_temp(dir_fd, tmp, name, replace);
         if (r < 0)
                 goto fail;
 
         /* The rename is durable only once the directory is; after this
          * point the complete file is in place whatever we return. */
-        return fsync_directory_of(path);
+        if (dir_fd == AT_FDCWD)
+                return fsync_directory_of(name);
+        r = fault(ATOMIC_FSYNC_DIR, name);
+        if (r < 0)
+                return r;
+        return fsync(dir_fd) < 0 ? -errno : 0;
 
 fail_errno:
         r = -errno;
 fail:
-        (void) unlink(tmp);
+        (void) unlinkat(dir_fd, tmp, 0);
         return r;
 }
 
 int atomic_write_file(const char *path, const void *data, size_t n, mode_t mode, uid_t uid, gid_t gid) {
-        return write_file(path, data, n, mode, uid, gid, true);
+        return write_file(AT_FDCWD, path, data, n, mode, uid, gid, true);
 }
 
 int atomic_create_file(const char *path, const void *data, size_t n, mode_t mode, uid_t uid, gid_t gid) {
-        return write_file(path, data, n, mode, uid, gid, false);
+        return write_file(AT_FDCWD, path, data, n, mode, uid, gid, false);
 }
 
-bool atomic_is_temp_name(const char *name, const char *target) {
+int atomic_create_file_at(int dir_fd, const char *name, const void *data, size_t n, mode_t mode, uid_t uid,
+                          gid_t gid) {
+        if (dir_fd < 0 || !name || strchr(name, '/'))
+                return -EINVAL;
+        return write_file(dir_fd, name, data, n, mode, uid, gid, false);
+}
+
+/* "TARGET.<16 hex>.tmp", as open_temp() names them. */
+static bool is_temp_name(const char *name, const char *target) {
         const char *p = startswith(name, target);
 
         if (!p || *p != '.')
@@ -190,4 +209,69 @@ bool atomic_is_temp_name(const char *name, const char *target) {
                 if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f')))
                         return false;
         return streq(p, ".tmp");
+}
+
+/* Skips one or more decimal digits. */
+static const char *skip_digits(const char *p) {
+        const char *start = p;
+
+        while (*p >= '0' && *p <= '9')
+                p++;
+        return p > start ? p : NULL;
+}
+
+/* ".TARGET.<pid>.<usec>.tmp": how seedbed 0.1 named a LUKS key file
+ * while writing it, before its key files were written here too. */
+static bool is_legacy_temp_name(const char *name, const char *target) {
+        const char *p;
+
+        if (name[0] != '.')
+                return false;
+        p = startswith(name + 1, target);
+        if (!p || *p != '.')
+                return false;
+        p = skip_digits(p + 1);
+        if (!p || *p != '.')
+                return false;
+        p = skip_digits(p + 1);
+        return p && streq(p, ".tmp");
+}
+
+bool atomic_is_temp_name(const char *name, const char *target) {
+        return is_temp_name(name, target) || is_legacy_temp_name(name, target);
+}
+
+int atomic_remove_temp_files(int dir_fd, const char *const *targets, size_t n_targets) {
+        _cleanup_close_ int fd = -EBADF;
+        int removed = 0, r = 0;
+        DIR *d;
+
+        if (dir_fd < 0 || (!targets && n_targets > 0))
+                return -EINVAL;
+        /* A descriptor of its own: closedir() closes the one it reads. */
+        fd = openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fd < 0)
+                return -errno;
+        d = fdopendir(fd);
+        if (!d)
+                return -errno;
+        fd = -EBADF;
+
+        for (struct dirent *de; (de = readdir(d));) {
+                bool ours = false;
+                struct stat st;
+
+                for (size_t i = 0; i < n_targets && !ours; i++)
+                        ours = atomic_is_temp_name(de->d_name, targets[i]);
+                /* Only files: nothing of ours is a link or a directory. */
+                if (!ours || fstatat(dir_fd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(st.st_mode))
+                        continue;
+                if (unlinkat(dir_fd, de->d_name, 0) < 0) {
+                        if (r == 0 && errno != ENOENT)
+                                r = -errno;
+                } else
+                        removed++;
+        }
+        closedir(d);
+        return r < 0 ? r : removed;
 }

@@ -5,7 +5,7 @@
  * with the owner and mode set before the first byte is written, so key
  * material never sits in a file that others may read.  A crash at any
  * point leaves the old file or the complete new one, plus at most a
- * temporary file that atomic_is_temp_name() recognises for cleanup.
+ * temporary file that atomic_remove_temp_files() cleans up.
  *
  * Tests inject a failure at any step through a fault hook; the program
  * never sets one. */
@@ -43,6 +43,23 @@ int atomic_write_file(const char *path, const void *data, size_t n, mode_t mode,
  * one that is there (read it back) rather than replace it. */
 int atomic_create_file(const char *path, const void *data, size_t n, mode_t mode, uid_t uid, gid_t gid);
 
+/* As atomic_create_file(), for name (no '/') in the directory dir_fd, so
+ * that a directory checked once (its owner, its mode) is the one written
+ * in; dir_fd itself is fsync()ed. */
+int atomic_create_file_at(int dir_fd, const char *name, const void *data, size_t n, mode_t mode, uid_t uid,
+                          gid_t gid);
+
 /* Whether name (a directory entry) is one of our temporary files for the
- * file named target in the same directory: "TARGET.<16 hex>.tmp". */
+ * file named target in the same directory: "TARGET.<16 hex>.tmp", or
+ * ".TARGET.<pid>.<usec>.tmp" as seedbed 0.1 named its LUKS key files
+ * while writing them. */
 bool atomic_is_temp_name(const char *name, const char *target);
+
+/* Removes what a crash between creating a temporary file and renaming it
+ * left in the directory dir_fd: the regular files atomic_is_temp_name()
+ * recognises for any of the n targets.  They may hold a private key, and
+ * nothing else would ever remove them.  Call it only where no other
+ * writer of those targets can be at work (under a lock): it would remove
+ * that writer's file.  Returns how many were removed, or the first
+ * -errno (the others are still tried). */
+int atomic_remove_temp_files(int dir_fd, const char *const *targets, size_t n_targets);

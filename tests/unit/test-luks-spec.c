@@ -358,11 +358,17 @@ START_TEST(test_key_stale_temp_removed) {
         void *key = NULL;
         size_t n = 0;
 
-        /* What a crash before the rename leaves; another name's is not ours. */
+        /* What a crash before the rename leaves, under the names every
+         * atomic write uses and under those of seedbed 0.1's key files;
+         * another key's are not this one's. */
+        fakeroot_write(root, "/etc/seedbed/keys/data.key.0123456789abcdef.tmp", "half a key");
         fakeroot_write(root, "/etc/seedbed/keys/.data.key.123.456.tmp", "half a key");
+        fakeroot_write(root, "/etc/seedbed/keys/other.key.0123456789abcdef.tmp", "x");
         fakeroot_write(root, "/etc/seedbed/keys/.other.key.123.456.tmp", "x");
         ck_assert_int_eq(luks_key_file_load(path, true, counting_random, NULL, &key, &n), 1);
+        ck_assert(!fakeroot_exists(root, "/etc/seedbed/keys/data.key.0123456789abcdef.tmp"));
         ck_assert(!fakeroot_exists(root, "/etc/seedbed/keys/.data.key.123.456.tmp"));
+        ck_assert(fakeroot_exists(root, "/etc/seedbed/keys/other.key.0123456789abcdef.tmp"));
         ck_assert(fakeroot_exists(root, "/etc/seedbed/keys/.other.key.123.456.tmp"));
         ck_assert(fakeroot_exists(root, "/etc/seedbed/keys/data.key"));
         luks_secret_erase(key, n);

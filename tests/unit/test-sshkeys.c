@@ -551,6 +551,8 @@ START_TEST(test_stale_temp_files) {
 
         fakeroot_write(root, "/etc/ssh/ssh_host_ed25519_key.0123456789abcdef.tmp", "half a key");
         fakeroot_write(root, "/etc/ssh/ssh_host_rsa_key.pub.fedcba9876543210.tmp", "half a key");
+        /* The other naming scheme of ours (seedbed 0.1's key files). */
+        fakeroot_write(root, "/etc/ssh/.ssh_host_ecdsa_key.123.456.tmp", "half a key");
         /* Not ours: another name, or not our pattern. */
         fakeroot_write(root, "/etc/ssh/sshd_config.0123456789abcdef.tmp", "x");
         fakeroot_write(root, "/etc/ssh/ssh_host_ed25519_key.tmp", "x");
@@ -558,6 +560,7 @@ START_TEST(test_stale_temp_files) {
         ck_assert_int_eq(sshkeys_ensure(&o, r, &n), 0);
         ck_assert(!fakeroot_exists(root, "/etc/ssh/ssh_host_ed25519_key.0123456789abcdef.tmp"));
         ck_assert(!fakeroot_exists(root, "/etc/ssh/ssh_host_rsa_key.pub.fedcba9876543210.tmp"));
+        ck_assert(!fakeroot_exists(root, "/etc/ssh/.ssh_host_ecdsa_key.123.456.tmp"));
         ck_assert(fakeroot_exists(root, "/etc/ssh/sshd_config.0123456789abcdef.tmp"));
         ck_assert(fakeroot_exists(root, "/etc/ssh/ssh_host_ed25519_key.tmp"));
         ck_assert(fakeroot_exists(root, "/etc/ssh/ssh_host_ed25519_key.0123456789ABCDEF.tmp"));
