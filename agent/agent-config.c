@@ -21,13 +21,6 @@ static const char *const on_timeout_names[] = {
         NULL,
 };
 
-static const char *const ssh_key_kind_names[] = {
-        [SSH_KEY_KIND_ED25519] = "ed25519",
-        [SSH_KEY_KIND_ECDSA] = "ecdsa",
-        [SSH_KEY_KIND_RSA] = "rsa",
-        NULL,
-};
-
 static const char *const ecdsa_bits_names[] = { "256", "384", "521", NULL };
 
 static const char *const console_block_names[] = {
@@ -35,12 +28,6 @@ static const char *const console_block_names[] = {
         [CONSOLE_KEYS] = "keys",
         NULL,
 };
-
-const char *ssh_key_kind_to_string(SshKeyKind k) {
-        if (k < 0 || k >= _SSH_KEY_KIND_MAX)
-                return NULL;
-        return ssh_key_kind_names[k];
-}
 
 unsigned agent_config_ecdsa_bits(const AgentConfig *c) {
         return (unsigned) atoi(ecdsa_bits_names[c->ssh_ecdsa_bits]);
@@ -132,7 +119,7 @@ const ConfItem agent_config_items[] = {
         { "entropy.hwrng.min-entropy", CONF_DOUBLE, offsetof(AgentConfig, src[SOURCE_HWRNG].min_entropy), .dmin = 0.01, .dmax = 8 },
         { "entropy.cpu.quality", CONF_UINT, offsetof(AgentConfig, src[SOURCE_CPU].quality), .min = 0, .max = 1024 },
         { "entropy.cpu.min-entropy", CONF_DOUBLE, offsetof(AgentConfig, src[SOURCE_CPU].min_entropy), .dmin = 0.01, .dmax = 8 },
-        { "ssh.key-types", CONF_ENUM_LIST, offsetof(AgentConfig, ssh_key_types), .min = 1, .names = ssh_key_kind_names },
+        { "ssh.key-types", CONF_ENUM_LIST, offsetof(AgentConfig, ssh_key_types), .min = 1, .names = host_key_type_names },
         { "ssh.rsa-bits", CONF_UINT, offsetof(AgentConfig, ssh_rsa_bits), .min = 2048, .max = 16384 },
         { "ssh.ecdsa-bits", CONF_ENUM, offsetof(AgentConfig, ssh_ecdsa_bits), .names = ecdsa_bits_names },
         { "ssh.console", CONF_ENUM_LIST, offsetof(AgentConfig, ssh_console), .min = 0, .names = console_block_names },
@@ -166,7 +153,7 @@ void agent_config_init(AgentConfig *c) {
                 .virtio_load_module = true,
                 .virtio_module_timeout = 5 * USEC_PER_SEC,
                 /* ECDSA P-256 and RSA 3072, as OpenSSH's own ssh-keygen -A makes them. */
-                .ssh_key_types = { .n = 3, .items = { SSH_KEY_KIND_ED25519, SSH_KEY_KIND_ECDSA, SSH_KEY_KIND_RSA } },
+                .ssh_key_types = { .n = 3, .items = { HOST_KEY_ED25519, HOST_KEY_ECDSA, HOST_KEY_RSA } },
                 .ssh_rsa_bits = 3072,
                 .ssh_ecdsa_bits = 0,
                 .ssh_console = { .n = 2, .items = { CONSOLE_FINGERPRINTS, CONSOLE_KEYS } },

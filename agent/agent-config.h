@@ -24,13 +24,6 @@ typedef enum OnTimeout {
         _ON_TIMEOUT_MAX,
 } OnTimeout;
 
-typedef enum SshKeyKind {
-        SSH_KEY_KIND_ED25519,
-        SSH_KEY_KIND_ECDSA,
-        SSH_KEY_KIND_RSA,
-        _SSH_KEY_KIND_MAX,
-} SshKeyKind;
-
 typedef enum ConsoleBlock {
         CONSOLE_FINGERPRINTS,
         CONSOLE_KEYS,
@@ -68,7 +61,7 @@ typedef struct AgentConfig {
         bool virtio_load_module;
         usec_t virtio_module_timeout;
 
-        ConfEnumList ssh_key_types;
+        ConfEnumList ssh_key_types;  /* HostKeyType values */
         unsigned ssh_rsa_bits;
         int ssh_ecdsa_bits;      /* index into 256, 384, 521 */
         ConfEnumList ssh_console;
@@ -80,7 +73,6 @@ typedef struct AgentConfig {
         unsigned n_volumes;
 } AgentConfig;
 
-const char *ssh_key_kind_to_string(SshKeyKind k);
 unsigned agent_config_ecdsa_bits(const AgentConfig *c);
 
 const char *source_kind_to_string(SourceKind k);

@@ -399,7 +399,7 @@ static void console_blocks(const AgentConfig *c, bool *ret_fingerprints, bool *r
  * for every type. */
 static SshKeysOptions ssh_keys_options(const AgentConfig *c, HostKeyType *types) {
         for (unsigned i = 0; i < c->ssh_key_types.n; i++)
-                types[i] = host_key_type_from_string(ssh_key_kind_to_string((SshKeyKind) c->ssh_key_types.items[i]));
+                types[i] = (HostKeyType) c->ssh_key_types.items[i];
 
         return (SshKeysOptions) {
                 .root = arg_root,

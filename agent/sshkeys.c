@@ -15,10 +15,11 @@
  * SSH_RSA_MINIMUM_MODULUS_SIZE before). */
 #define RSA_BITS_SSHD_MIN 1024U
 
-static const char *const host_key_type_table[_HOST_KEY_TYPE_MAX] = {
+const char *const host_key_type_names[_HOST_KEY_TYPE_MAX + 1] = {
         [HOST_KEY_ED25519] = "ed25519",
         [HOST_KEY_ECDSA] = "ecdsa",
         [HOST_KEY_RSA] = "rsa",
+        [_HOST_KEY_TYPE_MAX] = NULL,
 };
 
 /* As ssh-keygen -l prints the type, in parentheses. */
@@ -31,13 +32,13 @@ static const char *const host_key_type_display[_HOST_KEY_TYPE_MAX] = {
 const char *host_key_type_to_string(HostKeyType t) {
         if (t < 0 || t >= _HOST_KEY_TYPE_MAX)
                 return NULL;
-        return host_key_type_table[t];
+        return host_key_type_names[t];
 }
 
 HostKeyType host_key_type_from_string(const char *s) {
         if (s)
                 for (HostKeyType t = 0; t < _HOST_KEY_TYPE_MAX; t++)
-                        if (streq(s, host_key_type_table[t]))
+                        if (streq(s, host_key_type_names[t]))
                                 return t;
         return _HOST_KEY_TYPE_INVALID;
 }

@@ -45,7 +45,11 @@ typedef enum HostKeyType {
         _HOST_KEY_TYPE_INVALID = -EINVAL,
 } HostKeyType;
 
-/* "ed25519", "ecdsa", "rsa": the TYPE in ssh_host_TYPE_key. */
+/* "ed25519", "ecdsa", "rsa": the TYPE in ssh_host_TYPE_key and the
+ * names in ssh.key-types, whose list holds HostKeyType values.  Indexed
+ * by HostKeyType, NULL-terminated (for conf.h). */
+extern const char *const host_key_type_names[_HOST_KEY_TYPE_MAX + 1];
+
 const char *host_key_type_to_string(HostKeyType t);
 HostKeyType host_key_type_from_string(const char *s);
 

@@ -42,6 +42,7 @@ START_TEST(test_ssh_and_luks) {
                        "      open: false\n      crypttab: false\n      label: scratch\n");
         ck_assert_int_eq(load(NULL, true, false), 0);
         ck_assert_uint_eq(c.ssh_key_types.n, 1);
+        ck_assert_int_eq(c.ssh_key_types.items[0], HOST_KEY_ED25519);
         ck_assert_uint_eq(c.ssh_console.n, 0);
         ck_assert(c.ssh_regenerate);
         ck_assert_uint_eq(agent_config_ecdsa_bits(&c), 384);
@@ -55,9 +56,26 @@ START_TEST(test_ssh_and_luks) {
 }
 END_TEST
 
+/* ssh.key-types holds HostKeyType values, in the order given, which
+ * sshkeys takes as they are. */
+START_TEST(test_key_types) {
+        fakeroot_write(root, "/etc/seedbed/seedbed.yaml", "ssh:\n  key-types: [rsa, ed25519]\n");
+        ck_assert_int_eq(load(NULL, true, false), 0);
+        ck_assert_uint_eq(c.ssh_key_types.n, 2);
+        ck_assert_int_eq(c.ssh_key_types.items[0], HOST_KEY_RSA);
+        ck_assert_int_eq(c.ssh_key_types.items[1], HOST_KEY_ED25519);
+        for (HostKeyType t = 0; t < _HOST_KEY_TYPE_MAX; t++)
+                ck_assert_int_eq(host_key_type_from_string(host_key_type_names[t]), t);
+        ck_assert_ptr_null(host_key_type_names[_HOST_KEY_TYPE_MAX]);
+}
+END_TEST
+
 START_TEST(test_defaults) {
         ck_assert_int_eq(load(NULL, true, false), 0);
         ck_assert_uint_eq(c.ssh_key_types.n, 3);
+        ck_assert_int_eq(c.ssh_key_types.items[0], HOST_KEY_ED25519);
+        ck_assert_int_eq(c.ssh_key_types.items[1], HOST_KEY_ECDSA);
+        ck_assert_int_eq(c.ssh_key_types.items[2], HOST_KEY_RSA);
         ck_assert_uint_eq(c.ssh_rsa_bits, 3072);
         ck_assert_uint_eq(agent_config_ecdsa_bits(&c), 256);
         ck_assert_uint_eq(c.ssh_console.n, 2);
@@ -280,6 +298,7 @@ static Suite *config_suite(void) {
         tcase_add_checked_fixture(tc, setup, teardown);
         tcase_add_test(tc, test_defaults);
         tcase_add_test(tc, test_ssh_and_luks);
+        tcase_add_test(tc, test_key_types);
         tcase_add_test(tc, test_main_and_dropins);
         tcase_add_test(tc, test_config_file_replaces_etc);
         tcase_add_test(tc, test_file_errors);
