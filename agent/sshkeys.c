@@ -670,7 +670,14 @@ static int generate(const Context *c, SshKeyResult *res, HostKeyType t, const ch
         }
 
         /* Private first: whatever happens to the .pub, the next run can
-         * derive it from a complete private key. */
+         * derive it from a complete private key.  A .pub in place goes
+         * before it: killed between the two, a replacement would leave
+         * the new private key beside the old .pub, which every reader of
+         * .pub files (ssh-keygen -l, cloud-init's console blocks) takes
+         * for the key sshd serves.  A private key without its .pub is
+         * what the next run repairs.  (ensure_one() turned links away.) */
+        if (unlink(pub) < 0 && errno != ENOENT)
+                return log_error_errno(errno, "Failed to remove the old '%s': %m", res->pub_path);
         r = write_private(c, priv, key);
         if (r < 0)
                 return log_error_errno(r, "Failed to write '%s': %m", res->path);
