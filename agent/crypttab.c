@@ -235,7 +235,8 @@ int crypttab_update(const char *path, const char *name, const char *device, cons
         if (r < 0)
                 return r;
 
-        r = atomic_write_file(path, new_text, new_size, mode, (uid_t) -1, (gid_t) -1);
+        /* Locked, and what a killed run left removed: nothing else would. */
+        r = atomic_write_file_locked(path, new_text, new_size, mode, (uid_t) -1, (gid_t) -1, true);
         if (r < 0)
                 return r;
         return 1;

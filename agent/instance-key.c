@@ -79,8 +79,7 @@ int instance_key_make(const char *path, bool replace, uint8_t ret[static INSTANC
 
         r = mkdir_p(dirname(dir), 0755);
         if (r >= 0)
-                r = replace ? atomic_write_file(path, key, sizeof key, 0400, (uid_t) -1, (gid_t) -1)
-                            : atomic_create_file(path, key, sizeof key, 0400, (uid_t) -1, (gid_t) -1);
+                r = atomic_write_file_locked(path, key, sizeof key, 0400, (uid_t) -1, (gid_t) -1, replace);
         explicit_bzero(key, sizeof key);
         /* Two agents at once: both go on with the key that won. */
         if (r < 0 && r != -EEXIST)

@@ -581,7 +581,7 @@ static int state_write(const char *path, const InstanceState *s) {
         r = mkdir_p(dirname(dir), 0755);
         if (r < 0)
                 return r;
-        return atomic_write_file(path, text, len, 0644, (uid_t) -1, (gid_t) -1);
+        return atomic_write_file_locked(path, text, len, 0644, (uid_t) -1, (gid_t) -1, true);
 }
 
 int instance_state_save(const char *root, const char *path, const InstanceState *s) {

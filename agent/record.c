@@ -352,7 +352,7 @@ int record_write(const RecordInput *in) {
         r = mkdir_p(dirname(dir), 0755);
         if (r < 0)
                 return r;
-        return atomic_write_file(in->path, text, len, 0644, (uid_t) -1, (gid_t) -1);
+        return atomic_write_file_locked(in->path, text, len, 0644, (uid_t) -1, (gid_t) -1, true);
 }
 
 int record_ssh_keys_made(const char *path, bool *ret) {
@@ -414,7 +414,7 @@ int record_mark_firstboot_done(const char *path, bool in_initrd, usec_t start_bo
         r = json_finish(&j, &text, &len);
         if (r < 0)
                 return r;
-        return atomic_write_file(path, text, len, 0644, (uid_t) -1, (gid_t) -1);
+        return atomic_write_file_locked(path, text, len, 0644, (uid_t) -1, (gid_t) -1, true);
 }
 
 /* The same for printing to a terminal: a planted record must not send

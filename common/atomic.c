@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <libgen.h>
 #include <stdio.h>
+#include <sys/file.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 
@@ -187,15 +188,33 @@ int atomic_write_file(const char *path, const void *data, size_t n, mode_t mode,
         return write_file(AT_FDCWD, path, data, n, mode, uid, gid, true);
 }
 
-int atomic_create_file(const char *path, const void *data, size_t n, mode_t mode, uid_t uid, gid_t gid) {
-        return write_file(AT_FDCWD, path, data, n, mode, uid, gid, false);
-}
-
 int atomic_create_file_at(int dir_fd, const char *name, const void *data, size_t n, mode_t mode, uid_t uid,
                           gid_t gid) {
         if (dir_fd < 0 || !name || strchr(name, '/'))
                 return -EINVAL;
         return write_file(dir_fd, name, data, n, mode, uid, gid, false);
+}
+
+int atomic_write_file_locked(const char *path, const void *data, size_t n, mode_t mode, uid_t uid, gid_t gid,
+                             bool replace) {
+        _cleanup_free_ char *dir = strdup(path), *name = strdup(path);
+        _cleanup_close_ int dir_fd = -EBADF;
+        const char *base;
+
+        if (!dir || !name)
+                return -ENOMEM;
+        base = basename(name);
+        if (!base[0] || strchr(base, '/') || streq(base, ".") || streq(base, ".."))
+                return -EINVAL;
+        dir_fd = open(dirname(dir), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dir_fd < 0)
+                return -errno;
+        /* Released when dir_fd is closed, after the rename. */
+        if (flock(dir_fd, LOCK_EX) < 0)
+                return -errno;
+        /* Failing to remove them is no reason not to write. */
+        (void) atomic_remove_temp_files(dir_fd, &base, 1);
+        return write_file(dir_fd, base, data, n, mode, uid, gid, replace);
 }
 
 /* "TARGET.<16 hex>.tmp", as open_temp() names them. */

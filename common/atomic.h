@@ -38,16 +38,24 @@ void atomic_set_fault_hook(AtomicFaultHook hook, void *userdata);
  * created.  On failure the temporary file is removed; -errno. */
 int atomic_write_file(const char *path, const void *data, size_t n, mode_t mode, uid_t uid, gid_t gid);
 
-/* As atomic_write_file(), but never over an existing path: -EEXIST then.
- * For a file two writers may make at once, where each must go on with the
- * one that is there (read it back) rather than replace it. */
-int atomic_create_file(const char *path, const void *data, size_t n, mode_t mode, uid_t uid, gid_t gid);
-
-/* As atomic_create_file(), for name (no '/') in the directory dir_fd, so
+/* As atomic_write_file(), for name (no '/') in the directory dir_fd, so
  * that a directory checked once (its owner, its mode) is the one written
- * in; dir_fd itself is fsync()ed. */
+ * in, and never over an existing file: -EEXIST then.  For a file two
+ * writers may make at once, where each must go on with the one that is
+ * there (read it back) rather than replace it.  dir_fd itself is
+ * fsync()ed. */
 int atomic_create_file_at(int dir_fd, const char *name, const void *data, size_t n, mode_t mode, uid_t uid,
                           gid_t gid);
+
+/* As atomic_write_file(), or with replace false never over an existing
+ * path (-EEXIST, as atomic_create_file_at()), for a file that nothing
+ * else cleans up after: the records in /run and /var/lib, the instance
+ * key, crypttab.  Under an exclusive flock() of path's directory, taken
+ * by every writer that comes through here, the temporary files of path
+ * that a killed writer left are removed first (atomic_remove_temp_files());
+ * the directory must exist. */
+int atomic_write_file_locked(const char *path, const void *data, size_t n, mode_t mode, uid_t uid, gid_t gid,
+                             bool replace);
 
 /* Whether name (a directory entry) is one of our temporary files for the
  * file named target in the same directory: "TARGET.<16 hex>.tmp", or

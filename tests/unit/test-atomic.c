@@ -1,9 +1,12 @@
 /* SPDX-License-Identifier: MIT */
 /* common/atomic.h: the names of our temporary files, the removal of those
- * a crash left, and files made in a directory held open. */
+ * a crash left, files made in a directory held open, and files written
+ * under their directory's lock. */
 #include <dirent.h>
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 
 #include "atomic.h"
 #include "fakeroot.h"
@@ -142,6 +145,85 @@ START_TEST(test_create_at) {
 }
 END_TEST
 
+/* A killed writer's temporary files of the target go, with nobody else's;
+ * the file is replaced or, without replace, never. */
+START_TEST(test_write_locked) {
+        char *path, *text;
+        struct stat st;
+        int fd;
+
+        fakeroot_write(root, "/d/rec.json.0123456789abcdef.tmp", "{ \"half");
+        fakeroot_write(root, "/d/.rec.json.77.1234.tmp", "half, named as seedbed 0.1 did");
+        fakeroot_write(root, "/d/other.json.0123456789abcdef.tmp", "another file's, being written");
+        ck_assert_int_ge(asprintf(&path, "%s/d/rec.json", root), 0);
+
+        ck_assert_int_eq(atomic_write_file_locked(path, "one", 3, 0644, (uid_t) -1, (gid_t) -1, true), 0);
+        ck_assert(!fakeroot_exists(root, "/d/rec.json.0123456789abcdef.tmp"));
+        ck_assert(!fakeroot_exists(root, "/d/.rec.json.77.1234.tmp"));
+        ck_assert(fakeroot_exists(root, "/d/other.json.0123456789abcdef.tmp"));
+        fd = open_root("/d");
+        ck_assert_uint_eq(entries(fd), 2);
+        close(fd);
+        ck_assert_int_eq(lstat(path, &st), 0);
+        ck_assert_uint_eq(st.st_mode & 07777, 0644);
+
+        ck_assert_int_eq(atomic_write_file_locked(path, "two", 3, 0644, (uid_t) -1, (gid_t) -1, true), 0);
+        ck_assert_int_eq(atomic_write_file_locked(path, "three", 5, 0644, (uid_t) -1, (gid_t) -1, false), -EEXIST);
+        text = fakeroot_read(root, "/d/rec.json");
+        ck_assert_str_eq(text, "two");
+        free(text);
+
+        /* A directory that is not there, or no file name. */
+        free(path);
+        ck_assert_int_ge(asprintf(&path, "%s/none/rec.json", root), 0);
+        ck_assert_int_eq(atomic_write_file_locked(path, "x", 1, 0644, (uid_t) -1, (gid_t) -1, true), -ENOENT);
+        ck_assert_int_eq(atomic_write_file_locked("/", "x", 1, 0644, (uid_t) -1, (gid_t) -1, true), -EINVAL);
+        free(path);
+}
+END_TEST
+
+/* While another writer holds the directory's lock, its temporary file is
+ * not taken for a killed writer's, and nothing is written. */
+START_TEST(test_write_locked_waits) {
+        char *path, *dir, *text;
+        int fd, status;
+        pid_t pid;
+
+        fakeroot_write(root, "/d/rec.json", "old");
+        fakeroot_write(root, "/d/rec.json.0123456789abcdef.tmp", "being written");
+        ck_assert_int_ge(asprintf(&path, "%s/d/rec.json", root), 0);
+        ck_assert_int_ge(asprintf(&dir, "%s/d", root), 0);
+        fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        ck_assert_int_ge(fd, 0);
+        ck_assert_int_eq(flock(fd, LOCK_EX), 0);
+
+        pid = fork();
+        ck_assert_int_ge(pid, 0);
+        if (pid == 0) {
+                /* The lock is the open file's: ours would hold it too. */
+                close(fd);
+                _exit(atomic_write_file_locked(path, "new", 3, 0644, (uid_t) -1, (gid_t) -1, true) == 0 ? 0 : 1);
+        }
+        usleep(200 * 1000);
+        ck_assert_int_eq(waitpid(pid, &status, WNOHANG), 0);
+        ck_assert(fakeroot_exists(root, "/d/rec.json.0123456789abcdef.tmp"));
+        text = fakeroot_read(root, "/d/rec.json");
+        ck_assert_str_eq(text, "old");
+        free(text);
+
+        /* Let go: it writes, and the file left is then stale. */
+        close(fd);
+        ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+        ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+        text = fakeroot_read(root, "/d/rec.json");
+        ck_assert_str_eq(text, "new");
+        free(text);
+        ck_assert(!fakeroot_exists(root, "/d/rec.json.0123456789abcdef.tmp"));
+        free(path);
+        free(dir);
+}
+END_TEST
+
 static Suite *atomic_suite(void) {
         Suite *s = suite_create("atomic");
         TCase *tc;
@@ -154,6 +236,8 @@ static Suite *atomic_suite(void) {
         tcase_add_checked_fixture(tc, setup, teardown);
         tcase_add_test(tc, test_remove);
         tcase_add_test(tc, test_create_at);
+        tcase_add_test(tc, test_write_locked);
+        tcase_add_test(tc, test_write_locked_waits);
         suite_add_tcase(s, tc);
 
         return s;

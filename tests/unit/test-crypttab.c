@@ -278,6 +278,17 @@ START_TEST(test_mode_kept) {
 }
 END_TEST
 
+/* A run killed between making its temporary file and the rename left it;
+ * nothing but the next write of crypttab removes it. */
+START_TEST(test_killed_writer_cleaned) {
+        fakeroot_write(root, "/etc/crypttab", "home UUID=abcd none luks\n");
+        fakeroot_write(root, "/etc/crypttab.0123456789abcdef.tmp", "home UUID=abcd none luks\nda");
+        ck_assert_int_eq(update("data", "UUID=1111"), 1);
+        expect_file("home UUID=abcd none luks\n" LINE);
+        expect_alone();
+}
+END_TEST
+
 START_TEST(test_symlink_refused) {
         char *target;
 
@@ -342,6 +353,7 @@ static Suite *crypttab_suite(void) {
         tc = tcase_create("file");
         tcase_add_checked_fixture(tc, setup, teardown);
         tcase_add_test(tc, test_mode_kept);
+        tcase_add_test(tc, test_killed_writer_cleaned);
         tcase_add_test(tc, test_symlink_refused);
         tcase_add_test(tc, test_not_a_file);
         tcase_add_test(tc, test_too_large);

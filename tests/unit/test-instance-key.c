@@ -174,17 +174,36 @@ START_TEST(test_key_make) {
 }
 END_TEST
 
-/* What instance_key_make() stands on: never over a file that is there. */
+/* A run killed between making its temporary file and the rename left it
+ * (0600, part of a key); nothing but the next write of the key removes
+ * it. */
+START_TEST(test_killed_writer_cleaned) {
+        uint8_t key[INSTANCE_KEY_SIZE];
+        char stale[4096];
+
+        snprintf(stale, sizeof stale, "%s.0123456789abcdef.tmp", INSTANCE_KEY_FILE);
+        fakeroot_write(root, stale, "half");
+        ck_assert_int_eq(instance_key_make(key_path(), false, key), 0);
+        ck_assert(!fakeroot_exists(root, stale));
+        fakeroot_write(root, stale, "half");
+        ck_assert_int_eq(instance_key_make(key_path(), true, key), 0);
+        ck_assert(!fakeroot_exists(root, stale));
+        ck_assert_uint_eq(count_temp_files(), 0);
+}
+END_TEST
+
+/* What instance_key_make() stands on: never over a file that is there,
+ * unless asked to replace it. */
 START_TEST(test_atomic_create) {
         char path[4096], *text;
 
         snprintf(path, sizeof path, "%s/file", root);
-        ck_assert_int_eq(atomic_create_file(path, "first", 5, 0644, (uid_t) -1, (gid_t) -1), 0);
-        ck_assert_int_eq(atomic_create_file(path, "second", 6, 0644, (uid_t) -1, (gid_t) -1), -EEXIST);
+        ck_assert_int_eq(atomic_write_file_locked(path, "first", 5, 0644, (uid_t) -1, (gid_t) -1, false), 0);
+        ck_assert_int_eq(atomic_write_file_locked(path, "second", 6, 0644, (uid_t) -1, (gid_t) -1, false), -EEXIST);
         text = fakeroot_read(root, "/file");
         ck_assert_str_eq(text, "first");
         free(text);
-        ck_assert_int_eq(atomic_write_file(path, "third", 5, 0644, (uid_t) -1, (gid_t) -1), 0);
+        ck_assert_int_eq(atomic_write_file_locked(path, "third", 5, 0644, (uid_t) -1, (gid_t) -1, true), 0);
         text = fakeroot_read(root, "/file");
         ck_assert_str_eq(text, "third");
         free(text);
@@ -205,6 +224,7 @@ static Suite *instance_key_suite(void) {
         tcase_add_test(tc, test_key_load);
         tcase_add_test(tc, test_key_load_owner_mode);
         tcase_add_test(tc, test_key_make);
+        tcase_add_test(tc, test_killed_writer_cleaned);
         tcase_add_test(tc, test_atomic_create);
         suite_add_tcase(s, tc);
         return s;

@@ -330,6 +330,23 @@ START_TEST(test_timeline_carried) {
 }
 END_TEST
 
+/* A run killed between making its temporary file and the rename left it
+ * in /run/seedbed; nothing but the next write of the record removes it. */
+START_TEST(test_killed_writer_cleaned) {
+        RecordInput in = { .path = record_file(), .config = &c, .virtio = &v, .outcome = &o, .result = SEED_RESULT_READY };
+        static const char *const stale = RECORD_SEED ".0123456789abcdef.tmp";
+
+        fakeroot_write(root, stale, "{\n  \"version\": 1,\n  \"ti");
+        ck_assert_int_eq(record_write(&in), 0);
+        ck_assert(!fakeroot_exists(root, stale));
+
+        fakeroot_write(root, stale, "{\n  \"version\": 1,\n  \"ti");
+        ck_assert_int_eq(record_mark_firstboot_done(record_file(), false, 0), 0);
+        ck_assert(!fakeroot_exists(root, stale));
+        ck_assert(fakeroot_exists(root, RECORD_SEED));
+}
+END_TEST
+
 static const char *this_boot_id(void) {
         static char *id;
 
@@ -506,6 +523,7 @@ static Suite *record_suite(void) {
         tcase_add_test(tc, test_hostile_files);
         tcase_add_test(tc, test_stale);
         tcase_add_test(tc, test_timeline_carried);
+        tcase_add_test(tc, test_killed_writer_cleaned);
         tcase_add_test(tc, test_timeline_hostile);
         tcase_add_test(tc, test_status_keys);
         tcase_add_test(tc, test_status_keys_hostile);

@@ -1025,6 +1025,22 @@ START_TEST(test_state_pending) {
 }
 END_TEST
 
+/* A run killed between making its temporary file and the rename left it
+ * in /var/lib/seedbed; nothing but the next write of the record removes
+ * it. */
+START_TEST(test_state_killed_writer_cleaned) {
+        InstanceState s = { .id = iid("", MID_A) };
+        static const char *const stale = INSTANCE_STATE_FILE ".0123456789abcdef.tmp";
+        char path[4096];
+
+        snprintf(path, sizeof path, "%s%s", root, INSTANCE_STATE_FILE);
+        fakeroot_write(root, stale, "{\"version\": 1, \"ti");
+        ck_assert_int_eq(instance_state_save(root, path, &s), 0);
+        ck_assert(!fakeroot_exists(root, stale));
+        ck_assert(fakeroot_exists(root, INSTANCE_STATE_FILE));
+}
+END_TEST
+
 START_TEST(test_state_build) {
         SshKeysOptions o = options(two_types, 2);
         InstanceId id = iid(UUID_A, MID_A);
@@ -2666,6 +2682,7 @@ static Suite *sshkeys_suite(void) {
         tcase_add_test(tc, test_instance_compare);
         tcase_add_test(tc, test_state_roundtrip);
         tcase_add_test(tc, test_state_pending);
+        tcase_add_test(tc, test_state_killed_writer_cleaned);
         tcase_add_test(tc, test_state_build);
         tcase_add_test(tc, test_state_uuid_hashed);
         tcase_add_test(tc, test_state_old_record);
