@@ -11,7 +11,7 @@ PACKAGES=(
 	build-essential autoconf automake pkg-config
 	libyaml-dev libblkid-dev libssh-dev libcryptsetup-dev libssl-dev libkmod-dev libsystemd-dev
 	check
-	jq xz-utils groff-base shellcheck
+	jq xz-utils groff-base shellcheck openssl
 	qemu-system-x86 busybox-static cpio kmod
 	libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients
 	python3 curl prometheus systemd

@@ -23,6 +23,16 @@ skip() {
 	exit 77
 }
 
+# detach_loops: the loop devices the test attached, listed in LOOPS (its
+# cleanup calls this).
+LOOPS=()
+detach_loops() {
+	local l
+	for l in "${LOOPS[@]}"; do
+		losetup -d "$l" 2>/dev/null || echo "warning: could not detach $l" >&2
+	done
+}
+
 # run EXPECTED_STATUS CMD...: runs CMD, stdout to $T/out, stderr to $T/err.
 run() {
 	local want=$1 got=0

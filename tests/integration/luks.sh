@@ -21,18 +21,14 @@ done
 # take 16 bytes): tags are looked up on the whole machine, and parallel
 # runs must not see each other's.
 ID=sb$$
-LOOPS=()
 HOLDER=
 DRIVER_PID=
 cleanup() {
-	local l
 	# A driver still waiting for a lock must not format after the test.
 	[ -z "$DRIVER_PID" ] || kill "$DRIVER_PID" 2>/dev/null || true
 	[ -z "$HOLDER" ] || kill "$HOLDER" 2>/dev/null || true
 	[ ! -e "/dev/mapper/$ID-open" ] || cryptsetup close "$ID-open" || true
-	for l in "${LOOPS[@]}"; do
-		losetup -d "$l" 2>/dev/null || echo "warning: could not detach $l" >&2
-	done
+	detach_loops
 	[ -n "${SEEDBED_KEEP_TMP:-}" ] || rm -rf "$T"
 }
 trap cleanup EXIT
