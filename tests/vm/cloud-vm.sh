@@ -55,6 +55,7 @@ EGD_ARGS=(-chardev "socket,id=egd,path=$T/egd.sock" -object rng-egd,id=rng0,char
 # gives it is the image's test key.  The kernel mounts the root read-only,
 # as Debian's bootloader has it.
 GUEST_USER=debian
+# shellcheck disable=SC2034 # read by guest.sh's boot()
 ROOT_MODE=ro
 
 # seed NAME INSTANCE-ID [USER-DATA LINES]: a NoCloud seed disk (label
