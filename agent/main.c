@@ -14,6 +14,8 @@
 #include "luks.h"
 #include "sshd.h"
 #include "sshkeys.h"
+#include "systemctl.h"
+#include "vm-fork-watch.h"
 
 /* Exit statuses: documented in seedbed-agent(8), kept stable. */
 enum {
@@ -34,6 +36,7 @@ typedef enum Action {
         ACTION_FIRSTBOOT,
         ACTION_CONSOLE,
         ACTION_VM_FORK,
+        ACTION_VM_FORK_WATCH,
         ACTION_STATUS,
         ACTION_CONFIG,
         _ACTION_MAX,
@@ -47,6 +50,7 @@ static const char *const action_table[_ACTION_MAX] = {
         [ACTION_FIRSTBOOT] = "firstboot",
         [ACTION_CONSOLE] = "console",
         [ACTION_VM_FORK] = "vm-fork",
+        [ACTION_VM_FORK_WATCH] = "vm-fork-watch",
         [ACTION_STATUS] = "status",
         [ACTION_CONFIG] = "config",
 };
@@ -74,6 +78,8 @@ static void help(void) {
                "                   for the keys made in this boot\n"
                "  vm-fork          After a VM generation change: reseed the kernel with\n"
                "                   fresh entropy, make new SSH host keys, reload sshd\n"
+               "  vm-fork-watch    Start seedbed-vm-fork.service for each VM generation\n"
+               "                   change the kernel logs (kernels without its uevent)\n"
                "  status [--json]  Show the record of the last seed run\n"
                "  config --dump    Print the effective configuration\n"
                "\n"
@@ -806,6 +812,8 @@ static int do_firstboot(void) {
         return rv == 1 ? EXIT_REFUSED : EXIT_READY;
 }
 
+#define VM_FORK_UNIT "seedbed-vm-fork.service"
+
 /* What a fork's fresh entropy must credit before the reseed: a whole
  * CRNG key's worth (the startup test's 1024 samples at full credit give
  * more). */
@@ -941,6 +949,36 @@ static int do_vm_fork(void) {
         return failed == 0 ? EXIT_READY : EXIT_ERROR;
 }
 
+static int restart_vm_fork(const KmsgRecord *r, void *userdata) {
+        const char *const restart[] = { "systemctl", "--no-block", "restart", VM_FORK_UNIT, NULL };
+        int k;
+
+        log_notice("The kernel reseeded its random number generator for a VM generation change (at %llu.%06llu s): "
+                   "restarting %s.", (unsigned long long) (r->usec / USEC_PER_SEC),
+                   (unsigned long long) (r->usec % USEC_PER_SEC), VM_FORK_UNIT);
+        k = systemctl_run(restart);
+        if (k > 0)
+                return -EIO;
+        return k;
+}
+
+/* seedbed-vm-fork-watch.service: the kernel's log, from now on, for the
+ * line its VM generation change leaves (vm-fork-watch.h says why). */
+static int do_vm_fork_watch(void) {
+        _cleanup_close_ int fd = -EBADF;
+        int r;
+
+        if (arg_root && !streq(arg_root, "/"))
+                return log_error_errno(EINVAL, "vm-fork-watch reads the running kernel's log: not with --root."),
+                       EXIT_USAGE;
+        fd = kmsg_open_at_end();
+        if (fd < 0)
+                return log_error_errno(fd, "Failed to open /dev/kmsg at its end: %m"), exit_status_for(fd);
+        log_info("Watching the kernel log for VM generation changes.");
+        r = vm_fork_watch(fd, restart_vm_fork, NULL);
+        return r < 0 ? EXIT_ERROR : EXIT_READY;
+}
+
 /* seedbed-console.service, after cloud-init's last stage: the blocks of
  * the keys made in this boot that sshkeys left to cloud-init, where its
  * cc_keys_to_console did not run in this boot (it runs once per cloud-init
@@ -1064,6 +1102,8 @@ static int run(int argc, char *argv[]) {
                 return do_console();
         case ACTION_VM_FORK:
                 return do_vm_fork();
+        case ACTION_VM_FORK_WATCH:
+                return do_vm_fork_watch();
         case ACTION_STATUS:
                 return do_status();
         case ACTION_CONFIG:

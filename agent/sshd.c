@@ -1,28 +1,7 @@
 /* SPDX-License-Identifier: MIT */
-#include <spawn.h>
-#include <sys/wait.h>
-
 #include "log.h"
 #include "sshd.h"
-
-extern char **environ;
-
-/* Runs systemctl with args, its output left to ours (the journal).
- * Returns its exit status, or -errno when it could not run. */
-static int systemctl(char *const *args) {
-        pid_t pid;
-        int r, st;
-
-        r = posix_spawn(&pid, SYSTEMCTL, NULL, NULL, args, environ);
-        if (r != 0)
-                return -r;
-        while (waitpid(pid, &st, 0) < 0)
-                if (errno != EINTR)
-                        return -errno;
-        if (WIFEXITED(st))
-                return WEXITSTATUS(st);
-        return -ECHILD;
-}
+#include "systemctl.h"
 
 int sshd_reload(char **ret_what) {
         static const char *const units[] = { SSHD_UNITS };
@@ -30,12 +9,10 @@ int sshd_reload(char **ret_what) {
 
         *ret_what = NULL;
         for (size_t i = 0; i < ELEMENTSOF(units); i++) {
-                char *active[] = { (char *) "systemctl", (char *) "--quiet", (char *) "is-active", (char *) units[i],
-                                   NULL };
-                char *reload[] = { (char *) "systemctl", (char *) "--no-ask-password", (char *) "try-reload-or-restart",
-                                   (char *) units[i], NULL };
+                const char *active[] = { "systemctl", "--quiet", "is-active", units[i], NULL };
+                const char *reload[] = { "systemctl", "--no-ask-password", "try-reload-or-restart", units[i], NULL };
 
-                r = systemctl(active);
+                r = systemctl_run(active);
                 if (r < 0) {
                         if (asprintf(ret_what, "%s could not be run: %s", SYSTEMCTL, strerror(-r)) < 0)
                                 *ret_what = NULL;
@@ -43,7 +20,7 @@ int sshd_reload(char **ret_what) {
                 }
                 if (r != 0)
                         continue;
-                r = systemctl(reload);
+                r = systemctl_run(reload);
                 if (r != 0) {
                         if (asprintf(ret_what, "reloading %s failed", units[i]) < 0)
                                 *ret_what = NULL;

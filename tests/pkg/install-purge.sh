@@ -101,6 +101,11 @@ echo "apt-get install: $((SECONDS - t0)) s"
 expect_state seedbed-seed.service enabled "after install"
 expect_state seedbed-firstboot.service enabled "after install"
 expect_state seedbed-console.service enabled "after install"
+expect_state seedbed-vm-fork-watch.service enabled "after install"
+# Started by the watcher and udev, never enabled.
+expect_state seedbed-vm-fork.service static "after install"
+[ -e "$root/usr/lib/udev/rules.d/61-seedbed-vm-fork.rules" ] || [ -e "$root/lib/udev/rules.d/61-seedbed-vm-fork.rules" ] ||
+	fail "no 61-seedbed-vm-fork.rules after install"
 expect_state seedbed-device.socket enabled "after install"
 # Socket-activated: not enabled by itself.
 expect_state seedbed-device.service disabled "after install"
@@ -123,13 +128,15 @@ expect_in "$work/install.log" "Processing triggers for $generator "
 # The presets say the same as the maintainer scripts did, for image builders
 # that run "systemctl preset-all" (mkosi): on Debian, which disables no
 # unit by default, the socket-activated service too.
-units=(seedbed-seed.service seedbed-firstboot.service seedbed-console.service seedbed-device.socket seedbed-device.service)
+units=(seedbed-seed.service seedbed-firstboot.service seedbed-console.service seedbed-vm-fork-watch.service
+	seedbed-device.socket seedbed-device.service)
 systemctl --root="$root" -q disable "${units[@]}"
 expect_state seedbed-seed.service disabled "before preset"
 systemctl --root="$root" -q preset "${units[@]}" || fail "systemctl preset failed"
 expect_state seedbed-seed.service enabled "after preset"
 expect_state seedbed-firstboot.service enabled "after preset"
 expect_state seedbed-console.service enabled "after preset"
+expect_state seedbed-vm-fork-watch.service enabled "after preset"
 expect_state seedbed-device.socket enabled "after preset"
 expect_state seedbed-device.service disabled "after preset"
 

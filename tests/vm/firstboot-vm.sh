@@ -9,8 +9,15 @@
 #      block equals what ssh-keyscan gets from the running sshd, and ssh
 #      logs in checking the host key against the console's key block; the
 #      second disk is LUKS2 and open; the device counted bytes for the VM.
-#   2. the same image again: the same keys, the volume untouched and open
-#      (crypttab), the record says "already-done".
+#   2. the same image again, with a VM generation ID (QEMU's vmgenid, G1):
+#      the same keys, the volume untouched and open (crypttab), the record
+#      says "already-done".  Then the running VM is saved (QMP migrate to
+#      a file) and restored three times, each in a new QEMU with the disks
+#      as they were: with the generation IDs G2 and G3 it serves new host
+#      keys (ssh-keyscan), different from each other and from the
+#      original, the ones its console's new blocks show, and its records
+#      say why; with G1 it keeps the original keys.  The data on the LUKS
+#      volume is intact in each.
 #   3. a clone with another SMBIOS UUID, over vhost-user, booted with the
 #      initramfs initramfs-tools makes: seeded in its init-top, new keys,
 #      the volume kept (crypttab opened it before firstboot ran).
@@ -58,6 +65,8 @@ collect() {
 	no_ordering_cycle "$name"
 }
 
+MARKER="seedbed: data on the LUKS volume, written at the first boot"
+
 # --- 1. First boot, entropy over EGD. -----------------------------------
 UUID1=5eedbed0-0000-4000-8000-000000000001
 boot first "$IMG/disk.img" "$UUID1" "" -drive "file=$IMG/data.img,format=raw,if=virtio" "${EGD_ARGS[@]}"
@@ -87,6 +96,8 @@ keys_ms=$(rec first .boot.ssh_keys_ms)
 served=$(metric host 'seedbed_vm_bytes_total{vm="first",transport="egd"}')
 [ "$served" -gt 0 ] || fail "first: the device's metrics count no bytes for the VM"
 say "first: seedbed-device served $served bytes to it over EGD"
+# Data on the volume, for the restored VMs to find.
+guest first "printf '%s' '$MARKER' | dd of=/dev/mapper/data conv=fsync status=none" || fail "first: writing the volume"
 poweroff first
 cryptsetup luksDump "$IMG/data.img" >"$T/first.luksdump" || fail "first: data.img has no LUKS header"
 grep -q '^Version:[[:space:]]*2$' "$T/first.luksdump" || fail "first: not LUKS2: $(head -5 "$T/first.luksdump")"
@@ -96,9 +107,17 @@ grep -q '^Label:[[:space:]]*seedbed-data$' "$T/first.luksdump" || fail "first: l
 say "first: data.img holds the LUKS2 volume $(rec first '.luks_volumes[0].uuid')"
 
 if [ -z "$DEMO" ]; then
-	# --- 2. The same instance again. --------------------------------
+	# The clone (3) starts from the disks as the first boot left them.
+	cp --sparse=always "$IMG/disk.img" "$T/clone.img"
+	cp --sparse=always "$IMG/data.img" "$T/clone-data.img"
+
+	# --- 2. The same instance again, with a generation ID. ----------
+	G1=8a3b0e52-5eed-4bed-9000-0000000000c1
+	G2=8a3b0e52-5eed-4bed-9000-0000000000c2
+	G3=8a3b0e52-5eed-4bed-9000-0000000000c3
 	data_sum=$(sha256sum <"$IMG/data.img")
-	boot again "$IMG/disk.img" "$UUID1" "" -drive "file=$IMG/data.img,format=raw,if=virtio" "${EGD_ARGS[@]}"
+	boot again "$IMG/disk.img" "$UUID1" "" -drive "file=$IMG/data.img,format=raw,if=virtio" "${EGD_ARGS[@]}" \
+		-device "vmgenid,guid=$G1"
 	wait_ssh again
 	verify_keys again first
 	collect again
@@ -109,14 +128,133 @@ if [ -z "$DEMO" ]; then
 	on_console again 'First boot was already done for this instance' ||
 		guest_failed again "the console does not say the first boot was done"
 	[ "$(rec again '.ssh_keys // [] | length')" = 0 ] || fail "again: keys were touched: $(rec again .ssh_keys)"
-	poweroff again
-	[ "$(sha256sum <"$IMG/data.img")" = "$data_sum" ] || fail "again: the volume changed"
+	volume_sum=$(guest again "head -c 16M /dev/mapper/data | sha256sum") || fail "again: reading the volume"
+	[ "$(guest again "head -c ${#MARKER} /dev/mapper/data")" = "$MARKER" ] || fail "again: the first boot's data is gone"
 	say "again: same keys, volume untouched and opened by crypttab, record: already-done"
+
+	# --- The running VM saved, and restored three times. ------------
+	say "again: saving the running VM (QMP migrate to a file)"
+	qmp again migrate "{\"uri\": \"exec:cat >$T/again.vmstate\"}" >/dev/null || fail "again: QMP migrate"
+	saved=$SECONDS
+	until [ "$(qmp_field again query-migrate status)" = completed ]; do
+		[ "$(qmp_field again query-migrate status)" != failed ] || fail "again: saving failed"
+		[ $((SECONDS - saved)) -lt "$WAIT_STEP" ] || fail "again: not saved within $WAIT_STEP s"
+		sleep 1
+	done
+	qmp again quit >/dev/null 2>&1 || true
+	wait "$QEMU_PID" 2>/dev/null || true
+	QEMU_PID=
+	say "again: saved ($(du -m "$T/again.vmstate" | cut -f1) MiB) in $((SECONDS - saved)) s"
+	[ "$(sha256sum <"$IMG/data.img")" = "$data_sum" ] || fail "again: the volume changed"
+	awk '{ print $2 }' "$T/again.keyscan-fp" >"$T/origin.fp"
+
+	# restore NAME GUID: the saved VM in a new QEMU, on copies of the
+	# disks as they were when it was saved (qcow2 over them), with the
+	# generation ID GUID; the same devices in the same order.
+	restore() {
+		local name=$1 guid=$2
+		qemu-img create -q -f qcow2 -F raw -b "$IMG/disk.img" "$T/$name.qcow2" || fail "$name: qemu-img"
+		qemu-img create -q -f qcow2 -F raw -b "$IMG/data.img" "$T/$name-data.qcow2" || fail "$name: qemu-img"
+		DISK_FORMAT=qcow2 boot "$name" "$T/$name.qcow2" "$UUID1" "" \
+			-drive "file=$T/$name-data.qcow2,format=qcow2,if=virtio" "${EGD_ARGS[@]}" -device "vmgenid,guid=$guid" \
+			-incoming "exec:cat $T/again.vmstate"
+	}
+
+	# wait_new_keys NAME: until sshd serves a whole set of keys none of
+	# which is the original's (a set that mixes them is a retry).
+	wait_new_keys() {
+		local name=$1 types got
+		types=$(IFS=,; echo "${KEY_TYPES[*]}")
+		while :; do
+			alive "$name"
+			[ $((SECONDS - BOOTED)) -lt "$WAIT_SSH" ] ||
+				guest_failed "$name" "sshd did not serve new host keys within $WAIT_SSH s of the restore"
+			ssh-keyscan -T 20 -p "$PORT" -t "$types" 127.0.0.1 >"$T/$name.keyscan" 2>/dev/null || true
+			got=$(awk 'NF >= 3 { print $2 }' "$T/$name.keyscan" | sort -u | wc -l)
+			if [ "$got" -eq "${#KEY_TYPES[@]}" ] &&
+				! ssh-keygen -l -f "$T/$name.keyscan" | awk '{ print $2 }' | grep -qxFf "$T/origin.fp"; then
+				break
+			fi
+			sleep 1
+		done
+		FORK_SECONDS=$((SECONDS - BOOTED))
+		say "$name: sshd serves ${#KEY_TYPES[@]} new host keys, $FORK_SECONDS s after the restore began"
+	}
+
+	# forked NAME: the checks of a restore with a new generation ID.
+	FORK_TIMES=()
+	forked() {
+		local name=$1 why="made anew: the VM generation ID changed, the running VM was restored from a snapshot or cloned"
+		wait_new_keys "$name"
+		FORK_TIMES+=("$name $FORK_SECONDS s")
+		# The blocks come after the reload, through the journal.
+		until on_console "$name" "-----END SSH HOST KEY KEYS-----"; do
+			alive "$name"
+			[ $((SECONDS - BOOTED)) -lt "$WAIT_SSH" ] || guest_failed "$name" "no key block on the console"
+			sleep 1
+		done
+		verify_keys "$name"
+		ssh-keygen -l -f "$T/$name.keyscan" | awk '{ print $2 }' >"$T/$name.fp"
+		guest "$name" seedbed-agent status --json >"$T/$name.record.json" || fail "$name: no record"
+		[ "$(rec "$name" .command)" = vm-fork ] || fail "$name: the record's command: $(rec "$name" .command)"
+		[ "$(rec "$name" '[.ssh_keys[] | select(.action == "replaced" and .reason == "'"$why"'" and .crng_ready)] | length')" = 3 ] ||
+			fail "$name: keys $(rec "$name" .ssh_keys)"
+		guest "$name" cat /var/lib/seedbed/vm-forks.json >"$T/$name.forks.json" || fail "$name: no vm-forks.json"
+		[ "$(json "$T/$name.forks.json" '.events | length')" = 1 ] || fail "$name: $(cat "$T/$name.forks.json")"
+		[ "$(json "$T/$name.forks.json" '.events[0] | .result + " " + (.reseeded | tostring) + " " + .sshd')" = \
+			"regenerated true reloaded ssh.service" ] || fail "$name: $(cat "$T/$name.forks.json")"
+		json "$T/$name.forks.json" '.events[0].keys[].previous' | sort | diff -u <(sort "$T/origin.fp") - ||
+			fail "$name: vm-forks.json's previous keys are not the original's"
+		guest "$name" cat /var/lib/seedbed/ssh-keys.json >"$T/$name.ssh-keys.json" || fail "$name: no ssh-keys.json"
+		[ "$(json "$T/$name.ssh-keys.json" '[.keys[] | select(.reason == "'"$why"'")] | length')" = 3 ] ||
+			fail "$name: ssh-keys.json: $(cat "$T/$name.ssh-keys.json")"
+		# Debian 12's 6.1 sends no uevent: the kernel log's line, seen
+		# by the watcher, started the run.
+		guest "$name" journalctl -b -q --no-pager -u seedbed-vm-fork-watch.service >"$T/$name.watch" ||
+			fail "$name: no journal"
+		expect_in "$T/$name.watch" "for a VM generation change"
+		volume_intact "$name"
+		qmp "$name" quit >/dev/null 2>&1 || true
+		wait "$QEMU_PID" 2>/dev/null || true
+		QEMU_PID=
+	}
+
+	volume_intact() { # volume_intact NAME
+		[ "$(guest "$1" "head -c 16M /dev/mapper/data | sha256sum")" = "$volume_sum" ] ||
+			fail "$1: the LUKS volume's data is not the saved VM's"
+	}
+
+	restore g2 "$G2"
+	forked g2
+	restore g3 "$G3"
+	forked g3
+	if grep -qxFf "$T/g2.fp" "$T/g3.fp"; then
+		fail "g3: a key of g2's: two restores share a host key"
+	fi
+	say "g2, g3: each serves host keys of its own, its console shows them, its records say why; the volume is intact"
+
+	# The generation ID it was saved with: nothing changed, nothing is
+	# done.  udev has handled every event once it settles.
+	restore g1 "$G1"
+	wait_ssh g1
+	verify_keys g1 first
+	ssh-keygen -l -f "$T/g1.keyscan" | awk '{ print $2 }' | sort | diff -u <(sort "$T/origin.fp") - ||
+		fail "g1: restored with its own generation ID, it serves other keys"
+	guest g1 udevadm settle || fail "g1: udevadm settle"
+	[ "$(guest g1 systemctl show -p InactiveExitTimestampMonotonic --value seedbed-vm-fork.service)" = 0 ] ||
+		fail "g1: seedbed-vm-fork.service ran"
+	if guest g1 test -e /var/lib/seedbed/vm-forks.json; then
+		fail "g1: a generation change was recorded"
+	fi
+	volume_intact g1
+	qmp g1 quit >/dev/null 2>&1 || true
+	wait "$QEMU_PID" 2>/dev/null || true
+	QEMU_PID=
+	[ "$(sha256sum <"$IMG/data.img")" = "$data_sum" ] || fail "the restores changed data.img"
+	say "g1: restored with its own generation ID, it keeps the original keys; the volume is intact"
 
 	# --- 3. A clone: another SMBIOS UUID, over vhost-user, and the
 	# initramfs Debian's own generator (initramfs-tools) makes. ------
-	cp --sparse=always "$IMG/disk.img" "$T/clone.img"
-	cp --sparse=always "$IMG/data.img" "$T/clone-data.img"
 	INITRD=$IMG/initrd-itools.img boot clone "$T/clone.img" 5eedbed0-0000-4000-8000-000000000002 "" \
 		-drive "file=$T/clone-data.img,format=raw,if=virtio" "${VHOST_ARGS[@]}"
 	wait_ssh clone
@@ -175,3 +313,8 @@ stop_device
 
 # --- The first boot's timeline and its keys. ----------------------------
 report first
+if [ -z "$DEMO" ]; then
+	echo
+	echo "From the restore of the saved VM (QEMU started with -incoming) to sshd serving its new host keys:"
+	printf '  %s\n' "${FORK_TIMES[@]}"
+fi

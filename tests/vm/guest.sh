@@ -10,6 +10,9 @@
 # sshd 130 s after QEMU started, RSA-3072 65 s in the guest).  A guest that
 # misses one prints the last 40 lines of its console.
 
+# shellcheck source=tests/vm/qmp.sh
+. "${top_srcdir:?}/tests/vm/qmp.sh"
+
 CACHE=${SEEDBED_TEST_CACHE:-$top_builddir/test-cache}
 IMG=$T/image
 
@@ -65,7 +68,8 @@ ROOT_MODE=rw
 # boot NAME DISK UUID APPEND [QEMU ARGS...]: starts the guest in the
 # background: its serial console in $T/NAME.serial, its sshd on
 # 127.0.0.1:$PORT, QMP on $T/NAME.qmp.  The kernel and initramfs are
-# $IMG's (or $INITRD); more disks come in the QEMU arguments (drive).
+# $IMG's (or $INITRD); DISK is raw (or $DISK_FORMAT); more disks come in
+# the QEMU arguments (drive).
 boot() {
 	local name=$1 disk=$2 uuid=$3 append=$4
 	shift 4
@@ -76,7 +80,7 @@ boot() {
 		-serial "file:$T/$name.serial" -qmp "unix:$T/$name.qmp,server=on,wait=off" \
 		-kernel "$IMG/vmlinuz" -initrd "${INITRD:-$IMG/initrd.img}" \
 		-append "root=LABEL=seedroot $ROOT_MODE $GUEST_CMDLINE $append" \
-		-drive "file=$disk,format=raw,if=virtio" \
+		-drive "file=$disk,format=${DISK_FORMAT:-raw},if=virtio" \
 		-netdev "user,id=net0,hostfwd=tcp:127.0.0.1:$PORT-:22" -device virtio-net-pci,netdev=net0 \
 		"$@" >"$T/$name.qemu.log" 2>&1 &
 	QEMU_PID=$!
@@ -221,36 +225,17 @@ poweroff() {
 	elif [ "${2:-ssh}" = ssh ]; then
 		guest "$name" sudo -n systemctl poweroff || true
 	else
-		qmp "$name" system_powerdown
+		qmp "$name" system_powerdown >/dev/null
 	fi
 	while kill -0 "$QEMU_PID" 2>/dev/null; do
 		if [ $((SECONDS - start)) -ge "$WAIT_STEP" ]; then
-			qmp "$name" quit
+			qmp "$name" quit >/dev/null || true
 			guest_failed "$name" "did not power off within $WAIT_STEP s"
 		fi
 		sleep 0.5
 	done
 	wait "$QEMU_PID" || fail "$name: QEMU exited $?: $(cat "$T/$name.qemu.log")"
 	QEMU_PID=
-}
-
-# qmp NAME COMMAND: one QMP command without arguments.
-qmp() {
-	python3 - "$T/$1.qmp" "$2" <<'PY'
-import json, socket, sys
-s = socket.socket(socket.AF_UNIX)
-s.settimeout(60)  # a wedged QEMU fails the test instead of hanging it
-s.connect(sys.argv[1])
-f = s.makefile("rw")
-f.readline()  # the greeting
-for cmd in ("qmp_capabilities", sys.argv[2]):
-    f.write(json.dumps({"execute": cmd}) + "\n")
-    f.flush()
-    while True:
-        r = json.loads(f.readline())
-        if "return" in r or "error" in r:
-            break
-PY
 }
 
 rec() { # rec NAME FILTER

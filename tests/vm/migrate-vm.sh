@@ -11,6 +11,8 @@
 . "${top_srcdir:?}/tests/vm/lib.sh"
 # shellcheck source=tests/vm/host-device.sh
 . "$top_srcdir/tests/vm/host-device.sh"
+# shellcheck source=tests/vm/qmp.sh
+. "$top_srcdir/tests/vm/qmp.sh"
 
 trap guests_cleanup EXIT
 
@@ -27,33 +29,6 @@ qemu() {
 		-chardev "socket,id=egd,path=$T/egd.sock,reconnect=1" -object rng-egd,id=rng0,chardev=egd \
 		-device virtio-rng-pci,rng=rng0 "$@" 2>"$T/$name.qemu" &
 	GUESTS+=($!)
-}
-
-# qmp NAME COMMAND [ARGUMENTS-JSON]: the command's "return", as JSON.
-qmp() {
-	python3 - "$T/$1.qmp" "$2" "${3:-{\}}" <<'PY'
-import json, socket, sys, time
-for _ in range(200):
-    try:
-        s = socket.socket(socket.AF_UNIX)
-        s.connect(sys.argv[1])
-        break
-    except OSError:
-        time.sleep(0.05)
-s.settimeout(60)
-f = s.makefile("rw")
-f.readline()
-for cmd, args in (("qmp_capabilities", {}), (sys.argv[2], json.loads(sys.argv[3]))):
-    f.write(json.dumps({"execute": cmd, "arguments": args}) + "\n")
-    f.flush()
-    while True:
-        r = json.loads(f.readline())
-        if "return" in r or "error" in r:
-            break
-    if "error" in r:
-        sys.exit("%s: %s" % (cmd, r["error"]["desc"]))
-print(json.dumps(r["return"]))
-PY
 }
 
 wait_ticks() { # wait_ticks NAME N: until NAME's console has N ticks
@@ -79,7 +54,7 @@ qmp dst query-status | grep -q '"inmigrate"' || fail "the destination does not w
 last=$(tr -d '\r' <"$T/src.log" | awk '$1 == "tick" { n = $2 } END { print n }')
 qmp src migrate "{\"uri\": \"tcp:127.0.0.1:$port\"}" >/dev/null || fail "QMP migrate"
 for _ in $(seq 1200); do
-	status=$(qmp src query-migrate | python3 -c 'import json, sys; print(json.load(sys.stdin).get("status", "none"))')
+	status=$(qmp_field src query-migrate status)
 	case $status in completed | failed | cancelled) break ;; esac
 	sleep 0.5
 done
