@@ -84,6 +84,7 @@ typedef struct Source {
          * it gave, the last step that earned credit. */
         usec_t turn, last_step, last_credit;
         SeedStep last;
+        unsigned burst;
         HealthTest health;
         /* Bytes held back during the startup test (startup-test.h):
          * nothing is credited before it has passed. */
@@ -610,6 +611,7 @@ int seed_run(const SeedContext *ctx, SeedOutcome *ret) {
                                 .last_step = src[i].last_step,
                                 .last = src[i].last,
                                 .last_credit = src[i].last_credit,
+                                .burst = src[i].burst,
                         };
                 seed_plan(plan_src, n, now, &plan);
                 if (plan.begin >= 0) {
@@ -640,6 +642,7 @@ int seed_run(const SeedContext *ctx, SeedOutcome *ret) {
                         }
                         src[i].last_step = now;
                         src[i].last = (SeedStep) k;
+                        src[i].burst = seed_plan_burst(src[i].burst, (SeedStep) k);
                         if (k == SEED_STEP_CREDITED)
                                 src[i].last_credit = now;
                         /* Ready after this step: later sources need not

@@ -428,6 +428,10 @@ END_TEST
 /* Turn began at t; its last step, at l, earned credit. */
 #define CREDITED(t, l) \
         { .active = true, .turn = MS(t), .last_step = MS(l), .last = SEED_STEP_CREDITED, .last_credit = MS(l) }
+/* The same, its last step the nth in a row that earned credit at once. */
+#define BURST(t, l, n) \
+        { .active = true, .turn = MS(t), .last_step = MS(l), .last = SEED_STEP_CREDITED, .last_credit = MS(l), \
+          .burst = (n) }
 /* Turn began at t; its last step, at l, gave what; credit last at cr. */
 #define EARNED(t, l, cr, what) \
         { .active = true, .turn = MS(t), .last_step = MS(l), .last = what, .last_credit = MS(cr) }
@@ -470,6 +474,12 @@ static const struct {
 
         /* Credit is progress. */
         { "its last step earned credit: again at once", 2, { CREDITED(0, 100), KERNEL_WAITING }, MS(100), -1, 1, 0 },
+        { "a full burst of credit: a tick's pause", 2, { BURST(0, 100, SEED_BURST_MAX), KERNEL_WAITING }, MS(100), -1,
+          0, TICK },
+        { "a full burst of credit, a tick later: it steps", 2, { BURST(0, 100, SEED_BURST_MAX), KERNEL_WAITING },
+          MS(110), -1, 1, 0 },
+        { "a burst not yet full: again at once", 2, { BURST(0, 100, SEED_BURST_MAX - 1), KERNEL_WAITING }, MS(100),
+          -1, 1, 0 },
         { "credit in the last slice holds the next turn", 2, { EARNED(0, 300, 250, SEED_STEP_NOTHING), KERNEL_WAITING },
           MS(305), -1, 0, MS(5) },
         { "credit in the last slice: a step a tick", 2, { EARNED(0, 300, 250, SEED_STEP_NOTHING), KERNEL_WAITING },
@@ -493,6 +503,17 @@ static const struct {
         { "the first waiting source in order is next", 3, { MIXED(0, 400), WAITING, KERNEL_WAITING }, MS(410), 1, 2,
           0 },
 };
+
+/* A burst counts the credited steps in a row and starts again after the
+ * pause a full one earns; anything but credit ends it. */
+START_TEST(test_plan_burst) {
+        ck_assert_uint_eq(seed_plan_burst(0, SEED_STEP_CREDITED), 1);
+        ck_assert_uint_eq(seed_plan_burst(SEED_BURST_MAX - 1, SEED_STEP_CREDITED), SEED_BURST_MAX);
+        ck_assert_uint_eq(seed_plan_burst(SEED_BURST_MAX, SEED_STEP_CREDITED), 1);
+        ck_assert_uint_eq(seed_plan_burst(5, SEED_STEP_MIXED), 0);
+        ck_assert_uint_eq(seed_plan_burst(5, SEED_STEP_NOTHING), 0);
+}
+END_TEST
 
 START_TEST(test_plan_table) {
         SeedPlan p;
@@ -552,7 +573,8 @@ START_TEST(test_plan_invariants) {
                         for (unsigned i = 0; i < 3; i++) {
                                 if (p.step & (1u << i))
                                         ck_assert(s[i].active && (s[i].turn != NEVER || (int) i == p.begin));
-                                /* Credit is followed up at once. */
+                                /* Credit is followed up at once (a burst not
+                                 * full: burst is 0 here). */
                                 if (s[i].active && !s[i].once && s[i].last == SEED_STEP_CREDITED)
                                         ck_assert(p.step & (1u << i));
                         }
@@ -693,6 +715,7 @@ static Suite *seed_suite(void) {
 
         tc = tcase_create("plan");
         tcase_add_loop_test(tc, test_plan_table, 0, ELEMENTSOF(plan_rows));
+        tcase_add_test(tc, test_plan_burst);
         tcase_add_test(tc, test_plan_invariants);
         tcase_add_test(tc, test_plan_simulated);
         suite_add_tcase(s, tc);
