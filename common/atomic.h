@@ -27,8 +27,11 @@ typedef enum AtomicStep {
 /* "open", "fchown", …: for test messages. */
 const char *atomic_step_to_string(AtomicStep s);
 
-/* Called before each step with the final path; a negative errno return
- * makes that step fail with it.  NULL removes the hook. */
+/* Called before each step with the final file's name as the writer was
+ * given it: the path for atomic_write_file(), the name relative to the
+ * directory fd for atomic_create_file_at(), atomic_write_file_locked()
+ * and atomic_update_file_locked().  A negative errno return makes that
+ * step fail with it.  NULL removes the hook. */
 typedef int (*AtomicFaultHook)(AtomicStep step, const char *path, void *userdata);
 void atomic_set_fault_hook(AtomicFaultHook hook, void *userdata);
 
