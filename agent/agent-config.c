@@ -21,6 +21,12 @@ static const char *const on_timeout_names[] = {
         NULL,
 };
 
+static const char *const vm_fork_ssh_names[] = {
+        [VM_FORK_SSH_REGENERATE] = "regenerate",
+        [VM_FORK_SSH_KEEP] = "keep",
+        NULL,
+};
+
 static const char *const ecdsa_bits_names[] = { "256", "384", "521", NULL };
 
 static const char *const console_block_names[] = {
@@ -127,6 +133,7 @@ const ConfItem agent_config_items[] = {
         { "ssh.regenerate", CONF_BOOL, offsetof(AgentConfig, ssh_regenerate) },
         { "ssh.replace-unknown", CONF_ENUM, offsetof(AgentConfig, ssh_replace_unknown),
           .names = unknown_keys_policy_names },
+        { "vm-fork.ssh", CONF_ENUM, offsetof(AgentConfig, vm_fork_ssh), .names = vm_fork_ssh_names },
         { "luks.volumes", CONF_SECTION_LIST, offsetof(AgentConfig, volumes), .max = VOLUMES_MAX, .sub = volume_items,
           .n_sub = ELEMENTSOF(volume_items), .elem_size = sizeof(VolumeConfig), .count_offset = offsetof(AgentConfig, n_volumes),
           .elem_init = volume_init, .elem_done = volume_done, .elem_check = volume_check },
@@ -160,6 +167,9 @@ void agent_config_init(AgentConfig *c) {
                 /* Keys an image builder left are replaced on the image's
                  * first boot; a running server's are never changed unasked. */
                 .ssh_replace_unknown = UNKNOWN_KEYS_FIRST_BOOT,
+                /* A clone that keeps its snapshot's keys shares them with
+                 * every other clone of it. */
+                .vm_fork_ssh = VM_FORK_SSH_REGENERATE,
         };
 }
 

@@ -30,6 +30,14 @@ typedef enum ConsoleBlock {
         _CONSOLE_BLOCK_MAX,
 } ConsoleBlock;
 
+/* vm-fork.ssh: what becomes of the SSH host keys when the VM generation
+ * ID changes (a running VM restored from a snapshot, or cloned). */
+typedef enum VmForkSsh {
+        VM_FORK_SSH_REGENERATE,
+        VM_FORK_SSH_KEEP,
+        _VM_FORK_SSH_MAX,
+} VmForkSsh;
+
 /* One entry of luks.volumes. */
 typedef struct VolumeConfig {
         char *device;   /* a path, LABEL=, UUID=, PARTLABEL=, PARTUUID= */
@@ -68,6 +76,8 @@ typedef struct AgentConfig {
         char *ssh_key_dir;       /* NULL: /etc/ssh */
         bool ssh_regenerate;
         UnknownKeysPolicy ssh_replace_unknown;
+
+        VmForkSsh vm_fork_ssh;
 
         VolumeConfig volumes[VOLUMES_MAX];
         unsigned n_volumes;

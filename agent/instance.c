@@ -745,7 +745,7 @@ static int state_parse(yaml_document_t *doc, InstanceState *s) {
                 return -EBADMSG;
         s->time = parse_time(json_get_str(doc, root, "time"));
         pending = json_get_str(doc, root, "pending");
-        if (pending && !streq(pending, INSTANCE_PENDING_REPLACE_UNKNOWN))
+        if (pending && !streq(pending, INSTANCE_PENDING_REPLACE_UNKNOWN) && !streq(pending, INSTANCE_PENDING_VM_FORK))
                 return -EBADMSG;
         if (strdup_nonnull(pending, &s->pending) < 0 ||
             strdup_nonnull(pending ? json_get_str(doc, root, "pending_reason") : NULL, &s->pending_reason) < 0)

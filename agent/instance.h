@@ -77,7 +77,11 @@
  * adopt the image's keys.  The next run for the same instance finishes
  * it, whatever the machine-id says by then; the complete record has
  * neither field.  A reader that did not know them would take a pending
- * record for a complete one: no release of seedbed is such a reader. */
+ * record for a complete one: no release of seedbed is such a reader.
+ * "pending": "vm-fork" is the same for a replacement of every key after
+ * the VM generation ID changed (seedbed-agent vm-fork): the keys it lists
+ * were made after the change, and the others are still every clone's.
+ * The next firstboot run finishes it, though the first boot is done. */
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -225,8 +229,10 @@ typedef struct InstanceKey {
         char *reason;      /* why it was replaced or adopted; NULL: none given */
 } InstanceKey;
 
-/* The one "pending" value: keys found with no record are being replaced. */
+/* The "pending" values: keys found with no record are being replaced;
+ * every key is being replaced because the VM generation ID changed. */
 #define INSTANCE_PENDING_REPLACE_UNKNOWN "replace-unknown"
+#define INSTANCE_PENDING_VM_FORK "vm-fork"
 
 typedef struct InstanceState {
         InstanceId id;
@@ -234,7 +240,7 @@ typedef struct InstanceState {
                                * writes the time of the save) */
         InstanceKey keys[INSTANCE_KEYS_MAX];
         size_t n_keys;
-        char *pending;        /* INSTANCE_PENDING_REPLACE_UNKNOWN, or NULL: the record is complete */
+        char *pending;        /* INSTANCE_PENDING_*, or NULL: the record is complete */
         char *pending_reason; /* why they are replaced; NULL: not given */
 } InstanceState;
 

@@ -5,12 +5,14 @@
 #include "agent-config.h"
 #include "detect.h"
 #include "fileio.h"
+#include "fork-record.h"
 #include "log.h"
 #include "pool.h"
 #include "record.h"
 #include "seed.h"
 #include "instance.h"
 #include "luks.h"
+#include "sshd.h"
 #include "sshkeys.h"
 
 /* Exit statuses: documented in seedbed-agent(8), kept stable. */
@@ -31,6 +33,7 @@ typedef enum Action {
         ACTION_LUKS,
         ACTION_FIRSTBOOT,
         ACTION_CONSOLE,
+        ACTION_VM_FORK,
         ACTION_STATUS,
         ACTION_CONFIG,
         _ACTION_MAX,
@@ -43,6 +46,7 @@ static const char *const action_table[_ACTION_MAX] = {
         [ACTION_LUKS] = "luks",
         [ACTION_FIRSTBOOT] = "firstboot",
         [ACTION_CONSOLE] = "console",
+        [ACTION_VM_FORK] = "vm-fork",
         [ACTION_STATUS] = "status",
         [ACTION_CONFIG] = "config",
 };
@@ -68,6 +72,8 @@ static void help(void) {
                "  firstboot        seed, sshkeys and luks, once per instance\n"
                "  console          Print the host key blocks that cloud-init did not print\n"
                "                   for the keys made in this boot\n"
+               "  vm-fork          After a VM generation change: reseed the kernel with\n"
+               "                   fresh entropy, make new SSH host keys, reload sshd\n"
                "  status [--json]  Show the record of the last seed run\n"
                "  config --dump    Print the effective configuration\n"
                "\n"
@@ -240,7 +246,18 @@ typedef struct Gate {
 /* Runs the gate and logs its outcome.  Returns the exit status it calls
  * for: EXIT_READY when what follows may go on (ready, or not ready with
  * on-timeout: continue). */
+static int run_gate_reseed(const AgentConfig *c, usec_t start, uint64_t reseed_bits, Gate *g);
+
 static int run_gate(const AgentConfig *c, usec_t start, Gate *g) {
+        return run_gate_reseed(c, start, 0, g);
+}
+
+/* run_gate(); with reseed_bits, as seedbed-agent vm-fork runs it: the
+ * CRNG is ready, and gets that many bits of fresh entropy and a reseed
+ * (SeedContext.reseed_bits).  What cannot be had in time is no reason to
+ * stop there: the kernel reseeded with the new generation ID already,
+ * and the keys every clone shares are worse than keys made now. */
+static int run_gate_reseed(const AgentConfig *c, usec_t start, uint64_t reseed_bits, Gate *g) {
         int r, ready;
 
         /* Before device setup: loading virtio_rng alone makes a kernel
@@ -272,9 +289,37 @@ static int run_gate(const AgentConfig *c, usec_t start, Gate *g) {
                 .no_credit = arg_root != NULL,
                 .start_usec = start,
                 .ready_at_start = ready,
+                .reseed_bits = reseed_bits,
         };
         g->r = seed_run(&sctx, &g->outcome);
         g->result = seed_result_for(g->r, c);
+
+        if (reseed_bits > 0 && g->outcome.ready_before) {
+                uint64_t bits = g->outcome.credited_bits, bytes = 0;
+
+                for (unsigned i = 0; i < g->outcome.n_sources; i++)
+                        bytes += g->outcome.sources[i].mixed_bytes;
+
+                g->outcome.ready_after = true;
+                g->result = g->r == -EPERM || g->r == -EACCES ? SEED_RESULT_DENIED : SEED_RESULT_READY;
+                if (g->result == SEED_RESULT_DENIED) {
+                        log_error_errno(g->r, "The kernel refused our entropy: %m. Run as root (CAP_SYS_ADMIN).");
+                        return EXIT_PERMISSION;
+                }
+                if (g->r >= 0)
+                        log_info("The kernel's random number generator was reseeded with %llu bytes of fresh "
+                                 "entropy (%llu bits credited) in %llu ms.", (unsigned long long) bytes,
+                                 (unsigned long long) bits,
+                                 (unsigned long long) (g->outcome.elapsed_usec / USEC_PER_MSEC));
+                else
+                        log_warning("Only %llu of %llu bits of fresh entropy were credited (%s); the kernel's random "
+                                    "number generator was %sreseeded with what there was and the new generation ID. "
+                                    "Going on.", (unsigned long long) bits, (unsigned long long) reseed_bits,
+                                    g->r == -ETIMEDOUT ? "entropy.timeout passed" :
+                                    g->r == -ENODATA   ? "no source left" : strerror(-g->r),
+                                    g->outcome.reseeded ? "" : "not ");
+                return EXIT_READY;
+        }
 
         switch (g->result) {
         case SEED_RESULT_READY:
@@ -626,6 +671,46 @@ static void renew_instance_key(InstanceId *id) {
         id->product_uuid_hmac[0] = id->product_uuid_key[0] = 0;
 }
 
+/* Whether ssh-keys.json says a replacement of every key after a VM
+ * generation change began and did not finish (a reset, a crash). */
+static bool fork_replacement_pending(void) {
+        _cleanup_free_ char *p = path_join_root(arg_root, INSTANCE_STATE_FILE);
+        InstanceState s = {};
+        bool pending;
+
+        if (!p || instance_state_load(p, &s) < 0)
+                return false;
+        pending = streq_ptr(s.pending, INSTANCE_PENDING_VM_FORK);
+        instance_state_done(&s);
+        return pending;
+}
+
+/* The firstboot run of the boot after one: the keys made after the change
+ * are kept, the others (every clone's) replaced; the first boot itself
+ * stays done, and the volumes are not looked at. */
+static int finish_fork_replacement(const AgentConfig *c, usec_t start) {
+        SshKeyResult keys[_HOST_KEY_TYPE_MAX] = {};
+        size_t n = 0;
+        Gate g = {};
+        int status, r;
+
+        log_notice("A replacement of the SSH host keys after a VM generation change did not finish: finishing it.");
+        status = run_gate(c, start, &g);
+        if (status != EXIT_READY) {
+                log_error("No SSH host key was replaced.");
+                (void) write_record_full(c, &g, "firstboot", &(RecordExtras) { .firstboot = "already-done" });
+                return status;
+        }
+        r = make_ssh_keys(c, &g, start, keys, &n);
+        if (write_record_full(c, &g, "firstboot",
+                              &(RecordExtras) { .keys = keys, .n_keys = n, .have_keys = true,
+                                                .firstboot = "already-done" }) < 0 &&
+            r == 0)
+                r = -EIO;
+        ssh_key_results_done(keys, n);
+        return r == 0 ? EXIT_READY : EXIT_ERROR;
+}
+
 /* seed, sshkeys and luks, once per instance: /var/lib/seedbed records the
  * instance it was done for, so a second boot of it does nothing, and a
  * clone (another SMBIOS UUID or machine-id) does it all again. */
@@ -660,6 +745,8 @@ static int do_firstboot(void) {
                 if (change != INSTANCE_NEW)
                         heal_records(state_path, &done, &id);
                 instance_state_done(&done);
+                if (change != INSTANCE_NEW && fork_replacement_pending())
+                        return finish_fork_replacement(&c, start);
                 if (change != INSTANCE_NEW) {
                         _cleanup_free_ char *rec = record_path();
                         log_info("First boot was already done for this instance ('%s'); nothing to do.", state_path);
@@ -717,6 +804,141 @@ static int do_firstboot(void) {
         if (rk != 0 || rv < 0 || r < 0)
                 return EXIT_ERROR;
         return rv == 1 ? EXIT_REFUSED : EXIT_READY;
+}
+
+/* What a fork's fresh entropy must credit before the reseed: a whole
+ * CRNG key's worth (the startup test's 1024 samples at full credit give
+ * more). */
+#define VM_FORK_RESEED_BITS 256U
+
+/* The fingerprints of results, into keys (which borrows their strings):
+ * previous from before, now from after (either may be NULL). */
+static void fork_keys(const SshKeyResult *before, size_t n_before, const SshKeyResult *after, size_t n_after,
+                      const AgentConfig *c, ForkKey *keys, size_t *ret_n) {
+        size_t n = 0;
+
+        for (unsigned i = 0; i < c->ssh_key_types.n; i++) {
+                HostKeyType t = (HostKeyType) c->ssh_key_types.items[i];
+                ForkKey k = { .type = host_key_type_to_string(t) };
+
+                for (size_t j = 0; j < n_before; j++)
+                        if (before[j].type == t && before[j].action != SSH_KEY_FAILED)
+                                k.previous = before[j].fingerprint;
+                for (size_t j = 0; j < n_after; j++)
+                        if (after[j].type == t && after[j].action != SSH_KEY_FAILED)
+                                k.now = after[j].fingerprint;
+                keys[n++] = k;
+        }
+        *ret_n = n;
+}
+
+/* seedbed-vm-fork.service, which the udev rule starts on the kernel's
+ * uevent for a new VM generation ID: this running system was restored
+ * from a snapshot or cloned while running, and every other restore of
+ * that snapshot holds the same memory: the CRNG's state, the host keys,
+ * anything made from them.  The kernel reseeded its CRNG with the new ID
+ * already, a value the host picked and knows; fresh host entropy is
+ * mixed in and the CRNG reseeded again, then (vm-fork.ssh) new host keys
+ * are made as at the first boot, sshd reloaded to serve them, their
+ * blocks printed and the change recorded.  LUKS volumes are left alone:
+ * every clone holds the same data, under the same key, on its disk. */
+static int do_vm_fork(void) {
+        _cleanup_(agent_config_done) AgentConfig c = {};
+        _cleanup_free_ char *fork_path = NULL, *sshd = NULL, *boot_id = NULL, *console = NULL;
+        SshKeyResult before[_HOST_KEY_TYPE_MAX] = {}, keys[_HOST_KEY_TYPE_MAX] = {};
+        ForkKey fk[_HOST_KEY_TYPE_MAX] = {};
+        HostKeyType types[_HOST_KEY_TYPE_MAX];
+        usec_t start = now_usec(CLOCK_MONOTONIC);
+        size_t n_before = 0, n = 0, n_fk = 0;
+        const char *result;
+        bool fp, kb, regenerate;
+        Gate g = {};
+        int status, failed = 0, r;
+
+        if (load_config(&c, NULL) < 0)
+                return EXIT_CONFIG;
+        if (check_root("vm-fork") < 0)
+                return EXIT_PERMISSION;
+        fork_path = path_join_root(arg_root, FORK_RECORD_FILE);
+        if (!fork_path)
+                return log_oom(), EXIT_ERROR;
+        regenerate = c.vm_fork_ssh == VM_FORK_SSH_REGENERATE;
+        log_notice("The VM generation ID changed: this running system was restored from a snapshot or cloned. "
+                   "Reseeding the kernel's random number generator%s.",
+                   regenerate ? " and making new SSH host keys" : " (vm-fork.ssh: keep)");
+
+        status = run_gate_reseed(&c, start, VM_FORK_RESEED_BITS, &g);
+        if (status != EXIT_READY) {
+                log_error("No SSH host key was replaced.");
+                (void) write_record_full(&c, &g, "vm-fork", &(RecordExtras) {});
+                return status;
+        }
+
+        SshKeysOptions o = ssh_keys_options(&c, types);
+        o.replace = false;
+        r = sshkeys_load(&o, before, &n_before);
+        if (r < 0)
+                return log_error_errno(r, "Failed to read the SSH host keys: %m"), EXIT_ERROR;
+
+        if (regenerate) {
+                o.fork = true;
+                o.crng_ready = g.outcome.ready_after;
+                o.start_usec = start;
+                failed = sshkeys_ensure_instance(&o, keys, &n, NULL);
+                if (failed < 0) {
+                        ssh_key_results_done(before, n_before);
+                        (void) write_record_full(&c, &g, "vm-fork", &(RecordExtras) {});
+                        return EXIT_ERROR;
+                }
+                /* sshd before the console: whoever reads the blocks from
+                 * it may connect at once. */
+                if (arg_root && !streq(arg_root, "/"))
+                        log_info("Not reloading sshd: the keys are under --root.");
+                else
+                        (void) sshd_reload(&sshd);
+                /* Printed whatever cloud-init does: its keys-to-console
+                 * module runs once per instance, and it is the same
+                 * instance. */
+                console_blocks(&c, &fp, &kb);
+                if ((fp || kb) && sshkeys_format_console(keys, n, fp, kb, &console) >= 0) {
+                        fputs(console, stdout);
+                        fflush(stdout);
+                }
+                result = failed == 0 ? "regenerated" : "incomplete";
+        } else {
+                log_notice("vm-fork.ssh is keep: the SSH host keys stay as they are, the same as every other clone's "
+                           "of this VM.");
+                result = "kept";
+        }
+
+        r = write_record_full(&c, &g, "vm-fork",
+                              &(RecordExtras) { .keys = keys, .n_keys = n, .have_keys = regenerate });
+        if (r < 0 && failed == 0)
+                failed = 1;
+
+        fork_keys(before, n_before, regenerate ? keys : before, regenerate ? n : n_before, &c, fk, &n_fk);
+        (void) read_one_line_file("/proc/sys/kernel/random/boot_id", &boot_id);
+        ForkEvent e = {
+                .time = time(NULL),
+                .boot_id = boot_id,
+                .uptime_ms = now_usec(CLOCK_BOOTTIME) / USEC_PER_MSEC,
+                .crng_ready = g.outcome.ready_after,
+                .credited_bits = g.outcome.credited_bits,
+                .reseeded = g.outcome.reseeded,
+                .ssh = regenerate ? "regenerate" : "keep",
+                .result = result,
+                .keys = fk,
+                .n_keys = n_fk,
+                .sshd = sshd,
+        };
+        r = fork_record_append(fork_path, &e);
+        if (r < 0) {
+                log_error_errno(r, "Failed to write '%s': %m", fork_path);
+                failed = failed ?: 1;
+        }
+        ssh_key_results_done(before, n_before);
+        ssh_key_results_done(keys, n);
+        return failed == 0 ? EXIT_READY : EXIT_ERROR;
 }
 
 /* seedbed-console.service, after cloud-init's last stage: the blocks of
@@ -840,6 +1062,8 @@ static int run(int argc, char *argv[]) {
                 return do_firstboot();
         case ACTION_CONSOLE:
                 return do_console();
+        case ACTION_VM_FORK:
+                return do_vm_fork();
         case ACTION_STATUS:
                 return do_status();
         case ACTION_CONFIG:

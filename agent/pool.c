@@ -70,10 +70,24 @@ static int kernel_wait_ready(Pool *p) {
         return 0;
 }
 
+static int kernel_reseed(Pool *p) {
+        _cleanup_close_ int fd = open("/dev/random", O_WRONLY | O_CLOEXEC | O_NOCTTY);
+
+        if (fd < 0)
+                return -errno;
+        /* Since 5.18 the kernel reseeds from the input pool whatever its
+         * entropy count says; before, only once it held enough credit,
+         * which the caller has just given it. */
+        if (ioctl(fd, RNDRESEEDCRNG) < 0)
+                return -errno;
+        return 0;
+}
+
 static const PoolOps kernel_ops = {
         .is_ready = kernel_is_ready,
         .add = kernel_add,
         .wait_ready = kernel_wait_ready,
+        .reseed = kernel_reseed,
 };
 
 static Pool kernel_pool = { .ops = &kernel_ops };

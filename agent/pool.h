@@ -19,6 +19,10 @@ typedef struct PoolOps {
         /* Blocks until the CRNG is ready; NULL where there is no such
          * thing (then the "kernel" source is unavailable). */
         int (*wait_ready)(Pool *p);
+        /* Makes the CRNG take its next key from the input pool now, with
+         * what was just mixed in (RNDRESEEDCRNG, CAP_SYS_ADMIN): after a
+         * VM fork.  -ENODATA while the CRNG is not ready. */
+        int (*reseed)(Pool *p);
 } PoolOps;
 
 struct Pool {
@@ -27,5 +31,6 @@ struct Pool {
 
 /* The running kernel: getrandom(GRND_NONBLOCK) for readiness,
  * RNDADDENTROPY on /dev/random to credit (CAP_SYS_ADMIN), a plain write
- * to mix without credit (no privilege needed). */
+ * to mix without credit (no privilege needed), RNDRESEEDCRNG to reseed
+ * (Linux 4.17+; CAP_SYS_ADMIN). */
 Pool *pool_kernel(void);

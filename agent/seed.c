@@ -513,11 +513,29 @@ static int initial_seed(const SeedContext *ctx, Source *src, unsigned n, SeedOut
         return 0;
 }
 
+/* What the sources have given towards ctx->reseed_bits: their credit or,
+ * where nothing may be credited (under --root), their bytes' worth. */
+static bool reseed_done(const SeedContext *ctx, const Source *src, unsigned n) {
+        uint64_t bits = 0;
+
+        for (unsigned i = 0; i < n; i++)
+                bits += ctx->no_credit ? src[i].report->mixed_bytes * 8 : src[i].report->credited_bits;
+        return bits >= ctx->reseed_bits;
+}
+
+static bool any_active(const Source *src, unsigned n) {
+        for (unsigned i = 0; i < n; i++)
+                if (src[i].active)
+                        return true;
+        return false;
+}
+
 int seed_run(const SeedContext *ctx, SeedOutcome *ret) {
         const AgentConfig *c = ctx->config;
         usec_t start = ctx->start_usec ?: now_usec(CLOCK_MONOTONIC), now, deadline, next_progress;
         Source src[_SOURCE_KIND_MAX] = {};
         unsigned n = c->sources.n;
+        bool reseed = ctx->reseed_bits > 0;
         int r, ready;
 
         *ret = (SeedOutcome) { .ready_usec = USEC_INFINITY, .ready_boottime_usec = USEC_INFINITY, .n_sources = n };
@@ -541,7 +559,7 @@ int seed_run(const SeedContext *ctx, SeedOutcome *ret) {
         ret->ready_before = ready > 0;
         ret->ready_at_start = ctx->ready_at_start >= 0 ? ctx->ready_at_start > 0 : ret->ready_before;
 
-        if (ret->ready_before) {
+        if (ret->ready_before && !reseed) {
                 r = initial_seed(ctx, src, n, ret);
                 for (unsigned i = 0; i < n; i++)
                         source_close(ctx, &src[i]);
@@ -555,9 +573,16 @@ int seed_run(const SeedContext *ctx, SeedOutcome *ret) {
                 return 0;
         }
 
-        log_info("The kernel's random number generator is not ready yet; seeding it.");
+        if (!reseed)
+                log_info("The kernel's random number generator is not ready yet; seeding it.");
+        else
+                log_info("Mixing %llu bits of fresh entropy into the kernel's pool, then reseeding its random "
+                         "number generator.", (unsigned long long) ctx->reseed_bits);
 
         for (unsigned i = 0; i < n; i++) {
+                if (reseed && ret->ready_before && src[i].report->kind == SOURCE_KERNEL)
+                        /* Its getrandom() returns at once: nothing fresh. */
+                        continue;
                 r = source_open(ctx, &src[i]);
                 if (r < 0)
                         goto finish;
@@ -584,7 +609,7 @@ int seed_run(const SeedContext *ctx, SeedOutcome *ret) {
                         goto finish;
                 }
                 now = now_usec(CLOCK_MONOTONIC);
-                if (ready > 0) {
+                if (ready > 0 && (!reseed || reseed_done(ctx, src, n))) {
                         ret->ready_after = true;
                         ret->ready_usec = now - start;
                         ret->ready_boottime_usec = now_usec(CLOCK_BOOTTIME);
@@ -596,6 +621,10 @@ int seed_run(const SeedContext *ctx, SeedOutcome *ret) {
                 if (now >= deadline && !first) {
                         ret->timed_out = true;
                         r = -ETIMEDOUT;
+                        break;
+                }
+                if (reseed && !any_active(src, n)) {
+                        r = -ENODATA;
                         break;
                 }
                 if (ctx->progress && now >= next_progress) {
@@ -648,7 +677,7 @@ int seed_run(const SeedContext *ctx, SeedOutcome *ret) {
                         /* Ready after this step: later sources need not
                          * take theirs. */
                         ready = ctx->pool->ops->is_ready(ctx->pool);
-                        if (ready != 0)
+                        if (ready < 0 || (ready > 0 && (!reseed || reseed_done(ctx, src, n))))
                                 break;
                 }
         }
@@ -658,8 +687,21 @@ finish:
                 source_close(ctx, &src[i]);
                 ret->credited_bits += ret->sources[i].credited_bits;
         }
+        /* After the sources are closed: what they held back is in the
+         * pool by now too.  However seeding ended, a ready CRNG takes
+         * what was mixed in at once rather than at its next reseed,
+         * minutes away. */
+        if (reseed && ctx->pool->ops->reseed && ctx->pool->ops->is_ready(ctx->pool) > 0) {
+                int k = ctx->pool->ops->reseed(ctx->pool);
+                if (k < 0)
+                        log_warning_errno(k, "Failed to reseed the kernel's random number generator: %m");
+                else
+                        ret->reseeded = true;
+                if (k < 0 && r >= 0)
+                        r = k;
+        }
         ret->elapsed_usec = now_usec(CLOCK_MONOTONIC) - start;
-        if (r < 0 && r != -ETIMEDOUT && r != -EPERM && r != -EACCES)
+        if (r < 0 && r != -ETIMEDOUT && r != -ENODATA && r != -EPERM && r != -EACCES)
                 log_error_errno(r, "Seeding failed: %m");
         return r;
 }

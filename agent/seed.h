@@ -47,6 +47,7 @@ typedef struct SeedOutcome {
         usec_t ready_usec;      /* from the agent's start to ready; USEC_INFINITY if never */
         usec_t ready_boottime_usec; /* since the kernel booted, at ready; USEC_INFINITY if never */
         uint64_t credited_bits; /* all sources */
+        bool reseeded;          /* reseed_bits: the CRNG was reseeded after them */
         unsigned n_sources;
         SourceReport sources[_SOURCE_KIND_MAX];
 } SeedOutcome;
@@ -72,6 +73,14 @@ typedef struct SeedContext {
          * (loading virtio_rng alone makes kernels that credit it ready);
          * <0: not known, take it from when seeding begins. */
         int ready_at_start;
+        /* After a VM fork the CRNG is ready, and its state is every
+         * clone's: >0 means the gate is not passed before the sources
+         * credited this many bits (under no_credit: gave this many bits'
+         * worth of bytes), ready or not, and the CRNG is then reseeded
+         * with them (Pool.reseed), so that its next output owes nothing
+         * to the state the clones share.  The kernel source cannot help
+         * a pool that is ready, and is not started. */
+        uint64_t reseed_bits;
 } SeedContext;
 
 typedef enum SeedResult {
@@ -88,9 +97,12 @@ const char *seed_result_to_string(SeedResult r);
 /* What seed_run()'s return means under the configured policy. */
 SeedResult seed_result_for(int r, const AgentConfig *c);
 
-/* Runs the gate.  Returns 0 when the CRNG is ready, -ETIMEDOUT when the
- * deadline passed first, -EPERM when the kernel refused our credit (not
- * root), other -errno.  ret is filled in every case. */
+/* Runs the gate.  Returns 0 when the CRNG is ready (and, with
+ * reseed_bits, reseeded with them), -ETIMEDOUT when the deadline passed
+ * first, -ENODATA when with reseed_bits no source is left that could give
+ * them, -EPERM when the kernel refused our credit (not root), other
+ * -errno.  With reseed_bits the CRNG is reseeded with whatever was mixed
+ * in, however it ends (ret->reseeded).  ret is filled in every case. */
 int seed_run(const SeedContext *ctx, SeedOutcome *ret);
 
 const char *source_status_to_string(SourceStatus s);

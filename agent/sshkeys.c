@@ -1134,7 +1134,12 @@ SshKeysExisting sshkeys_decide(const SshKeysFacts *f, const char **ret_reason) {
         const char *reason = NULL;
         SshKeysExisting e;
 
-        if (f->replace) {
+        if (f->fork) {
+                /* Whatever the record says: the keys it lists, complete
+                 * or pending, are every clone's now. */
+                e = SSH_KEYS_REPLACE_FORK;
+                reason = SSHKEYS_REASON_VM_FORK;
+        } else if (f->replace) {
                 e = SSH_KEYS_REPLACE;
                 reason = SSHKEYS_REASON_ASKED;
         } else if (f->record && f->change == INSTANCE_NEW) {
@@ -1175,7 +1180,8 @@ SshKeysExisting sshkeys_decide(const SshKeysFacts *f, const char **ret_reason) {
 /* The reason a pending record gives, as the static string results carry:
  * one of ours, or SSHKEYS_REASON_PENDING for text another version wrote. */
 static const char *pending_reason_static(const char *s) {
-        static const char *const known[] = { SSHKEYS_REASON_FIRST_BOOT, SSHKEYS_REASON_UNKNOWN_ALWAYS };
+        static const char *const known[] = { SSHKEYS_REASON_FIRST_BOOT, SSHKEYS_REASON_UNKNOWN_ALWAYS,
+                                             SSHKEYS_REASON_VM_FORK };
 
         for (size_t i = 0; s && i < ELEMENTSOF(known); i++)
                 if (streq(s, known[i]))
@@ -1224,6 +1230,7 @@ static int instance_decide(const SshKeysOptions *o, InstanceDecision *d) {
                 log_warning_errno(r, "Ignoring the unreadable record '%s': %m", d->state_path);
         d->loaded = r >= 0;
         d->facts = (SshKeysFacts) {
+                .fork = o->fork,
                 .replace = o->replace,
                 .record = r >= 0 || (r != -ENOENT && r != -EBADMSG),
                 .change = instance_compare(d->loaded ? &d->old.id : NULL, &d->id, &unchecked),
@@ -1248,9 +1255,12 @@ static int instance_decide(const SshKeysOptions *o, InstanceDecision *d) {
 static int save_pending(const InstanceDecision *d, InstanceState *state) {
         InstanceState empty = { .id = d->id };
         InstanceState *s = state ?: &empty;
+        /* A replacement after a fork stays one until it is finished. */
+        bool fork = d->existing == SSH_KEYS_REPLACE_FORK ||
+                    (d->facts.pending && streq_ptr(d->old.pending, INSTANCE_PENDING_VM_FORK));
         int r;
 
-        s->pending = strdup(INSTANCE_PENDING_REPLACE_UNKNOWN);
+        s->pending = strdup(fork ? INSTANCE_PENDING_VM_FORK : INSTANCE_PENDING_REPLACE_UNKNOWN);
         s->pending_reason = strdup(d->reason);
         r = s->pending && s->pending_reason ? instance_state_save(d->root, d->state_path, s) : -ENOMEM;
         if (!state)
@@ -1267,6 +1277,8 @@ int sshkeys_record_decision(const SshKeysOptions *o) {
                 return r;
         if (d.existing != SSH_KEYS_REPLACE_UNKNOWN || d.facts.pending)
                 return 0;
+        /* (SSH_KEYS_REPLACE_FORK is recorded by the run that makes the
+         * keys: this one is only for a gate that failed.) */
         r = save_pending(&d, NULL);
         if (r < 0)
                 return log_error_errno(r, "Failed to record in '%s' that the SSH host keys are to be replaced: %m",
@@ -1286,8 +1298,11 @@ int sshkeys_ensure_instance(const SshKeysOptions *o, SshKeyResult *ret, size_t *
         r = instance_decide(o, &d);
         if (r < 0)
                 return r;
-        pending = d.existing == SSH_KEYS_REPLACE_UNKNOWN;
-        if (d.facts.record && d.facts.change == INSTANCE_NEW)
+        pending = d.existing == SSH_KEYS_REPLACE_UNKNOWN || d.existing == SSH_KEYS_REPLACE_FORK;
+        if (d.existing == SSH_KEYS_REPLACE_FORK)
+                log_notice("The VM generation ID changed (this running VM was restored from a snapshot or cloned): "
+                           "replacing the SSH host keys.");
+        else if (d.facts.record && d.facts.change == INSTANCE_NEW)
                 log_notice("This is a new instance of the image (its UUID or machine-id changed): replacing the "
                            "SSH host keys.");
         else if (d.facts.pending)
@@ -1308,7 +1323,7 @@ int sshkeys_ensure_instance(const SshKeysOptions *o, SshKeyResult *ret, size_t *
          * image's keys.  Without it the keys are still replaced: better
          * than leaving the image's, though a run that stops now may
          * leave them to the next. */
-        if (pending && !d.facts.pending) {
+        if (pending && (!d.facts.pending || d.existing == SSH_KEYS_REPLACE_FORK)) {
                 r = save_pending(&d, NULL);
                 if (r < 0)
                         log_error_errno(r, "Failed to record in '%s' that the SSH host keys are being replaced, "
@@ -1318,8 +1333,10 @@ int sshkeys_ensure_instance(const SshKeysOptions *o, SshKeyResult *ret, size_t *
         opts.replace = pending || d.existing == SSH_KEYS_REPLACE;
         opts.adopt = d.existing == SSH_KEYS_ADOPT;
         opts.reason = d.reason;
-        /* Not for a new instance, nor when all are asked to be replaced. */
-        opts.vouched = pending && d.facts.pending ? &d.old : NULL;
+        /* Not for a new instance, nor when all are asked to be replaced,
+         * nor after a fork (what a pending record lists was made before
+         * it). */
+        opts.vouched = d.existing == SSH_KEYS_REPLACE_UNKNOWN && d.facts.pending ? &d.old : NULL;
         failed = sshkeys_ensure(&opts, ret, ret_n);
         if (failed < 0)
                 return log_error_errno(failed, "Cannot make SSH host keys: %m");

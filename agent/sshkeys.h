@@ -91,6 +91,8 @@ extern const char *const unknown_keys_policy_names[_UNKNOWN_KEYS_POLICY_MAX + 1]
 #define SSHKEYS_REASON_ADOPTED \
         "found with no seedbed record on a machine that has booted before: adopted as this machine's key"
 #define SSHKEYS_REASON_ADOPTED_NEVER "found with no seedbed record: adopted as this machine's key (ssh.replace-unknown: never)"
+#define SSHKEYS_REASON_VM_FORK \
+        "made anew: the VM generation ID changed, the running VM was restored from a snapshot or cloned"
 /* A pending record whose reason is none of ours (written by another
  * version). */
 #define SSHKEYS_REASON_PENDING "found with no seedbed record: their replacement was begun in an earlier run"
@@ -104,9 +106,13 @@ typedef enum SshKeysExisting {
                                    * is recorded (pending) before a key is touched, and holds until
                                    * every key is replaced; keys the pending record lists were made
                                    * by it, and are kept */
+        SSH_KEYS_REPLACE_FORK,    /* the VM generation changed: every one is replaced, even those a
+                                   * pending record lists (made before this change), the decision
+                                   * recorded first as for SSH_KEYS_REPLACE_UNKNOWN */
 } SshKeysExisting;
 
 typedef struct SshKeysFacts {
+        bool fork;                /* the VM generation ID changed (seedbed-agent vm-fork) */
         bool replace;             /* asked for (ssh.regenerate) */
         bool record;              /* a record may vouch for the keys: one was read, or
                                    * could not be read for a reason that proves nothing */
@@ -138,6 +144,8 @@ typedef struct SshKeysOptions {
         const char *reason;          /* why replace or adopt, for results and logs (static);
                                       * NULL: SSHKEYS_REASON_ASKED */
         UnknownKeysPolicy unknown;   /* sshkeys_ensure_instance(): keys no record vouches for */
+        bool fork;                   /* sshkeys_ensure_instance(): the VM generation ID changed,
+                                      * every key is replaced (SSH_KEYS_REPLACE_FORK) */
         const InstanceState *vouched; /* with replace: keys it lists (the same path and
                                       * fingerprint) are kept all the same; NULL: none */
         bool crng_ready;             /* what the gate found, recorded with new keys */

@@ -31,15 +31,27 @@ static int fake_wait_ready(Pool *pool) {
         return 0;
 }
 
+static int fake_reseed(Pool *pool) {
+        FakePool *p = (FakePool *) pool;
+
+        if (!fake_is_ready(pool))
+                return -ENODATA;
+        p->reseeds++;
+        p->credited_at_reseed = p->credited_bits;
+        return 0;
+}
+
 static const PoolOps fake_ops = {
         .is_ready = fake_is_ready,
         .add = fake_add,
         .wait_ready = fake_wait_ready,
+        .reseed = fake_reseed,
 };
 
 static const PoolOps fake_ops_nowait = {
         .is_ready = fake_is_ready,
         .add = fake_add,
+        .reseed = fake_reseed,
 };
 
 void fake_pool_init(FakePool *p, uint64_t ready_after_bits) {

@@ -24,6 +24,8 @@ typedef struct FakePool {
         uint64_t mixed_bytes;
         uint64_t adds;
         atomic_bool jitter_ready;
+        unsigned reseeds;
+        uint64_t credited_at_reseed; /* credited_bits at the last reseed */
 } FakePool;
 
 /* Without wait_ready(): the "kernel" source is unavailable. */

@@ -307,6 +307,69 @@ START_TEST(test_already_ready) {
 }
 END_TEST
 
+static int run_reseed(SeedOutcome *o, uint64_t bits) {
+        SeedContext ctx = { .config = &c, .root = root, .pool = &pool.pool, .virtio = &v, .cpu_read = cpu_good,
+                            .ready_at_start = -1, .credit_files = true, .reseed_bits = bits };
+        return seed_run(&ctx, o);
+}
+
+/* After a VM fork: the pool is ready, yet the gate is passed only once
+ * the device credited the bits asked for, and the CRNG is reseeded after
+ * them, not before; the kernel source, which a ready pool cannot wait
+ * for, is not started. */
+START_TEST(test_reseed_after_fork) {
+        SeedOutcome o;
+
+        hwrng_random(8192);
+        fake_pool_init(&pool, 256);
+        fake_pool_enable_wait(&pool, 10000);
+        pool.ready_at_start = true;
+        ck_assert_int_eq(run_reseed(&o, 256), 0);
+        ck_assert(o.ready_before && o.ready_after && !o.timed_out);
+        ck_assert(!o.initial_seed);
+        ck_assert(o.reseeded);
+        ck_assert_uint_eq(pool.reseeds, 1);
+        ck_assert_uint_ge(pool.credited_at_reseed, 256);
+        ck_assert_uint_eq(pool.credited_at_reseed, pool.credited_bits);
+        ck_assert_int_eq(o.sources[0].status, SOURCE_USED);
+        ck_assert_int_eq(o.sources[1].status, SOURCE_NOT_TRIED);
+        check_accounting(&o);
+}
+END_TEST
+
+/* A device that fails its health tests gives nothing to reseed with: the
+ * gate ends at once (no source left), and the CRNG is still reseeded,
+ * with nothing credited. */
+START_TEST(test_reseed_no_source) {
+        SeedOutcome o;
+
+        hwrng_stuck(8192);
+        fake_pool_init(&pool, 256);
+        pool.ready_at_start = true;
+        c.timeout = 30 * USEC_PER_SEC;
+        ck_assert_int_eq(run_reseed(&o, 256), -ENODATA);
+        ck_assert(!o.timed_out);
+        ck_assert_uint_lt(o.elapsed_usec, 10 * USEC_PER_SEC);
+        ck_assert_int_eq(o.sources[0].status, SOURCE_FAILED);
+        ck_assert_uint_eq(pool.credited_bits, 0);
+        ck_assert_uint_eq(pool.reseeds, 1);
+        check_accounting(&o);
+
+        /* A source at quality 0 mixes, never credits: the deadline. */
+        hwrng_random(1 << 20);
+        fake_pool_init(&pool, 256);
+        pool.ready_at_start = true;
+        c.src[SOURCE_VIRTIO].quality = 0;
+        c.timeout = 300 * USEC_PER_MSEC;
+        ck_assert_int_eq(run_reseed(&o, 256), -ETIMEDOUT);
+        ck_assert(o.timed_out);
+        ck_assert_uint_eq(pool.credited_bits, 0);
+        ck_assert_uint_gt(pool.mixed_bytes, 0);
+        ck_assert_uint_eq(pool.reseeds, 1);
+        check_accounting(&o);
+}
+END_TEST
+
 START_TEST(test_kernel_source) {
         SeedOutcome o;
 
@@ -705,6 +768,8 @@ static Suite *seed_suite(void) {
         tcase_add_test(tc, test_already_ready);
         tcase_add_test(tc, test_kernel_source);
         tcase_add_test(tc, test_other_hwrng);
+        tcase_add_test(tc, test_reseed_after_fork);
+        tcase_add_test(tc, test_reseed_no_source);
         suite_add_tcase(s, tc);
 
         tc = tcase_create("turns");

@@ -1019,6 +1019,13 @@ START_TEST(test_state_pending) {
         ck_assert_ptr_null(l.pending);
         ck_assert_ptr_null(l.pending_reason);
         instance_state_done(&l);
+        /* A replacement after a VM generation change. */
+        fakeroot_write(root, INSTANCE_STATE_FILE, "{\"version\": 1, \"instance\": {}, \"pending\": \"vm-fork\", "
+                                                  "\"pending_reason\": \"" SSHKEYS_REASON_VM_FORK "\"}");
+        ck_assert_int_eq(instance_state_load(path, &l), 0);
+        ck_assert_str_eq(l.pending, INSTANCE_PENDING_VM_FORK);
+        ck_assert_str_eq(l.pending_reason, SSHKEYS_REASON_VM_FORK);
+        instance_state_done(&l);
         /* Something pending we do not know how to finish is not ours. */
         fakeroot_write(root, INSTANCE_STATE_FILE, "{\"version\": 1, \"instance\": {}, \"pending\": \"rotate\"}");
         ck_assert_int_eq(instance_state_load(path, &l), -EBADMSG);
@@ -1937,6 +1944,7 @@ START_TEST(test_decide) {
                 const char *reason;
                 bool pending;               /* last: most rows have none */
                 const char *pending_reason;
+                bool fork;
         } table[] = {
                 /* A record vouches: unchanged behaviour, whatever the policy. */
                 { false, true, INSTANCE_SAME, UNKNOWN_KEYS_ALWAYS, true, SSH_KEYS_KEEP, NULL },
@@ -1978,12 +1986,26 @@ START_TEST(test_decide) {
                   SSHKEYS_REASON_NEW_INSTANCE, true, SSHKEYS_REASON_FIRST_BOOT },
                 { true, true, INSTANCE_SAME, UNKNOWN_KEYS_FIRST_BOOT, false, SSH_KEYS_REPLACE, SSHKEYS_REASON_ASKED,
                   true, SSHKEYS_REASON_FIRST_BOOT },
+                /* A VM generation change: every key, with or without a
+                 * record, pending (one begun before this change) or not,
+                 * whatever else was asked. */
+                { false, true, INSTANCE_SAME, UNKNOWN_KEYS_FIRST_BOOT, false, SSH_KEYS_REPLACE_FORK,
+                  SSHKEYS_REASON_VM_FORK, false, NULL, true },
+                { false, false, INSTANCE_UNKNOWN, UNKNOWN_KEYS_NEVER, false, SSH_KEYS_REPLACE_FORK,
+                  SSHKEYS_REASON_VM_FORK, false, NULL, true },
+                { true, true, INSTANCE_NEW, UNKNOWN_KEYS_FIRST_BOOT, false, SSH_KEYS_REPLACE_FORK,
+                  SSHKEYS_REASON_VM_FORK, true, SSHKEYS_REASON_VM_FORK, true },
+                /* One that did not finish is finished by the next run,
+                 * keeping what it made after the change. */
+                { false, true, INSTANCE_SAME, UNKNOWN_KEYS_NEVER, false, SSH_KEYS_REPLACE_UNKNOWN,
+                  SSHKEYS_REASON_VM_FORK, true, SSHKEYS_REASON_VM_FORK },
         };
 
         for (size_t i = 0; i < ELEMENTSOF(table); i++) {
                 SshKeysFacts f = { .replace = table[i].replace, .record = table[i].record, .change = table[i].change,
                                    .policy = table[i].policy, .first_boot = table[i].first_boot,
-                                   .pending = table[i].pending, .pending_reason = table[i].pending_reason };
+                                   .pending = table[i].pending, .pending_reason = table[i].pending_reason,
+                                   .fork = table[i].fork };
                 const char *reason = "unset";
 
                 ck_assert_msg(sshkeys_decide(&f, &reason) == table[i].want, "row %zu", i);
