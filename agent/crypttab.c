@@ -203,11 +203,16 @@ fail:
         return r;
 }
 
-int crypttab_update(const char *path, const char *name, const char *device, const char *key_file,
-                    const char *options) {
-        _cleanup_free_ char *text = NULL, *new_text = NULL, *dir = NULL;
-        size_t size = 0, new_size = 0;
-        mode_t mode = 0644;
+typedef struct CrypttabLine {
+        const char *name, *device, *key_file, *options;
+} CrypttabLine;
+
+/* atomic_update_file_locked()'s edit: reads the file under the lock, so
+ * that another agent's line added since is kept. */
+static int crypttab_edit_file(const char *path, char **ret, size_t *ret_size, mode_t *mode, void *userdata) {
+        const CrypttabLine *l = userdata;
+        _cleanup_free_ char *text = NULL;
+        size_t size = 0;
         struct stat st;
         int r;
 
@@ -216,28 +221,28 @@ int crypttab_update(const char *path, const char *name, const char *device, cons
                         return -ELOOP;
                 if (!S_ISREG(st.st_mode))
                         return -EBADF;
-                mode = st.st_mode & 07777;
+                *mode = st.st_mode & 07777;
                 r = read_full_file(path, CRYPTTAB_MAX, &text, &size);
                 if (r < 0)
                         return r;
         } else if (errno != ENOENT)
                 return -errno;
 
-        r = crypttab_edit(text ?: "", size, name, device, key_file, options, &new_text, &new_size);
-        if (r <= 0)
-                return r;
+        return crypttab_edit(text ?: "", size, l->name, l->device, l->key_file, l->options, ret, ret_size);
+}
 
-        /* A tree being prepared under --root may not have /etc yet. */
-        dir = strdup(path);
+int crypttab_update(const char *path, const char *name, const char *device, const char *key_file,
+                    const char *options) {
+        _cleanup_free_ char *dir = strdup(path);
+        CrypttabLine l = { name, device, key_file, options };
+        int r;
+
         if (!dir)
                 return -ENOMEM;
+        /* A tree being prepared under --root may not have /etc yet. */
         r = mkdir_p(dirname(dir), 0755);
         if (r < 0)
                 return r;
-
         /* Locked, and what a killed run left removed: nothing else would. */
-        r = atomic_write_file_locked(path, new_text, new_size, mode, (uid_t) -1, (gid_t) -1, true);
-        if (r < 0)
-                return r;
-        return 1;
+        return atomic_update_file_locked(path, crypttab_edit_file, &l, 0644, (uid_t) -1, (gid_t) -1);
 }

@@ -22,8 +22,9 @@
 int crypttab_edit(const char *text, size_t size, const char *name, const char *device, const char *key_file,
                   const char *options, char **ret, size_t *ret_size);
 
-/* crypttab_edit() on the file at path (a missing file is empty), written
- * back with atomic_write_file() only when it changed, keeping its mode
+/* crypttab_edit() on the file at path (a missing file is empty), read
+ * and written back under the directory's lock (atomic_update_file_locked())
+ * only when it changed, keeping its mode
  * (0644 for a new file).  A symlink at path is refused (-ELOOP): under
  * --root it could point out of the tree.  Returns 1 written, 0 already
  * right, -errno. */

@@ -111,6 +111,33 @@ static int key_file_create_at(int dir_fd, const char *name, LuksRandomFn get_ran
         return 0;
 }
 
+/* A crash between creating a temporary key file and renaming it left key
+ * bytes that no volume uses, or (atomic.c's link() fallback, killed
+ * before its unlink) a second name of the key itself.  Our caller holds
+ * the volume's disk lock: no other writer of this key is at work.
+ * dir_fd -EBADF: path's directory is opened here. */
+static void remove_temp_key_files(int dir_fd, const char *path) {
+        _cleanup_free_ char *dir = strdup(path), *name = strdup(path);
+        _cleanup_close_ int fd = -EBADF;
+        int r;
+
+        if (!dir || !name)
+                return;
+        if (dir_fd < 0) {
+                fd = open(dirname(dir), O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+                if (fd < 0) {
+                        log_debug_errno(errno, "Failed to open the directory of '%s', ignoring: %m", path);
+                        return;
+                }
+                dir_fd = fd;
+        }
+        r = atomic_remove_temp_files(dir_fd, (const char *const[]) { basename(name) }, 1);
+        if (r > 0)
+                log_debug("Removed %d temporary key file(s) of '%s' left by an interrupted run.", r, path);
+        else if (r < 0)
+                log_debug_errno(r, "Failed to remove temporary key files of '%s', ignoring: %m", path);
+}
+
 int luks_key_file_load(const char *path, bool create, LuksRandomFn get_random, void *userdata, void **ret,
                        size_t *ret_size) {
         _cleanup_free_ char *dir = NULL, *parent = NULL, *base = NULL;
@@ -121,8 +148,11 @@ int luks_key_file_load(const char *path, bool create, LuksRandomFn get_random, v
 
         /* No symlinks: under --root one could point out of the tree. */
         fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY);
-        if (fd >= 0)
+        if (fd >= 0) {
+                /* The key being there does not make its leftovers go. */
+                remove_temp_key_files(-EBADF, path);
                 return key_file_read(fd, path, ret, ret_size);
+        }
         if (errno != ENOENT)
                 return -errno;
         if (!create)
@@ -167,14 +197,7 @@ int luks_key_file_load(const char *path, bool create, LuksRandomFn get_random, v
                         (void) fsync(pfd);
         }
 
-        /* A crash between creating a temporary key file and renaming it
-         * left key bytes that no volume uses.  Our caller holds the
-         * volume's disk lock: no other writer of this key is at work. */
-        r = atomic_remove_temp_files(dir_fd, (const char *const[]) { basename(base) }, 1);
-        if (r > 0)
-                log_debug("Removed %d temporary key file(s) of '%s' left by an interrupted run.", r, path);
-        else if (r < 0)
-                log_debug_errno(r, "Failed to remove temporary key files of '%s', ignoring: %m", path);
+        remove_temp_key_files(dir_fd, path);
         r = key_file_create_at(dir_fd, basename(base), get_random ?: luks_random_blocking, userdata, ret, ret_size);
         if (r == -EEXIST) {
                 /* Another writer won; its key is the key. */

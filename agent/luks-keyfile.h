@@ -41,8 +41,9 @@ void secret_erasep(Secret *s);
  * getrandom()), mode 0400, in a directory made 0700 if it is missing
  * (an existing one must be ours; its mode is left alone), written under
  * an O_EXCL temporary name, fsync()ed, renamed without replacing and the
- * directory fsync()ed: a crash leaves no key or the whole key.  The
- * bytes go to ret (erase them with luks_secret_erase()).  Returns 1
+ * directory fsync()ed: a crash leaves no key or the whole key.  Either
+ * way the temporary files a killed run left beside it are removed: call
+ * it only under the volume's disk lock.  The bytes go to ret (erase them with luks_secret_erase()).  Returns 1
  * created, 0 read, -ENOENT missing and !create, -ENODATA empty, -EFBIG,
  * -EBADF not a regular file, -ELOOP a symlink, -EPERM not ours. */
 int luks_key_file_load(const char *path, bool create, LuksRandomFn get_random, void *userdata, void **ret,

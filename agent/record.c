@@ -334,25 +334,33 @@ static int record_format_after(const RecordInput *in, Record *earlier, char **re
         return json_finish(&j, ret, ret_len);
 }
 
-int record_write(const RecordInput *in) {
-        _cleanup_free_ char *dir = strdup(in->path), *text = NULL;
+/* atomic_update_file_locked()'s edit for record_write(): the record this
+ * run replaces is read under the lock, so that the runs and times another
+ * agent wrote a moment ago are carried over, not lost. */
+static int record_edit(const char *path, char **ret, size_t *ret_size, mode_t *mode, void *userdata) {
+        const RecordInput *in = userdata;
         Record earlier = {};
-        size_t len;
+        int r;
+
+        /* Anything else there (none, another boot's, not ours) is simply
+         * replaced. */
+        r = record_load_this_boot(path, &earlier);
+        r = record_format_after(in, r >= 0 ? &earlier : NULL, ret, ret_size);
+        record_done(&earlier);
+        return r < 0 ? r : 1;
+}
+
+int record_write(const RecordInput *in) {
+        _cleanup_free_ char *dir = strdup(in->path);
         int r;
 
         if (!dir)
                 return -ENOMEM;
-        /* Anything else there (none, another boot's, not ours) is simply
-         * replaced. */
-        r = record_load_this_boot(in->path, &earlier);
-        r = record_format_after(in, r >= 0 ? &earlier : NULL, &text, &len);
-        record_done(&earlier);
-        if (r < 0)
-                return r;
         r = mkdir_p(dirname(dir), 0755);
         if (r < 0)
                 return r;
-        return atomic_write_file_locked(in->path, text, len, 0644, (uid_t) -1, (gid_t) -1, true);
+        r = atomic_update_file_locked(in->path, record_edit, (void *) in, 0644, (uid_t) -1, (gid_t) -1);
+        return r < 0 ? r : 0;
 }
 
 int record_ssh_keys_made(const char *path, bool *ret) {
@@ -376,28 +384,29 @@ int record_ssh_keys_made(const char *path, bool *ret) {
         return 0;
 }
 
-int record_mark_firstboot_done(const char *path, bool in_initrd, usec_t start_boottime_usec) {
-        _cleanup_free_ char *text = NULL;
+/* atomic_update_file_locked()'s edit for record_mark_firstboot_done();
+ * userdata is the RecordInput with this run's start. */
+static int record_edit_firstboot_done(const char *path, char **ret, size_t *ret_size, mode_t *mode,
+                                      void *userdata) {
+        const RecordInput *none = userdata;
         Record rec = {};
         yaml_node_t *eb;
         Timeline t;
-        RecordInput none = { .start_boottime_usec = start_boottime_usec, .in_initrd = in_initrd };
         Run run = {
                 .command = "firstboot",
                 .result = "already-done",
-                .in_initrd = in_initrd,
-                .start = start_boottime_usec ?: USEC_INFINITY,
+                .in_initrd = none->in_initrd,
+                .start = none->start_boottime_usec ?: USEC_INFINITY,
                 .end = now_usec(CLOCK_BOOTTIME),
         };
         Json j = {};
-        size_t len;
         int r;
 
         r = record_load_this_boot(path, &rec);
         if (r < 0)
                 return r;
         eb = json_get(&rec.doc, rec.root, "boot");
-        timeline_build(&none, &rec.doc, eb, &t);
+        timeline_build(none, &rec.doc, eb, &t);
 
         json_object_begin(&j, NULL);
         for (yaml_node_pair_t *p = rec.root->data.mapping.pairs.start; p < rec.root->data.mapping.pairs.top; p++) {
@@ -411,10 +420,18 @@ int record_mark_firstboot_done(const char *path, bool in_initrd, usec_t start_bo
         json_object_end(&j);
         record_done(&rec);
 
-        r = json_finish(&j, &text, &len);
-        if (r < 0)
-                return r;
-        return atomic_write_file_locked(path, text, len, 0644, (uid_t) -1, (gid_t) -1, true);
+        r = json_finish(&j, ret, ret_size);
+        return r < 0 ? r : 1;
+}
+
+int record_mark_firstboot_done(const char *path, bool in_initrd, usec_t start_boottime_usec) {
+        RecordInput none = { .start_boottime_usec = start_boottime_usec, .in_initrd = in_initrd };
+
+        int r;
+
+        /* No mkdir: without a record there is nothing to mark (-ENOENT). */
+        r = atomic_update_file_locked(path, record_edit_firstboot_done, &none, 0644, (uid_t) -1, (gid_t) -1);
+        return r < 0 ? r : 0;
 }
 
 /* The same for printing to a terminal: a planted record must not send

@@ -25,8 +25,9 @@ static usec_t next_step(const SeedPlanSource *s, usec_t now) {
                 return USEC_INFINITY;
         switch (s->last) {
         case SEED_STEP_CREDITED:
-                /* More may be there right away. */
-                return now;
+                /* More may be there right away; but a tick's pause after
+                 * a full burst, so the loop sleeps and asks the pool. */
+                return s->burst >= SEED_BURST_MAX ? s->last_step + SEED_TICK_USEC : now;
         case SEED_STEP_MIXED:
                 /* Bytes that count for nothing: a tick apart during its
                  * slice, a slice apart after, so that a source that only
@@ -78,4 +79,10 @@ void seed_plan(const SeedPlanSource *s, unsigned n, usec_t now, SeedPlan *ret) {
                 p.wait = 0;
 
         *ret = p;
+}
+
+unsigned seed_plan_burst(unsigned burst, SeedStep what) {
+        if (what != SEED_STEP_CREDITED)
+                return 0;
+        return burst >= SEED_BURST_MAX ? 1 : burst + 1;
 }

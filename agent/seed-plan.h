@@ -27,6 +27,12 @@
 
 #define SEED_PLAN_SOURCES_MAX 32U
 
+/* A source whose steps earn credit steps again at once, but at most this
+ * many times in a row; then it waits a tick.  A device that always has
+ * bytes must not keep the loop from sleeping, nor from asking the pool,
+ * for as long as it delivers. */
+#define SEED_BURST_MAX 64U
+
 /* What one step of a source gave. */
 typedef enum SeedStep {
         SEED_STEP_NOTHING,  /* nothing now (or it started, failed or ended) */
@@ -43,6 +49,7 @@ typedef struct SeedPlanSource {
         usec_t last_step;   /* when it last took a step; USEC_INFINITY: never */
         SeedStep last;      /* what that step gave */
         usec_t last_credit; /* when a step last gave SEED_STEP_CREDITED; USEC_INFINITY: never */
+        unsigned burst;     /* steps in a row that gave SEED_STEP_CREDITED, at once (seed_plan_burst()) */
 } SeedPlanSource;
 
 typedef struct SeedPlan {
@@ -56,7 +63,12 @@ typedef struct SeedPlan {
  * at once, each next one when no active source whose turn has begun is
  * within its slice or earned credit in the last slice.  A source whose
  * turn has begun keeps it.  It steps again at once after a step that
- * earned credit; a slice later after one that gave bytes without credit,
+ * earned credit, a tick later after SEED_BURST_MAX of them; a slice later after one that gave bytes without credit,
  * once it no longer holds the next turn; a tick later otherwise.  wait
  * is at most a tick, and 0 exactly when something steps. */
 void seed_plan(const SeedPlanSource *s, unsigned n, usec_t now, SeedPlan *ret);
+
+/* A source's burst after a step that gave what, burst being the one
+ * before: one more credited step at once, or the first of a new burst
+ * after the tick that ended a full one; 0 for a step without credit. */
+unsigned seed_plan_burst(unsigned burst, SeedStep what);

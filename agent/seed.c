@@ -84,6 +84,7 @@ typedef struct Source {
          * it gave, the last step that earned credit. */
         usec_t turn, last_step, last_credit;
         SeedStep last;
+        unsigned burst;
         HealthTest health;
         /* Bytes held back during the startup test (startup-test.h):
          * nothing is credited before it has passed. */
@@ -278,9 +279,13 @@ static int source_hold(Source *s, const uint8_t *buf, size_t n) {
         return 0;
 }
 
-/* Tests the bytes, holds them during startup, then gives them to the
- * pool.  Returns the bytes taken (0 if the source had none now), or
- * -errno from the pool, which stops the gate. */
+/* Tests the bytes, then gives them to the pool.  With credit, they are
+ * held back until the startup test has passed, since nothing may be
+ * credited before it; without (a source that earns none, or the kernel
+ * source's bytes), they are mixed in at once: there is nothing to hold
+ * them back for, and a source that fails a test is dropped all the same.
+ * Returns the bytes taken (0 if the source had none now), or -errno from
+ * the pool, which stops the gate. */
 static ssize_t source_take(const SeedContext *ctx, Source *s, const uint8_t *buf, size_t n, bool credit) {
         HealthResult h;
         int r;
@@ -386,7 +391,7 @@ static int source_step(const SeedContext *ctx, Source *s) {
                                    (unsigned long long) s->report->bytes);
         }
 
-        r = source_take(ctx, s, buf, (size_t) k, true);
+        r = source_take(ctx, s, buf, (size_t) k, source_earns(ctx, s));
         explicit_bzero(buf, (size_t) k);
         if (r < 0)
                 return (int) r;
@@ -635,6 +640,7 @@ int seed_run(const SeedContext *ctx, SeedOutcome *ret) {
                                 .last_step = src[i].last_step,
                                 .last = src[i].last,
                                 .last_credit = src[i].last_credit,
+                                .burst = src[i].burst,
                         };
                 seed_plan(plan_src, n, now, &plan);
                 if (plan.begin >= 0) {
@@ -665,6 +671,7 @@ int seed_run(const SeedContext *ctx, SeedOutcome *ret) {
                         }
                         src[i].last_step = now;
                         src[i].last = (SeedStep) k;
+                        src[i].burst = seed_plan_burst(src[i].burst, (SeedStep) k);
                         if (k == SEED_STEP_CREDITED)
                                 src[i].last_credit = now;
                         /* Ready after this step: later sources need not

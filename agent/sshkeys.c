@@ -789,8 +789,9 @@ static int ensure_one(const Context *c, HostKeyType t, SshKeyResult *res) {
 }
 
 /* Temporary files of ours that a crash left: they may hold a private
- * key, and nothing else would ever remove them.  Called under the key
- * directory's lock. */
+ * key, and nothing else would ever remove them.  Only with the key
+ * directory's lock held: a file of this name may otherwise be another
+ * agent's, being written. */
 static void remove_stale_temp_files(int dir_fd, const char *dir) {
         char names[_HOST_KEY_TYPE_MAX * 2][64];
         const char *targets[_HOST_KEY_TYPE_MAX * 2];
@@ -920,8 +921,9 @@ int sshkeys_ensure(const SshKeysOptions *o, SshKeyResult *ret, size_t *ret_n) {
         /* Two agents at once (a unit and an installer) would each write
          * keys and could pair one's .pub with the other's private key. */
         if (flock(dir_fd, LOCK_EX) < 0)
-                log_warning_errno(errno, "Failed to lock '%s', going on without: %m", dir);
-        remove_stale_temp_files(dir_fd, dir);
+                log_warning_errno(errno, "Failed to lock '%s', going on without, leaving temporary files: %m", dir);
+        else
+                remove_stale_temp_files(dir_fd, dir);
 
         (void) ssh_init();
         for (size_t i = 0; i < opts.n_types; i++) {

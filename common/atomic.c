@@ -195,8 +195,11 @@ int atomic_create_file_at(int dir_fd, const char *name, const void *data, size_t
         return write_file(dir_fd, name, data, n, mode, uid, gid, false);
 }
 
-int atomic_write_file_locked(const char *path, const void *data, size_t n, mode_t mode, uid_t uid, gid_t gid,
-                             bool replace) {
+/* Opens path's directory, takes its exclusive flock() (released when the
+ * returned fd is closed) and removes the temporary files of path that a
+ * killed writer left: every locked writer starts here.  *ret_name points
+ * into *ret_buf, which the caller frees. */
+static int lock_directory_of(const char *path, char **ret_buf, const char **ret_name) {
         _cleanup_free_ char *dir = strdup(path), *name = strdup(path);
         _cleanup_close_ int dir_fd = -EBADF;
         const char *base;
@@ -209,12 +212,47 @@ int atomic_write_file_locked(const char *path, const void *data, size_t n, mode_
         dir_fd = open(dirname(dir), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         if (dir_fd < 0)
                 return -errno;
-        /* Released when dir_fd is closed, after the rename. */
         if (flock(dir_fd, LOCK_EX) < 0)
                 return -errno;
         /* Failing to remove them is no reason not to write. */
         (void) atomic_remove_temp_files(dir_fd, &base, 1);
+        *ret_name = base;
+        *ret_buf = TAKE_PTR(name);
+        return TAKE_FD(dir_fd);
+}
+
+int atomic_write_file_locked(const char *path, const void *data, size_t n, mode_t mode, uid_t uid, gid_t gid,
+                             bool replace) {
+        _cleanup_free_ char *buf = NULL;
+        _cleanup_close_ int dir_fd = -EBADF;
+        const char *base;
+
+        dir_fd = lock_directory_of(path, &buf, &base);
+        if (dir_fd < 0)
+                return dir_fd;
         return write_file(dir_fd, base, data, n, mode, uid, gid, replace);
+}
+
+int atomic_update_file_locked(const char *path, AtomicEditFn edit, void *userdata, mode_t mode, uid_t uid,
+                              gid_t gid) {
+        _cleanup_free_ char *buf = NULL, *data = NULL;
+        _cleanup_close_ int dir_fd = -EBADF;
+        const char *base;
+        size_t n = 0;
+        int r;
+
+        if (!edit)
+                return -EINVAL;
+        dir_fd = lock_directory_of(path, &buf, &base);
+        if (dir_fd < 0)
+                return dir_fd;
+        /* The read happens under the lock too: read before it, another
+         * writer's change made in between would be written over. */
+        r = edit(path, &data, &n, &mode, userdata);
+        if (r <= 0)
+                return r;
+        r = write_file(dir_fd, base, data, n, mode, uid, gid, true);
+        return r < 0 ? r : 1;
 }
 
 /* "TARGET.<16 hex>.tmp", as open_temp() names them. */

@@ -27,8 +27,11 @@ typedef enum AtomicStep {
 /* "open", "fchown", …: for test messages. */
 const char *atomic_step_to_string(AtomicStep s);
 
-/* Called before each step with the final path; a negative errno return
- * makes that step fail with it.  NULL removes the hook. */
+/* Called before each step with the final file's name as the writer was
+ * given it: the path for atomic_write_file(), the name relative to the
+ * directory fd for atomic_create_file_at(), atomic_write_file_locked()
+ * and atomic_update_file_locked().  A negative errno return makes that
+ * step fail with it.  NULL removes the hook. */
 typedef int (*AtomicFaultHook)(AtomicStep step, const char *path, void *userdata);
 void atomic_set_fault_hook(AtomicFaultHook hook, void *userdata);
 
@@ -56,6 +59,21 @@ int atomic_create_file_at(int dir_fd, const char *name, const void *data, size_t
  * the directory must exist. */
 int atomic_write_file_locked(const char *path, const void *data, size_t n, mode_t mode, uid_t uid, gid_t gid,
                              bool replace);
+
+/* Makes the new content of path from what it holds now (the callback
+ * reads it, with its own rules for what may be there): >0 with *ret_data
+ * (malloc()ed, freed by the caller) and *ret_size to write, and *mode,
+ * which holds the mode asked for, changed if it should be; 0 to leave
+ * the file as it is; or -errno, returned as it is. */
+typedef int (*AtomicEditFn)(const char *path, char **ret_data, size_t *ret_size, mode_t *mode, void *userdata);
+
+/* A read-modify-write of path under the same lock as
+ * atomic_write_file_locked(), with the read inside it: two writers that
+ * each add to the file (a crypttab line, a run to a record) both keep
+ * their change.  Returns 1 written, 0 left as it was (edit said so), or
+ * -errno. */
+int atomic_update_file_locked(const char *path, AtomicEditFn edit, void *userdata, mode_t mode, uid_t uid,
+                              gid_t gid);
 
 /* Whether name (a directory entry) is one of our temporary files for the
  * file named target in the same directory: "TARGET.<16 hex>.tmp", or

@@ -12,7 +12,8 @@
 #if defined(__x86_64__) && defined(HAVE_CPUID_H)
 /* Tries per 8-byte word before giving up for now, with a PAUSE between:
  * Intel's guidance for a drained conditioner is to retry a little, then
- * let the caller come back.  64 PAUSEs are a few microseconds. */
+ * let the caller come back.  64 PAUSEs and failed RDSEEDs (AMD's cost
+ * thousands of cycles each) are well under a millisecond. */
 #define RDSEED_TRIES 64
 
 static bool cpuid_rdseed(void) {

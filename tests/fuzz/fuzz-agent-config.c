@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* The agent's configuration file (agent/config.c over common/conf.c and
+/* The agent's configuration file (agent/agent-config.c over common/conf.c and
  * libyaml): the input is a seedbed.yaml.
  *
  * What must hold: a file that is refused says where and why and changes

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* The device's configuration file (device/config.c over common/conf.c
+/* The device's configuration file (device/device-config.c over common/conf.c
  * and libyaml): the input is a device.yaml.
  *
  * What must hold: a file that is refused says where and why and changes

@@ -22,10 +22,18 @@
 #             a .pub that is not its private key's public half, a key file
 #             without a volume it can become the key of, a volume whose
 #             key file is lost or does not open it, a record vouching for a
-#             key that is not on disk, a device holding data written.
+#             key that is not on disk, an old ssh-keys.json of this
+#             instance beside keys that changed, a file none of these
+#             (nor the template) accounts for, a device holding data
+#             written.
+# So the invariant checked, as seedbed-agent(8) states it under "Crash
+# safety": each file is old or new, whole, with its mode; the set as a
+# whole may be part made, and converges on the next run; a LUKS key file
+# may precede its header (by design: the format needs the key first).
 # After each kill the command runs again, uncut, and must complete: the
 # new set (or the old one where nothing is to change) and no temporary
-# file left.  Per operation the counts are printed.
+# file left.  Per operation the counts are printed, the between states by
+# kind (part:KIND, a trial may show several) so that what was hit is seen.
 #
 # CRASH_TRIALS (default 100) trials per operation; CRASH_OPS picks
 # operations (sshkeys luks firstboot records); CRASH_SEED repeats the
@@ -122,27 +130,36 @@ scan_template() {
 }
 
 # What each trial finds: the items of its set, each none (not there, nor
-# before), old, new, part (sound, between old and new) or same (must not
-# change, and did not), and what is wrong (a file that was there before
-# and is gone is lost: nothing of ours removes one).
+# before), old, new, part (sound, between old and new; KIND says how) or
+# same (must not change, and did not), and what is wrong (a file that was
+# there before and is gone is lost: nothing of ours removes one).
 ITEMS=()
 BADS=()
+PARTS=()
 item() {
 	ITEMS+=("$1=$2")
+	[ "$2" != part ] || PARTS+=("${3:?part of what kind}")
 }
 bad() {
 	BADS+=("$*")
 }
 
-# The set from its items, in STATE: nothing, old, new or between.
+# The set from its items, in STATE: nothing, old, new or between; for
+# between, KINDS says which (the items' part kinds, mixed-keys where host
+# keys are some new and some not, mixed where other items are).
 set_state() {
-	local i s all_none=true all_old=true all_new=true
+	local i s all_none=true all_old=true all_new=true key_new=false key_not=false
 	for i in "${ITEMS[@]}"; do
 		s=${i#*=}
 		[ "$s" = none ] || all_none=false
 		[ "$s" = old ] || [ "$s" = same ] || [ "$s" = none ] || all_old=false
 		[ "$s" = new ] || [ "$s" = same ] || all_new=false
+		case ${i%%=*}=$s in
+		ed25519=new | ecdsa=new | rsa=new) key_new=true ;;
+		ed25519=* | ecdsa=* | rsa=*) key_not=true ;;
+		esac
 	done
+	KINDS=("${PARTS[@]}")
 	if $all_none; then
 		STATE=nothing
 	elif $all_old; then
@@ -151,6 +168,8 @@ set_state() {
 		STATE=new
 	else
 		STATE=between
+		! $key_new || ! $key_not || KINDS+=(mixed-keys)
+		[ ${#KINDS[@]} -gt 0 ] || KINDS=(mixed)
 	fi
 }
 
@@ -228,11 +247,12 @@ ssh_key() {
 				echo new), .pub $(is_old "$p" && echo old || echo new), ${FILE[$p]##* } bytes)"; return; }
 	fi
 	if is_old "$k"; then
-		if has "$p"; then item "$t" old; else item "$t" part; fi
+		# A key being replaced loses its .pub first.
+		if has "$p"; then item "$t" old; else item "$t" part "$t-old-no-pub"; fi
 	elif has "$p"; then
 		item "$t" new
 	else
-		item "$t" part # the private key is written first: the next run writes its .pub
+		item "$t" part "$t-no-pub" # the private key is written first: the next run writes its .pub
 	fi
 }
 
@@ -263,15 +283,16 @@ instance() {
 	has "$key" || return 0
 	INST="an instance key that is ${FILE[$key]}"
 	is "$key" "f 400 0:0" 32 || return 0
-	if [ -z "${HASHED[${SUM[$key]}]:-}" ]; then
+	# By key and UUID: the trees of the scenarios differ in their UUID.
+	if [ -z "${HASHED[${SUM[$key]}|$UUID]:-}" ]; then
 		hex=$(od -An -tx1 -v "$R$key")
 		hex=${hex//[$' \n']/}
 		hmac "$hex" 'seedbed instance key id v1' ''
 		ours=${HMAC:0:16}
 		hmac "$hex" 'seedbed instance product_uuid v1' "$UUID"
-		HASHED[${SUM[$key]}]="$ours $HMAC"
+		HASHED[${SUM[$key]}|$UUID]="$ours $HMAC"
 	fi
-	ours=${HASHED[${SUM[$key]}]}
+	ours=${HASHED[${SUM[$key]}|$UUID]}
 	if [ "$key_id" != "${ours% *}" ]; then
 		INST=rekey
 	elif [ "$hmac" != "${ours#* }" ]; then
@@ -307,7 +328,8 @@ ssh_record() {
 	record "$f" "$INSTANCE, (.pending // \"complete\"), (.keys[] | \"\(.type) \(.fingerprint)\")"
 	s=$REC
 	case $s in
-	none | old) item ssh-keys.json "$s"; return ;;
+	none) item ssh-keys.json none; return ;;
+	old) ssh_record_old "$@"; return ;;
 	ok) ;;
 	*) bad "ssh-keys.json: $s"; return ;;
 	esac
@@ -351,14 +373,41 @@ ssh_record() {
 		[ -z "${listed[$t]:-}" ] || { bad "ssh-keys.json lists $t twice"; return; }
 		listed[$t]=$fp
 	done
-	if [ "$pending" != complete ] || [ "$inst" = rekey ]; then
-		item ssh-keys.json part
+	if [ "$pending" != complete ]; then
+		item ssh-keys.json part pending-record
+		return
+	elif [ "$inst" = rekey ]; then
+		item ssh-keys.json part rekey-record
 		return
 	fi
 	for t in "$@"; do
 		[ -n "${listed[$t]:-}" ] || { bad "ssh-keys.json is complete and does not list $t"; return; }
 	done
 	item ssh-keys.json new
+}
+
+# ssh_record_old TYPES...: the ssh-keys.json of before, still in place.
+# While it is, no key may have changed unless it speaks of another
+# instance (or of an instance key no longer there): keys of this instance
+# are replaced only through a pending record written first.
+ssh_record_old() {
+	local f=/var/lib/seedbed/ssh-keys.json t mid hmac key_id uuid changed=
+	for t in "$@"; do
+		for f in "/etc/ssh/ssh_host_${t}_key" "/etc/ssh/ssh_host_${t}_key.pub"; do
+			if has "$f" && ! is_old "$f"; then changed=$f; fi
+		done
+	done
+	f=/var/lib/seedbed/ssh-keys.json
+	if [ -n "$changed" ]; then
+		jq -r "$INSTANCE" "$R$f" >"$T/record" 2>/dev/null || { bad "ssh-keys.json (old) is unreadable"; return; }
+		IFS='|' read -r mid hmac key_id uuid <"$T/record"
+		instance "$mid" "$hmac" "$key_id" "$uuid"
+		case $INST in
+		other | rekey) ;;
+		*) bad "ssh-keys.json is old and says $INST, and '$changed' changed"; return ;;
+		esac
+	fi
+	item ssh-keys.json old
 }
 
 # ssh_items TYPES...: the host keys and ssh-keys.json.
@@ -385,7 +434,7 @@ firstboot_record() {
 	instance "$mid" "$hmac" "$key_id" "$uuid"
 	case $INST in
 	current) item firstboot.json new ;;
-	rekey) item firstboot.json part ;;
+	rekey) item firstboot.json part rekey-record ;;
 	*) bad "firstboot.json is new and says $INST" ;;
 	esac
 }
@@ -448,7 +497,8 @@ volume() {
 	"")
 		cmp -s -n "$size" "$dev" /dev/zero ||
 			{ bad "$name: no signature on the device, and not zeros: $(cmp -n "$size" "$dev" /dev/zero 2>&1 | head -n 1)"; return; }
-		if has "$key"; then item "$name" part; else item "$name" none; fi
+		# The key file comes first, by design: the format needs it.
+		if has "$key"; then item "$name" part luks-keyfile-blank; else item "$name" none; fi
 		return ;;
 	crypto_LUKS) ;;
 	*) bad "$name: '$type' on the device"; return ;;
@@ -463,7 +513,7 @@ volume() {
 	has "$key" || { bad "$name: our LUKS2 header, and no key file"; return; }
 	slots=$(sed -n '/^Keyslots:/,/^Tokens:/p' "$T/dump" | grep -cE '^  [0-9]+: ' || true)
 	if [ "$slots" = 0 ]; then
-		item "$name" part # the format stopped before its keyslot: redone with this key file
+		item "$name" part luks-noslot # the format stopped before its keyslot: redone with this key file
 		return
 	fi
 	cryptsetup open --test-passphrase --key-file "$R$key" "$T/hdr.img" 2>"$T/open.err" ||
@@ -501,6 +551,33 @@ crypttab() {
 declare -A CMD STATUS FINAL
 scenario() {
 	CMD[$1]=$2 STATUS[$1]=$3 FINAL[$1]=$4
+}
+
+# What each command may make, beyond its template (the items its
+# scenarios check, and the run's records), as patterns of paths.
+declare -A MAKES=(
+	[seed]='/run/seedbed/seed.json'
+	[sshkeys]='/run/seedbed/seed.json /var/lib/seedbed/ssh-keys.json /var/lib/seedbed/instance-key
+		/etc/ssh/ssh_host_*_key /etc/ssh/ssh_host_*_key.pub'
+	[luks]='/run/seedbed/seed.json /etc/seedbed/keys/*.key /etc/crypttab'
+)
+MAKES[firstboot]="${MAKES[sshkeys]} ${MAKES[luks]} /var/lib/seedbed/firstboot.json"
+
+# unexpected: a regular file that is neither in the template, nor one
+# the command makes, nor a temporary file (temp_files() looks at those).
+unexpected() {
+	local p pat ok
+	for p in "${!FILE[@]}"; do
+		[[ ${FILE[$p]} == "f "* ]] || continue
+		[[ $p != *.tmp ]] || continue
+		! was "$p" || continue
+		ok=false
+		for pat in ${MAKES[${CMD[$S]}]}; do
+			# shellcheck disable=SC2053 # a pattern, on purpose
+			if [[ $p == $pat ]]; then ok=true; break; fi
+		done
+		$ok || bad "a file nothing accounts for: '$p' (${FILE[$p]})"
+	done
 }
 
 # base DIR UUID: a tree with an SMBIOS UUID and a machine-id.
@@ -732,8 +809,10 @@ check() {
 	scan "$R"
 	read -r MID <"$R/etc/machine-id"
 	read -r UUID <"$R/sys/class/dmi/id/product_uuid"
+	PARTS=()
 	temp_files
 	"${S}_check"
+	unexpected
 }
 
 # measure: the median of three complete runs of scenario S, in
@@ -761,7 +840,8 @@ run_op() {
 	local op=$1 i d us state st started temps=0 killed=0 finished=0 rerun_bad=0 runs=""
 	shift
 	local -a scen=("$@")
-	local -A dur count=([nothing]=0 [old]=0 [new]=0 [between]=0 [bad]=0)
+	local -A dur count=([nothing]=0 [old]=0 [new]=0 [between]=0 [bad]=0) kinds=()
+	local kind parts=""
 	started=$(now_us)
 	for S in $(printf '%s\n' "${scen[@]}" | sort -u); do
 		scan_template "$S"
@@ -790,6 +870,11 @@ run_op() {
 		else
 			set_state
 			state=$STATE
+			if [ "$state" = between ]; then
+				for kind in $(printf '%s\n' "${KINDS[@]}" | sort -u); do
+					kinds[$kind]=$((${kinds[$kind]:-0} + 1))
+				done
+			fi
 		fi
 		count[$state]=$((count[$state] + 1))
 
@@ -806,8 +891,11 @@ run_op() {
 			sed 's/^/    /' "$T/err" >&2
 		fi
 	done
+	for kind in $(printf '%s\n' "${!kinds[@]}" | sort); do
+		parts+="${parts:+, }part:$kind ${kinds[$kind]}"
+	done
 	echo "$op: $TRIALS trials: ${count[nothing]} nothing, ${count[old]} old, ${count[new]} new," \
-		"${count[between]} between, ${count[bad]} bad;" \
+		"${count[between]} between${parts:+ ($parts)}, ${count[bad]} bad;" \
 		"$([ "$rerun_bad" -eq 0 ] && echo "every rerun completed" || echo "$rerun_bad reruns did not complete");" \
 		"$killed killed mid-run, $finished ended first; $temps temporary files left by the kills, removed by" \
 		"the reruns; $((($(now_us) - started) / 1000000)) s (complete runs:${runs%,})"

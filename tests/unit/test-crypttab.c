@@ -8,6 +8,7 @@
 #include "crypttab.h"
 #include "fakeroot.h"
 #include "fileio.h"
+#include "race.h"
 #include "testmain.h"
 
 #define LINE "data UUID=1111 /etc/seedbed/keys/data.key luks\n"
@@ -289,6 +290,31 @@ START_TEST(test_killed_writer_cleaned) {
 }
 END_TEST
 
+static int add_one(unsigned who, void *userdata) {
+        return update(who == 0 ? "alpha" : "beta", *(const char **) userdata);
+}
+
+/* Two agents formatting two volumes at once each add their line: the
+ * file is read under the lock, so neither writes over the other's
+ * (a lost line is a volume nobody unlocks at boot). */
+START_TEST(test_two_writers_both_kept) {
+        for (unsigned round = 0; round < 8; round++) {
+                char dev[32], *text;
+                const char *d = dev;
+
+                snprintf(dev, sizeof dev, "UUID=%u", round);
+                fakeroot_write(root, "/etc/crypttab", "# admin's\n");
+                race_two(add_one, &d);
+                text = fakeroot_read(root, "/etc/crypttab");
+                ck_assert_ptr_nonnull(strstr(text, "alpha UUID="));
+                ck_assert_ptr_nonnull(strstr(text, "beta UUID="));
+                ck_assert_ptr_nonnull(strstr(text, "# admin's\n"));
+                free(text);
+                expect_alone();
+        }
+}
+END_TEST
+
 START_TEST(test_symlink_refused) {
         char *target;
 
@@ -354,6 +380,7 @@ static Suite *crypttab_suite(void) {
         tcase_add_checked_fixture(tc, setup, teardown);
         tcase_add_test(tc, test_mode_kept);
         tcase_add_test(tc, test_killed_writer_cleaned);
+        tcase_add_test(tc, test_two_writers_both_kept);
         tcase_add_test(tc, test_symlink_refused);
         tcase_add_test(tc, test_not_a_file);
         tcase_add_test(tc, test_too_large);

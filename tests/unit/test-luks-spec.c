@@ -376,6 +376,26 @@ START_TEST(test_key_stale_temp_removed) {
 }
 END_TEST
 
+/* A run killed in atomic.c's link() fallback, after the key's name was
+ * made and before the temporary one was removed, left a second name of
+ * the key: the next run, which finds the key there, removes it too. */
+START_TEST(test_key_stale_temp_removed_existing) {
+        char *path = key_path(), *tmp = path_join_root(root, "/etc/seedbed/keys/data.key.0123456789abcdef.tmp");
+        void *key = NULL;
+        size_t n = 0;
+
+        fakeroot_write(root, "/etc/seedbed/keys/data.key", "provisioned key\n");
+        ck_assert_int_eq(link(path, tmp), 0);
+        ck_assert_int_eq(luks_key_file_load(path, false, counting_random, NULL, &key, &n), 0);
+        ck_assert_mem_eq(key, "provisioned key\n", n);
+        ck_assert(!fakeroot_exists(root, "/etc/seedbed/keys/data.key.0123456789abcdef.tmp"));
+        ck_assert(fakeroot_exists(root, "/etc/seedbed/keys/data.key"));
+        luks_secret_erase(key, n);
+        free(tmp);
+        free(path);
+}
+END_TEST
+
 START_TEST(test_key_missing) {
         char *path = key_path();
         void *key = NULL;
@@ -506,6 +526,7 @@ static Suite *luks_spec_suite(void) {
         tcase_add_checked_fixture(tc, setup, teardown);
         tcase_add_loop_test(tc, test_key_create, 0, 2);
         tcase_add_test(tc, test_key_stale_temp_removed);
+        tcase_add_test(tc, test_key_stale_temp_removed_existing);
         tcase_add_test(tc, test_key_missing);
         tcase_add_test(tc, test_key_existing_kept);
         tcase_add_test(tc, test_key_bad_files);

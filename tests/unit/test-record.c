@@ -5,6 +5,7 @@
 
 #include "fakeroot.h"
 #include "fileio.h"
+#include "race.h"
 #include "record.h"
 #include "testmain.h"
 
@@ -511,6 +512,36 @@ START_TEST(test_status_keys_hostile) {
 }
 END_TEST
 
+static int write_as(unsigned who, void *userdata) {
+        RecordInput in = *(const RecordInput *) userdata;
+
+        in.command = who == 0 ? "sshkeys" : "luks";
+        return record_write(&in);
+}
+
+/* Two agents at once (sshkeys and luks units side by side): the record
+ * each replaces is read under the lock, so both runs are in the boot's
+ * list afterwards, whichever wrote last. */
+START_TEST(test_two_writers_both_kept) {
+        RecordInput in = { .path = record_file(), .config = &c, .virtio = &v, .outcome = &o,
+                           .result = SEED_RESULT_READY, .command = "seed", .start_boottime_usec = 800 * USEC_PER_MSEC };
+
+        for (unsigned round = 0; round < 8; round++) {
+                char *text;
+
+                in.command = "seed";
+                ck_assert_int_eq(record_write(&in), 0);
+                race_two(write_as, &in);
+                text = fakeroot_read(root, RECORD_SEED);
+                ck_assert_ptr_nonnull(strstr(text, "\"command\": \"seed\","));
+                ck_assert_ptr_nonnull(strstr(text, "\"command\": \"sshkeys\","));
+                ck_assert_ptr_nonnull(strstr(text, "\"command\": \"luks\","));
+                free(text);
+                ck_assert_int_eq(unlink(record_file()), 0);
+        }
+}
+END_TEST
+
 static Suite *record_suite(void) {
         Suite *s = suite_create("record");
         TCase *tc = tcase_create("record");
@@ -524,6 +555,7 @@ static Suite *record_suite(void) {
         tcase_add_test(tc, test_stale);
         tcase_add_test(tc, test_timeline_carried);
         tcase_add_test(tc, test_killed_writer_cleaned);
+        tcase_add_test(tc, test_two_writers_both_kept);
         tcase_add_test(tc, test_timeline_hostile);
         tcase_add_test(tc, test_status_keys);
         tcase_add_test(tc, test_status_keys_hostile);
