@@ -81,7 +81,10 @@
  * "pending": "vm-fork" is the same for a replacement of every key after
  * the VM generation ID changed (seedbed-agent vm-fork): the keys it lists
  * were made after the change, and the others are still every clone's.
- * The next firstboot run finishes it, though the first boot is done. */
+ * The next firstboot run finishes it, though the first boot is done.
+ * A seedbed older than vm-fork reads such a record as not ours, and would
+ * adopt the keys after the first boot: a downgrade loses the pending
+ * replacement. */
 
 #include <stdbool.h>
 #include <stddef.h>

@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: MIT */
+#include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
 
 #include "agent-config.h"
+#include "atomic.h"
 #include "detect.h"
 #include "fileio.h"
 #include "fork-record.h"
@@ -875,21 +877,29 @@ static int do_vm_fork(void) {
                    "Reseeding the kernel's random number generator%s.",
                    regenerate ? " and making new SSH host keys" : " (vm-fork.ssh: keep)");
 
+        SshKeysOptions o = ssh_keys_options(&c, types);
+        o.replace = false;
+        o.fork = regenerate;
+
         status = run_gate_reseed(&c, start, VM_FORK_RESEED_BITS, &g);
         if (status != EXIT_READY) {
                 log_error("No SSH host key was replaced.");
+                /* The keys in place are every clone's: the next boot's
+                 * firstboot replaces them. */
+                if (regenerate)
+                        (void) sshkeys_record_decision(&o);
                 (void) write_record_full(&c, &g, "vm-fork", &(RecordExtras) {});
                 return status;
         }
 
-        SshKeysOptions o = ssh_keys_options(&c, types);
-        o.replace = false;
         r = sshkeys_load(&o, before, &n_before);
-        if (r < 0)
+        if (r < 0) {
+                if (regenerate)
+                        (void) sshkeys_record_decision(&o);
                 return log_error_errno(r, "Failed to read the SSH host keys: %m"), EXIT_ERROR;
+        }
 
         if (regenerate) {
-                o.fork = true;
                 o.crng_ready = g.outcome.ready_after;
                 o.start_usec = start;
                 failed = sshkeys_ensure_instance(&o, keys, &n, NULL);
@@ -902,8 +912,9 @@ static int do_vm_fork(void) {
                  * it may connect at once. */
                 if (arg_root && !streq(arg_root, "/"))
                         log_info("Not reloading sshd: the keys are under --root.");
-                else
-                        (void) sshd_reload(&sshd);
+                else if (sshd_reload(&sshd) < 0)
+                        /* It may serve the old keys, every clone's. */
+                        failed = failed ?: 1;
                 /* Printed whatever cloud-init does: its keys-to-console
                  * module runs once per instance, and it is the same
                  * instance. */
@@ -950,32 +961,62 @@ static int do_vm_fork(void) {
 }
 
 static int restart_vm_fork(const KmsgRecord *r, void *userdata) {
-        const char *const restart[] = { "systemctl", "--no-block", "restart", VM_FORK_UNIT, NULL };
-        int k;
+        const char *const restart[] = { "systemctl", "--no-ask-password", "--no-block", "restart", VM_FORK_UNIT, NULL };
+        char seq[32];
+        int k = 0;
 
         log_notice("The kernel reseeded its random number generator for a VM generation change (at %llu.%06llu s): "
                    "restarting %s.", (unsigned long long) (r->usec / USEC_PER_SEC),
                    (unsigned long long) (r->usec % USEC_PER_SEC), VM_FORK_UNIT);
-        k = systemctl_run(restart);
-        if (k > 0)
-                return -EIO;
-        return k;
+        /* PID 1 may be busy (a restore wakes everything at once): a few
+         * tries before the change is given up on. */
+        for (unsigned i = 0; i < 5; i++) {
+                if (i > 0)
+                        (void) nanosleep(&(struct timespec) { .tv_sec = 1 << (i - 1) }, NULL);
+                k = systemctl_run(restart);
+                if (k == 0)
+                        break;
+                log_warning("'systemctl restart %s' failed (%s); trying again.", VM_FORK_UNIT,
+                            k > 0 ? "its exit status" : strerror(-k));
+        }
+        if (k != 0)
+                return k > 0 ? -EIO : k;
+        (void) snprintf(seq, sizeof seq, "%llu\n", (unsigned long long) r->seq);
+        k = atomic_write_file_locked(VM_FORK_WATCH_STATE, seq, strlen(seq), 0644, (uid_t) -1, (gid_t) -1, true);
+        if (k < 0)
+                log_warning_errno(k, "Failed to write '%s': a restarted watcher acts on this change again: %m",
+                                  VM_FORK_WATCH_STATE);
+        return 0;
 }
 
-/* seedbed-vm-fork-watch.service: the kernel's log, from now on, for the
- * line its VM generation change leaves (vm-fork-watch.h says why). */
+/* seedbed-vm-fork-watch.service: the kernel's log, for the line a VM
+ * generation change leaves (vm-fork-watch.h says why). */
 static int do_vm_fork_watch(void) {
+        _cleanup_free_ char *state = NULL;
         _cleanup_close_ int fd = -EBADF;
+        unsigned long long last = 0;
+        bool have_last = false;
         int r;
 
         if (arg_root && !streq(arg_root, "/"))
                 return log_error_errno(EINVAL, "vm-fork-watch reads the running kernel's log: not with --root."),
                        EXIT_USAGE;
-        fd = kmsg_open_at_end();
+        r = mkdir_p(RECORD_DIR, 0755);
+        if (r < 0)
+                return log_error_errno(r, "Failed to create '%s': %m", RECORD_DIR), EXIT_ERROR;
+        r = read_one_line_file(VM_FORK_WATCH_STATE, &state);
+        if (r >= 0 && sscanf(state, "%llu", &last) == 1)
+                have_last = true;
+        else if (r != -ENOENT)
+                log_warning("Ignoring '%s', which holds no sequence number: acting on every VM generation change "
+                            "the kernel log holds.", VM_FORK_WATCH_STATE);
+        /* From the oldest record the kernel holds: a change logged before
+         * this start (early boot, the watcher restarted) counts too. */
+        fd = open("/dev/kmsg", O_RDONLY | O_CLOEXEC | O_NOCTTY);
         if (fd < 0)
-                return log_error_errno(fd, "Failed to open /dev/kmsg at its end: %m"), exit_status_for(fd);
+                return log_error_errno(errno, "Failed to open /dev/kmsg: %m"), exit_status_for(-errno);
         log_info("Watching the kernel log for VM generation changes.");
-        r = vm_fork_watch(fd, restart_vm_fork, NULL);
+        r = vm_fork_watch(fd, have_last, last, restart_vm_fork, NULL);
         return r < 0 ? EXIT_ERROR : EXIT_READY;
 }
 

@@ -514,12 +514,15 @@ static int initial_seed(const SeedContext *ctx, Source *src, unsigned n, SeedOut
 }
 
 /* What the sources have given towards ctx->reseed_bits: their credit or,
- * where nothing may be credited (under --root), their bytes' worth. */
+ * for a source that earns none (quality 0, or nothing may be credited:
+ * --root), its bytes' worth.  The CRNG is ready: what a fork needs is
+ * input the clones do not share, and waiting out the timeout for credit
+ * no source can earn would keep every clone on the keys they share. */
 static bool reseed_done(const SeedContext *ctx, const Source *src, unsigned n) {
         uint64_t bits = 0;
 
         for (unsigned i = 0; i < n; i++)
-                bits += ctx->no_credit ? src[i].report->mixed_bytes * 8 : src[i].report->credited_bits;
+                bits += source_earns(ctx, &src[i]) ? src[i].report->credited_bits : src[i].report->mixed_bytes * 8;
         return bits >= ctx->reseed_bits;
 }
 

@@ -75,8 +75,9 @@ typedef struct SeedContext {
         int ready_at_start;
         /* After a VM fork the CRNG is ready, and its state is every
          * clone's: >0 means the gate is not passed before the sources
-         * credited this many bits (under no_credit: gave this many bits'
-         * worth of bytes), ready or not, and the CRNG is then reseeded
+         * credited this many bits (those that earn no credit: gave this
+         * many bits' worth of bytes), ready or not, and the CRNG is then
+         * reseeded
          * with them (Pool.reseed), so that its next output owes nothing
          * to the state the clones share.  The kernel source cannot help
          * a pool that is ready, and is not started. */

@@ -2,8 +2,9 @@
 #pragma once
 
 /* Making a running sshd serve the host keys now on disk.  sshd reads its
- * host keys when it starts and on SIGHUP, when it executes itself again:
- * new key files change nothing for a running one.  The service manager
+ * host keys when it starts and on SIGHUP, when it executes itself again;
+ * what a running one serves to new connections in between depends on the
+ * OpenSSH release, so it is reloaded.  The service manager
  * is asked, so that the unit's own reload runs (Debian's checks the
  * configuration and keys with "sshd -t" before the SIGHUP: a broken set
  * leaves sshd serving the old keys rather than none). */

@@ -1275,10 +1275,10 @@ int sshkeys_record_decision(const SshKeysOptions *o) {
         r = instance_decide(o, &d);
         if (r < 0)
                 return r;
-        if (d.existing != SSH_KEYS_REPLACE_UNKNOWN || d.facts.pending)
+        /* After a fork, whatever is pending: the keys it lists, if any,
+         * were made before this change. */
+        if (d.existing != SSH_KEYS_REPLACE_FORK && (d.existing != SSH_KEYS_REPLACE_UNKNOWN || d.facts.pending))
                 return 0;
-        /* (SSH_KEYS_REPLACE_FORK is recorded by the run that makes the
-         * keys: this one is only for a gate that failed.) */
         r = save_pending(&d, NULL);
         if (r < 0)
                 return log_error_errno(r, "Failed to record in '%s' that the SSH host keys are to be replaced: %m",

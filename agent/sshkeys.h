@@ -195,9 +195,11 @@ int sshkeys_ensure(const SshKeysOptions *o, SshKeyResult *ret, size_t *ret_n);
 int sshkeys_ensure_instance(const SshKeysOptions *o, SshKeyResult *ret, size_t *ret_n, InstanceChange *ret_change);
 
 /* Decides as sshkeys_ensure_instance() would and, when that is to replace
- * keys no record vouches for, records the decision as pending, touching
- * no key: for a run that makes none (the gate failed) at an image's first
- * boot, whose signs are gone once the machine-id is committed.  Returns 1
+ * keys no record vouches for, or every key after a fork (o->fork),
+ * records the decision as pending, touching no key: for a run that makes
+ * none (the gate failed) at an image's first boot, whose signs are gone
+ * once the machine-id is committed, or after a fork, which nothing
+ * but this run saw.  Returns 1
  * when it recorded one, 0 when there was nothing to record (or it was
  * already), -EINVAL for bad options, or -errno (logged). */
 int sshkeys_record_decision(const SshKeysOptions *o);

@@ -1,5 +1,4 @@
 /* SPDX-License-Identifier: MIT */
-#include <fcntl.h>
 #include <inttypes.h>
 #include <unistd.h>
 
@@ -54,20 +53,12 @@ bool kmsg_record_is_vm_fork(const KmsgRecord *r) {
                memcmp(r->message, VM_FORK_KMSG_MESSAGE, r->message_len) == 0;
 }
 
-int kmsg_open_at_end(void) {
-        int fd = open("/dev/kmsg", O_RDONLY | O_CLOEXEC | O_NOCTTY);
-
-        if (fd < 0)
-                return -errno;
-        if (lseek(fd, 0, SEEK_END) < 0) {
-                int r = -errno;
-                close(fd);
-                return r;
-        }
-        return fd;
+bool vm_fork_watch_acts(const KmsgRecord *r, bool have_last, uint64_t last) {
+        return kmsg_record_is_vm_fork(r) && (!have_last || r->seq > last);
 }
 
-int vm_fork_watch(int fd, int (*on_fork)(const KmsgRecord *r, void *userdata), void *userdata) {
+int vm_fork_watch(int fd, bool have_last, uint64_t last, int (*on_fork)(const KmsgRecord *r, void *userdata),
+                  void *userdata) {
         /* A record is at most 8 KiB less its header (printk's limit);
          * a shorter buffer makes read() fail with EINVAL. */
         char buf[8192 + 512];
@@ -79,15 +70,18 @@ int vm_fork_watch(int fd, int (*on_fork)(const KmsgRecord *r, void *userdata), v
                 if (k < 0 && (errno == EINTR || errno == EAGAIN))
                         continue;
                 if (k < 0 && errno == EPIPE) {
-                        log_debug("Kernel log records were overwritten before they were read.");
+                        log_warning("Kernel log records were overwritten before they were read: a VM generation "
+                                    "change among them would be missed.");
                         continue;
                 }
                 if (k < 0)
                         return log_error_errno(errno, "Failed to read the kernel log: %m");
                 if (k == 0)
                         return 0;
-                if (kmsg_record_parse(buf, (size_t) k, &r) < 0 || !kmsg_record_is_vm_fork(&r))
+                if (kmsg_record_parse(buf, (size_t) k, &r) < 0 || !vm_fork_watch_acts(&r, have_last, last))
                         continue;
+                have_last = true;
+                last = r.seq;
                 int q = on_fork(&r, userdata);
                 if (q < 0)
                         log_error_errno(q, "Failed to act on the VM generation change (kernel log record %" PRIu64

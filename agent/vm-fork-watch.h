@@ -7,10 +7,12 @@
  * NEW_VMGENID=1 that the udev rule acts on (Debian 12's 6.1 does not, as
  * a restored VM shows).  The generation ID itself is not exposed to user
  * space, so the log line is the one sign those kernels give: the watcher
- * reads /dev/kmsg from its end and restarts seedbed-vm-fork.service for
- * each such line.  Where both come, the udev rule only starts the unit,
- * and the two converge on one run after the change: a start merges into
- * a run already under way, a restart begins it again. */
+ * reads /dev/kmsg and restarts seedbed-vm-fork.service for each such line
+ * of this boot it has not acted on yet (it keeps the last one's sequence
+ * number in /run, which a restored VM gets back with the kernel's log:
+ * a change before the watcher first started in the boot is acted on
+ * too).  Where both come, each restarts the unit, milliseconds apart:
+ * the second kills a run that has just begun. */
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -40,14 +42,21 @@ int kmsg_record_parse(const char *buf, size_t n, KmsgRecord *ret);
  * as the user facility, whatever it asks for). */
 bool kmsg_record_is_vm_fork(const KmsgRecord *r);
 
-/* /dev/kmsg, read from its end: a change logged before the watcher
- * started was acted on by the one before it, or came before the system
- * could act (the initramfs, early boot).  The fd, or -errno. */
-int kmsg_open_at_end(void);
+/* Where the watcher keeps the sequence number of the last change it
+ * acted on in this boot. */
+#define VM_FORK_WATCH_STATE RUNSTATEDIR "/seedbed/vm-fork-watch.seq"
 
-/* Reads records from fd (/dev/kmsg, positioned where watching begins)
- * until it fails, calling on_fork for each VM generation change; a
- * failing on_fork is logged, and the watch goes on.  Records the kernel
- * overwrote before they were read (EPIPE) are skipped.  Returns -errno
- * from read(), or 0 at end of file (not /dev/kmsg). */
-int vm_fork_watch(int fd, int (*on_fork)(const KmsgRecord *r, void *userdata), void *userdata);
+/* Whether the watcher acts on record r: a change it has not acted on
+ * (have_last false: none in this boot yet; else a sequence number after
+ * last). */
+bool vm_fork_watch_acts(const KmsgRecord *r, bool have_last, uint64_t last);
+
+/* Reads records from fd (/dev/kmsg, from the oldest the kernel still
+ * holds) until it fails, calling on_fork for each VM generation change
+ * vm_fork_watch_acts() takes, after which that one is the last; a failing
+ * on_fork is logged, and the watch goes on.  Records the kernel overwrote
+ * before they were read (EPIPE) are skipped, with a warning: a change may
+ * have been among them.  Returns -errno from read(), or 0 at end of file
+ * (not /dev/kmsg). */
+int vm_fork_watch(int fd, bool have_last, uint64_t last, int (*on_fork)(const KmsgRecord *r, void *userdata),
+                  void *userdata);

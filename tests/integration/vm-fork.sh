@@ -3,9 +3,9 @@
 # --root: after a VM generation change every host key is made anew, the
 # console blocks show the new ones, ssh-keys.json says why, seed.json
 # lists the run, and vm-forks.json keeps each change with the keys it
-# replaced; vm-fork.ssh: keep keeps them; a replacement that stopped half
-# way is finished by the next boot's firstboot, keeping only the keys
-# made after the change.  The VM itself (QEMU's vmgenid, a restored
+# replaced; vm-fork.ssh: keep keeps them; a run killed half way leaves
+# its decision pending, and the next boot's firstboot replaces every key
+# from before the change.  The VM itself (QEMU's vmgenid, a restored
 # snapshot) is tests/vm/firstboot-vm.sh's.
 # shellcheck source=tests/integration/lib.sh
 . "${top_srcdir:?}/tests/integration/lib.sh"
@@ -91,25 +91,43 @@ fi
 	fail "keep's event: $(json "$FORKS" '.events[-1]')"
 rm "$R/etc/seedbed/seedbed.yaml"
 
-# --- Stopped half way (a reset after two keys), finished at the next boot.
-# The record as vm-fork leaves it then: pending, listing the keys made
-# after the change; the RSA key on disk is still the one before it.
-cp "$R/etc/ssh/ssh_host_rsa_key" "$T/rsa.before"
-jq --arg why "$WHY" '.pending = "vm-fork" | .pending_reason = $why | .keys |= map(select(.type != "rsa"))' \
-	"$STATE" >"$T/pending.json"
-cp "$T/pending.json" "$STATE"
+# --- Killed half way (a reset), finished at the next boot. -------------
+# RSA 8192 takes seconds: the kill lands after the Ed25519 key is
+# replaced and before the RSA key is.
+printf 'ssh:\n  key-types: [ed25519, rsa]\n  rsa-bits: 8192\n' >"$R/etc/seedbed/seedbed.yaml"
+fps2() { fps | grep -v '^ecdsa '; }
+fps2 >"$T/fp-before-kill"
+"$AGENT" --root "$R" --no-cmdline vm-fork >"$T/killed.out" 2>"$T/killed.err" &
+pid=$!
+for _ in $(seq 3000); do
+	grep -q "Replaced SSH host key '/etc/ssh/ssh_host_ed25519_key'" "$T/killed.err" && break
+	kill -0 "$pid" 2>/dev/null || break
+	sleep 0.01
+done
+kill -KILL "$pid" 2>/dev/null || fail "vm-fork ended before it could be killed: $(cat "$T/killed.err")"
+wait "$pid" 2>/dev/null || true
+fps2 >"$T/fp-killed"
+[ "$(grep '^ed25519 ' "$T/fp-killed")" != "$(grep '^ed25519 ' "$T/fp-before-kill")" ] ||
+	fail "the Ed25519 key was not replaced before the kill: $(cat "$T/killed.err")"
+[ "$(grep '^rsa ' "$T/fp-killed")" = "$(grep '^rsa ' "$T/fp-before-kill")" ] || fail "the RSA key was replaced before the kill"
+[ "$(json "$STATE" '.pending + " " + (.keys | length | tostring)')" = "vm-fork 0" ] ||
+	fail "the killed run left no pending record: $(cat "$STATE")"
+# The next boot (RSA at its usual size again, to be quick).
+printf 'ssh:\n  key-types: [ed25519, rsa]\n' >"$R/etc/seedbed/seedbed.yaml"
 run 0 "$AGENT" --root "$R" --no-cmdline firstboot
 expect_in "$T/err" "did not finish: finishing it"
-fps >"$T/fp3"
-grep -v '^rsa ' "$T/fp2" | diff -u - <(grep -v '^rsa ' "$T/fp3") || fail "the keys made after the change were replaced"
-[ "$(grep '^rsa ' "$T/fp2")" != "$(grep '^rsa ' "$T/fp3")" ] || fail "the RSA key from before the change is left"
+fps2 >"$T/fp3"
+if grep -qxFf "$T/fp-before-kill" "$T/fp3"; then
+	fail "a key from before the change survived its replacement's finish"
+fi
 [ "$(json "$STATE" '.pending // "none"')" = none ] || fail "still pending: $(cat "$STATE")"
-[ "$(json "$STATE" '[.keys[] | select(.reason == "'"$WHY"'")] | length')" = 3 ] || fail "reasons: $(json "$STATE" .keys)"
+[ "$(json "$STATE" '[.keys[] | select(.reason == "'"$WHY"'")] | length')" = 2 ] || fail "reasons: $(json "$STATE" .keys)"
 [ "$(json "$R/var/lib/seedbed/firstboot.json" '.version')" = 1 ] || fail "firstboot.json is gone"
 # And the boot after: nothing to finish.
 run 0 "$AGENT" --root "$R" --no-cmdline firstboot
 expect_in "$T/err" "First boot was already done"
-fps | diff -u "$T/fp3" - || fail "a boot with nothing pending changed the keys"
+fps2 | diff -u "$T/fp3" - || fail "a boot with nothing pending changed the keys"
+rm "$R/etc/seedbed/seedbed.yaml"
 
 # --- A vm-forks.json that is not ours is replaced, and says so. ----------
 echo 'not json' >"$FORKS"

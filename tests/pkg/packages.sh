@@ -124,11 +124,18 @@ done
 
 # The guest's units belong to boot: the agent's maintainer scripts never
 # start, stop or restart one (dh_installsystemd --no-start
-# --no-stop-on-upgrade).  The host's service is never started by its
-# package (socket-activated), and restarted on upgrade only if it runs:
-# the guests' connections go through the fd store to the new binary.
+# --no-stop-on-upgrade), but for the watcher of VM generation changes, a
+# daemon: started on installation, restarted after an upgrade, stopped on
+# removal.  The host's service is never started by its package
+# (socket-activated), and restarted on upgrade only if it runs: the
+# guests' connections go through the fd store to the new binary.
 dpkg-deb --ctrl-tarfile "$T/debs/seedbed-agent_"*.deb | tar -xOf - --wildcards './*inst' './*rm' >"$T/agent.scripts"
-! grep -n 'deb-systemd-invoke' "$T/agent.scripts" || fail "seedbed-agent's maintainer scripts start or stop units"
+if grep -n 'deb-systemd-invoke' "$T/agent.scripts" | grep -v "seedbed-vm-fork-watch.service"; then
+	fail "seedbed-agent's maintainer scripts start or stop units"
+fi
+expect_in "$T/agent.scripts" "_dh_action=restart"
+expect_in "$T/agent.scripts" "deb-systemd-invoke \$_dh_action 'seedbed-vm-fork-watch.service'"
+expect_in "$T/agent.scripts" "deb-systemd-invoke stop 'seedbed-vm-fork-watch.service'"
 dpkg-deb --ctrl-tarfile "$T/debs/seedbed-device_"*.deb | tar -xOf - ./postinst >"$T/device.postinst"
 ! grep -n -E "deb-systemd-invoke (start|restart) .*seedbed-device\.service" "$T/device.postinst" ||
 	fail "seedbed-device's postinst starts seedbed-device.service"
@@ -147,6 +154,7 @@ for p in seedbed-agent seedbed-device; do
 	! grep -n '%systemd' "$T/$p.rpm.scripts" || fail "$p's .rpm scriptlets hold an unexpanded macro"
 done
 expect_in "$T/seedbed-device.rpm.scripts" "try-restart seedbed-device.service"
+expect_in "$T/seedbed-agent.rpm.scripts" "try-restart seedbed-vm-fork-watch.service"
 
 [ "$(id -u)" -eq 0 ] || skip "install and purge need root (chroot, mount)"
 

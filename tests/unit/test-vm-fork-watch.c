@@ -56,35 +56,71 @@ START_TEST(test_parse_table) {
 }
 END_TEST
 
-static int count_fork(const KmsgRecord *r, void *userdata) {
-        unsigned *n = userdata;
+/* Which changes the watcher acts on: each fork line once, those after
+ * the last it acted on in this boot. */
+START_TEST(test_acts_table) {
+        static const struct {
+                const char *text;
+                bool have_last;
+                uint64_t last;
+                bool acts;
+        } table[] = {
+                { "5,3,30,-;" VM_FORK_KMSG_MESSAGE, false, 0, true },
+                { "5,3,30,-;" VM_FORK_KMSG_MESSAGE, true, 2, true },
+                { "5,3,30,-;" VM_FORK_KMSG_MESSAGE, true, 3, false },
+                { "5,3,30,-;" VM_FORK_KMSG_MESSAGE, true, 9, false },
+                { "5,0,30,-;" VM_FORK_KMSG_MESSAGE, false, 0, true },
+                { "6,4,40,-;random: crng init done", false, 0, false },
+                { "13,4,40,-;" VM_FORK_KMSG_MESSAGE, false, 0, false },
+        };
 
-        (*n)++;
-        ck_assert_uint_eq(r->seq, 3);
-        return *n == 1 ? -EIO : 0; /* a failure is logged, the watch goes on */
+        for (size_t i = 0; i < ELEMENTSOF(table); i++) {
+                KmsgRecord r;
+
+                ck_assert_int_eq(kmsg_record_parse(table[i].text, strlen(table[i].text), &r), 0);
+                ck_assert_msg(vm_fork_watch_acts(&r, table[i].have_last, table[i].last) == table[i].acts, "row %zu", i);
+        }
+}
+END_TEST
+
+typedef struct Seen {
+        unsigned n;
+        uint64_t seq[8];
+} Seen;
+
+static int seen_fork(const KmsgRecord *r, void *userdata) {
+        Seen *s = userdata;
+
+        ck_assert_uint_lt(s->n, ELEMENTSOF(s->seq));
+        s->seq[s->n++] = r->seq;
+        return s->n == 1 ? -EIO : 0; /* a failure is logged, the watch goes on */
 }
 
 /* The watch itself, over a socket that hands over one record per read as
- * /dev/kmsg does: the fork line is acted on each time it comes, every
- * other record is not, and the end of input ends it. */
+ * /dev/kmsg does: each fork line after the last one acted on is acted on
+ * once, every other record is not, and the end of input ends it. */
 START_TEST(test_watch) {
         static const char *const records[] = {
-                "6,1,10,-;random: crng init done\n",
-                "5,2,20,-;not a fork\n",
-                "5,3,30,-;" VM_FORK_KMSG_MESSAGE "\n",
-                "13,4,40,-;" VM_FORK_KMSG_MESSAGE "\n",
+                "5,2,20,-;" VM_FORK_KMSG_MESSAGE "\n", /* acted on before this start */
+                "6,3,10,-;random: crng init done\n",
+                "5,4,20,-;not a fork\n",
+                "5,5,30,-;" VM_FORK_KMSG_MESSAGE "\n",
+                "13,6,40,-;" VM_FORK_KMSG_MESSAGE "\n",
                 "garbage",
-                "5,3,30,-;" VM_FORK_KMSG_MESSAGE "\n",
+                "5,5,30,-;" VM_FORK_KMSG_MESSAGE "\n", /* the same record again */
+                "5,8,50,-;" VM_FORK_KMSG_MESSAGE "\n",
         };
         int sv[2];
-        unsigned n = 0;
+        Seen seen = {};
 
         ck_assert_int_eq(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv), 0);
         for (size_t i = 0; i < ELEMENTSOF(records); i++)
                 ck_assert_int_eq(write(sv[1], records[i], strlen(records[i])), (ssize_t) strlen(records[i]));
         close(sv[1]);
-        ck_assert_int_eq(vm_fork_watch(sv[0], count_fork, &n), 0);
-        ck_assert_uint_eq(n, 2);
+        ck_assert_int_eq(vm_fork_watch(sv[0], true, 2, seen_fork, &seen), 0);
+        ck_assert_uint_eq(seen.n, 2);
+        ck_assert_uint_eq(seen.seq[0], 5);
+        ck_assert_uint_eq(seen.seq[1], 8);
         close(sv[0]);
 }
 END_TEST
@@ -94,6 +130,7 @@ static Suite *vm_fork_watch_suite(void) {
         TCase *tc = tcase_create("kmsg");
 
         tcase_add_test(tc, test_parse_table);
+        tcase_add_test(tc, test_acts_table);
         tcase_add_test(tc, test_watch);
         suite_add_tcase(s, tc);
         return s;

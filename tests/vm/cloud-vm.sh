@@ -19,6 +19,10 @@
 #   3. clone2: the same disk and seed (cloud-init's instance-id kept) with
 #      a new SMBIOS UUID: new keys from seedbed; cloud-init prints no block
 #      (once per instance), seedbed-console.service prints them.
+#   4. fork: clone2, with a VM generation ID, saved while it runs and
+#      restored with another: new keys (Debian 13's kernel sends the
+#      uevent and logs the line: both ways start one run), announced on
+#      the console, recorded in vm-forks.json.
 #
 # With SEEDBED_FIRSTBOOT_DEMO=1 (tools/demo) the first boot runs, then the
 # same image without seedbed (cloud-init alone makes the keys) as a
@@ -71,16 +75,6 @@ seed() {
 	} >"$T/$name.user-data"
 	printf 'instance-id: %s\nlocal-hostname: seedbed-guest\n' "$iid" >"$T/$name.meta-data"
 	cloud-localds "$T/$name.seed" "$T/$name.user-data" "$T/$name.meta-data" || fail "cloud-localds failed"
-}
-
-# wait_console NAME TEXT WHAT: until the console shows TEXT.
-wait_console() {
-	local name=$1 text=$2 what=$3 start=$SECONDS
-	until on_console "$name" "$text"; do
-		alive "$name"
-		[ $((SECONDS - start)) -lt "$WAIT_STEP" ] || guest_failed "$name" "$what did not happen within $WAIT_STEP s"
-		sleep 2
-	done
 }
 
 # every_block_is_sshd NAME: each fingerprint line of every block on the
@@ -268,7 +262,8 @@ poweroff clone
 # but gets a new SMBIOS UUID: seedbed makes new keys, cloud-init runs no
 # per-instance module and prints no block; seedbed-console.service does.
 boot clone2 "$IMG/disk.img" 5eedbed0-0000-4000-8000-00000000c003 "" \
-	-drive "file=$T/clone.seed,format=raw,if=virtio,readonly=on" "${EGD_ARGS[@]}"
+	-drive "file=$T/clone.seed,format=raw,if=virtio,readonly=on" "${EGD_ARGS[@]}" \
+	-device vmgenid,guid=8a3b0e52-5eed-4bed-9000-00000000c0c1
 wait_ssh clone2
 wait_console clone2 '-----END SSH HOST KEY KEYS-----' "a host key block on the console"
 verify_keys clone2
@@ -288,7 +283,33 @@ fi
 [ "$(rec clone2 '[.ssh_keys[] | select(.action == "replaced")] | length')" = 3 ] ||
 	fail "clone2: seedbed did not replace the keys: $(rec clone2 .ssh_keys)"
 say "clone2: same instance-id, new SMBIOS UUID: new keys, and seedbed printed their blocks after cloud-init's last stage"
-poweroff clone2
+
+# --- 4. clone2 saved while it runs and restored with another VM
+# generation ID.  Debian 13's kernel sends the uevent (and logs the line
+# the watcher reads, which tests/vm/firstboot-vm.sh's Debian 12 relies
+# on): with the watcher stopped, the udev rule alone makes one run.
+guest clone2 sudo -n systemctl mask --runtime --now seedbed-vm-fork-watch.service ||
+	fail "clone2: masking the watcher"
+save_vm clone2 "$T/clone2.vmstate"
+qemu-img create -q -f qcow2 -F raw -b "$IMG/disk.img" "$T/fork.qcow2" || fail "fork: qemu-img"
+DISK_FORMAT=qcow2 boot fork "$T/fork.qcow2" 5eedbed0-0000-4000-8000-00000000c003 "" \
+	-drive "file=$T/clone.seed,format=raw,if=virtio,readonly=on" "${EGD_ARGS[@]}" \
+	-device vmgenid,guid=8a3b0e52-5eed-4bed-9000-00000000c0c2 -incoming "exec:cat $T/clone2.vmstate"
+wait_new_keys fork "$T/clone2.served"
+FORK_TIME=$FORK_SECONDS
+wait_console fork '-----END SSH HOST KEY KEYS-----' "a host key block on the console"
+verify_keys fork
+guest fork sudo -n cat /var/lib/seedbed/vm-forks.json >"$T/fork.forks.json" || fail "fork: no vm-forks.json"
+ssh-keygen -l -f "$T/fork.keyscan" | awk '{ print $2 }' | sort >"$T/fork.served"
+json "$T/fork.forks.json" '.events[-1].keys[].new' | sort | diff -u "$T/fork.served" - ||
+	fail "fork: vm-forks.json's last change is not the keys sshd serves"
+[ "$(json "$T/fork.forks.json" '.events[-1].result + " " + .events[-1].sshd')" = "regenerated reloaded ssh.service" ] ||
+	fail "fork: $(cat "$T/fork.forks.json")"
+[ "$(json "$T/fork.forks.json" '.events | length')" = 1 ] || fail "fork: not one change recorded: $(cat "$T/fork.forks.json")"
+say "fork: restored with a new generation ID, the uevent alone gave it new keys, $FORK_TIME s after QEMU started"
+qmp fork quit >/dev/null 2>&1 || true
+wait "$QEMU_PID" 2>/dev/null || true
+QEMU_PID=
 stop_device
 
 echo

@@ -132,6 +132,62 @@ wait_ssh() {
 	guest_failed "$name" "sshd did not serve its ${#KEY_TYPES[@]} host keys within $WAIT_SSH s"
 }
 
+# save_vm NAME FILE: the running guest saved to FILE as a snapshot is
+# (QMP migrate to "exec:cat >FILE"), and its QEMU quit: FILE restores it
+# in a new QEMU with the same devices, -incoming "exec:cat FILE".
+save_vm() {
+	local name=$1 file=$2 start=$SECONDS status
+	say "$name: saving the running VM (QMP migrate to a file)"
+	qmp "$name" migrate "$(python3 -c 'import json, sys; print(json.dumps({"uri": "exec:cat >" + sys.argv[1]}))' "$file")" \
+		>/dev/null || fail "$name: QMP migrate"
+	while :; do
+		status=$(qmp_field "$name" query-migrate status)
+		[ "$status" != completed ] || break
+		[ "$status" != failed ] || fail "$name: saving failed"
+		[ $((SECONDS - start)) -lt "$WAIT_STEP" ] || fail "$name: not saved within $WAIT_STEP s"
+		sleep 1
+	done
+	qmp "$name" quit >/dev/null 2>&1 || true
+	wait "$QEMU_PID" 2>/dev/null || true
+	QEMU_PID=
+	say "$name: saved ($(du -m "$file" | cut -f1) MiB) in $((SECONDS - start)) s"
+}
+
+# wait_new_keys NAME OLD: until sshd serves a whole set of KEY_TYPES none
+# of which has a fingerprint listed in the file OLD (a set that mixes
+# them is a retry); the keys land in $T/NAME.keyscan, the seconds since
+# QEMU started in FORK_SECONDS.
+wait_new_keys() {
+	local name=$1 old=$2 types got
+	types=$(IFS=,; echo "${KEY_TYPES[*]}")
+	while :; do
+		alive "$name"
+		[ $((SECONDS - BOOTED)) -lt "$WAIT_SSH" ] ||
+			guest_failed "$name" "sshd did not serve new host keys within $WAIT_SSH s of QEMU's start"
+		ssh-keyscan -T 20 -p "$PORT" -t "$types" 127.0.0.1 >"$T/$name.keyscan" 2>/dev/null || true
+		got=$(awk 'NF >= 3 { print $2 }' "$T/$name.keyscan" | sort -u | wc -l)
+		if [ "$got" -eq "${#KEY_TYPES[@]}" ] &&
+			! ssh-keygen -l -f "$T/$name.keyscan" | awk '{ print $2 }' | grep -qxFf "$old"; then
+			break
+		fi
+		sleep 1
+	done
+	# shellcheck disable=SC2034 # for the test that sources this
+	FORK_SECONDS=$((SECONDS - BOOTED))
+	say "$name: sshd serves ${#KEY_TYPES[@]} new host keys, $FORK_SECONDS s after QEMU started"
+}
+
+# wait_console NAME TEXT WHAT: until the console shows TEXT (WHAT says
+# what that is, for the failure).
+wait_console() {
+	local name=$1 text=$2 what=$3 start=$SECONDS
+	until on_console "$name" "$text"; do
+		alive "$name"
+		[ $((SECONDS - start)) -lt "$WAIT_STEP" ] || guest_failed "$name" "$what did not happen within $WAIT_STEP s"
+		sleep 1
+	done
+}
+
 # console_block NAME WHAT: the lines of the console's last BEGIN/END SSH
 # HOST KEY WHAT block, as a cloud console's parser reads them: the
 # markers anywhere in a line, and whatever the line carries before the
