@@ -257,6 +257,48 @@ START_TEST(test_hostile_files) {
 }
 END_TEST
 
+/* Only JSON's shape is read: YAML's "[k: v]" is a mapping inside the
+ * list that no bracket counts, and its copy, written "[{...}]", was one
+ * level deeper than the check allowed: seedbed refused records it had
+ * written.  What follows the object, or closers that do not match, were
+ * let through as well.  Everything json.c writes still reads. */
+START_TEST(test_json_shape) {
+        static const char *const refused[] = {
+                "{\"version\": 1, \"result\": \"ready\", \"x\": [\"k\": 1]}\n",
+                "{\"version\": 1, \"result\": \"ready\", \"x\": [a: b]}\n",
+                "{\"version\": 1, \"result\": \"ready\", \"x\": [[{\"k\": [\"a\": 1]}]]}\n",
+                "{\"version\": 1, \"result\": \"ready\", \"x\": {\"a\": 1]}\n",
+                "{\"version\": 1, \"result\": \"ready\", \"x\": [1}]\n",
+                "{\"version\": 1, \"result\": \"ready\"}\n]]]\n",
+                "{\"version\": 1, \"result\": \"ready\"} {\"a\": 1}\n",
+                "{\"version\": 1, \"result\": \"ready\"}\n---\n",
+                "{\"version\": 1, \"result\": \"ready\"\n",
+        };
+        char *out;
+        bool ready;
+        int r;
+
+        for (size_t i = 0; i < ELEMENTSOF(refused); i++) {
+                fakeroot_write(root, RECORD_SEED, refused[i]);
+                out = print(true, &r, &ready);
+                ck_assert_msg(r == -EBADMSG, "taken: %s", refused[i]);
+                free(out);
+        }
+
+        /* All json.c writes: objects in lists, empty ones, brackets and
+         * escapes inside strings, every kind of scalar, blanks after. */
+        fakeroot_write(root, RECORD_SEED,
+                       "{\n  \"version\": 1,\n  \"result\": \"ready\",\n  \"ready_after\": true,\n"
+                       "  \"x\": [\n    {\n      \"k\": [[], {}, -1.5e3, null, false, \"a]}:[\\\"\\\\\"]\n    }\n  ],\n"
+                       "  \"e\": {}\n}\n\n");
+        out = print(true, &r, &ready);
+        ck_assert_int_eq(r, 0);
+        ck_assert(ready);
+        ck_assert_ptr_nonnull(strstr(out, "\"k\": [[], {}, -1.5e3, null, false, \"a]}:[\\\"\\\\\"]"));
+        free(out);
+}
+END_TEST
+
 START_TEST(test_stale) {
         char path[4096], *out = NULL;
         size_t size = 0;
@@ -552,6 +594,7 @@ static Suite *record_suite(void) {
         tcase_add_test(tc, test_escaping);
         tcase_add_test(tc, test_missing_and_garbage);
         tcase_add_test(tc, test_hostile_files);
+        tcase_add_test(tc, test_json_shape);
         tcase_add_test(tc, test_stale);
         tcase_add_test(tc, test_timeline_carried);
         tcase_add_test(tc, test_killed_writer_cleaned);
