@@ -149,6 +149,21 @@ START_TEST(test_escaping) {
         out = print(true, &r, &ready);
         ck_assert_int_eq(r, 0);
         free(out);
+
+        /* C1 controls read back from their \u escapes as characters:
+         * U+009B is CSI to a terminal, U+0085 a line break.  Neither
+         * reaches it; what is printable, é included, does. */
+        strcpy(v.current, "a\xc2\x85" "b\xc2\x9b" "31mc\xc3\xa9");
+        ck_assert_int_eq(record_write(&in), 0);
+        text = fakeroot_read(root, RECORD_SEED);
+        ck_assert_ptr_nonnull(strstr(text, "\"current\": \"a\\u0085b\\u009b31mc\xc3\xa9\""));
+        free(text);
+        out = print(false, &r, &ready);
+        ck_assert_int_eq(r, 0);
+        ck_assert_ptr_nonnull(strstr(out, "hwrng: a?b?31mc\xc3\xa9 is current"));
+        ck_assert_ptr_null(strstr(out, "\xc2\x85"));
+        ck_assert_ptr_null(strstr(out, "\xc2\x9b"));
+        free(out);
 }
 END_TEST
 
