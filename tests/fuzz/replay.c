@@ -34,6 +34,12 @@ static unsigned timeout_sec = REPLAY_TIMEOUT_SEC;
 static char timeout_msg[64];
 static const char *replaying; /* the input the alarm names */
 
+/* The process's stderr: once a target called fuzz_setup(), stdio's
+ * stderr is /dev/null, and the driver's own errors would vanish. */
+static FILE *err(void) {
+        return fuzz_stderr ?: stderr;
+}
+
 static void write_str(const char *s) {
         (void) !write(STDERR_FILENO, s, strlen(s));
 }
@@ -59,7 +65,7 @@ static int replay_file(const char *path) {
         r = read_full_file(path, REPLAY_FILE_MAX, &text, &size);
         alarm(0);
         if (r < 0) {
-                fprintf(stderr, "Cannot read '%s': %s\n", path, strerror(-r));
+                fprintf(err(), "Cannot read '%s': %s\n", path, strerror(-r));
                 return r;
         }
         exact = malloc(MAX(size, (size_t) 1));
@@ -90,8 +96,9 @@ static int replay_path(const char *path) {
         int n, r = 0;
 
         if (stat(path, &st) < 0) {
-                fprintf(stderr, "Cannot find '%s': %m\n", path);
-                return -errno;
+                r = -errno; /* before fprintf() may change it */
+                fprintf(err(), "Cannot find '%s': %s\n", path, strerror(-r));
+                return r;
         }
         if (!S_ISDIR(st.st_mode))
                 return replay_file(path);
@@ -99,8 +106,9 @@ static int replay_path(const char *path) {
         /* In name order, so that every run replays the same sequence. */
         n = scandir(path, &names, is_seed, alphasort);
         if (n < 0) {
-                fprintf(stderr, "Cannot list '%s': %m\n", path);
-                return -errno;
+                r = -errno;
+                fprintf(err(), "Cannot list '%s': %s\n", path, strerror(-r));
+                return r;
         }
         for (int i = 0; i < n; i++) {
                 _cleanup_free_ char *file = NULL;
@@ -126,7 +134,7 @@ int main(int argc, char *argv[]) {
                 timeout_sec = MAX(atoi(getenv("SEEDBED_FUZZ_TIMEOUT")), 1);
         (void) snprintf(timeout_msg, sizeof timeout_msg, "' ran for more than %u s (a hang).\n", timeout_sec);
         if (sigaction(SIGALRM, &(struct sigaction) { .sa_handler = on_alarm }, NULL) < 0) {
-                fprintf(stderr, "Cannot catch SIGALRM: %m\n");
+                fprintf(err(), "Cannot catch SIGALRM: %m\n");
                 return EXIT_FAILURE;
         }
 
@@ -144,6 +152,12 @@ int main(int argc, char *argv[]) {
                                      name) < 0)
                                 return EXIT_FAILURE;
                         r = replay_path(dir);
+                        /* A corpus lost (a bad EXTRA_DIST, a wrong
+                         * top_srcdir) would make the test pass on nothing. */
+                        if (r >= 0 && i == 0 && replayed == 0) {
+                                fprintf(err(), "No inputs in '%s': a target needs a seed corpus.\n", dir);
+                                r = -ENOENT;
+                        }
                 }
         }
         if (r < 0)
