@@ -13,8 +13,6 @@
  * rewrite. */
 #define CRYPTTAB_MAX (1024 * 1024)
 
-#define BLANKS " \t"
-
 bool crypttab_field_valid(const char *s) {
         if (!s || s[0] == 0 || s[0] == '#')
                 return false;
@@ -25,18 +23,24 @@ bool crypttab_field_valid(const char *s) {
         return true;
 }
 
+static bool is_blank(char c) {
+        /* Not strchr(" \t\r", c): it finds the terminator for a NUL
+         * byte, which made "\0data ..." an entry for "data", replaced. */
+        return c == ' ' || c == '\t' || c == '\r';
+}
+
 /* Up to max whitespace-separated fields of one line (without its end),
  * as pointers and lengths into it.  Returns the number found. */
 static size_t split_fields(const char *line, size_t len, const char **f, size_t *fl, size_t max) {
         size_t n = 0, i = 0;
 
         while (n < max) {
-                while (i < len && strchr(BLANKS "\r", line[i]))
+                while (i < len && is_blank(line[i]))
                         i++;
                 if (i >= len)
                         break;
                 f[n] = line + i;
-                while (i < len && !strchr(BLANKS "\r", line[i]))
+                while (i < len && !is_blank(line[i]))
                         i++;
                 fl[n] = (size_t) (line + i - f[n]);
                 n++;

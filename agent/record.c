@@ -12,6 +12,7 @@
 #include "json-read.h"
 #include "json.h"
 #include "record.h"
+#include "utf8.h"
 
 static void json_ms(Json *j, const char *key, usec_t u) {
         if (u == USEC_INFINITY)
@@ -435,21 +436,40 @@ int record_mark_firstboot_done(const char *path, bool in_initrd, usec_t start_bo
 }
 
 /* The same for printing to a terminal: a planted record must not send
- * escape sequences, so control bytes show as '?'.  The copies rotate
- * through a ring, enough for every value one status line prints. */
+ * escape sequences, so control characters show as '?': C0 and DEL, and
+ * C1 too (U+009B is CSI to a terminal that takes UTF-8, and "\u009b" in
+ * the JSON reads back as it), as does a byte that is not UTF-8.  The
+ * copies rotate through a ring, enough for every value one status line
+ * prints. */
 static const char *sstr(yaml_document_t *doc, yaml_node_t *map, const char *key) {
         static char ring[16][256];
         static unsigned next;
         const char *v = json_get_str(doc, map, key);
+        size_t n, o = 0;
         char *out;
-        size_t i;
 
         if (!v)
                 return NULL;
         out = ring[next++ % ELEMENTSOF(ring)];
-        for (i = 0; v[i] && i < sizeof ring[0] - 1; i++)
-                out[i] = ((unsigned char) v[i] < 0x20 || v[i] == 0x7f) ? '?' : v[i];
-        out[i] = 0;
+        n = strlen(v);
+        while (n > 0) {
+                uint32_t c;
+                size_t k = utf8_decode(v, n, &c);
+
+                /* Whole characters only: a cut one would be no UTF-8. */
+                if (o + MAX(k, (size_t) 1) > sizeof ring[0] - 1)
+                        break;
+                if (k == 0 || !utf8_yaml_safe(c)) {
+                        out[o++] = '?';
+                        k = MAX(k, (size_t) 1);
+                } else {
+                        memcpy(out + o, v, k);
+                        o += k;
+                }
+                v += k;
+                n -= k;
+        }
+        out[o] = 0;
         return out;
 }
 

@@ -219,12 +219,6 @@ const char *health_result_to_string(HealthResult r) {
  * three equal bytes in a row cannot fail inside; only a run carried in
  * can, and that is checked apart.  On random data three in a row come
  * once in 2^16 positions: the exact loop runs for about 0.4% of blocks. */
-#ifdef __clang__
-/* clang has no per-function optimize attribute (and vectorises at -O2). */
-#define _optimize_vectorise_
-#else
-#define _optimize_vectorise_ __attribute__((optimize("O3")))
-#endif
 _optimize_vectorise_
 static bool feed_fast(HealthTest *t, const uint8_t *p, size_t m) {
         unsigned c = t->rct_cutoff, run, count = t->apt_count, seen = t->apt_seen;

@@ -201,8 +201,14 @@ void json_free(Json *j) {
 }
 
 bool json_object_text_ok(const char *s, size_t n, unsigned max_depth) {
+        /* The open containers, innermost at bit depth-1: set for '['. */
+        uint64_t in_array = 0;
         unsigned depth = 0;
+        bool closed = false;
         char prev = 0; /* the last character outside strings, blanks aside */
+
+        if (max_depth > 64)
+                max_depth = 64; /* what in_array holds; records are far shallower */
 
         if (n == 0 || s[0] != '{' || memchr(s, 0, n))
                 return false;
@@ -225,18 +231,38 @@ bool json_object_text_ok(const char *s, size_t n, unsigned max_depth) {
                 }
                 if (c == ' ' || c == '\t' || c == '\n' || c == '\r')
                         continue;
+                /* libyaml reads one document and stops: what follows the
+                 * object would be ignored, or a second document. */
+                if (closed)
+                        return false;
                 if (c == '[' || c == '{') {
-                        if (++depth > max_depth)
+                        if (depth >= max_depth)
                                 return false;
+                        if (c == '[')
+                                in_array |= UINT64_C(1) << depth;
+                        else
+                                in_array &= ~(UINT64_C(1) << depth);
+                        depth++;
                 } else if (c == ']' || c == '}') {
-                        if (depth > 0)
-                                depth--;
-                } else if (c != ',' && c != ':' && c != '-' && c != '+' && c != '.' &&
-                           !(c >= '0' && c <= '9') && !(c >= 'a' && c <= 'z') && !(c >= 'A' && c <= 'Z'))
+                        /* Only the closer of the innermost container: a
+                         * count alone takes "[}" and closers past the end. */
+                        if (depth == 0 || !!(in_array & (UINT64_C(1) << (depth - 1))) != (c == ']'))
+                                return false;
+                        if (--depth == 0)
+                                closed = true;
+                } else if (c == ':' && (in_array & (UINT64_C(1) << (depth - 1))))
+                        /* YAML reads "[k: v]" as a list holding the mapping
+                         * {k: v}, a level of nesting no bracket counts: its
+                         * copy is written as "[{...}]", one level deeper,
+                         * and then refused.  JSON has no ':' in an array. */
+                        return false;
+                else if (c != ',' && c != ':' && c != '-' && c != '+' && c != '.' &&
+                         !(c >= '0' && c <= '9') && !(c >= 'a' && c <= 'z') && !(c >= 'A' && c <= 'Z'))
                         /* No anchor (&), alias (*), tag (!), single quote,
                          * comment or block scalar: none is JSON. */
                         return false;
                 prev = c;
         }
-        return true;
+        /* An object never closed is no record (libyaml would take it). */
+        return closed;
 }

@@ -40,9 +40,10 @@ void json_raw(Json *j, const char *key, const char *text);
 int json_finish(Json *j, char **ret, size_t *ret_len);
 
 /* Whether text could be one of our JSON records, before a parser sees
- * it: an object, no NUL byte, flow nesting (outside strings) no deeper
- * than max_depth, and outside strings nothing but JSON's punctuation,
- * numbers and literals.  libyaml's parser recurses without a limit and
+ * it: one object and nothing after it but blanks, no NUL byte, brackets
+ * (outside strings) that close in order and nest no deeper than
+ * max_depth (at most 64), no ':' directly inside '[', and outside strings
+ * nothing but JSON's punctuation, numbers and literals.  libyaml's parser recurses without a limit and
  * takes quadratic time on deep nesting; and libyaml takes YAML, whose
  * anchors and aliases make a document a graph: one that contains itself
  * sends a reader that walks it (json_copy()) into endless recursion, a

@@ -100,24 +100,34 @@ static inline bool fuzz_config_equal(const ConfItem *items, size_t n_items, cons
         return true;
 }
 
-/* A configuration that was taken: its dump is YAML that reads back, into
- * the defaults, as the same configuration. */
-static inline void fuzz_config_check_dump(const FuzzConfig *cfg, void *target, const ConfParser *p) {
-        _cleanup_free_ char *text = fuzz_config_dump(cfg, target, NULL), *with_origins = NULL, *again = NULL;
+/* dump (of target, as text) read into the defaults is target again. */
+static inline void fuzz_config_check_reads_back(const FuzzConfig *cfg, void *target, const char *text,
+                                                const char *dump) {
+        _cleanup_free_ char *again = NULL;
         void *back = cfg->new_target();
         ConfParser q;
         int r;
 
-        with_origins = fuzz_config_dump(cfg, target, p);
         if (conf_parser_init(&q, cfg->items, cfg->n_items, back) < 0)
                 abort();
-        r = conf_load_yaml_buffer(&q, "dump.yaml", text, strlen(text));
-        fuzz_check(r == 0, "the dump does not read back: %s\n--- dump:\n%s", q.error, text);
+        r = conf_load_yaml_buffer(&q, "dump.yaml", dump, strlen(dump));
+        fuzz_check(r == 0, "the dump does not read back: %s\n--- dump:\n%s", q.error, dump);
         again = fuzz_config_dump(cfg, back, NULL);
         fuzz_check(streq(text, again) && fuzz_config_equal(cfg->items, cfg->n_items, target, back),
-                   "the dump reads back as another configuration:\n--- dump:\n%s--- read back:\n%s", text, again);
+                   "the dump reads back as another configuration:\n--- dump:\n%s--- read back:\n%s", dump, again);
         conf_parser_done(&q);
         cfg->free_target(back);
+}
+
+/* A configuration that was taken: its dump is YAML that reads back, into
+ * the defaults, as the same configuration; with the comments that say
+ * where each value came from (config --dump) too. */
+static inline void fuzz_config_check_dump(const FuzzConfig *cfg, void *target, const ConfParser *p) {
+        _cleanup_free_ char *text = fuzz_config_dump(cfg, target, NULL), *with_origins = NULL;
+
+        fuzz_config_check_reads_back(cfg, target, text, text);
+        with_origins = fuzz_config_dump(cfg, target, p);
+        fuzz_config_check_reads_back(cfg, target, text, with_origins);
 }
 
 /* The input as a configuration file. */

@@ -7,8 +7,9 @@
  * What must hold: a spec is taken or refused with a reason, validate()
  * agrees with parse(), a taken one names a path as given or a tag's
  * non-empty value, and written back as TAG=VALUE it names the same; an
- * edit of the crypttab keeps the other lines and gives our line, and
- * the same edit again changes nothing. */
+ * edit of the crypttab keeps every line that is not for our volume byte
+ * for byte and in order, leaves exactly one line for it, naming our
+ * device and key file, and the same edit again changes nothing. */
 #include <ctype.h>
 
 #include "blockdev.h"
@@ -50,12 +51,96 @@ static void check_spec(const char *s) {
         free(text);
 }
 
+#define NAME "data"
+#define KEY_FILE "/etc/seedbed/keys/data.key"
+
+/* The next line of text (without its '\n') at *pos, or false at the end. */
+static bool next_line(const char *text, size_t size, size_t *pos, const char **ret, size_t *ret_len) {
+        const char *nl;
+
+        if (*pos >= size)
+                return false;
+        nl = memchr(text + *pos, '\n', size - *pos);
+        *ret = text + *pos;
+        *ret_len = nl ? (size_t) (nl - *ret) : size - *pos;
+        *pos += *ret_len + (nl ? 1 : 0);
+        return true;
+}
+
+/* Field i (from 0) of a line, split on blanks as crypttab(5) and
+ * systemd-cryptsetup do; written here anew rather than taken from
+ * crypttab.c, so that one mistake is not checked against itself. */
+static bool line_field(const char *l, size_t len, unsigned i, const char **ret, size_t *ret_len) {
+        size_t p = 0;
+
+        for (;;) {
+                size_t start;
+
+                while (p < len && (l[p] == ' ' || l[p] == '\t' || l[p] == '\r'))
+                        p++;
+                if (p >= len)
+                        return false;
+                start = p;
+                while (p < len && l[p] != ' ' && l[p] != '\t' && l[p] != '\r')
+                        p++;
+                if (i-- == 0) {
+                        *ret = l + start;
+                        *ret_len = p - start;
+                        return true;
+                }
+        }
+}
+
+static bool field_is(const char *l, size_t len, unsigned i, const char *want) {
+        const char *f;
+        size_t fl;
+
+        return line_field(l, len, i, &f, &fl) && fl == strlen(want) && memcmp(f, want, fl) == 0;
+}
+
+/* The administrator's lines are theirs: every line of before that is
+ * not an entry for our volume is in after, byte for byte and in the
+ * same order, with nothing else between them but one entry for ours. */
+static void check_kept(const char *before, size_t before_size, const char *after, size_t after_size,
+                       const char *device) {
+        size_t bp = 0, ap = 0, ours = 0;
+        const char *b = NULL, *a = NULL;
+        size_t bl = 0, al = 0;
+
+        for (;;) {
+                bool more_b;
+
+                do
+                        more_b = next_line(before, before_size, &bp, &b, &bl);
+                while (more_b && field_is(b, bl, 0, NAME));
+                for (;;) {
+                        if (!next_line(after, after_size, &ap, &a, &al)) {
+                                a = NULL;
+                                break;
+                        }
+                        if (!field_is(a, al, 0, NAME))
+                                break;
+                        ours++;
+                        fuzz_check(field_is(a, al, 1, device) && field_is(a, al, 2, KEY_FILE),
+                                   "our line '%.*s' names another device or key file", (int) al, a);
+                }
+                if (!more_b) {
+                        fuzz_check(!a, "a line was added: '%.*s'", (int) al, a);
+                        break;
+                }
+                fuzz_check(a, "the line '%.*s' was dropped", (int) bl, b);
+                fuzz_check(al == bl && memcmp(a, b, bl) == 0, "the line '%.*s' became '%.*s'", (int) bl, b,
+                           (int) al, a);
+        }
+        fuzz_check(ours == 1, "%zu lines for our volume", ours);
+}
+
 static void check_crypttab(const char *text, size_t size, const char *device) {
         _cleanup_free_ char *once = NULL, *twice = NULL;
         size_t once_size = 0, twice_size = 0;
         int r;
 
-        r = crypttab_edit(text, size, "data", device, "/etc/seedbed/keys/data.key", "luks", &once, &once_size);
+        r = crypttab_edit(text, size, NAME, device, KEY_FILE, "luks", &once, &once_size);
         fuzz_check(r >= 0 || r == -EINVAL, "crypttab_edit() failed with %d", r);
         if (r < 0)
                 return;
@@ -63,7 +148,8 @@ static void check_crypttab(const char *text, size_t size, const char *device) {
                 once = fuzz_strndup((const uint8_t *) text, size);
                 once_size = size;
         }
-        r = crypttab_edit(once, once_size, "data", device, "/etc/seedbed/keys/data.key", "luks", &twice, &twice_size);
+        check_kept(text, size, once, once_size, device);
+        r = crypttab_edit(once, once_size, NAME, device, KEY_FILE, "luks", &twice, &twice_size);
         fuzz_check(r == 0, "a second edit changed the crypttab again (%d):\n%s---\n%s", r, once, strempty(twice));
 }
 

@@ -6,10 +6,13 @@
  * ($top_srcdir/tests/fuzz/{corpus,regressions}/NAME, NAME from the
  * program's name without "fuzz-"): that is the test "make check" runs.
  * Each input is given in a buffer of its exact size, so AddressSanitizer
- * (--enable-sanitizers) sees a read past its end as libFuzzer's would. */
+ * (--enable-sanitizers) sees a read past its end as libFuzzer's would.
+ * An input that hangs fails the run, naming it, rather than blocking
+ * make check. */
 #include <dirent.h>
 #include <libgen.h>
 #include <limits.h>
+#include <signal.h>
 #include <sys/stat.h>
 
 #include "fileio.h"
@@ -18,10 +21,37 @@
 /* libFuzzer's default -max_len is 4096; our seeds are smaller, a
  * regression input may be larger. */
 #define REPLAY_FILE_MAX (1024 * 1024)
+/* Every seed and regression input takes well under a second, even with
+ * sanitizers; one that comes back as a hang must not stall make check
+ * (automake's harness has no timeout).  SEEDBED_FUZZ_TIMEOUT=SECONDS
+ * changes it, for the test of this. */
+#define REPLAY_TIMEOUT_SEC 25
 
 __attribute__((weak)) int LLVMFuzzerInitialize(int *argc, char ***argv);
 
 static unsigned replayed;
+static unsigned timeout_sec = REPLAY_TIMEOUT_SEC;
+static char timeout_msg[64];
+static const char *replaying; /* the input the alarm names */
+
+/* The process's stderr: once a target called fuzz_setup(), stdio's
+ * stderr is /dev/null, and the driver's own errors would vanish. */
+static FILE *err(void) {
+        return fuzz_stderr ?: stderr;
+}
+
+static void write_str(const char *s) {
+        (void) !write(STDERR_FILENO, s, strlen(s));
+}
+
+/* Only async-signal-safe calls: the target may hang inside malloc.  fd 2
+ * is the original stderr still (fuzz_setup() swaps stdio's stream only). */
+static void on_alarm(int sig) {
+        write_str("Timed out: '");
+        write_str(replaying ?: "?");
+        write_str(timeout_msg);
+        _exit(EXIT_FAILURE);
+}
 
 static int replay_file(const char *path) {
         _cleanup_free_ char *text = NULL;
@@ -29,9 +59,13 @@ static int replay_file(const char *path) {
         size_t size;
         int r;
 
+        /* Reading is timed too: a FIFO named on the command line hangs. */
+        replaying = path;
+        alarm(timeout_sec);
         r = read_full_file(path, REPLAY_FILE_MAX, &text, &size);
+        alarm(0);
         if (r < 0) {
-                fprintf(stderr, "Cannot read '%s': %s\n", path, strerror(-r));
+                fprintf(err(), "Cannot read '%s': %s\n", path, strerror(-r));
                 return r;
         }
         exact = malloc(MAX(size, (size_t) 1));
@@ -42,7 +76,10 @@ static int replay_file(const char *path) {
         /* Named first: a crash's log says which input it was. */
         printf("%s (%zu bytes)\n", path, size);
         fflush(stdout);
+        alarm(timeout_sec);
         (void) LLVMFuzzerTestOneInput(exact, size);
+        alarm(0);
+        replaying = NULL;
         free(exact);
         replayed++;
         return 0;
@@ -59,8 +96,9 @@ static int replay_path(const char *path) {
         int n, r = 0;
 
         if (stat(path, &st) < 0) {
-                fprintf(stderr, "Cannot find '%s': %m\n", path);
-                return -errno;
+                r = -errno; /* before fprintf() may change it */
+                fprintf(err(), "Cannot find '%s': %s\n", path, strerror(-r));
+                return r;
         }
         if (!S_ISDIR(st.st_mode))
                 return replay_file(path);
@@ -68,8 +106,9 @@ static int replay_path(const char *path) {
         /* In name order, so that every run replays the same sequence. */
         n = scandir(path, &names, is_seed, alphasort);
         if (n < 0) {
-                fprintf(stderr, "Cannot list '%s': %m\n", path);
-                return -errno;
+                r = -errno;
+                fprintf(err(), "Cannot list '%s': %s\n", path, strerror(-r));
+                return r;
         }
         for (int i = 0; i < n; i++) {
                 _cleanup_free_ char *file = NULL;
@@ -91,6 +130,13 @@ int main(int argc, char *argv[]) {
 
         if (LLVMFuzzerInitialize)
                 (void) LLVMFuzzerInitialize(&argc, &argv);
+        if (getenv("SEEDBED_FUZZ_TIMEOUT"))
+                timeout_sec = MAX(atoi(getenv("SEEDBED_FUZZ_TIMEOUT")), 1);
+        (void) snprintf(timeout_msg, sizeof timeout_msg, "' ran for more than %u s (a hang).\n", timeout_sec);
+        if (sigaction(SIGALRM, &(struct sigaction) { .sa_handler = on_alarm }, NULL) < 0) {
+                fprintf(err(), "Cannot catch SIGALRM: %m\n");
+                return EXIT_FAILURE;
+        }
 
         if (argc > 1) {
                 for (int i = 1; i < argc && r >= 0; i++)
@@ -106,6 +152,12 @@ int main(int argc, char *argv[]) {
                                      name) < 0)
                                 return EXIT_FAILURE;
                         r = replay_path(dir);
+                        /* A corpus lost (a bad EXTRA_DIST, a wrong
+                         * top_srcdir) would make the test pass on nothing. */
+                        if (r >= 0 && i == 0 && replayed == 0) {
+                                fprintf(err(), "No inputs in '%s': a target needs a seed corpus.\n", dir);
+                                r = -ENOENT;
+                        }
                 }
         }
         if (r < 0)

@@ -1,12 +1,16 @@
 #!/bin/bash
 # make fuzz: runs each fuzz target under libFuzzer for a while.
-#   run.sh SRCDIR BUILDDIR SECONDS TARGET...
+#   [FUZZ_FRESH=1] run.sh SRCDIR BUILDDIR SECONDS TARGET...
 # Each target starts from its seed corpus and regression inputs, copied to
 # BUILDDIR/fuzz-work/TARGET/corpus (the source tree is never written; what
-# libFuzzer adds stays there for the next run), and prints its executions
-# and coverage.  A crash, a leak, a timeout or a broken check leaves its
-# input in BUILDDIR/fuzz-work/TARGET/crashes/, is named, and fails the run:
-# make it a regression input (tests/fuzz/regressions/TARGET/) once fixed.
+# libFuzzer adds stays there for the next run, unless FUZZ_FRESH is set:
+# then the corpus is made anew, so that the run does not depend on earlier
+# ones), and prints its executions and coverage.  A crash, a leak, a
+# timeout or a broken check leaves its input in
+# BUILDDIR/fuzz-work/TARGET/crashes/, is named, and fails the run: make it
+# a regression input (tests/fuzz/regressions/TARGET/) once fixed.  The
+# last run's crash inputs are moved to crashes.prev/, not deleted: one not
+# yet looked at is not lost by running again.
 set -uo pipefail
 
 srcdir=$1 builddir=$2 seconds=$3
@@ -27,8 +31,13 @@ printf '%-14s %12s %8s %8s %8s  %s\n' target executions cov ft corpus result
 for t in "$@"; do
 	prog=$builddir/tests/fuzz/fuzz-$t
 	work=$builddir/fuzz-work/$t
-	mkdir -p "$work/corpus" "$work/crashes"
-	rm -f "$work/crashes/"*
+	[ -z "${FUZZ_FRESH:-}" ] || rm -rf "$work/corpus"
+	mkdir -p "$work/corpus" "$work/crashes" "$work/crashes.prev" "$work/tmp"
+	find "$work/crashes" -maxdepth 1 -type f -exec mv -f {} "$work/crashes.prev/" \;
+	# The targets' temporary files (fuzz-records makes a directory) stay
+	# in the build tree, and go with the next run.
+	find "$work/tmp" -mindepth 1 -delete
+	export TMPDIR=$work/tmp
 	for d in corpus regressions; do
 		if [ -d "$srcdir/tests/fuzz/$d/$t" ]; then
 			find "$srcdir/tests/fuzz/$d/$t" -maxdepth 1 -type f ! -name '.*' -exec cp -f {} "$work/corpus/" \;
