@@ -52,6 +52,18 @@ expect_in() {
 	}
 }
 
+# wait_line FILE TEXT PID SECONDS: until FILE holds TEXT, as long as PID
+# runs, for at most SECONDS; then whether it does.
+wait_line() {
+	local file=$1 text=$2 pid=$3 i
+	for ((i = 0; i < $4 * 100; i++)); do
+		! grep -qF -- "$text" "$file" || return 0
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.01
+	done
+	grep -qF -- "$text" "$file"
+}
+
 # json FILE FILTER: one value from a JSON file ("null" when absent).
 # Called in $(...), so a failure must also make the comparison fail.
 json() {

@@ -218,12 +218,7 @@ for attempt in 1 2 3; do
 	: >"$T/sshd.log"
 	"$SSHD" -D -e -f "$T/sshd_config" -p "$port" 2>"$T/sshd.log" &
 	sshd_pid=$!
-	for _ in $(seq 100); do
-		grep -q "Server listening on 127.0.0.1 port $port" "$T/sshd.log" && break
-		kill -0 "$sshd_pid" 2>/dev/null || break
-		sleep 0.1
-	done
-	grep -q "Server listening on 127.0.0.1 port $port" "$T/sshd.log" && break
+	wait_line "$T/sshd.log" "Server listening on 127.0.0.1 port $port" "$sshd_pid" 10 && break
 	kill "$sshd_pid" 2>/dev/null || :
 	wait "$sshd_pid" 2>/dev/null || :
 	sshd_pid=

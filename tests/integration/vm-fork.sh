@@ -99,11 +99,7 @@ fps2() { fps | grep -v '^ecdsa '; }
 fps2 >"$T/fp-before-kill"
 "$AGENT" --root "$R" --no-cmdline vm-fork >"$T/killed.out" 2>"$T/killed.err" &
 pid=$!
-for _ in $(seq 3000); do
-	grep -q "Replaced SSH host key '/etc/ssh/ssh_host_ed25519_key'" "$T/killed.err" && break
-	kill -0 "$pid" 2>/dev/null || break
-	sleep 0.01
-done
+wait_line "$T/killed.err" "Replaced SSH host key '/etc/ssh/ssh_host_ed25519_key'" "$pid" 30 || true
 kill -KILL "$pid" 2>/dev/null || fail "vm-fork ended before it could be killed: $(cat "$T/killed.err")"
 wait "$pid" 2>/dev/null || true
 fps2 >"$T/fp-killed"
