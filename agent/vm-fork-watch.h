@@ -3,9 +3,10 @@
 
 /* Telling a VM generation change on every kernel that reseeds on one.
  * Linux 5.18 and later reseed the CRNG when the VM generation ID changes
- * and say so in the kernel log; only later kernels also send the uevent
- * NEW_VMGENID=1 that the udev rule acts on (Debian 12's 6.1 does not, as
- * a restored VM shows).  The generation ID itself is not exposed to user
+ * and say so in the kernel log; only some also send the uevent
+ * NEW_VMGENID=1 that the udev rule acts on (added in 2023, taken out
+ * again: neither Debian 12's 6.1 nor Debian 13's 6.12 sends it, as
+ * restored VMs show).  The generation ID itself is not exposed to user
  * space, so the log line is the one sign those kernels give: the watcher
  * reads /dev/kmsg and restarts seedbed-vm-fork.service for each such line
  * of this boot it has not acted on yet (it keeps the last one's sequence
