@@ -8,6 +8,7 @@
 #include "fileio.h"
 #include "log.h"
 #include "sshkeys.h"
+#include "utf8.h"
 
 /* Host key files are a few kilobytes (16384-bit RSA: 13 KiB). */
 #define KEY_FILE_MAX (64 * 1024)
@@ -484,12 +485,19 @@ static int check_pub(const char *path, ssh_key key, char **ret_line, char **ret_
                 *ret_reason = "longer than one line";
                 return r;
         }
-        /* The line goes to the console: no escape sequences. */
-        for (p = line; *p; p++)
-                if (((unsigned char) *p < 0x20 && *p != '\t') || *p == 0x7f) {
+        /* The line goes to the console: no escape sequences, in C0 or
+         * in C1 (U+009B is CSI to the Linux console in UTF-8 mode), and
+         * no bytes that are not UTF-8, which a terminal may read as C1. */
+        for (p = line; *p;) {
+                uint32_t c = (unsigned char) *p;
+                size_t len = c < 0x80 ? 1 : utf8_decode(p, strlen(p), &c);
+
+                if (len == 0 || (c < 0x20 && c != '\t') || (c >= 0x7f && c < 0xa0)) {
                         *ret_reason = "holding control characters";
                         return -EBADMSG;
                 }
+                p += len;
+        }
 
         if (ssh_pki_export_pubkey_base64(key, &want) != SSH_OK)
                 return -EIO;

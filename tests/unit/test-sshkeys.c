@@ -704,13 +704,24 @@ START_TEST(test_pub_repaired) {
         ck_assert_str_eq(r[0].reason, "not the private key's public half");
         ssh_key_results_done(r, n);
 
-        /* An escape sequence for the console. */
-        ck_assert_int_ge(asprintf(&text, "%s \033[2J\n", a[0].public_key), 0);
+        /* An escape sequence for the console: in C0, in C1 (CSI as
+         * U+009B), or a byte that is not UTF-8. */
+        static const char *const escapes[] = { "\033[2J", "\xc2\x9b" "2J", "\x9b" "2J" };
+        for (size_t i = 0; i < ELEMENTSOF(escapes); i++) {
+                ck_assert_int_ge(asprintf(&text, "%s %s\n", a[0].public_key, escapes[i]), 0);
+                fakeroot_write(root, "/etc/ssh/ssh_host_ed25519_key.pub", text);
+                free(text);
+                ck_assert_int_eq(sshkeys_ensure(&o, r, &n), 0);
+                ck_assert_msg(r[0].action == SSH_KEY_REPAIRED, "escape %zu", i);
+                ck_assert_str_eq(r[0].public_key, a[0].public_key);
+                ssh_key_results_done(r, n);
+        }
+        /* A comment in UTF-8 is no escape. */
+        ck_assert_int_ge(asprintf(&text, "%s root@h\xc3\xb6st\n", a[0].public_key), 0);
         fakeroot_write(root, "/etc/ssh/ssh_host_ed25519_key.pub", text);
         free(text);
         ck_assert_int_eq(sshkeys_ensure(&o, r, &n), 0);
-        ck_assert_int_eq(r[0].action, SSH_KEY_REPAIRED);
-        ck_assert_str_eq(r[0].public_key, a[0].public_key);
+        ck_assert_int_eq(r[0].action, SSH_KEY_KEPT);
         ssh_key_results_done(r, n);
 
         /* Someone's comment on the right key stays. */
