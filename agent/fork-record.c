@@ -10,14 +10,6 @@
 #define FORK_RECORD_SIZE_MAX (1024 * 1024)
 #define FORK_RECORD_DEPTH_MAX 6
 
-static void format_time(time_t t, char *buf, size_t size) {
-        struct tm tm;
-
-        buf[0] = 0;
-        if (gmtime_r(&t, &tm))
-                (void) strftime(buf, size, "%Y-%m-%dT%H:%M:%SZ", &tm);
-}
-
 /* The old record's events, as its sequence node, or NULL. */
 static yaml_node_t *old_events(yaml_document_t *doc) {
         yaml_node_t *root = yaml_document_get_root_node(doc), *events;
@@ -29,9 +21,9 @@ static yaml_node_t *old_events(yaml_document_t *doc) {
 }
 
 static void event_write(Json *j, const ForkEvent *e) {
-        char when[64];
+        char when[JSON_TIME_MAX];
 
-        format_time(e->time, when, sizeof when);
+        json_format_time(e->time, when, sizeof when);
         json_object_begin(j, NULL);
         json_string(j, "time", when[0] ? when : NULL);
         json_string(j, "boot_id", e->boot_id);

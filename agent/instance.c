@@ -516,19 +516,11 @@ static void json_nonempty(Json *j, const char *key, const char *s) {
         json_string(j, key, s && s[0] ? s : NULL);
 }
 
-static void format_time(time_t t, char *buf, size_t size) {
-        struct tm tm;
-
-        buf[0] = 0;
-        if (gmtime_r(&t, &tm))
-                (void) strftime(buf, size, "%Y-%m-%dT%H:%M:%SZ", &tm);
-}
-
 int instance_state_format(const InstanceState *s, time_t when, char **ret, size_t *ret_len) {
         char now[64];
         Json j = {};
 
-        format_time(when ?: s->time ?: time(NULL), now, sizeof now);
+        json_format_time(when ?: s->time ?: time(NULL), now, sizeof now);
 
         json_object_begin(&j, NULL);
         json_uint(&j, "version", INSTANCE_STATE_VERSION);
@@ -693,7 +685,7 @@ static int state_parse_key(yaml_document_t *doc, yaml_node_t *n, InstanceKey *k)
         return 0;
 }
 
-/* The record's "time", as format_time() writes it; 0 when it is absent
+/* The record's "time", as json_format_time() writes it; 0 when it is absent
  * or in another form. */
 static time_t parse_time(const char *s) {
         struct tm tm = {};

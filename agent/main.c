@@ -936,7 +936,7 @@ static int do_vm_fork(void) {
                 failed = 1;
 
         fork_keys(before, n_before, regenerate ? keys : before, regenerate ? n : n_before, &c, fk, &n_fk);
-        (void) read_one_line_file("/proc/sys/kernel/random/boot_id", &boot_id);
+        (void) read_boot_id(&boot_id);
         ForkEvent e = {
                 .time = time(NULL),
                 .boot_id = boot_id,

@@ -166,7 +166,7 @@ static void json_boot(Json *j, const Timeline *t, yaml_document_t *d, yaml_node_
 
 static char *boot_id_now(void) {
         char *b = NULL;
-        (void) read_one_line_file("/proc/sys/kernel/random/boot_id", &b);
+        (void) read_boot_id(&b);
         return b;
 }
 
@@ -199,15 +199,12 @@ static int record_format_after(const RecordInput *in, Record *earlier, char **re
         char when[64] = "", boot_id[64] = "";
         _cleanup_free_ char *b = NULL;
         struct utsname u;
-        struct tm tm;
-        time_t t = time(NULL);
         Json j = {};
 
         /* The kernel is always the running one, even under --root. */
         (void) uname(&u);
-        if (gmtime_r(&t, &tm))
-                (void) strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
-        if (read_one_line_file("/proc/sys/kernel/random/boot_id", &b) >= 0)
+        json_format_time(time(NULL), when, sizeof when);
+        if (read_boot_id(&b) >= 0)
                 (void) snprintf(boot_id, sizeof boot_id, "%s", b);
 
         json_object_begin(&j, NULL);
@@ -487,7 +484,7 @@ static int record_check(Record *rec, bool *ret_ready, bool *ret_stale) {
 
         if (!streq_ptr(version, "1") || !json_get_str(&rec->doc, rec->root, "result"))
                 return -EBADMSG;
-        stale = boot && read_one_line_file("/proc/sys/kernel/random/boot_id", &now) >= 0 && !streq(now, boot);
+        stale = boot && read_boot_id(&now) >= 0 && !streq(now, boot);
         if (ret_ready)
                 *ret_ready = !stale && bool_get(&rec->doc, rec->root, "ready_after");
         if (ret_stale)

@@ -6,6 +6,7 @@
 
 #include "atomic.h"
 #include "fileio.h"
+#include "json.h"
 #include "log.h"
 #include "sshkeys.h"
 #include "utf8.h"
@@ -1019,12 +1020,9 @@ int sshkeys_format_console(const SshKeyResult *r, size_t n, bool fingerprints, b
 int sshkeys_state_build(const InstanceState *old, const InstanceId *id, const SshKeyResult *r, size_t n,
                         InstanceState *ret) {
         InstanceState s = { .id = *id };
-        char now[32] = "";
-        time_t t = time(NULL);
-        struct tm tm;
+        char now[JSON_TIME_MAX];
 
-        if (gmtime_r(&t, &tm))
-                (void) strftime(now, sizeof now, "%Y-%m-%dT%H:%M:%SZ", &tm);
+        json_format_time(time(NULL), now, sizeof now);
 
         for (size_t i = 0; i < n && s.n_keys < INSTANCE_KEYS_MAX; i++) {
                 const InstanceKey *prev;

@@ -270,3 +270,7 @@ bool in_initrd_at(const char *root) {
         }
         return false;
 }
+
+int read_boot_id(char **ret) {
+        return read_one_line_file("/proc/sys/kernel/random/boot_id", ret);
+}

@@ -21,6 +21,9 @@ int read_regular_file(const char *path, size_t max, char **ret, size_t *ret_size
  * newline. */
 int read_one_line_file(const char *path, char **ret);
 
+/* The running boot's ID (/proc/sys/kernel/random/boot_id). */
+int read_boot_id(char **ret);
+
 /* Writes s to an existing file such as a sysfs attribute, in one write(). */
 int write_string_file(const char *path, const char *s);
 

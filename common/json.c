@@ -266,3 +266,11 @@ bool json_object_text_ok(const char *s, size_t n, unsigned max_depth) {
         /* An object never closed is no record (libyaml would take it). */
         return closed;
 }
+
+void json_format_time(time_t t, char *buf, size_t size) {
+        struct tm tm;
+
+        buf[0] = 0;
+        if (gmtime_r(&t, &tm))
+                (void) strftime(buf, size, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}

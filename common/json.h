@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 #define JSON_DEPTH_MAX 16
 
@@ -34,6 +35,11 @@ void json_null(Json *j, const char *key);
 /* A value that is already JSON text: a number, true, false or null (the
  * caller checks; json_copy() in json-read.h does). */
 void json_raw(Json *j, const char *key, const char *text);
+
+/* A time as every record writes it, in UTC: "YYYY-MM-DDThh:mm:ssZ"
+ * (buf needs JSON_TIME_MAX bytes; "" if the time cannot be broken down). */
+#define JSON_TIME_MAX 32
+void json_format_time(time_t t, char *buf, size_t size);
 
 /* Hands over the NUL-terminated text (ending in a newline); -ENOMEM if
  * anything failed.  The writer is empty afterwards either way. */
